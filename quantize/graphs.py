@@ -1,0 +1,52 @@
+"""One ONNX graph of a bundle, described as data so one exporter serves every model."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+OPSET = 17
+
+
+@dataclass
+class GraphSpec:
+    """A torch module whose ``forward(*example_inputs)`` becomes one ONNX graph."""
+
+    name: str  # file stem in the bundle, e.g. "t2s_prefill"
+    module: torch.nn.Module
+    example_inputs: tuple[torch.Tensor, ...]
+    input_names: list[str]
+    output_names: list[str]
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
+    description: str = ""
+
+
+def export_graph(spec: GraphSpec, out_dir: Path) -> Path:
+    """Export ``spec`` to ``out_dir/<name>.onnx`` with the TorchScript exporter (stable dynamic axes)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{spec.name}.onnx"
+    spec.module.eval()
+    with torch.no_grad():
+        torch.onnx.export(
+            spec.module,
+            spec.example_inputs,
+            str(path),
+            input_names=spec.input_names,
+            output_names=spec.output_names,
+            dynamic_axes=spec.dynamic_axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
+        )
+    return path
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
