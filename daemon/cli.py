@@ -1,0 +1,57 @@
+"""The ``gsv-edge`` command: one entry point, one small module per subcommand.
+
+Subcommands import their implementation lazily, so ``gsv-edge serve`` on the appliance never pulls in the
+conversion tooling (torch) and ``gsv-edge convert`` works on a machine without a sound card.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> "module:function" taking the parsed args and returning an exit code.
+# Each module also provides ``add_arguments(parser)`` named after the subcommand: ``add_<name>_arguments``.
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "serve": ("daemon.service", "run the appliance daemon in the foreground (MQTT, Wyoming, playback)"),
+    "convert": ("quantize.convert", "convert upstream GPT-SoVITS files into an ONNX model bundle (needs torch)"),
+    "inspect": ("quantize.inspect", "say what a checkpoint file or a model bundle is"),
+    "make-demo": ("quantize.demo", "build the small random-weight demo bundle (needs torch)"),
+}
+
+EXIT_USAGE = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gsv-edge", description="Offline GPT-SoVITS speech appliance.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.set_defaults(_module=module_name)
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:
+            p.set_defaults(_import_error=exc)
+            continue
+        module.add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    error = getattr(args, "_import_error", None)
+    if error is not None:
+        print(f"gsv-edge {args.command}: cannot load {args._module}: {error}", file=sys.stderr)
+        if args._module.startswith("quantize"):
+            print('  the conversion tooling needs torch: pip install "gsv-edge[convert]"', file=sys.stderr)
+        return 1
+    module = importlib.import_module(args._module)
+    return int(module.run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

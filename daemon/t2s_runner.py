@@ -1,0 +1,134 @@
+"""The autoregressive semantic-token decode on the ``t2s_prefill`` / ``t2s_step`` ONNX graphs.
+
+The K/V cache lives in per-layer numpy buffers ``[1, heads, capacity, head_dim]`` that the step graph reads
+in place; each step writes only the new token's row. Capacity doubles when full (rare, amortised), and the
+unused tail is hidden from attention by ``attn_bias``. Stop rules are upstream's ``infer_panel``: no EOS in
+the first 11 steps, EOS when the penalised argmax or the sampled token is EOS, ``early_stop_num``, 1500 steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from .sampling import SamplingParams, sample
+
+NO_EOS_STEPS = 11
+MAX_STEPS = 1500
+INITIAL_SLACK = 128
+
+
+@dataclass
+class DecodeResult:
+    y: np.ndarray  # [1, P + generated] int64, upstream's returned sequence
+    idx: int  # upstream's second return value (0 when reference-free)
+    stopped_by: str  # "eos" | "early_stop" | "max_steps"
+    step_logits: list[np.ndarray] = field(default_factory=list)  # raw logits per step, when recorded
+
+    @property
+    def semantic(self) -> np.ndarray:
+        """What upstream hands to SoVITS: ``y[:, -idx:]`` ([T] int64; the prompt is never included)."""
+        return self.y[0, -self.idx:] if self.idx else self.y[0]
+
+
+class KVCache:
+    """Per-layer K and V buffers filled in place."""
+
+    def __init__(self, n_layer: int, n_head: int, head_dim: int, capacity: int):
+        self.n_layer, self.n_head, self.head_dim = n_layer, n_head, head_dim
+        self.length = 0
+        self.k: list[np.ndarray] = []
+        self.v: list[np.ndarray] = []
+        self._grow(capacity)
+
+    def _grow(self, capacity: int) -> None:
+        shape = (1, self.n_head, capacity, self.head_dim)
+        old_k, old_v = self.k, self.v
+        self.k = [np.zeros(shape, np.float32) for _ in range(self.n_layer)]
+        self.v = [np.zeros(shape, np.float32) for _ in range(self.n_layer)]
+        for dst, src in zip(self.k + self.v, old_k + old_v, strict=False):
+            dst[:, :, : self.length] = src[:, :, : self.length]
+        self.bias = np.full((1, 1, 1, capacity), -np.inf, np.float32)
+        self.bias[..., : self.length] = 0.0
+
+    @property
+    def capacity(self) -> int:
+        return self.k[0].shape[2]
+
+    def append(self, k: np.ndarray, v: np.ndarray) -> None:
+        """k, v: [layers, 1, heads, T, head_dim]."""
+        t = k.shape[3]
+        if self.length + t > self.capacity:
+            self._grow(max(2 * self.capacity, self.length + t))
+        for layer in range(self.n_layer):
+            self.k[layer][:, :, self.length : self.length + t] = k[layer]
+            self.v[layer][:, :, self.length : self.length + t] = v[layer]
+        self.bias[..., self.length : self.length + t] = 0.0
+        self.length += t
+
+
+class T2SRunner:
+    def __init__(self, prefill: ort.InferenceSession, step: ort.InferenceSession, eos: int):
+        self.prefill_session = prefill
+        self.step_session = step
+        self.eos = eos
+        past = [i for i in step.get_inputs() if i.name.startswith("past_k_")]
+        self.n_layer = len(past)
+        self.n_head, self.head_dim = int(past[0].shape[1]), int(past[0].shape[3])
+
+    def decode(
+        self,
+        phone_ids: np.ndarray,
+        bert: np.ndarray,
+        prompt: np.ndarray | None,
+        params: SamplingParams,
+        rng: np.random.Generator,
+        early_stop_num: int = -1,
+        record_logits: bool = False,
+        on_step=None,
+    ) -> DecodeResult:
+        """phone_ids [1, N] int64, bert [1, 1024, N] float32, prompt [1, P] int64 or None (reference-free)."""
+        ref_free = prompt is None
+        prompt = np.zeros((1, 0), np.int64) if ref_free else prompt.astype(np.int64)
+        n_prompt = prompt.shape[1]
+        logits, k, v = self.prefill_session.run(
+            None, {"phone_ids": phone_ids.astype(np.int64), "bert": bert.astype(np.float32), "prompt": prompt}
+        )
+        cache = KVCache(self.n_layer, self.n_head, self.head_dim, k.shape[3] + INITIAL_SLACK)
+        cache.append(k, v)
+        tokens = list(prompt[0])
+        recorded: list[np.ndarray] = []
+        stopped_by = "max_steps"
+        idx = 0
+        for idx in range(MAX_STEPS):
+            if idx > 0:
+                feeds = {
+                    "token": np.array([[tokens[-1]]], np.int64),
+                    "position": np.array([n_prompt + idx - 1], np.int64),
+                    "attn_bias": cache.bias,
+                }
+                feeds.update({f"past_k_{i}": cache.k[i] for i in range(self.n_layer)})
+                feeds.update({f"past_v_{i}": cache.v[i] for i in range(self.n_layer)})
+                logits, k, v = self.step_session.run(None, feeds)
+                cache.append(k, v)
+            if record_logits:
+                recorded.append(logits.copy())
+            work = logits[:, :-1].copy() if idx < NO_EOS_STEPS else logits.copy()
+            token = sample(work, np.asarray(tokens, np.int64), params, rng)
+            tokens.append(token)
+            stop = early_stop_num != -1 and (len(tokens) - n_prompt) > early_stop_num
+            if stop:
+                stopped_by = "early_stop"
+            if int(np.argmax(work[0])) == self.eos or token == self.eos:
+                stop, stopped_by = True, "eos"
+                tokens.pop()
+            if on_step is not None:
+                on_step(idx)
+            if stop:
+                break
+        if not tokens:
+            tokens = [0]
+        y = np.asarray(tokens, np.int64)[None, :]
+        return DecodeResult(y, 0 if ref_free else idx, stopped_by, recorded)

@@ -1,0 +1,389 @@
+"""The GPT-SoVITS text-to-semantic (T2S, "GPT") model, inference path, state-dict compatible with upstream.
+
+Upstream: ``GPT_SoVITS/AR/models/t2s_model.py`` (``Text2SemanticDecoder``). A post-norm transformer reads the
+phones (token embedding + projected BERT features + scaled sine positions), then the reference's semantic
+tokens, and predicts the next semantic token autoregressively. Weight names follow upstream's Lightning
+checkpoint with the ``model.`` prefix removed, e.g. ``h.layers.0.self_attn.in_proj_weight``.
+
+For ONNX the decode is split in two graphs (see ``t2s_graphs``):
+
+* ``t2s_prefill``: phones + BERT + prompt tokens -> first logits and the K/V of every position.
+* ``t2s_step``: one token -> logits and the K/V of that token. The past K/V arrive as one input per layer in
+  ``[1, heads, capacity, head_dim]`` buffers that the runtime preallocates and fills in place; positions past
+  the valid length are hidden by an additive ``attn_bias``. The new token's own key/value are attended
+  separately (their scores are concatenated, not the caches), so nothing copies the cache per step.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .graphs import GraphSpec
+
+BERT_DIM = 1024
+NO_EOS_STEPS = 11  # upstream slices EOS off the logits while idx < 11
+MAX_STEPS = 1500  # upstream's hard limit
+
+# Checkpoint prefixes that exist only for training; none are known for upstream's GPT files today, but the
+# rule is explicit so a future training-only tensor is reported as ignored rather than silently skipped.
+TRAINING_ONLY_PREFIXES: tuple[str, ...] = ("ar_accuracy_metric.",)
+
+
+@dataclass
+class T2SConfig:
+    vocab_size: int = 1025  # semantic tokens + EOS
+    phoneme_vocab_size: int = 732
+    embedding_dim: int = 512
+    hidden_dim: int = 512
+    n_head: int = 16
+    n_layer: int = 24
+    eos: int = 1024
+
+    @classmethod
+    def from_checkpoint(cls, config: dict) -> T2SConfig:
+        """From the ``config`` dict of an upstream GPT ``.ckpt`` (its ``model`` section)."""
+        m = config["model"]
+        cfg = cls(
+            vocab_size=int(m["vocab_size"]),
+            phoneme_vocab_size=int(m["phoneme_vocab_size"]),
+            embedding_dim=int(m["embedding_dim"]),
+            hidden_dim=int(m["hidden_dim"]),
+            n_head=int(m["head"]),
+            n_layer=int(m["n_layer"]),
+            eos=int(m["EOS"]),
+        )
+        if cfg.eos != cfg.vocab_size - 1:
+            raise ValueError(f"config.model.EOS={cfg.eos} must be vocab_size-1={cfg.vocab_size - 1}")
+        if cfg.hidden_dim % cfg.n_head:
+            raise ValueError(f"config.model.hidden_dim={cfg.hidden_dim} is not divisible by head={cfg.n_head}")
+        return cfg
+
+    def to_checkpoint_config(self) -> dict:
+        return {
+            "model": {
+                "vocab_size": self.vocab_size,
+                "phoneme_vocab_size": self.phoneme_vocab_size,
+                "embedding_dim": self.embedding_dim,
+                "hidden_dim": self.hidden_dim,
+                "head": self.n_head,
+                "n_layer": self.n_layer,
+                "linear_units": self.hidden_dim * 4,
+                "dropout": 0,
+                "EOS": self.eos,
+            },
+            "data": {"max_sec": 54, "pad_val": self.eos},
+        }
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_dim // self.n_head
+
+
+class TokenEmbedding(nn.Module):
+    def __init__(self, vocab: int, dim: int):
+        super().__init__()
+        self.word_embeddings = nn.Embedding(vocab, dim)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.word_embeddings(ids)
+
+
+class SinePosition(nn.Module):
+    """``x + alpha * pe[pos]``; pe as upstream computes it (float32 sin/cos, interleaved)."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dim = dim
+        self.alpha = nn.Parameter(torch.ones(1))
+
+    def table(self, positions: torch.Tensor) -> torch.Tensor:
+        div_term = torch.exp(
+            torch.arange(0, self.dim, 2, dtype=torch.float32) * -(math.log(10000.0) / self.dim)
+        )
+        angles = positions.to(torch.float32).unsqueeze(-1) * div_term  # [T, dim/2]
+        interleaved = torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1)
+        return interleaved.reshape(angles.shape[0], self.dim)  # [T, dim]; explicit dim keeps T=0 valid
+
+    def forward(self, x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return x + self.alpha * self.table(positions).unsqueeze(0)
+
+
+class SelfAttention(nn.Module):
+    """Parameters named as ``nn.MultiheadAttention`` (upstream's layers are built from one)."""
+
+    def __init__(self, dim: int, n_head: int):
+        super().__init__()
+        self.n_head = n_head
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))
+        self.in_proj_bias = nn.Parameter(torch.empty(3 * dim))
+        self.out_proj = nn.Linear(dim, dim)
+
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """[B, T, D] -> three [B, H, T, Dh]."""
+        b, t, d = x.shape
+        q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+        return tuple(z.reshape(b, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
+
+    def merge(self, attn: torch.Tensor) -> torch.Tensor:
+        b, h, t, dh = attn.shape
+        return self.out_proj(attn.transpose(1, 2).reshape(b, t, h * dh))
+
+
+class Block(nn.Module):
+    """Post-norm transformer layer (upstream ``TransformerEncoderLayer`` with norm_first=False)."""
+
+    def __init__(self, cfg: T2SConfig):
+        super().__init__()
+        self.self_attn = SelfAttention(cfg.hidden_dim, cfg.n_head)
+        self.linear1 = nn.Linear(cfg.hidden_dim, cfg.hidden_dim * 4)
+        self.linear2 = nn.Linear(cfg.hidden_dim * 4, cfg.hidden_dim)
+        self.norm1 = nn.LayerNorm(cfg.hidden_dim, eps=1e-5)
+        self.norm2 = nn.LayerNorm(cfg.hidden_dim, eps=1e-5)
+
+    def finish(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.self_attn.merge(attn))
+        return self.norm2(x + self.linear2(F.relu(self.linear1(x))))
+
+
+class Layers(nn.Module):
+    def __init__(self, cfg: T2SConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+
+
+def prefill_mask(n_text: int | torch.Tensor, n_audio: int | torch.Tensor) -> torch.Tensor:
+    """Additive mask: text sees text only; audio sees all text and earlier audio. [N+P, N+P]."""
+    total = n_text + n_audio
+    row = torch.arange(total).unsqueeze(1)
+    col = torch.arange(total).unsqueeze(0)
+    hidden = (col >= n_text) & ((row < n_text) | (col > row))
+    return torch.zeros(hidden.shape).masked_fill(hidden, float("-inf"))
+
+
+class Text2SemanticDecoder(nn.Module):
+    def __init__(self, cfg: T2SConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.bert_proj = nn.Linear(BERT_DIM, cfg.embedding_dim)
+        self.ar_text_embedding = TokenEmbedding(cfg.phoneme_vocab_size, cfg.embedding_dim)
+        self.ar_text_position = SinePosition(cfg.embedding_dim)
+        self.ar_audio_embedding = TokenEmbedding(cfg.vocab_size, cfg.embedding_dim)
+        self.ar_audio_position = SinePosition(cfg.embedding_dim)
+        self.h = Layers(cfg)
+        self.ar_predict_layer = nn.Linear(cfg.hidden_dim, cfg.vocab_size, bias=False)
+
+    # -- loading --------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_checkpoint(cls, weights: dict[str, torch.Tensor], config: dict) -> tuple[Text2SemanticDecoder, list[str]]:
+        """Build from an upstream GPT checkpoint; strict on every inference weight.
+
+        Returns the model (float32) and the checkpoint keys ignored on purpose (training-only)."""
+        model = cls(T2SConfig.from_checkpoint(config))
+        state, ignored = {}, []
+        for key, value in weights.items():
+            name = key[len("model."):] if key.startswith("model.") else key
+            if name.startswith(TRAINING_ONLY_PREFIXES):
+                ignored.append(key)
+                continue
+            state[name] = value.float()
+        model.load_state_dict(state, strict=True)
+        return model.eval(), ignored
+
+    # -- building blocks ------------------------------------------------------------------------------
+
+    def embed_text(self, phone_ids: torch.Tensor, bert: torch.Tensor) -> torch.Tensor:
+        x = self.ar_text_embedding(phone_ids) + self.bert_proj(bert.transpose(1, 2))
+        return self.ar_text_position(x, torch.arange(phone_ids.shape[1]))
+
+    def embed_audio(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        return self.ar_audio_position(self.ar_audio_embedding(tokens), positions)
+
+    def prefill(
+        self, phone_ids: torch.Tensor, bert: torch.Tensor, prompt: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """First pass over phones + prompt. Returns logits [1, V] and per-layer K, V [1, H, N+P, Dh]."""
+        x = self.embed_text(phone_ids, bert)
+        n_text, n_audio = phone_ids.shape[1], prompt.shape[1]
+        if n_audio:
+            x = torch.cat([x, self.embed_audio(prompt, torch.arange(n_audio))], dim=1)
+        mask = prefill_mask(n_text, n_audio)
+        ks, vs = [], []
+        for layer in self.h.layers:
+            q, k, v = layer.self_attn.qkv(x)
+            attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+            x = layer.finish(x, attn)
+            ks.append(k)
+            vs.append(v)
+        return self.ar_predict_layer(x[:, -1]), ks, vs
+
+    def step(
+        self,
+        token: torch.Tensor,
+        position: torch.Tensor,
+        past_k: list[torch.Tensor],
+        past_v: list[torch.Tensor],
+        attn_bias: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
+        """One new token [1, 1] at audio ``position`` [1]. Returns logits [1, V] and this token's K, V per layer.
+
+        ``past_k``/``past_v`` may be longer than the valid history when ``attn_bias`` [1, 1, 1, T] masks the
+        unused tail with -inf (the runtime's preallocated buffers)."""
+        x = self.embed_audio(token, position)
+        new_k, new_v = [], []
+        for layer, pk, pv in zip(self.h.layers, past_k, past_v, strict=True):
+            q, k, v = layer.self_attn.qkv(x)
+            scale = 1.0 / math.sqrt(q.shape[-1])
+            past_scores = torch.matmul(q, pk.transpose(-1, -2)) * scale
+            if attn_bias is not None:
+                past_scores = past_scores + attn_bias
+            own_score = (q * k).sum(-1, keepdim=True) * scale
+            weights = torch.softmax(torch.cat([past_scores, own_score], dim=-1), dim=-1)
+            attn = torch.matmul(weights[..., :-1], pv) + weights[..., -1:] * v
+            x = layer.finish(x, attn)
+            new_k.append(k)
+            new_v.append(v)
+        return self.ar_predict_layer(x[:, -1]), new_k, new_v
+
+    # -- upstream's decode loop, for parity checks ----------------------------------------------------
+
+    @torch.no_grad()
+    def infer_panel(
+        self,
+        phone_ids: torch.Tensor,
+        prompts: torch.Tensor | None,
+        bert: torch.Tensor,
+        top_k: int = -100,
+        top_p: float = 100,
+        early_stop_num: int = -1,
+        temperature: float = 1.0,
+        repetition_penalty: float = 1.35,
+    ) -> tuple[torch.Tensor, int, list[torch.Tensor]]:
+        """Upstream ``infer_panel`` (naive path) step for step. Returns (y, idx, raw logits of every step)."""
+        ref_free = prompts is None
+        prompt = torch.zeros(1, 0, dtype=torch.long) if ref_free else prompts.long()
+        n_prompt = prompt.shape[1]
+        y = prompt.to(torch.int32)
+        logits, ks, vs = self.prefill(phone_ids.long(), bert, prompt)
+        raw: list[torch.Tensor] = []
+        idx = 0
+        for idx in range(MAX_STEPS):
+            if idx > 0:
+                pos = torch.tensor([n_prompt + idx - 1])
+                logits, nk, nv = self.step(y[:, -1:].long(), pos, ks, vs)
+                ks = [torch.cat([a, b], dim=2) for a, b in zip(ks, nk, strict=True)]
+                vs = [torch.cat([a, b], dim=2) for a, b in zip(vs, nv, strict=True)]
+            raw.append(logits.clone())
+            if idx < NO_EOS_STEPS:
+                logits = logits[:, :-1]
+            probs = logits_to_probs(logits, y.long(), temperature, top_k, top_p, repetition_penalty)
+            token = torch.argmax(probs / torch.empty_like(probs).exponential_(1), dim=-1, keepdim=True)
+            y = torch.cat([y, token.to(torch.int32)], dim=1)
+            stop = early_stop_num != -1 and (y.shape[1] - n_prompt) > early_stop_num
+            if torch.argmax(logits, dim=-1)[0] == self.cfg.eos or token[0, 0] == self.cfg.eos:
+                stop = True
+                y = y[:, :-1]
+            if stop or idx == MAX_STEPS - 1:
+                if y.shape[1] == 0:
+                    y = torch.cat([y, torch.zeros_like(token, dtype=torch.int32)], dim=1)
+                break
+        return y, (0 if ref_free else idx), raw
+
+
+def logits_to_probs(
+    logits: torch.Tensor,
+    previous_tokens: torch.Tensor | None,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+) -> torch.Tensor:
+    """Upstream ``AR/models/utils.py logits_to_probs``; the repetition penalty is applied to ``logits`` in
+    place, as upstream does (the caller's EOS test then sees penalised logits)."""
+    if previous_tokens is not None and repetition_penalty != 1.0 and previous_tokens.numel():
+        score = torch.gather(logits, 1, previous_tokens)
+        score = torch.where(score < 0, score * repetition_penalty, score / repetition_penalty)
+        logits.scatter_(1, previous_tokens, score)
+    if top_p is not None and top_p < 1.0:
+        sorted_logits, sorted_indices = torch.sort(logits, descending=True)
+        cum = torch.cumsum(torch.softmax(sorted_logits, dim=-1), dim=-1)
+        remove = cum > top_p
+        remove[:, 0] = False
+        logits = logits.masked_fill(remove.scatter(1, sorted_indices, remove), float("-inf"))
+    logits = logits / max(temperature, 1e-5)
+    if top_k is not None:
+        pivot = torch.topk(logits, min(top_k, logits.size(-1)))[0][:, -1:]
+        logits = torch.where(logits < pivot, float("-inf"), logits)
+    return torch.softmax(logits, dim=-1)
+
+
+# -- ONNX graphs ---------------------------------------------------------------------------------------
+
+
+class PrefillGraph(nn.Module):
+    def __init__(self, model: Text2SemanticDecoder):
+        super().__init__()
+        self.model = model
+
+    def forward(self, phone_ids: torch.Tensor, bert: torch.Tensor, prompt: torch.Tensor):
+        logits, ks, vs = self.model.prefill(phone_ids, bert, prompt)
+        return logits, torch.stack(ks), torch.stack(vs)
+
+
+class StepGraph(nn.Module):
+    def __init__(self, model: Text2SemanticDecoder):
+        super().__init__()
+        self.model = model
+        self.n_layer = model.cfg.n_layer
+
+    def forward(self, token: torch.Tensor, position: torch.Tensor, attn_bias: torch.Tensor, *past: torch.Tensor):
+        past_k, past_v = list(past[: self.n_layer]), list(past[self.n_layer:])
+        logits, nk, nv = self.model.step(token, position, past_k, past_v, attn_bias)
+        return logits, torch.stack(nk), torch.stack(nv)
+
+
+def t2s_graphs(model: Text2SemanticDecoder) -> list[GraphSpec]:
+    cfg = model.cfg
+    n, p, cap = 7, 5, 16
+    prefill = GraphSpec(
+        name="t2s_prefill",
+        module=PrefillGraph(model),
+        example_inputs=(
+            torch.randint(0, cfg.phoneme_vocab_size, (1, n)),
+            torch.randn(1, BERT_DIM, n),
+            torch.randint(0, cfg.vocab_size - 1, (1, p)),
+        ),
+        input_names=["phone_ids", "bert", "prompt"],
+        output_names=["logits", "present_k", "present_v"],
+        dynamic_axes={
+            "phone_ids": {1: "n_phones"},
+            "bert": {2: "n_phones"},
+            "prompt": {1: "n_prompt"},
+            "present_k": {3: "n_total"},
+            "present_v": {3: "n_total"},
+        },
+        description="phones + BERT + prompt tokens -> first logits, K/V [layers, 1, heads, N+P, head_dim]",
+    )
+    past_names = [f"past_k_{i}" for i in range(cfg.n_layer)] + [f"past_v_{i}" for i in range(cfg.n_layer)]
+    bias = torch.zeros(1, 1, 1, cap)
+    bias[..., 10:] = float("-inf")
+    step = GraphSpec(
+        name="t2s_step",
+        module=StepGraph(model),
+        example_inputs=(
+            torch.tensor([[3]]),
+            torch.tensor([p + 4]),
+            bias,
+            *[torch.randn(1, cfg.n_head, cap, cfg.head_dim) for _ in past_names],
+        ),
+        input_names=["token", "position", "attn_bias", *past_names],
+        output_names=["logits", "new_k", "new_v"],
+        dynamic_axes={"attn_bias": {3: "capacity"}, **{name: {2: "capacity"} for name in past_names}},
+        description="one token + past K/V buffers (masked by attn_bias) -> logits, this token's K/V",
+    )
+    return [prefill, step]
