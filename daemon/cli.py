@@ -15,7 +15,7 @@ import sys
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("daemon.service", "run the appliance daemon in the foreground (MQTT, Wyoming, playback)"),
     "convert": ("quantize.convert", "convert upstream GPT-SoVITS files into an ONNX model bundle (needs torch)"),
-    "inspect": ("quantize.inspect", "say what a checkpoint file or a model bundle is"),
+    "inspect": ("daemon.describe", "say what a model bundle or a checkpoint file is"),
     "make-demo": ("quantize.demo", "build the small random-weight demo bundle (needs torch)"),
 }
 

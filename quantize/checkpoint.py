@@ -16,6 +16,7 @@ import io
 import json
 import pickle
 import pickletools
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -155,7 +156,8 @@ def _unpickle(path: Path, data: bytes) -> Any:
         if bad is not None:
             raise CheckpointError(path, f"is corrupt: member {bad!r} fails its CRC check")
     try:
-        with torch.serialization.safe_globals([(HParams, "utils.HParams")]):
+        with torch.serialization.safe_globals([(HParams, "utils.HParams")]), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # pickle-protocol notices about plain pickles
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except _READ_ERRORS as exc:
         msg = str(exc)

@@ -1,0 +1,148 @@
+"""A model bundle: a directory with ``manifest.json`` and the ONNX graphs it lists.
+
+``gsv-edge convert`` writes bundles; the engine reads them. Loading verifies that every listed graph exists
+with the recorded size and SHA-256, so a half-copied or edited bundle is refused with the file at fault
+named, instead of failing later in the middle of an announcement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMAT = "gsv-edge-bundle"
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+
+# Graphs every bundle has; the others depend on the model version and the files converted.
+REQUIRED_GRAPHS = ("t2s_prefill", "t2s_step", "sovits_decoder", "sovits_ref_style", "sovits_extract_latent")
+
+
+class BundleError(ValueError):
+    """The bundle cannot be used; the message names the bundle file and the problem."""
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    name: str
+    file: str
+    sha256: str
+    bytes: int
+    precision: str
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    description: str = ""
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict[str, Any]
+    graphs: dict[str, GraphInfo]
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("name", self.path.name))
+
+    @property
+    def model_version(self) -> str:
+        return str(self.manifest["model_version"])
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.manifest["sample_rate"])
+
+    @property
+    def untrained(self) -> bool:
+        return bool(self.manifest.get("untrained", False))
+
+    @property
+    def precision(self) -> str:
+        return str(self.manifest.get("precision", "fp32"))
+
+    @property
+    def digest(self) -> str:
+        """Identity of the weights: stable across copies and renames, changes with any graph."""
+        joined = "\n".join(f"{n}:{g.sha256}" for n, g in sorted(self.graphs.items()))
+        return hashlib.sha256(joined.encode()).hexdigest()
+
+    def has(self, graph: str) -> bool:
+        return graph in self.graphs
+
+    def graph_path(self, graph: str) -> Path:
+        if graph not in self.graphs:
+            raise BundleError(f"{self.path / MANIFEST}: bundle has no graph {graph!r}")
+        return self.path / self.graphs[graph].file
+
+    @classmethod
+    def load(cls, path: Path | str, verify: bool = True) -> Bundle:
+        path = Path(path)
+        manifest_path = path / MANIFEST
+        if not path.is_dir():
+            raise BundleError(f"{path}: bundle directory not found")
+        if not manifest_path.is_file():
+            raise BundleError(f"{manifest_path}: missing; is {path} a gsv-edge model bundle?")
+        try:
+            manifest = json.loads(manifest_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            raise BundleError(f"{manifest_path}: field 'format' must be {FORMAT!r}")
+        version = manifest.get("format_version")
+        if version != FORMAT_VERSION:
+            raise BundleError(
+                f"{manifest_path}: format_version {version!r} is not supported (this gsv-edge reads "
+                f"{FORMAT_VERSION}); convert the model again with this version"
+            )
+        for key in ("model_version", "sample_rate", "graphs", "t2s", "sovits"):
+            if key not in manifest:
+                raise BundleError(f"{manifest_path}: field {key!r} is missing")
+        graphs: dict[str, GraphInfo] = {}
+        for name, entry in manifest["graphs"].items():
+            try:
+                graphs[name] = GraphInfo(name=name, **entry)
+            except TypeError as exc:
+                raise BundleError(f"{manifest_path}: graph {name!r} entry is malformed ({exc})") from exc
+        missing = [g for g in REQUIRED_GRAPHS if g not in graphs]
+        if missing:
+            raise BundleError(f"{manifest_path}: required graphs missing: {', '.join(missing)}")
+        bundle = cls(path, manifest, graphs)
+        if verify:
+            bundle.verify()
+        return bundle
+
+    def verify(self) -> None:
+        """Every graph file present, with its recorded size and digest."""
+        for info in self.graphs.values():
+            file = self.path / info.file
+            if not file.is_file():
+                raise BundleError(f"{file}: graph {info.name!r} listed in the manifest is missing")
+            size = file.stat().st_size
+            if size != info.bytes:
+                raise BundleError(
+                    f"{file}: size {size} bytes, manifest says {info.bytes} (truncated or replaced?)"
+                )
+            digest = sha256_of(file)
+            if digest != info.sha256:
+                raise BundleError(f"{file}: SHA-256 {digest[:16]}… does not match the manifest ({info.sha256[:16]}…)")
+        for name, asset in self.manifest.get("assets", {}).items():
+            file = self.path / asset["file"]
+            if not file.is_file():
+                raise BundleError(f"{file}: asset {name!r} listed in the manifest is missing")
+            if sha256_of(file) != asset["sha256"]:
+                raise BundleError(f"{file}: asset {name!r} does not match its SHA-256 in the manifest")
+
+    def asset_path(self, name: str) -> Path | None:
+        asset = self.manifest.get("assets", {}).get(name)
+        return self.path / asset["file"] if asset else None

@@ -1,0 +1,245 @@
+"""``gsv-edge convert``: upstream GPT-SoVITS files in, a verified ONNX model bundle out.
+
+Stages: read and identify every file -> build the PyTorch modules (strict state-dict loading) -> export each
+graph -> measure each graph's parity against its module on a fixed input -> write the manifest. The bundle is
+assembled in a temporary directory next to the target and renamed into place only when complete, so an
+interrupted conversion never leaves something that looks like a bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from daemon.bundle import FORMAT, FORMAT_VERSION, MANIFEST, Bundle
+
+CONVERTER_VERSION = "0.1.0"
+HUBERT_FILES = ("config.json", "pytorch_model.bin")
+ROBERTA_FILES = ("config.json", "pytorch_model.bin", "tokenizer.json")
+PRO_VERSIONS = ("v2Pro", "v2ProPlus")
+TOKENIZER_FILE = "roberta_tokenizer.json"
+
+
+class ConversionError(RuntimeError):
+    """A conversion that cannot go on; the message says which file or graph and why."""
+
+
+@dataclass
+class SourceFiles:
+    gpt: Path
+    sovits: Path
+    hubert: Path
+    roberta: Path | None = None
+    sv: Path | None = None
+
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def measure_parity(spec, onnx_path: Path) -> dict[str, Any]:
+    """Run the module and the exported graph on the spec's fixed inputs; max abs diff per output."""
+    import onnxruntime as ort
+    import torch
+
+    with torch.no_grad():
+        want = spec.module(*spec.example_inputs)
+    want = want if isinstance(want, tuple) else (want,)
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    feeds = {i.name: t.numpy() for i, t in zip(session.get_inputs(), spec.example_inputs, strict=True)}
+    got = session.run(None, feeds)
+    report: dict[str, Any] = {}
+    for name, g, w in zip(spec.output_names, got, want, strict=True):
+        w = w.numpy()
+        if np.issubdtype(w.dtype, np.integer):
+            report[name] = {"identical": bool(g.shape == w.shape and np.array_equal(g, w))}
+        else:
+            diff = float(np.abs(g.astype(np.float64) - w).max()) if w.size else 0.0
+            report[name] = {"max_abs_diff": diff}
+    return report
+
+
+def _graph_entry(spec, path: Path, parity: dict[str, Any]) -> dict[str, Any]:
+    import onnx
+
+    from .graphs import sha256_file
+
+    model = onnx.load(str(path), load_external_data=False)
+
+    def describe(values) -> list[dict[str, Any]]:
+        out = []
+        for v in values:
+            t = v.type.tensor_type
+            dims = [d.dim_param or d.dim_value for d in t.shape.dim]
+            out.append({"name": v.name, "dtype": onnx.TensorProto.DataType.Name(t.elem_type).lower(), "shape": dims})
+        return out
+
+    return {
+        "file": path.name,
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "precision": "fp32",
+        "inputs": describe(model.graph.input),
+        "outputs": describe(model.graph.output),
+        "description": spec.description,
+    }, parity
+
+
+def _source_entry(ckpt) -> dict[str, Any]:
+    entry = {"file": ckpt.path.name, "sha256": ckpt.sha256, "kind": ckpt.kind, "version": ckpt.version}
+    if ckpt.official is not None:
+        entry["official"] = ckpt.official.path
+    return entry
+
+
+def convert(files: SourceFiles, out: Path, name: str | None = None, untrained: bool = False,
+            log: Log = _stderr) -> dict[str, Any]:
+    """Convert ``files`` into a bundle at ``out``; returns the manifest."""
+    import torch
+
+    from .checkpoint import file_sha256, read_gpt, read_helper_folder, read_sovits
+    from .graphs import export_graph
+    from .hubert import hubert_graphs, load_hubert
+    from .roberta import load_roberta, roberta_graphs
+    from .sv import load_sv, sv_graphs
+    from .t2s import Text2SemanticDecoder, t2s_graphs
+    from .vits import load_sovits, sovits_graphs
+
+    torch.manual_seed(0)
+    started = time.monotonic()
+    stages = 5
+    log(f"[1/{stages}] reading checkpoints")
+    gpt = read_gpt(files.gpt)
+    log(f"  GPT    {gpt.path.name}: {gpt.version}, {gpt.n_params / 1e6:.1f} M params ({gpt.weight_dtype})"
+        + (f", official {gpt.official.path}" if gpt.official else ""))
+    sovits = read_sovits(files.sovits)
+    log(f"  SoVITS {sovits.path.name}: {sovits.version}, {sovits.n_params / 1e6:.1f} M params ({sovits.weight_dtype})"
+        + (f", official {sovits.official.path}" if sovits.official else ""))
+    read_helper_folder(files.hubert, "chinese-hubert-base", HUBERT_FILES)
+    if files.roberta is not None:
+        read_helper_folder(files.roberta, "chinese-roberta-wwm-ext-large", ROBERTA_FILES)
+    else:
+        log("  no --roberta: Chinese text will use zero BERT features (upstream does this for other languages)")
+    if sovits.version in PRO_VERSIONS and files.sv is None:
+        raise ConversionError(
+            f"{files.sovits}: a {sovits.version} model needs the speaker-verification model "
+            "(--sv pretrained_models/sv/pretrained_eres2netv2w24s4ep4.ckpt)"
+        )
+
+    log(f"[2/{stages}] building PyTorch modules (strict weight loading)")
+    t2s, ignored = Text2SemanticDecoder.from_checkpoint(gpt.weights, gpt.config)
+    if ignored:
+        log(f"  GPT: ignored training-only keys: {', '.join(ignored)}")
+    vits = load_sovits(sovits.weights, sovits.config, sovits.version)
+    parts: list[tuple[str, list]] = [("t2s", t2s_graphs(t2s)), ("sovits", sovits_graphs(vits))]
+    hubert = load_hubert(files.hubert)
+    parts.append(("hubert", hubert_graphs(hubert)))
+    sources = {"gpt": _source_entry(gpt), "sovits": _source_entry(sovits)}
+    sources["hubert"] = {"file": f"{files.hubert.name}/pytorch_model.bin",
+                         "sha256": file_sha256(files.hubert / "pytorch_model.bin")}
+    if files.roberta is not None:
+        parts.append(("roberta", roberta_graphs(load_roberta(files.roberta))))
+        sources["roberta"] = {"file": f"{files.roberta.name}/pytorch_model.bin",
+                              "sha256": file_sha256(files.roberta / "pytorch_model.bin")}
+    if sovits.version in PRO_VERSIONS:
+        parts.append(("sv", sv_graphs(load_sv(files.sv))))
+        sources["sv"] = {"file": files.sv.name, "sha256": file_sha256(files.sv)}
+
+    out = Path(out)
+    work = out.with_name(out.name + ".partial")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    try:
+        specs = [spec for _, group in parts for spec in group]
+        log(f"[3/{stages}] exporting {len(specs)} ONNX graphs")
+        graphs: dict[str, Any] = {}
+        parity: dict[str, Any] = {}
+        exported = []
+        for i, spec in enumerate(specs, 1):
+            t0 = time.monotonic()
+            path = export_graph(spec, work)
+            exported.append((spec, path))
+            size_mb = path.stat().st_size / 1e6
+            log(f"  ({i}/{len(specs)}) {spec.name}: {size_mb:.1f} MB in {time.monotonic() - t0:.1f} s")
+        log(f"[4/{stages}] measuring parity (PyTorch module vs onnxruntime, fixed inputs)")
+        for spec, path in exported:
+            graphs[spec.name], parity[spec.name] = _graph_entry(spec, path, measure_parity(spec, path))
+            log(f"  {spec.name}: " + ", ".join(
+                f"{k} {'identical' if v.get('identical') else 'DIFFERENT'}" if "identical" in v
+                else f"{k} max|diff| {v['max_abs_diff']:.2e}" for k, v in parity[spec.name].items()))
+        assets = {}
+        if files.roberta is not None:
+            shutil.copyfile(files.roberta / "tokenizer.json", work / TOKENIZER_FILE)
+            assets["roberta_tokenizer"] = {"file": TOKENIZER_FILE, "sha256": file_sha256(work / TOKENIZER_FILE)}
+
+        log(f"[5/{stages}] writing manifest")
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": name or out.name,
+            "untrained": untrained,
+            "model_version": sovits.version,
+            "sample_rate": vits.cfg.sampling_rate,
+            "precision": "fp32",
+            "t2s": {**asdict(t2s.cfg), "head_dim": t2s.cfg.head_dim, "hz": 50,
+                    "max_sec": int(gpt.config.get("data", {}).get("max_sec", 54))},
+            "sovits": {**asdict(vits.cfg), "filter_length": 2 * (vits.cfg.spec_channels - 1)},
+            "graphs": graphs,
+            "assets": assets,
+            "parity": parity,
+            "provenance": {
+                "converter": f"gsv-edge {CONVERTER_VERSION}",
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "torch": torch.__version__,
+                "sources": sources,
+            },
+        }
+        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        Bundle.load(work)  # the bundle must pass the same checks the engine applies
+        if out.exists():
+            shutil.rmtree(out)
+        work.rename(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    total = sum(g["bytes"] for g in graphs.values())
+    log(f"done: {out} ({len(graphs)} graphs, {total / 1e6:.1f} MB) in {time.monotonic() - started:.0f} s")
+    return manifest
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gpt", type=Path, required=True, help="GPT (text-to-semantic) .ckpt from the WebUI")
+    parser.add_argument("--sovits", type=Path, required=True, help="SoVITS .pth from the WebUI")
+    parser.add_argument("--hubert", type=Path, required=True, help="chinese-hubert-base folder")
+    parser.add_argument("--roberta", type=Path, help="chinese-roberta-wwm-ext-large folder (for Chinese text)")
+    parser.add_argument("--sv", type=Path, help="speaker-verification ckpt (needed by v2Pro / v2ProPlus)")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="bundle directory to create")
+    parser.add_argument("--name", help="bundle name (default: the directory name)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+
+    files = SourceFiles(args.gpt, args.sovits, args.hubert, args.roberta, args.sv)
+    try:
+        manifest = convert(files, args.out, args.name)
+    except (CheckpointError, ConversionError) as exc:
+        print(f"gsv-edge convert: {exc}", file=sys.stderr)
+        return 1
+    for name, g in manifest["graphs"].items():
+        print(f"{name:24s} {g['bytes'] / 1e6:8.2f} MB  sha256 {g['sha256'][:16]}")
+    return 0
