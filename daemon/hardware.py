@@ -1,0 +1,180 @@
+"""Hardware profiles (``hardware/*.toml``) and the onnxruntime sessions they describe.
+
+A profile names the execution providers to try in order, thread counts and memory caps. Providers this
+onnxruntime build lacks, or that fail to start, are skipped with a logged reason, ending on the CPU, which
+always works. TensorRT gets explicit shape ranges for every dynamic axis and an engine cache keyed by bundle
+digest + onnxruntime version + GPU, so engines are built once per box and model, not at every start.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 (JetPack 6)
+    import tomli as tomllib
+
+log = logging.getLogger(__name__)
+
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "hardware"
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+TENSORRT = "TensorrtExecutionProvider"
+
+# TensorRT needs a (min, opt, max) range for each dynamic axis; names are those the exporter gives.
+DIM_RANGES: dict[str, tuple[int, int, int]] = {
+    "n_phones": (1, 64, 512),
+    "n_prompt": (1, 150, 500),
+    "n_total": (1, 256, 1024),
+    "capacity": (1, 512, 2048),
+    "samples": (16000, 96000, 160000),
+}
+DEFAULT_RANGE = (1, 64, 1024)
+
+
+class ProfileError(ValueError):
+    """A hardware profile that cannot be read; names the file and the field."""
+
+
+@dataclass
+class HardwareProfile:
+    name: str
+    providers: list[str]
+    description: str = ""
+    precision: str = "fp32"
+    intra_op_threads: int = 0
+    inter_op_threads: int = 1
+    cpu_mem_arena: bool = True
+    cuda: dict[str, Any] = field(default_factory=dict)
+    tensorrt: dict[str, Any] = field(default_factory=dict)
+    source: Path | None = None
+
+    @classmethod
+    def load(cls, name_or_path: str | Path) -> HardwareProfile:
+        """A profile by file path, or by name from the ``hardware/`` directory (``x86-cpu``, ...)."""
+        path = Path(name_or_path)
+        if not path.suffix:
+            path = PROFILE_DIR / f"{name_or_path}.toml"
+        if not path.is_file():
+            known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.toml")))
+            raise ProfileError(f"{path}: hardware profile not found (known profiles: {known})")
+        try:
+            data = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ProfileError(f"{path}: not valid TOML ({exc})") from exc
+        allowed = set(cls.__dataclass_fields__) - {"source"}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ProfileError(f"{path}: unknown field(s) {', '.join(unknown)}")
+        for key in ("name", "providers"):
+            if key not in data:
+                raise ProfileError(f"{path}: field {key!r} is required")
+        if not isinstance(data["providers"], list) or not data["providers"]:
+            raise ProfileError(f"{path}: field 'providers' must be a non-empty list")
+        return cls(**data, source=path)
+
+
+def gpu_name() -> str:
+    """A short, file-name-safe GPU identity for cache keys; read from the driver, no extra libraries."""
+    for info in sorted(Path("/proc/driver/nvidia/gpus").glob("*/information")):
+        for line in info.read_text(errors="replace").splitlines():
+            if line.startswith("Model:"):
+                return _safe(line.split(":", 1)[1])
+    model = Path("/proc/device-tree/model")
+    if model.is_file():
+        return _safe(model.read_bytes().rstrip(b"\0").decode(errors="replace"))
+    return "unknown-gpu"
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.strip()).strip("-")[:48] or "gpu"
+
+
+def trt_shape_ranges(session_inputs: list[dict[str, Any]]) -> dict[str, str]:
+    """``trt_profile_{min,opt,max}_shapes`` strings from a graph's declared inputs."""
+    shapes: dict[str, list[str]] = {"min": [], "opt": [], "max": []}
+    for inp in session_inputs:
+        dims = inp["shape"]
+        if all(isinstance(d, int) for d in dims):
+            continue
+        for i, kind in enumerate(("min", "opt", "max")):
+            size = [str(d) if isinstance(d, int) else str(DIM_RANGES.get(d, DEFAULT_RANGE)[i]) for d in dims]
+            shapes[kind].append(f"{inp['name']}:{'x'.join(size)}")
+    return {f"trt_profile_{k}_shapes": ",".join(v) for k, v in shapes.items() if v}
+
+
+def session_options(profile: HardwareProfile) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = profile.intra_op_threads
+    opts.inter_op_num_threads = profile.inter_op_threads
+    opts.enable_cpu_mem_arena = profile.cpu_mem_arena
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return opts
+
+
+def provider_chain(
+    profile: HardwareProfile, graph_inputs: list[dict[str, Any]], cache_dir: Path, bundle_digest: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """The profile's providers this onnxruntime has, each with its options; always ends with CPU."""
+    available = set(ort.get_available_providers())
+    chain: list[tuple[str, dict[str, Any]]] = []
+    for name in profile.providers:
+        if name not in available:
+            log.warning("provider %s from profile %r is not in this onnxruntime build (has: %s); skipping",
+                        name, profile.name, ", ".join(sorted(available)))
+            continue
+        if name == CUDA:
+            options = {"cudnn_conv_algo_search": profile.cuda.get("cudnn_conv_algo_search", "HEURISTIC")}
+            if profile.cuda.get("gpu_mem_limit_mb"):
+                options["gpu_mem_limit"] = str(int(profile.cuda["gpu_mem_limit_mb"]) << 20)
+            chain.append((name, options))
+        elif name == TENSORRT:
+            key = f"{bundle_digest[:16]}-ort{ort.__version__}-{gpu_name()}"
+            engine_dir = cache_dir / "tensorrt" / key
+            options = {
+                "trt_fp16_enable": str(bool(profile.tensorrt.get("fp16", True))),
+                "trt_max_workspace_size": str(int(profile.tensorrt.get("max_workspace_mb", 1024)) << 20),
+                **trt_shape_ranges(graph_inputs),
+            }
+            if profile.tensorrt.get("engine_cache", True):
+                engine_dir.mkdir(parents=True, exist_ok=True)
+                options.update({"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(engine_dir)})
+            chain.append((name, options))
+        else:
+            chain.append((name, {}))
+    if not chain or chain[-1][0] != CPU:
+        chain.append((CPU, {}))
+    return chain
+
+
+def create_session(
+    model_path: Path,
+    profile: HardwareProfile,
+    graph_inputs: list[dict[str, Any]] | None = None,
+    cache_dir: Path | None = None,
+    bundle_digest: str = "",
+) -> ort.InferenceSession:
+    """A session on the best provider that starts; falls back to CPU with the reason logged."""
+    chain = provider_chain(profile, graph_inputs or [], cache_dir or Path("/tmp/gsv-edge-cache"), bundle_digest)
+    opts = session_options(profile)
+    while True:
+        try:
+            session = ort.InferenceSession(str(model_path), sess_options=opts, providers=chain)
+        except Exception as exc:  # noqa: BLE001 - any provider failure: retry with the next one
+            if len(chain) == 1:
+                raise
+            log.warning("%s: %s failed to start (%s); trying %s", model_path.name, chain[0][0], exc, chain[1][0])
+            chain = chain[1:]
+            continue
+        used = session.get_providers()[0]
+        if used != chain[0][0]:
+            log.warning("%s: wanted %s, running on %s", model_path.name, chain[0][0], used)
+        return session

@@ -1,0 +1,70 @@
+"""Hardware profiles load, name their faults, and always end on a provider that works here."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from daemon.hardware import PROFILE_DIR, HardwareProfile, ProfileError, create_session, provider_chain, trt_shape_ranges
+
+PROFILES = sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+def test_the_five_profiles_exist() -> None:
+    assert {"x86-cpu", "x86-cuda", "jetson-orin-nano-8gb", "jetson-orin-nx-16gb", "jetson-agx-orin"} <= set(PROFILES)
+
+
+@pytest.mark.parametrize("name", PROFILES)
+def test_profile_loads(name: str) -> None:
+    profile = HardwareProfile.load(name)
+    assert profile.providers[-1] == "CPUExecutionProvider", "every profile must end on the CPU"
+    assert profile.precision in ("fp32", "fp16", "int8", "mixed")
+
+
+def test_unknown_field_and_missing_profile_are_named(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\nproviders = ["CPUExecutionProvider"]\nthreads = 4\n')
+    with pytest.raises(ProfileError, match="unknown field.*threads"):
+        HardwareProfile.load(bad)
+    with pytest.raises(ProfileError, match="not found.*x86-cpu"):
+        HardwareProfile.load("no-such-box")
+
+
+def test_gpu_profile_falls_back_to_cpu_with_reason(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    profile = HardwareProfile.load("jetson-orin-nano-8gb")
+    with caplog.at_level(logging.WARNING):
+        chain = provider_chain(profile, [], tmp_path, "ab" * 32)
+    names = [n for n, _ in chain]
+    import onnxruntime as ort
+
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        assert "TensorrtExecutionProvider" not in names
+        assert "not in this onnxruntime build" in caplog.text
+    assert names[-1] == "CPUExecutionProvider"
+
+
+def test_trt_ranges_cover_dynamic_axes() -> None:
+    ranges = trt_shape_ranges([
+        {"name": "phone_ids", "shape": [1, "n_phones"]},
+        {"name": "bert", "shape": [1, 1024, "n_phones"]},
+        {"name": "fixed", "shape": [1, 3]},
+    ])
+    assert ranges["trt_profile_min_shapes"] == "phone_ids:1x1,bert:1x1024x1"
+    assert ranges["trt_profile_max_shapes"] == "phone_ids:1x512,bert:1x1024x512"
+
+
+def test_session_runs_on_cpu_from_a_gpu_profile(tmp_path: Path) -> None:
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    inputs = [{"name": "x", "shape": ["n"]}]
+    session = create_session(path, HardwareProfile.load("x86-cuda"), inputs, tmp_path, "0" * 64)
+    out = session.run(None, {"x": np.array([-1.0, 2.0], np.float32)})[0]
+    np.testing.assert_array_equal(out, [0.0, 2.0])
