@@ -53,8 +53,14 @@ def check_t2s_infer_panel(case: dict, golden_dir: Path, tmp_path_factory) -> Non
     # PyTorch module, upstream's own loop.
     torch.manual_seed(p.get("seed", 0))
     y, idx, raw = model.infer_panel(
-        phones, prompts, bert, top_k=p["top_k"], top_p=p["top_p"], early_stop_num=p["early_stop_num"],
-        temperature=p["temperature"], repetition_penalty=p["repetition_penalty"],
+        phones,
+        prompts,
+        bert,
+        top_k=p["top_k"],
+        top_p=p["top_p"],
+        early_stop_num=p["early_stop_num"],
+        temperature=p["temperature"],
+        repetition_penalty=p["repetition_penalty"],
     )
     raw_np = torch.cat(raw).numpy()
     assert_close("torch first_step_logits", raw_np[:1], data["first_step_logits"], FLOAT_TOL)
@@ -68,8 +74,13 @@ def check_t2s_infer_panel(case: dict, golden_dir: Path, tmp_path_factory) -> Non
     params = SamplingParams(p["top_k"], p["top_p"], p["temperature"], p["repetition_penalty"])
     prompt_np = data["prompts"].astype(np.int64) if "prompts" in data else None
     result = runner.decode(
-        data["phoneme_ids"].astype(np.int64), data["bert_feature"], prompt_np, params,
-        np.random.default_rng(p.get("seed", 0)), p["early_stop_num"], record_logits=True,
+        data["phoneme_ids"].astype(np.int64),
+        data["bert_feature"],
+        prompt_np,
+        params,
+        np.random.default_rng(p.get("seed", 0)),
+        p["early_stop_num"],
+        record_logits=True,
     )
     logits = np.concatenate(result.step_logits)
     assert_close("onnx first_step_logits", logits[:1], data["first_step_logits"], FLOAT_TOL)
@@ -87,8 +98,12 @@ def check_t2s_sampler(case: dict, golden_dir: Path, tmp_path_factory) -> None:
     p = case["params"]
     prev = data["previous_tokens"].astype(np.int64)
     probs = logits_to_probs(
-        torch.from_numpy(data["logits"]).clone(), torch.from_numpy(prev), p["temperature"], p["top_k"],
-        p["top_p"], p["repetition_penalty"],
+        torch.from_numpy(data["logits"]).clone(),
+        torch.from_numpy(prev),
+        p["temperature"],
+        p["top_k"],
+        p["top_p"],
+        p["repetition_penalty"],
     )
     assert_close("torch probs", probs.numpy(), data["probs"], 1e-6)
     params = SamplingParams(p["top_k"], p["top_p"], p["temperature"], p["repetition_penalty"])

@@ -1,0 +1,303 @@
+"""The GPT-SoVITS engine on onnxruntime + numpy: a bundle, a hardware profile and the voices made for it.
+
+Data flows one way, one small method per stage, following upstream ``inference_webui.get_tts_wav``:
+text -> segments -> phones + BERT features -> semantic tokens (T2S prefill + KV-cache steps) -> waveform
+(SoVITS decoder with the voice's cached style) -> float32 chunks, one per segment, each followed by
+upstream's 0.3 s pause. ``stream`` yields them as they are ready; ``synthesize`` is the daemon's interface.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from .bert_features import phone_level_features
+from .bert_tokenizer import BertTokenizer
+from .bundle import Bundle
+from .fbank import kaldi_fbank
+from .frontend import FrontendResult, Lexicon, split_sentences, text_to_phones
+from .hardware import HardwareProfile, create_session
+from .reference_audio import AudioError, read_wav, resample, validate_reference
+from .sampling import SamplingParams
+from .spectrogram import spectrogram
+from .synthesizer import SynthesisError, UnknownVoice, VoiceInfo
+from .t2s_runner import T2SRunner
+from .voices import Voice, VoiceError, VoiceMeta, VoiceStore, check_name, voice_key
+
+log = logging.getLogger(__name__)
+
+BERT_DIM = 1024
+HUBERT_RATE = 16000
+PAUSE_SECONDS = 0.3  # upstream's pause_second between segments, and the pad after the clip for HuBERT
+SENTENCE_END = set("，。？！,.?!~:：—…")
+MERGE_SHORTER_THAN = 5  # upstream merge_short_text_in_array threshold
+TOKENS_PER_PHONE = 5  # semantic tokens (25 Hz) per target phone before a runaway decode is cut
+MIN_TOKENS = 40
+NO_TOKEN_RETRIES = 2
+MAX_TEXT_CHARS = 5000
+
+
+@dataclass(frozen=True)
+class SynthesisOptions:
+    speed: float = 1.0
+    seed: int | None = None
+    noise_scale: float = 0.5  # upstream's default
+    sampling: SamplingParams = SamplingParams()
+
+    def __post_init__(self) -> None:
+        if not 0.25 <= self.speed <= 4.0:
+            raise ValueError(f"speed must be within 0.25-4.0, got {self.speed}")
+
+
+def decoded_frames(code_frames: int, speed: float) -> int:
+    """Latent frames for ``code_frames`` codes: 2 per code, stretched as upstream (``int(L / speed) + 1``)."""
+    frames = 2 * code_frames
+    return frames if speed == 1 else int(frames / speed) + 1
+
+
+class Engine:
+    """One bundle loaded for one box; thread-compatible but not thread-safe (the daemon runs one at a time)."""
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        profile: HardwareProfile,
+        state_dir: Path,
+        lexicon: Lexicon | None = None,
+    ):
+        self.bundle = bundle
+        self.profile = profile
+        self.state_dir = Path(state_dir)
+        self.lexicon = lexicon
+        self.voices_store = VoiceStore(self.state_dir)
+        self.graph_runs: Counter[str] = Counter()
+        self._sessions: dict = {}
+        self.name = f"GPT-SoVITS {bundle.model_version} '{bundle.name}'"
+        self.sample_rate = bundle.sample_rate
+        cfg = bundle.manifest["t2s"]
+        self.eos = int(cfg["eos"])
+        self.max_tokens = int(cfg.get("hz", 50)) * int(cfg.get("max_sec", 54))
+        self.inter_channels = int(bundle.manifest["sovits"]["inter_channels"])
+        self.is_pro = bundle.model_version in ("v2Pro", "v2ProPlus")
+        tokenizer = bundle.asset_path("roberta_tokenizer")
+        self.tokenizer = BertTokenizer.from_json(tokenizer) if tokenizer and bundle.has("roberta") else None
+        self.t2s = T2SRunner(self.session("t2s_prefill"), self.session("t2s_step"), self.eos)
+
+    # -- sessions ---------------------------------------------------------------------------------------
+
+    def session(self, graph: str):
+        if graph not in self._sessions:
+            info = self.bundle.graphs[graph]
+            self._sessions[graph] = create_session(
+                self.bundle.graph_path(graph), self.profile, info.inputs, self.state_dir / "cache",
+                self.bundle.digest,
+            )
+        return self._sessions[graph]
+
+    def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        self.graph_runs[graph] += 1
+        return self.session(graph).run(None, feeds)
+
+    @property
+    def provider(self) -> str:
+        return self.session("t2s_step").get_providers()[0]
+
+    def warm_up(self) -> float:
+        """Create every session and run each synthesis graph once; returns seconds taken."""
+        t0 = time.monotonic()
+        for graph in self.bundle.graphs:
+            self.session(graph)
+        phones = np.zeros((1, 8), np.int64)
+        self.t2s.decode(phones, np.zeros((1, BERT_DIM, 8), np.float32), np.zeros((1, 4), np.int64),
+                        SamplingParams(), np.random.default_rng(0), early_stop_num=2)
+        ge = np.zeros(self.ge_shape(), np.float32)
+        self.decode_audio(np.zeros(4, np.int64), phones[0], ge, 1.0, 0.0, np.random.default_rng(0))
+        return time.monotonic() - t0
+
+    def ge_shape(self) -> tuple[int, int, int]:
+        out = self.bundle.graphs["sovits_ref_style"].outputs[0]["shape"]
+        return (1, int(out[1]), 1)
+
+    # -- text -----------------------------------------------------------------------------------------
+
+    def phones_and_bert(self, text: str, lang: str) -> tuple[np.ndarray, np.ndarray, FrontendResult]:
+        """Phone ids [N] and BERT features [1024, N]; zeros except for Chinese segments when the bundle
+        has the roberta graph (upstream uses zeros for every other language)."""
+        result = text_to_phones(text, lang, self.lexicon)
+        parts = []
+        for seg in result.segments:
+            n = len(seg.phone_ids)
+            if seg.lang == "zh" and self.tokenizer is not None and seg.word2ph:
+                ids = np.asarray([self.tokenizer.encode(seg.norm_text)], np.int64)
+                hidden = self.run("roberta", {"input_ids": ids})[0]
+                parts.append(phone_level_features(hidden, seg.word2ph))
+            else:
+                parts.append(np.zeros((BERT_DIM, n), np.float32))
+        bert = np.concatenate(parts, axis=1) if parts else np.zeros((BERT_DIM, 0), np.float32)
+        return np.asarray(result.phone_ids, np.int64), bert, result
+
+    @staticmethod
+    def segments(text: str, lang: str) -> list[str]:
+        """Synthesis segments: sentences, short ones merged, each closed by a sentence mark as upstream."""
+        pieces = [p for p in split_sentences(text) if p.strip()]
+        merged: list[str] = []
+        for piece in pieces:
+            if merged and len(merged[-1]) < MERGE_SHORTER_THAN:
+                merged[-1] += piece
+            else:
+                merged.append(piece)
+        if len(merged) > 1 and len(merged[-1]) < MERGE_SHORTER_THAN:
+            merged[-2] += merged.pop()
+        end = "." if lang == "en" else "。"
+        return [m if m[-1] in SENTENCE_END else m + end for m in (s.strip() for s in merged) if m]
+
+    # -- voices ---------------------------------------------------------------------------------------
+
+    def register_voice(self, name: str, wav_bytes: bytes, text: str, lang: str, clip_name: str = "clip",
+                       description: str = "") -> Voice:
+        """Validate the clip, run the speaker-feature graphs once and store the result."""
+        check_name(name)
+        if lang not in ("zh", "en", "all_zh", "auto"):
+            raise VoiceError(f"voice language must be zh, en, all_zh or auto, got {lang!r}")
+        if not text or not text.strip():
+            raise VoiceError("the transcript of the reference clip is empty")
+        clip = read_wav(wav_bytes, clip_name)
+        validate_reference(clip, clip_name)
+        wav16 = resample(clip.samples, clip.sample_rate, HUBERT_RATE)
+        wav32 = resample(clip.samples, clip.sample_rate, self.sample_rate)
+        prompt_tokens = self.prompt_tokens(wav16)
+        ge = self.style(wav32, wav16)
+        prompt_text = text.strip("\n")
+        if prompt_text[-1] not in SENTENCE_END:
+            prompt_text += "." if lang == "en" else "。"
+        phone_ids, bert, _ = self.phones_and_bert(prompt_text, lang)
+        clip_sha = hashlib.sha256(wav_bytes).hexdigest()
+        meta = VoiceMeta(
+            name=name, bundle_digest=self.bundle.digest, bundle_name=self.bundle.name, clip_sha256=clip_sha,
+            text=text, lang=lang, key=voice_key(self.bundle.digest, clip_sha, text, lang),
+            created=datetime.now(timezone.utc).isoformat(timespec="seconds"), seconds=round(clip.seconds, 3),
+            description=description,
+        )
+        voice = Voice(meta, prompt_tokens, phone_ids, bert, ge)
+        self.voices_store.save(voice)
+        return voice
+
+    def prompt_tokens(self, wav16: np.ndarray) -> np.ndarray:
+        """HuBERT on the clip + 0.3 s of silence (sized at 32 kHz, as upstream), then the SoVITS quantizer."""
+        padded = np.concatenate([wav16, np.zeros(int(self.sample_rate * PAUSE_SECONDS), np.float32)])
+        ssl = self.run("hubert", {"wav16k": padded[None].astype(np.float32)})[0]
+        codes = self.run("sovits_extract_latent", {"ssl_content": ssl})[0]
+        return codes[0, 0].astype(np.int64)
+
+    def style(self, wav32: np.ndarray, wav16: np.ndarray) -> np.ndarray:
+        peak = float(np.abs(wav32).max())
+        if peak > 1:
+            wav32 = wav32 / min(2.0, peak)
+        feeds = {"refer_spec": spectrogram(wav32)}
+        if self.is_pro:
+            fbank = kaldi_fbank(wav16)[None].astype(np.float32)
+            feeds["sv_emb"] = self.run("sv_embedding", {"fbank": fbank})[0]
+        return self.run("sovits_ref_style", feeds)[0]
+
+    def voice(self, name: str) -> Voice:
+        try:
+            return self.voices_store.load(name, self.bundle.digest)
+        except VoiceError as exc:
+            if "unknown voice" in str(exc):
+                raise UnknownVoice(str(exc)) from exc
+            raise
+
+    def voices(self) -> list[VoiceInfo]:
+        return [
+            VoiceInfo(m.name, [m.lang], m.description or f"cloned from a {m.seconds:.1f} s clip ({self.bundle.name})")
+            for m in self.voices_store.list()
+            if m.bundle_digest == self.bundle.digest
+        ]
+
+    # -- synthesis ------------------------------------------------------------------------------------
+
+    def semantic_tokens(self, voice: Voice, phone_ids: np.ndarray, bert: np.ndarray, options: SynthesisOptions,
+                        rng: np.random.Generator) -> np.ndarray:
+        all_phones = np.concatenate([voice.prompt_phone_ids, phone_ids])[None]
+        all_bert = np.concatenate([voice.prompt_bert, bert], axis=1)[None]
+        limit = min(self.max_tokens, MIN_TOKENS + TOKENS_PER_PHONE * len(phone_ids))
+        for attempt in range(1 + NO_TOKEN_RETRIES):
+            result = self.t2s.decode(all_phones, all_bert, voice.prompt_tokens[None], options.sampling, rng, limit)
+            tokens = result.semantic
+            if len(tokens) and not (len(tokens) == 1 and result.stopped_by == "eos"):
+                return tokens
+            log.warning("segment produced no semantic tokens (attempt %d); retrying", attempt + 1)
+        raise SynthesisError("the model produced no speech tokens for this segment after retries")
+
+    def decode_audio(self, tokens: np.ndarray, phone_ids: np.ndarray, ge: np.ndarray, speed: float,
+                     noise_scale: float, rng: np.random.Generator) -> np.ndarray:
+        frames = decoded_frames(len(tokens), speed)
+        noise = rng.standard_normal((1, self.inter_channels, frames)).astype(np.float32)
+        audio = self.run("sovits_decoder", {
+            "codes": tokens[None, None].astype(np.int64),
+            "text": phone_ids[None].astype(np.int64),
+            "ge": ge.astype(np.float32),
+            "noise": noise,
+            "noise_scale": np.array([noise_scale], np.float32),
+        })[0][0, 0]
+        peak = float(np.abs(audio).max()) if audio.size else 0.0
+        return audio / peak if peak > 1 else audio
+
+    def stream(self, text: str, voice: str | Voice, lang: str = "auto", options: SynthesisOptions | None = None,
+               on_segment: Callable[[int, int], None] | None = None) -> Iterator[np.ndarray]:
+        """Float32 audio per segment (followed by its pause), as soon as each is ready."""
+        options = options or SynthesisOptions()
+        if not text or not text.strip():
+            raise SynthesisError("text is empty")
+        if len(text) > MAX_TEXT_CHARS:
+            raise SynthesisError(f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
+        v = voice if isinstance(voice, Voice) else self.voice(voice)
+        rng = np.random.default_rng(options.seed)
+        pause = np.zeros(int(self.sample_rate * PAUSE_SECONDS), np.float32)
+        segments = self.segments(text, lang)
+        for i, segment in enumerate(segments):
+            try:
+                phone_ids, bert, _ = self.phones_and_bert(segment, lang)
+            except (ValueError, NotImplementedError) as exc:
+                raise SynthesisError(f"segment {i + 1} ({segment[:40]!r}): {exc}") from exc
+            tokens = self.semantic_tokens(v, phone_ids, bert, options, rng)
+            audio = self.decode_audio(tokens, phone_ids, v.ge, options.speed, options.noise_scale, rng)
+            if on_segment is not None:
+                on_segment(i, len(segments))
+            yield np.concatenate([audio.astype(np.float32), pause])
+
+    def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0) -> Iterator[np.ndarray]:
+        """The daemon's ``Synthesizer`` interface."""
+        name = voice or self.default_voice()
+        try:
+            options = SynthesisOptions(speed=speed)
+        except ValueError as exc:
+            raise SynthesisError(str(exc)) from exc
+        lang = lang or self.voices_store.meta(name).lang if self.voices_store.exists(name) else (lang or "auto")
+        return self.stream(text, name, lang if lang in ("zh", "en", "all_zh", "auto") else "auto", options)
+
+    def default_voice(self) -> str:
+        voices = self.voices()
+        if not voices:
+            raise UnknownVoice(f"no voice is registered for bundle '{self.bundle.name}': run gsv-edge voice add")
+        return voices[0].name
+
+
+def load_engine(settings, lexicon: Lexicon | None = None) -> Engine:
+    """The daemon's factory: bundle from ``engine.bundle``, profile from ``engine.hardware_profile``."""
+    bundle = Bundle.load(settings.engine.bundle)
+    profile = HardwareProfile.load(getattr(settings.engine, "hardware_profile", "x86-cpu"))
+    engine = Engine(bundle, profile, settings.state_dir, lexicon)
+    log.info("engine %s warm in %.1f s on %s", engine.name, engine.warm_up(), engine.provider)
+    return engine
+
+
+__all__ = ["AudioError", "Engine", "SynthesisOptions", "load_engine", "decoded_frames"]

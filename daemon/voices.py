@@ -1,0 +1,137 @@
+"""The speaker cache: a registered voice's features, computed once from its reference clip and kept on disk.
+
+A voice is tied to the bundle it was made with (its digest), the clip's SHA-256, the transcript and the
+language; loading checks the bundle, so features from one model are never fed to another. Files live in
+``<state_dir>/voices/<name>/`` as ``voice.json`` (what and for which bundle) and ``features.npz`` (arrays).
+Writes go to a temporary directory renamed into place, so a crash never leaves half a voice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+LANGUAGES = ("zh", "en", "all_zh", "auto")
+
+
+class VoiceError(ValueError):
+    """A voice that cannot be registered, found or used; the message says which and why."""
+
+
+def check_name(name: str) -> str:
+    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
+        raise VoiceError(
+            f"voice name {name!r} is invalid: use 1-64 letters, digits, '_', '-' or '.', starting with a "
+            "letter or digit (no '/', '..', '+', '#')"
+        )
+    return name
+
+
+def voice_key(bundle_digest: str, clip_sha256: str, text: str, lang: str) -> str:
+    return hashlib.sha256("\n".join([bundle_digest, clip_sha256, text, lang]).encode()).hexdigest()
+
+
+@dataclass
+class VoiceMeta:
+    name: str
+    bundle_digest: str
+    bundle_name: str
+    clip_sha256: str
+    text: str
+    lang: str
+    key: str
+    created: str
+    seconds: float
+    description: str = ""
+
+
+@dataclass
+class Voice:
+    meta: VoiceMeta
+    prompt_tokens: np.ndarray  # [P] int64 semantic tokens of the clip
+    prompt_phone_ids: np.ndarray  # [N] int64 phones of the transcript
+    prompt_bert: np.ndarray  # [1024, N] float32
+    ge: np.ndarray  # [1, gin, 1] float32 global style embedding (averaged over references)
+
+    @property
+    def name(self) -> str:
+        return self.meta.name
+
+
+class VoiceStore:
+    def __init__(self, state_dir: Path):
+        self.root = Path(state_dir) / "voices"
+
+    def _dir(self, name: str) -> Path:
+        return self.root / check_name(name)
+
+    def exists(self, name: str) -> bool:
+        return (self._dir(name) / "voice.json").is_file()
+
+    def save(self, voice: Voice) -> Path:
+        final = self._dir(voice.name)
+        self.root.mkdir(parents=True, exist_ok=True)
+        work = self.root / f".{voice.name}.partial"
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir()
+        np.savez(
+            work / "features.npz",
+            prompt_tokens=voice.prompt_tokens.astype(np.int64),
+            prompt_phone_ids=voice.prompt_phone_ids.astype(np.int64),
+            prompt_bert=voice.prompt_bert.astype(np.float32),
+            ge=voice.ge.astype(np.float32),
+        )
+        (work / "voice.json").write_text(json.dumps(asdict(voice.meta), indent=2, ensure_ascii=False) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        work.rename(final)
+        return final
+
+    def meta(self, name: str) -> VoiceMeta:
+        path = self._dir(name) / "voice.json"
+        if not path.is_file():
+            known = ", ".join(m.name for m in self.list()) or "none registered"
+            raise VoiceError(f"unknown voice {name!r} (known: {known})")
+        try:
+            return VoiceMeta(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise VoiceError(f"{path}: voice record is damaged ({exc}); register the voice again") from exc
+
+    def load(self, name: str, bundle_digest: str) -> Voice:
+        """The cached features; never recomputes anything (no HuBERT run on a cache hit)."""
+        meta = self.meta(name)
+        if meta.bundle_digest != bundle_digest:
+            raise VoiceError(
+                f"voice {name!r} was made for bundle '{meta.bundle_name}' ({meta.bundle_digest[:12]}…), not "
+                f"this one ({bundle_digest[:12]}…): register it again with this bundle"
+            )
+        path = self._dir(name) / "features.npz"
+        try:
+            with np.load(path) as f:
+                return Voice(meta, f["prompt_tokens"], f["prompt_phone_ids"], f["prompt_bert"], f["ge"])
+        except (OSError, KeyError, ValueError) as exc:
+            raise VoiceError(f"{path}: voice features are damaged ({exc}); register the voice again") from exc
+
+    def list(self) -> list[VoiceMeta]:
+        if not self.root.is_dir():
+            return []
+        out = []
+        for d in sorted(self.root.iterdir()):
+            if d.is_dir() and not d.name.startswith(".") and (d / "voice.json").is_file():
+                try:
+                    out.append(VoiceMeta(**json.loads((d / "voice.json").read_text())))
+                except (json.JSONDecodeError, TypeError):
+                    continue
+        return out
+
+    def remove(self, name: str) -> None:
+        if not self.exists(name):
+            raise VoiceError(f"unknown voice {name!r}")
+        shutil.rmtree(self._dir(name))
