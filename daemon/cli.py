@@ -16,32 +16,39 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "serve": ("daemon.service", "run the appliance daemon in the foreground (MQTT, Wyoming, playback)"),
     "convert": ("quantize.convert", "convert upstream GPT-SoVITS files into an ONNX model bundle (needs torch)"),
     "inspect": ("daemon.describe", "say what a model bundle or a checkpoint file is"),
+    "say": ("daemon.say", "speak text in a registered voice to a WAV file or the sound card"),
+    "voice": ("daemon.voice_command", "register, list and remove cloned voices"),
     "make-demo": ("quantize.demo", "build the small random-weight demo bundle (needs torch)"),
 }
 
 EXIT_USAGE = 2
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """All subcommands are listed; only the chosen one's module is imported (torch stays out of ``serve``)."""
     parser = argparse.ArgumentParser(prog="gsv-edge", description="Offline GPT-SoVITS speech appliance.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.set_defaults(_module=module_name)
+        if name != chosen:
+            continue
         try:
             module = importlib.import_module(module_name)
         except ImportError as exc:
             p.set_defaults(_import_error=exc)
+            p.add_argument("rest", nargs=argparse.REMAINDER)
             continue
         module.add_arguments(p)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     if not getattr(args, "command", None):
-        parser.print_help()
+        build_parser([]).print_help()
         return EXIT_USAGE
     error = getattr(args, "_import_error", None)
     if error is not None:

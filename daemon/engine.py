@@ -38,7 +38,6 @@ BERT_DIM = 1024
 HUBERT_RATE = 16000
 PAUSE_SECONDS = 0.3  # upstream's pause_second between segments, and the pad after the clip for HuBERT
 SENTENCE_END = set("，。？！,.?!~:：—…")
-MERGE_SHORTER_THAN = 5  # upstream merge_short_text_in_array threshold
 TOKENS_PER_PHONE = 5  # semantic tokens (25 Hz) per target phone before a runaway decode is cut
 MIN_TOKENS = 40
 NO_TOKEN_RETRIES = 2
@@ -146,18 +145,12 @@ class Engine:
 
     @staticmethod
     def segments(text: str, lang: str) -> list[str]:
-        """Synthesis segments: sentences, short ones merged, each closed by a sentence mark as upstream."""
-        pieces = [p for p in split_sentences(text) if p.strip()]
-        merged: list[str] = []
-        for piece in pieces:
-            if merged and len(merged[-1]) < MERGE_SHORTER_THAN:
-                merged[-1] += piece
-            else:
-                merged.append(piece)
-        if len(merged) > 1 and len(merged[-1]) < MERGE_SHORTER_THAN:
-            merged[-2] += merged.pop()
-        end = "." if lang == "en" else "。"
-        return [m if m[-1] in SENTENCE_END else m + end for m in (s.strip() for s in merged) if m]
+        """Synthesis segments as upstream api_v2 cuts them (``cut5``: at punctuation, short pieces merged,
+        each closed by a sentence mark); finer segments mean earlier first audio when streaming."""
+        try:
+            return split_sentences(text, "en" if lang == "en" else "zh")
+        except ValueError as exc:
+            raise SynthesisError(str(exc)) from exc
 
     # -- voices ---------------------------------------------------------------------------------------
 
@@ -294,7 +287,7 @@ class Engine:
 def load_engine(settings, lexicon: Lexicon | None = None) -> Engine:
     """The daemon's factory: bundle from ``engine.bundle``, profile from ``engine.hardware_profile``."""
     bundle = Bundle.load(settings.engine.bundle)
-    profile = HardwareProfile.load(getattr(settings.engine, "hardware_profile", "x86-cpu"))
+    profile = HardwareProfile.load(settings.engine.hardware_profile)
     engine = Engine(bundle, profile, settings.state_dir, lexicon)
     log.info("engine %s warm in %.1f s on %s", engine.name, engine.warm_up(), engine.provider)
     return engine

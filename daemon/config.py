@@ -1,0 +1,181 @@
+"""The daemon's whole configuration: one pydantic-settings model.
+
+Values come from a TOML file (default ``/etc/gsv-edge/config.toml``) and are overridden by
+``GSV_EDGE_<SECTION>__<KEY>`` environment variables. Any bad value stops start-up with a
+:class:`ConfigError` naming the key, so a typo never silently becomes a default.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import sys
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from daemon.request_queue import Priority
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - Python 3.10 on JetPack 6
+    import tomli as tomllib
+
+DEFAULT_CONFIG_PATH = Path("/etc/gsv-edge/config.toml")
+ENV_PREFIX = "GSV_EDGE_"
+
+_NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+class ConfigError(Exception):
+    """Configuration that must not be run; the message names the offending key(s)."""
+
+
+def default_node_id() -> str:
+    """The host name, reduced to the characters Home Assistant allows in ids."""
+    host = socket.gethostname().split(".")[0]
+    return re.sub(r"[^A-Za-z0-9_-]", "-", host)[:64] or "gsv-edge"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class MqttSettings(_Section):
+    host: str = "localhost"
+    port: int = Field(1883, ge=1, le=65535)
+    prefix: str = "gsv-edge"
+    node_id: str = Field(default_factory=default_node_id)
+    client_id: str | None = None  # default: gsv-edge-<node_id>; fixed so the broker keeps our session
+    username: str | None = None
+    password: SecretStr | None = None
+    keepalive_s: int = Field(30, ge=5, le=3600)
+    reconnect_min_s: float = Field(1.0, gt=0)
+    reconnect_max_s: float = Field(60.0, gt=0)
+
+    @field_validator("prefix")
+    @classmethod
+    def _topic_prefix(cls, value: str) -> str:
+        if not value or value.startswith("/") or value.endswith("/") or any(c in value for c in "+#\0"):
+            raise ValueError("must be a non-empty topic without '+', '#', NUL or leading/trailing '/'")
+        return value
+
+    @field_validator("node_id")
+    @classmethod
+    def _node_id(cls, value: str) -> str:
+        if not _NODE_ID.match(value):
+            raise ValueError("must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
+        return value
+
+
+class EngineSettings(_Section):
+    bundle: Path | None = None  # GPT-SoVITS ONNX bundle; empty = eSpeak NG fallback only
+    hardware_profile: str = "x86-cpu"  # name in hardware/ or a path: providers and precision
+    default_voice: str | None = None
+    fallback_voice: str = "en"  # eSpeak NG voice when a request's lang has none
+
+    @field_validator("bundle", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class AudioSettings(_Section):
+    output_device: str | None = None  # sounddevice output by name; none = publish audio over MQTT
+    sample_rate: int | None = Field(None, ge=8000, le=192000)  # none = voice rate if the device takes it
+    lead_in_ms: int = Field(150, ge=0, le=5000)  # wakes amplifiers before the first word
+    tail_ms: int = Field(150, ge=0, le=5000)
+    fade_ms: int = Field(20, ge=1, le=500)  # fade on interruption: a cut without a click
+    volume: float = Field(1.0, ge=0.0, le=2.0)
+    chime_file: Path | None = None  # 16-bit WAV; none = a built-in two-tone chime
+    chime_default: bool = False
+    retry_initial_s: float = Field(0.5, gt=0)
+    retry_max_s: float = Field(10.0, gt=0)
+
+    @field_validator("output_device", "chime_file", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+
+class QueueSettings(_Section):
+    max_depth: int = Field(32, ge=1, le=10000)
+    dedup_window_s: float = Field(600.0, ge=0)
+    default_ttl_s: float = Field(300.0, gt=0)  # stale requests replayed by the broker after an outage die
+    max_text_chars: int = Field(2000, ge=1, le=100000)
+
+
+class HermesSettings(_Section):
+    enabled: bool = True
+    site_ids: list[str] = Field(default_factory=list)  # empty = serve every site
+    priority: Priority = "normal"
+    play_finished_margin_s: float = Field(0.5, ge=0)  # wait for playFinished: audio length + this
+
+
+class HomeAssistantSettings(_Section):
+    enabled: bool = True
+    discovery_prefix: str = "homeassistant"
+    status_topic: str = "homeassistant/status"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    engine: EngineSettings = Field(default_factory=EngineSettings)
+    audio: AudioSettings = Field(default_factory=AudioSettings)
+    queue: QueueSettings = Field(default_factory=QueueSettings)
+    hermes: HermesSettings = Field(default_factory=HermesSettings)
+    homeassistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings)
+    state_dir: Path = Path("/var/lib/gsv-edge")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The TOML file arrives as init values; the environment wins over it.
+        return env_settings, init_settings
+
+
+def env_name(loc: tuple[Any, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for item in error.errors():
+        loc = tuple(item["loc"])
+        key = ".".join(str(part) for part in loc) or "(top level)"
+        detail = f"{key}: {item['msg']}"
+        if item["type"] not in ("missing", "extra_forbidden"):
+            detail += f" (got {item['input']!r})"
+        lines.append(f"  {detail} [env {env_name(loc)}]")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_settings(config_file: Path | None = None) -> Settings:
+    """Read the TOML file (an explicit path must exist) and the environment into :class:`Settings`."""
+    path = config_file or DEFAULT_CONFIG_PATH
+    values: dict[str, Any] = {}
+    if config_file is not None or path.exists():
+        try:
+            with path.open("rb") as fh:
+                values = tomllib.load(fh)
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror or exc}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from exc

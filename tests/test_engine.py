@@ -1,0 +1,189 @@
+"""The engine end to end on the demo bundle: voices, synthesis, streaming, and every bad input."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import socket
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon.bundle import Bundle, BundleError
+from daemon.cli import main as cli_main
+from daemon.engine import Engine, SynthesisOptions
+from daemon.hardware import HardwareProfile
+from daemon.reference_audio import AudioError
+from daemon.synthesizer import SynthesisError, UnknownVoice
+from daemon.voices import VoiceError
+from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
+
+MIXED = "各位旅客请注意，开往上海的G12次列车即将进站。Please stand behind the yellow line. 谢谢合作！"
+
+
+def make_wav(seconds: float = 4.0, rate: int = 22050, amplitude: float = 0.3, channels: int = 1,
+             seed: int = 0) -> bytes:
+    """A voiced-sounding test clip: a 150 Hz buzz with syllable-rate modulation and a little noise."""
+    t = np.arange(int(seconds * rate)) / rate
+    x = amplitude * np.sin(2 * np.pi * 150 * t) * (1 + np.sin(2 * np.pi * 3 * t)) / 2
+    x += amplitude * 0.07 * np.random.default_rng(seed).standard_normal(len(t))
+    frames = np.repeat(x[:, None], channels, axis=1)
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes((np.clip(frames, -1, 1) * 32767).astype("<i2").tobytes())
+    return buf.getvalue()
+
+
+@pytest.fixture()
+def engine(demo_bundle: Path, tmp_path: Path) -> Engine:  # noqa: F811
+    return Engine(Bundle.load(demo_bundle), HardwareProfile.load("x86-cpu"), tmp_path / "state")
+
+
+@pytest.fixture()
+def voiced(engine: Engine) -> Engine:
+    engine.register_voice("alice", make_wav(), "这是一段参考录音。", "zh")
+    return engine
+
+
+def test_register_and_speak_mixed_paragraph(voiced: Engine) -> None:
+    audio = np.concatenate(list(voiced.stream(MIXED, "alice", "zh", SynthesisOptions(seed=3))))
+    seconds = len(audio) / voiced.sample_rate
+    phones = sum(len(voiced.phones_and_bert(s, "zh")[0]) for s in voiced.segments(MIXED, "zh"))
+    # semantic tokens are 25 Hz (40 ms); the decode is capped at 40 + 5 per phone, plus 0.3 s per pause
+    assert 0.5 < seconds < (40 + 5 * phones) * 0.04 * len(voiced.segments(MIXED, "zh")) + 1
+    assert audio.dtype == np.float32 and np.isfinite(audio).all() and np.abs(audio).max() <= 1.0
+    assert np.abs(audio).max() > 0.001, "silence out"
+
+
+def test_streaming_matches_whole_and_has_several_segments(voiced: Engine) -> None:
+    chunks = list(voiced.stream(MIXED, "alice", "zh", SynthesisOptions(seed=7)))
+    assert len(chunks) > 1
+    again = np.concatenate(list(voiced.stream(MIXED, "alice", "zh", SynthesisOptions(seed=7))))
+    np.testing.assert_array_equal(np.concatenate(chunks), again)
+    other = np.concatenate(list(voiced.stream(MIXED, "alice", "zh", SynthesisOptions(seed=8))))
+    assert other.shape != again.shape or not np.array_equal(other, again), "the seed has no effect"
+
+
+def test_cached_voice_skips_hubert(voiced: Engine, demo_bundle: Path) -> None:  # noqa: F811
+    fresh = Engine(Bundle.load(demo_bundle), HardwareProfile.load("x86-cpu"), voiced.state_dir)
+    list(fresh.stream("你好，世界。", "alice", "zh", SynthesisOptions(seed=1)))
+    assert fresh.graph_runs["hubert"] == 0 and fresh.graph_runs["sovits_extract_latent"] == 0
+    assert fresh.graph_runs["sovits_decoder"] >= 1
+    assert voiced.graph_runs["hubert"] == 1, "registration runs HuBERT exactly once"
+
+
+def test_voice_list_and_remove(voiced: Engine) -> None:
+    assert [v.name for v in voiced.voices()] == ["alice"]
+    voiced.voices_store.remove("alice")
+    with pytest.raises(UnknownVoice, match="alice"):
+        list(voiced.stream("你好。", "alice", "zh"))
+
+
+@pytest.mark.parametrize(
+    "clip, message",
+    [
+        (make_wav(seconds=1.5), "1.50 s; it must be 3-10 s"),
+        (make_wav(seconds=12.0), "12.00 s"),
+        (make_wav(amplitude=0.0), "silent"),
+        (make_wav(amplitude=5.0), "clipped"),
+        (b"not a wav at all", "not a WAV file"),
+        (make_wav()[:-40000], "truncated"),
+        (b"RIFF\x10\x00\x00\x00WAVEfmt ", "no 'fmt ' chunk"),
+    ],
+    ids=["short", "long", "silent", "clipped", "not-wav", "truncated", "broken-header"],
+)
+def test_bad_reference_clips(engine: Engine, clip: bytes, message: str) -> None:
+    with pytest.raises(AudioError, match=message):
+        engine.register_voice("bad", clip, "参考文本。", "zh", clip_name="ref.wav")
+    assert not engine.voices_store.exists("bad"), "a failed registration left a voice behind"
+
+
+def test_stereo_44k_clip_is_accepted(engine: Engine) -> None:
+    voice = engine.register_voice("stereo", make_wav(rate=44100, channels=2), "Hello there, this is me.", "en")
+    assert voice.meta.seconds == pytest.approx(4.0, abs=0.01)
+
+
+@pytest.mark.parametrize("name", ["../etc", "a/b", "x+", "#", "", "a" * 65, "bad\0name"])
+def test_bad_voice_names(engine: Engine, name: str) -> None:
+    with pytest.raises(VoiceError, match="invalid"):
+        engine.register_voice(name, make_wav(), "参考文本。", "zh")
+
+
+def test_bad_text(voiced: Engine) -> None:
+    with pytest.raises(SynthesisError, match="empty"):
+        list(voiced.stream("   ", "alice", "zh"))
+    with pytest.raises(SynthesisError, match="limit"):
+        list(voiced.stream("长" * 6000, "alice", "zh"))
+    with pytest.raises(ValueError, match="speed"):
+        SynthesisOptions(speed=9.0)
+
+
+def test_voice_from_another_bundle_is_refused(voiced: Engine, tmp_path: Path) -> None:
+    from quantize.demo import make_demo
+
+    other = make_demo(tmp_path / "other", seed=99, log=lambda _msg: None)
+    engine2 = Engine(Bundle.load(other), HardwareProfile.load("x86-cpu"), voiced.state_dir)
+    assert engine2.bundle.digest != voiced.bundle.digest
+    with pytest.raises(VoiceError, match="made for bundle"):
+        list(engine2.stream("你好。", "alice", "zh"))
+    assert engine2.voices() == [], "a voice of another bundle is not offered"
+
+
+def test_tampered_graph_is_refused(demo_bundle: Path, tmp_path: Path) -> None:  # noqa: F811
+    other = tmp_path / "other"
+    shutil.copytree(demo_bundle, other)
+    data = bytearray((other / "t2s_step.onnx").read_bytes())
+    data[-10] ^= 0xFF
+    (other / "t2s_step.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="t2s_step.onnx: SHA-256"):
+        Bundle.load(other)
+    (other / "t2s_step.onnx").write_bytes(bytes(data[:-100]))
+    with pytest.raises(BundleError, match="t2s_step.onnx: size"):
+        Bundle.load(other)
+
+
+def test_bundle_errors_name_the_file(demo_bundle: Path, tmp_path: Path) -> None:  # noqa: F811
+    broken = tmp_path / "broken"
+    shutil.copytree(demo_bundle, broken)
+    (broken / "sovits_decoder.onnx").unlink()
+    with pytest.raises(BundleError, match="sovits_decoder.onnx.*missing"):
+        Bundle.load(broken)
+    (broken / "manifest.json").write_text("{ nope")
+    with pytest.raises(BundleError, match="manifest.json: not valid JSON"):
+        Bundle.load(broken)
+    with pytest.raises(BundleError, match="not found"):
+        Bundle.load(tmp_path / "nowhere")
+
+
+def test_say_cli_with_network_blocked(demo_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,  # noqa: F811
+                                      capsys: pytest.CaptureFixture) -> None:
+    """The whole say path (settings, bundle, front end, voice, synthesis, WAV) attempts no connection."""
+    attempts: list = []
+
+    def refuse(self, *args, **kwargs):
+        attempts.append(args)
+        raise OSError("network access attempted during synthesis")
+
+    for name in ("connect", "connect_ex", "sendto"):
+        monkeypatch.setattr(socket.socket, name, refuse)
+    monkeypatch.setenv("GSV_EDGE_STATE_DIR", str(tmp_path / "state"))
+    ref = tmp_path / "ref.wav"
+    ref.write_bytes(make_wav())
+    common = ["--bundle", str(demo_bundle), "--config", str(tmp_path / "none.toml")]
+    (tmp_path / "none.toml").write_text("")
+    assert cli_main(["voice", "add", "bob", "--ref", str(ref), "--text", "Good morning.", "--lang", "en", *common]) == 0
+    out = tmp_path / "out.wav"
+    assert cli_main(["say", MIXED, "--voice", "bob", "--lang", "zh", "-o", str(out), "--seed", "1", *common]) == 0
+    with wave.open(str(out)) as w:
+        assert w.getframerate() == 32000 and w.getnchannels() == 1 and w.getsampwidth() == 2
+        assert w.getnframes() > 32000 // 2
+    assert attempts == []
+    assert cli_main(["say", "hi", "--voice", "nobody", "-o", str(out), *common]) == 3
+    assert "unknown voice 'nobody'" in capsys.readouterr().err
+    assert cli_main(["say", "hi", "--voice", "bob", "-o", str(out), "--bundle", str(tmp_path / "nope"),
+                     "--config", str(tmp_path / "none.toml")]) == 4
