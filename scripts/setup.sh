@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # One-time setup of a fresh Debian/Ubuntu machine: system packages, a virtualenv in .venv, the project in it.
+# Usage: scripts/setup.sh [EXTRAS]   no argument: the runtime only (onnxruntime + numpy, no torch);
+#        "dev": everything the tests need (torch CPU for conversion, pytest, peer clients).
 # Safe to run again; it only installs what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,9 +18,9 @@ fi
 
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
-extras=${GSV_EDGE_EXTRAS:-dev}
+extras=${1:-}
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[${extras}]"
+.venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
 # rhasspy-hermes pins paho-mqtt 1.x; its message classes work beside paho 2.x, so skip its pins.
 if [ "$extras" = "dev" ]; then
     .venv/bin/python -m pip install -q --no-deps "rhasspy-hermes==0.6.2"
