@@ -7,6 +7,7 @@ Values come from a TOML file (default ``/etc/gsv-edge/config.toml``) and are ove
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 import sys
@@ -31,6 +32,13 @@ _NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 class ConfigError(Exception):
     """Configuration that must not be run; the message names the offending key(s)."""
+
+
+def default_state_dir() -> Path:
+    """Voices and caches: the system directory for root (systemd's StateDirectory), else per user."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/gsv-edge")
+    return Path.home() / ".local" / "state" / "gsv-edge"
 
 
 def default_node_id() -> str:
@@ -131,7 +139,7 @@ class Settings(BaseSettings):
     queue: QueueSettings = Field(default_factory=QueueSettings)
     hermes: HermesSettings = Field(default_factory=HermesSettings)
     homeassistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings)
-    state_dir: Path = Path("/var/lib/gsv-edge")
+    state_dir: Path = Field(default_factory=lambda: default_state_dir())
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
     @classmethod

@@ -1,0 +1,38 @@
+"""Lifecycle events of a request, as published on ``<prefix>/<node_id>/events``.
+
+Every request ends in exactly one terminal event (done, failed, expired or rejected); a
+``failed`` event with ``retrying: true`` is the one exception: it reports a device error and
+the request lives on.
+"""
+
+from __future__ import annotations
+
+import time
+from enum import Enum
+from typing import Any, Protocol
+
+from daemon.request_queue import Request
+
+
+class EventKind(str, Enum):
+    QUEUED = "queued"
+    STARTED = "started"
+    FIRST_AUDIO = "first_audio"
+    DONE = "done"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    REJECTED = "rejected"
+
+
+def is_terminal(kind: EventKind, fields: dict[str, Any]) -> bool:
+    if kind is EventKind.FAILED:
+        return not fields.get("retrying", False)
+    return kind in (EventKind.DONE, EventKind.EXPIRED, EventKind.REJECTED)
+
+
+def event_payload(request_id: str | None, kind: EventKind, **fields: Any) -> dict[str, Any]:
+    return {"id": request_id, "event": kind.value, "ts": round(time.time(), 3), **fields}
+
+
+class EventSink(Protocol):
+    def emit(self, request: Request, kind: EventKind, **fields: Any) -> None: ...

@@ -1,0 +1,312 @@
+"""The daemon on MQTT (paho-mqtt 2.x): native API, Hermes TTS and Home Assistant discovery.
+
+A persistent session (fixed client id, clean_session off) and QoS 1 keep ``say`` requests sent while
+the daemon was offline; subscriptions are (re)made in on_connect; paho reconnects with backoff.
+The retained availability topic reads ``online`` while connected and, through the last will,
+``offline`` when the daemon vanishes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, Protocol
+
+import numpy as np
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from daemon import topics as t
+from daemon.config import Settings
+from daemon.events import EventKind, event_payload, is_terminal
+from daemon.ha_discovery import discovery_messages
+from daemon.payloads import IntakePolicy, RejectedPayload, parse_hermes, parse_native
+from daemon.pipeline import AudioStream
+from daemon.request_queue import Request
+from daemon.synthesizer import VoiceInfo
+from daemon.wav import encode_wav, to_pcm16
+
+log = logging.getLogger(__name__)
+QOS = 1
+
+
+class RequestHandler(Protocol):
+    """What the MQTT side needs from the rest of the daemon."""
+
+    def submit(self, request: Request) -> None: ...
+
+    def intake_policy(self) -> IntakePolicy: ...
+
+    def voices(self) -> list[VoiceInfo]: ...
+
+    def status(self) -> dict[str, Any]: ...
+
+
+def _json(data: Any) -> bytes:
+    return json.dumps(data, ensure_ascii=False).encode("utf-8")
+
+
+class _WavStream:
+    """Native ``format: wav``: the whole utterance as one WAV on ``audio/<id>``."""
+
+    def __init__(self, service: MqttService, request: Request, sample_rate: int) -> None:
+        self._service, self._request, self._rate = service, request, sample_rate
+        self._chunks: list[np.ndarray] = []
+
+    def write(self, audio: np.ndarray) -> None:
+        self._chunks.append(audio)
+
+    def close(self, cancel: threading.Event) -> None:
+        wav = encode_wav(np.concatenate(self._chunks), self._rate)
+        self._service.publish(self._service.topics.audio(self._request.id), wav)
+
+
+class _PcmStream:
+    """Native ``format: pcm``: s16le chunks on ``audio/<id>/<n>`` as they come, then ``audio/<id>/end``."""
+
+    def __init__(self, service: MqttService, request: Request, sample_rate: int) -> None:
+        self._service, self._request, self._rate = service, request, sample_rate
+        self._count = 0
+        self._samples = 0
+
+    def write(self, audio: np.ndarray) -> None:
+        self._service.publish(self._service.topics.audio_chunk(self._request.id, self._count), to_pcm16(audio))
+        self._count += 1
+        self._samples += audio.size
+
+    def close(self, cancel: threading.Event) -> None:
+        end = {
+            "id": self._request.id,
+            "chunks": self._count,
+            "samples": self._samples,
+            "sample_rate": self._rate,
+            "channels": 1,
+            "sample_format": "s16le",
+        }
+        self._service.publish(self._service.topics.audio_end(self._request.id), _json(end))
+
+
+class _PlayBytesStream:
+    """Hermes: one WAV to the site's audio server, then wait for its playFinished (or the audio's length)."""
+
+    def __init__(self, service: MqttService, request: Request, sample_rate: int) -> None:
+        self._service, self._request, self._rate = service, request, sample_rate
+        self._chunks: list[np.ndarray] = []
+
+    def write(self, audio: np.ndarray) -> None:
+        self._chunks.append(audio)
+
+    def close(self, cancel: threading.Event) -> None:
+        audio = np.concatenate(self._chunks)
+        site = self._request.site_id or "default"
+        with self._service.awaiting_playback(self._request.id) as finished:
+            self._service.publish(t.hermes_play_bytes(site, self._request.id), encode_wav(audio, self._rate))
+            deadline = audio.size / self._rate + self._service.settings.hermes.play_finished_margin_s
+            _wait_any((finished, cancel), deadline)
+
+
+def _wait_any(events: tuple[threading.Event, ...], timeout: float) -> None:
+    """Wait until one of the events is set or the timeout passes (events cannot be selected on)."""
+    deadline = time.monotonic() + timeout
+    while not any(e.is_set() for e in events) and (left := deadline - time.monotonic()) > 0:
+        events[0].wait(min(0.05, left))
+
+
+class MqttService:
+    def __init__(self, settings: Settings, handler: RequestHandler, version: str) -> None:
+        self.settings = settings
+        self.topics = t.Topics(settings.mqtt)
+        self._handler = handler
+        self._version = version
+        self.ready = threading.Event()  # connected and subscribed
+        self._play_waiters: dict[str, threading.Event] = {}
+        self._waiters_lock = threading.Lock()
+        cfg = settings.mqtt
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=cfg.client_id or f"gsv-edge-{cfg.node_id}",
+            clean_session=False,
+            protocol=mqtt.MQTTv311,
+        )
+        if cfg.username:
+            self._client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
+        self._client.will_set(self.topics.availability, "offline", qos=QOS, retain=True)
+        self._client.reconnect_delay_set(min_delay=cfg.reconnect_min_s, max_delay=cfg.reconnect_max_s)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_message = self._on_message
+        self._client.on_subscribe = lambda *_: self.ready.set()
+        self._routes: dict[str, Callable[[mqtt.MQTTMessage], None]] = {self.topics.say: self._on_native_say}
+        if settings.hermes.enabled:
+            self._routes[t.HERMES_SAY] = self._on_hermes_say
+            self._routes[t.RHASSPY_GET_VOICES] = self._on_get_voices
+        if settings.homeassistant.enabled:
+            self._routes[settings.homeassistant.status_topic] = self._on_ha_status
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        cfg = self.settings.mqtt
+        self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        self._client.loop_start()  # retries the first connection too
+
+    def stop(self) -> None:
+        if self._client.is_connected():
+            info = self._client.publish(self.topics.availability, "offline", qos=QOS, retain=True)
+            info.wait_for_publish(timeout=2)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            log.error("MQTT broker refused the connection: %s", reason)
+            return
+        log.info("connected to MQTT broker (session present: %s)", flags.session_present)
+        subscriptions = [(topic, QOS) for topic in self._routes]
+        if self.settings.hermes.enabled:
+            subscriptions.append((t.HERMES_PLAY_FINISHED, QOS))
+        client.subscribe(subscriptions)
+        self._announce()
+
+    def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        self.ready.clear()
+        if reason.is_failure:
+            log.warning("lost the MQTT broker (%s); reconnecting", reason)
+
+    def _announce(self) -> None:
+        """Everything retained or discovered: sent on connect and when Home Assistant comes back."""
+        if self.settings.homeassistant.enabled:
+            prefix = self.settings.homeassistant.discovery_prefix
+            for topic, config in discovery_messages(self.topics, prefix, self._version):
+                self.publish(topic, _json(config), retain=True)
+        self.publish(self.topics.availability, b"online", retain=True)
+        self.publish_voices()
+        self.publish_status(self._handler.status())
+
+    # -- outgoing -------------------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self._client.publish(topic, payload, qos=QOS, retain=retain)
+
+    def publish_status(self, status: dict[str, Any]) -> None:
+        self.publish(self.topics.status, _json(status), retain=True)
+
+    def publish_voices(self) -> None:
+        voices = [
+            {"name": v.name, "languages": v.languages, "description": v.description} for v in self._handler.voices()
+        ]
+        self.publish(self.topics.voices, _json({"voices": voices}), retain=True)
+
+    def emit(self, request: Request, kind: EventKind, **fields: Any) -> None:
+        """Publish a lifecycle event; for Hermes requests also end them the Hermes way."""
+        payload = event_payload(request.id, kind, source=request.source, **fields)
+        self.publish(self.topics.events, _json(payload))
+        if request.source == "hermes" and is_terminal(kind, fields):
+            self._end_hermes(
+                request.id,
+                request.site_id,
+                request.session_id,
+                None if kind is EventKind.DONE else fields.get("reason", kind.value),
+            )
+
+    def _reject(self, source: str, rejection: RejectedPayload) -> None:
+        log.info("rejected %s say %s: %s", source, rejection.request_id, rejection.reason)
+        payload = event_payload(rejection.request_id, EventKind.REJECTED, source=source, reason=rejection.reason)
+        self.publish(self.topics.events, _json(payload))
+        if source == "hermes":
+            self._end_hermes(rejection.request_id, rejection.site_id, rejection.session_id, rejection.reason)
+
+    def _end_hermes(
+        self, request_id: str | None, site_id: str | None, session_id: str | None, error: str | None
+    ) -> None:
+        """``hermes/error/tts`` on failure, and ``sayFinished`` always, as Rhasspy's own TTS does."""
+        site = site_id or "default"
+        if error is not None:
+            body = {"error": error, "siteId": site, "context": request_id, "sessionId": session_id}
+            self.publish(t.HERMES_ERROR, _json(body))
+        self.publish(t.HERMES_SAY_FINISHED, _json({"id": request_id, "siteId": site, "sessionId": session_id}))
+
+    def open(self, request: Request, sample_rate: int) -> AudioStream:
+        if request.source == "hermes":
+            return _PlayBytesStream(self, request, sample_rate)
+        if request.format == "pcm":
+            return _PcmStream(self, request, sample_rate)
+        return _WavStream(self, request, sample_rate)
+
+    @contextmanager
+    def awaiting_playback(self, request_id: str) -> Iterator[threading.Event]:
+        """An event that a Hermes ``playFinished`` for ``request_id`` sets while the block runs."""
+        finished = threading.Event()
+        with self._waiters_lock:
+            self._play_waiters[request_id] = finished
+        try:
+            yield finished
+        finally:
+            with self._waiters_lock:
+                self._play_waiters.pop(request_id, None)
+
+    # -- incoming -------------------------------------------------------------------------------
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            route = self._routes.get(msg.topic)
+            if route is not None:
+                route(msg)
+            elif mqtt.topic_matches_sub(t.HERMES_PLAY_FINISHED, msg.topic):
+                self._on_play_finished(msg)
+        except Exception:  # one bad message must never take the network thread down
+            log.exception("error handling a message on %s", msg.topic)
+
+    def _on_native_say(self, msg: mqtt.MQTTMessage) -> None:
+        if msg.retain:
+            self._reject("native", RejectedPayload("retained say messages are ignored"))
+            return
+        try:
+            request = parse_native(msg.payload, self._handler.intake_policy())
+        except RejectedPayload as rejection:
+            self._reject("native", rejection)
+            return
+        self._handler.submit(request)
+
+    def _on_hermes_say(self, msg: mqtt.MQTTMessage) -> None:
+        hermes = self.settings.hermes
+        try:
+            request = parse_hermes(msg.payload, self._handler.intake_policy(), hermes.site_ids, hermes.priority)
+        except RejectedPayload as rejection:
+            self._reject("hermes", rejection)
+            return
+        if request is not None:
+            self._handler.submit(request)
+
+    def _on_get_voices(self, msg: mqtt.MQTTMessage) -> None:
+        try:
+            data = json.loads(msg.payload or b"{}")
+        except ValueError:
+            data = {}
+        data = data if isinstance(data, dict) else {}
+        site = data.get("siteId", "default")
+        site_ids = self.settings.hermes.site_ids
+        if site_ids and site not in site_ids:
+            return
+        voices = [{"voiceId": v.name, "description": v.description} for v in self._handler.voices()]
+        self.publish(t.RHASSPY_VOICES, _json({"voices": voices, "id": data.get("id"), "siteId": site}))
+
+    def _on_play_finished(self, msg: mqtt.MQTTMessage) -> None:
+        # rhasspy_mobile sends an empty payload: then only the timeout ends the wait.
+        try:
+            request_id = json.loads(msg.payload).get("id")
+        except (ValueError, AttributeError):
+            return
+        with self._waiters_lock:
+            waiter = self._play_waiters.get(request_id) if isinstance(request_id, str) else None
+        if waiter is not None:
+            waiter.set()
+
+    def _on_ha_status(self, msg: mqtt.MQTTMessage) -> None:
+        if msg.payload.strip() == b"online":
+            log.info("Home Assistant is online: republishing discovery")
+            self._announce()

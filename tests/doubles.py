@@ -1,0 +1,53 @@
+"""Test doubles of the engine interface (:class:`daemon.synthesizer.Synthesizer`)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+
+from daemon.synthesizer import SynthesisError, VoiceInfo
+
+
+def tone(seconds: float, sample_rate: int, freq: float = 440.0, amplitude: float = 0.5) -> np.ndarray:
+    """A sine with 5 ms fades, so any click in the output comes from the daemon, not the source."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    ramp = np.minimum(1.0, np.minimum(t, t[::-1]) / 0.005)
+    return (amplitude * np.sin(2 * np.pi * freq * t) * ramp).astype(np.float32)
+
+
+class ToneEngine:
+    """Speaks every sentence as a tone of ``seconds``; can wait on a gate or raise, to stage scenarios."""
+
+    sample_rate = 16000
+
+    def __init__(
+        self,
+        seconds: float = 0.2,
+        gate: threading.Event | None = None,
+        error: Exception | None = None,
+        name: str = "tone",
+    ) -> None:
+        self.name = name
+        self.seconds = seconds
+        self.gate = gate
+        self.error = error
+        self.calls: list[str] = []
+
+    def voices(self) -> list[VoiceInfo]:
+        return [VoiceInfo("tone-a", ["en"], "test tone A"), VoiceInfo("tone-b", ["en"], "test tone B")]
+
+    def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0) -> Iterator[np.ndarray]:
+        self.calls.append(text)
+        if self.gate is not None:
+            self.gate.wait(10)
+        if self.error is not None:
+            raise self.error
+        for sentence in text.split("."):
+            if sentence.strip():
+                yield tone(self.seconds / speed, self.sample_rate)
+
+
+def failing_engine(name: str = "broken") -> ToneEngine:
+    return ToneEngine(error=SynthesisError("model exploded"), name=name)

@@ -1,0 +1,60 @@
+"""Payload parsing never lets anything but a valid request or a reasoned rejection through."""
+
+from __future__ import annotations
+
+import json
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from daemon.payloads import IntakePolicy, RejectedPayload, name_problem, parse_hermes, parse_native
+
+POLICY = IntakePolicy(max_text_chars=200, default_ttl_s=60, voices={"alto"}, has_audio_device=False)
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=30),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=8), children, max_size=3),
+    max_leaves=8,
+)
+say_objects = st.fixed_dictionaries(
+    {},
+    optional={
+        "id": st.text(max_size=20) | json_values,
+        "text": st.text(max_size=250) | json_values,
+        "voice": st.sampled_from(["alto", "tenor", "a/b", "+"]) | json_values,
+        "lang": st.sampled_from(["en", "zh-CN", "e n"]) | json_values,
+        "priority": st.sampled_from(["emergency", "high", "normal", "low", "urgent"]),
+        "ttl_s": json_values,
+        "volume": json_values,
+        "output": st.sampled_from(["play", "publish", "both", "x"]),
+    },
+)
+
+
+def _check(parse) -> None:  # noqa: ANN001 - a parse call
+    try:
+        request = parse()
+    except RejectedPayload as rejection:
+        assert rejection.reason
+        return
+    if request is None:
+        return
+    assert name_problem(request.id, "id") is None
+    assert request.text.strip() and len(request.text) <= POLICY.max_text_chars
+    assert request.voice in (None, "alto") and request.output == "publish"
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes(payload: bytes) -> None:
+    _check(lambda: parse_native(payload, POLICY))
+    _check(lambda: parse_hermes(payload, POLICY, [], "normal"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(say_objects)
+def test_arbitrary_json_objects(body: dict) -> None:
+    payload = json.dumps(body).encode()
+    _check(lambda: parse_native(payload, POLICY))
+    hermes = {("siteId" if k == "voice" else k): v for k, v in body.items()}
+    _check(lambda: parse_hermes(json.dumps(hermes).encode(), POLICY, [], "normal"))
