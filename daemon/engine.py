@@ -274,7 +274,8 @@ class Engine:
             options = SynthesisOptions(speed=speed)
         except ValueError as exc:
             raise SynthesisError(str(exc)) from exc
-        lang = lang or self.voices_store.meta(name).lang if self.voices_store.exists(name) else (lang or "auto")
+        if lang is None:
+            lang = self.voices_store.meta(name).lang if self.voices_store.exists(name) else "auto"
         return self.stream(text, name, lang if lang in ("zh", "en", "all_zh", "auto") else "auto", options)
 
     def default_voice(self) -> str:
