@@ -21,7 +21,7 @@ import numpy as np
 
 from .bert_features import phone_level_features
 from .bert_tokenizer import BertTokenizer
-from .bundle import Bundle
+from .bundle import Bundle, BundleError
 from .fbank import kaldi_fbank
 from .frontend import FrontendResult, Lexicon, split_sentences, text_to_phones
 from .hardware import HardwareProfile, create_session
@@ -34,7 +34,6 @@ from .voices import Voice, VoiceError, VoiceMeta, VoiceStore, check_name, voice_
 
 log = logging.getLogger(__name__)
 
-BERT_DIM = 1024
 HUBERT_RATE = 16000
 PAUSE_SECONDS = 0.3  # upstream's pause_second between segments, and the pad after the clip for HuBERT
 SENTENCE_END = set("，。？！,.?!~:：—…")
@@ -86,6 +85,12 @@ class Engine:
         self.max_tokens = int(cfg.get("hz", 50)) * int(cfg.get("max_sec", 54))
         self.inter_channels = int(bundle.manifest["sovits"]["inter_channels"])
         self.is_pro = bundle.model_version in ("v2Pro", "v2ProPlus")
+        self.bert_dim = int(next(i for i in bundle.graphs["t2s_prefill"].inputs if i["name"] == "bert")["shape"][1])
+        if bundle.has("roberta"):
+            width = bundle.graphs["roberta"].outputs[0]["shape"][-1]
+            if width != self.bert_dim:
+                raise BundleError(f"{bundle.path}: roberta graph gives {width} features per token, "
+                                  f"the T2S model takes {self.bert_dim}")
         tokenizer = bundle.asset_path("roberta_tokenizer")
         self.tokenizer = BertTokenizer.from_json(tokenizer) if tokenizer and bundle.has("roberta") else None
         self.t2s = T2SRunner(self.session("t2s_prefill"), self.session("t2s_step"), self.eos)
@@ -115,7 +120,7 @@ class Engine:
         for graph in self.bundle.graphs:
             self.session(graph)
         phones = np.zeros((1, 8), np.int64)
-        self.t2s.decode(phones, np.zeros((1, BERT_DIM, 8), np.float32), np.zeros((1, 4), np.int64),
+        self.t2s.decode(phones, np.zeros((1, self.bert_dim, 8), np.float32), np.zeros((1, 4), np.int64),
                         SamplingParams(), np.random.default_rng(0), early_stop_num=2)
         ge = np.zeros(self.ge_shape(), np.float32)
         self.decode_audio(np.zeros(4, np.int64), phones[0], ge, 1.0, 0.0, np.random.default_rng(0))
@@ -139,8 +144,8 @@ class Engine:
                 hidden = self.run("roberta", {"input_ids": ids})[0]
                 parts.append(phone_level_features(hidden, seg.word2ph))
             else:
-                parts.append(np.zeros((BERT_DIM, n), np.float32))
-        bert = np.concatenate(parts, axis=1) if parts else np.zeros((BERT_DIM, 0), np.float32)
+                parts.append(np.zeros((self.bert_dim, n), np.float32))
+        bert = np.concatenate(parts, axis=1) if parts else np.zeros((self.bert_dim, 0), np.float32)
         return np.asarray(result.phone_ids, np.int64), bert, result
 
     @staticmethod
