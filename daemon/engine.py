@@ -41,6 +41,8 @@ TOKENS_PER_PHONE = 5  # semantic tokens (25 Hz) per target phone before a runawa
 MIN_TOKENS = 40
 NO_TOKEN_RETRIES = 2
 MAX_TEXT_CHARS = 5000
+SYNTHESIS_GRAPHS = ("t2s_prefill", "t2s_step", "sovits_decoder", "roberta")
+VOICE_GRAPHS = ("hubert", "sovits_extract_latent", "sovits_ref_style", "sv_embedding")
 
 
 @dataclass(frozen=True)
@@ -106,6 +108,10 @@ class Engine:
             )
         return self._sessions[graph]
 
+    def release(self, graphs: tuple[str, ...]) -> None:
+        for graph in graphs:
+            self._sessions.pop(graph, None)
+
     def run(self, graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         self.graph_runs[graph] += 1
         return self.session(graph).run(None, feeds)
@@ -115,10 +121,13 @@ class Engine:
         return self.session("t2s_step").get_providers()[0]
 
     def warm_up(self) -> float:
-        """Create every session and run each synthesis graph once; returns seconds taken."""
+        """Create the synthesis sessions and run each once; returns seconds taken. The speaker-feature graphs
+        (HuBERT, quantizer, style, speaker verification) are only needed while registering a voice, so they
+        are loaded then and released after, keeping the resident set of a running daemon small."""
         t0 = time.monotonic()
-        for graph in self.bundle.graphs:
-            self.session(graph)
+        for graph in SYNTHESIS_GRAPHS:
+            if self.bundle.has(graph):
+                self.session(graph)
         phones = np.zeros((1, 8), np.int64)
         self.t2s.decode(phones, np.zeros((1, self.bert_dim, 8), np.float32), np.zeros((1, 4), np.int64),
                         SamplingParams(), np.random.default_rng(0), early_stop_num=2)
@@ -171,8 +180,11 @@ class Engine:
         validate_reference(clip, clip_name)
         wav16 = resample(clip.samples, clip.sample_rate, HUBERT_RATE)
         wav32 = resample(clip.samples, clip.sample_rate, self.sample_rate)
-        prompt_tokens = self.prompt_tokens(wav16)
-        ge = self.style(wav32, wav16)
+        try:
+            prompt_tokens = self.prompt_tokens(wav16)
+            ge = self.style(wav32, wav16)
+        finally:
+            self.release(VOICE_GRAPHS)
         prompt_text = text.strip("\n")
         if prompt_text[-1] not in SENTENCE_END:
             prompt_text += "." if lang == "en" else "。"
