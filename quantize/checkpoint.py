@@ -24,6 +24,8 @@ from typing import Any
 
 import torch
 
+from daemon.bundle import sha256_of as file_sha256
+
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/v1"
 
 # 2-byte headers written by upstream my_save2 (process_ckpt.head2version / model_version2byte).
@@ -102,14 +104,6 @@ class Checkpoint:
 
 
 # -- low level -------------------------------------------------------------------------------------------
-
-
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def official_match(sha256: str) -> OfficialFile | None:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from daemon.bundle import FORMAT, FORMAT_VERSION, MANIFEST, Bundle
+from daemon.bundle import sha256_of as file_sha256
 
 CONVERTER_VERSION = "0.1.0"
 HUBERT_FILES = ("config.json", "pytorch_model.bin")
@@ -75,8 +76,6 @@ def measure_parity(spec, onnx_path: Path) -> dict[str, Any]:
 def _graph_entry(spec, path: Path, parity: dict[str, Any]) -> dict[str, Any]:
     import onnx
 
-    from .graphs import sha256_file
-
     model = onnx.load(str(path), load_external_data=False)
 
     def describe(values) -> list[dict[str, Any]]:
@@ -89,7 +88,7 @@ def _graph_entry(spec, path: Path, parity: dict[str, Any]) -> dict[str, Any]:
 
     return {
         "file": path.name,
-        "sha256": sha256_file(path),
+        "sha256": file_sha256(path),
         "bytes": path.stat().st_size,
         "precision": "fp32",
         "inputs": describe(model.graph.input),
@@ -110,7 +109,7 @@ def convert(files: SourceFiles, out: Path, name: str | None = None, untrained: b
     """Convert ``files`` into a bundle at ``out``; returns the manifest."""
     import torch
 
-    from .checkpoint import file_sha256, read_gpt, read_helper_folder, read_sovits
+    from .checkpoint import read_gpt, read_helper_folder, read_sovits
     from .graphs import export_graph
     from .hubert import hubert_graphs, load_hubert
     from .roberta import load_roberta, roberta_graphs
