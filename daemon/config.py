@@ -81,6 +81,8 @@ class MqttSettings(_Section):
 class EngineSettings(_Section):
     bundle: Path | None = None  # GPT-SoVITS ONNX bundle; empty = eSpeak NG fallback only
     hardware_profile: str = "x86-cpu"  # name in hardware/ or a path: providers and precision
+    g2pw_model: Path | None = None  # optional user-supplied G2PWModel directory for Chinese polyphones
+    lexicon: Path | None = None  # user pronunciations (JSON or TSV: word -> phones / pinyin), override built-ins
     default_voice: str | None = None
     fallback_voice: str = "en"  # eSpeak NG voice when a request's lang has none
 

@@ -24,7 +24,7 @@ from .bert_tokenizer import BertTokenizer
 from .bundle import Bundle, BundleError
 from .fbank import kaldi_fbank
 from .frontend import FrontendResult, Lexicon, split_sentences, text_to_phones
-from .hardware import HardwareProfile, create_session
+from .hardware import HardwareProfile, create_session, session_options
 from .reference_audio import AudioError, read_wav, resample, validate_reference
 from .sampling import SamplingParams
 from .spectrogram import spectrogram
@@ -72,6 +72,7 @@ class Engine:
         profile: HardwareProfile,
         state_dir: Path,
         lexicon: Lexicon | None = None,
+        g2pw_model: Path | None = None,
     ):
         self.bundle = bundle
         self.profile = profile
@@ -95,6 +96,11 @@ class Engine:
                                   f"the T2S model takes {self.bert_dim}")
         tokenizer = bundle.asset_path("roberta_tokenizer")
         self.tokenizer = BertTokenizer.from_json(tokenizer) if tokenizer and bundle.has("roberta") else None
+        self.g2pw = None
+        if g2pw_model is not None:
+            from .frontend.g2pw import G2PW
+
+            self.g2pw = G2PW(Path(g2pw_model), tokenizer=self.tokenizer, sess_options=session_options(profile))
         self.t2s = T2SRunner(self.session("t2s_prefill"), self.session("t2s_step"), self.eos)
 
     # -- sessions ---------------------------------------------------------------------------------------
@@ -144,7 +150,7 @@ class Engine:
     def phones_and_bert(self, text: str, lang: str) -> tuple[np.ndarray, np.ndarray, FrontendResult]:
         """Phone ids [N] and BERT features [1024, N]; zeros except for Chinese segments when the bundle
         has the roberta graph (upstream uses zeros for every other language)."""
-        result = text_to_phones(text, lang, self.lexicon)
+        result = text_to_phones(text, lang, self.lexicon, g2pw=self.g2pw)
         parts = []
         for seg in result.segments:
             n = len(seg.phone_ids)
@@ -306,7 +312,9 @@ def load_engine(settings, lexicon: Lexicon | None = None) -> Engine:
     """The daemon's factory: bundle from ``engine.bundle``, profile from ``engine.hardware_profile``."""
     bundle = Bundle.load(settings.engine.bundle)
     profile = HardwareProfile.load(settings.engine.hardware_profile)
-    engine = Engine(bundle, profile, settings.state_dir, lexicon)
+    if lexicon is None and settings.engine.lexicon is not None:
+        lexicon = Lexicon.load(settings.engine.lexicon)
+    engine = Engine(bundle, profile, settings.state_dir, lexicon, settings.engine.g2pw_model)
     log.info("engine %s warm in %.1f s on %s", engine.name, engine.warm_up(), engine.provider)
     return engine
 

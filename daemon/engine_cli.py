@@ -12,6 +12,7 @@ from pathlib import Path
 from .bundle import Bundle, BundleError
 from .config import ConfigError, load_settings
 from .engine import Engine
+from .frontend import Lexicon
 from .hardware import HardwareProfile, ProfileError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT, EXIT_SETUP = 0, 1, 2, 3, 4
@@ -34,6 +35,7 @@ def build_engine(args: argparse.Namespace) -> Engine:
         if bundle_path is None:
             raise SetupError("no model bundle: pass --bundle DIR or set engine.bundle in the config")
         profile = HardwareProfile.load(args.profile or settings.engine.hardware_profile)
-        return Engine(Bundle.load(bundle_path), profile, settings.state_dir)
-    except (ConfigError, BundleError, ProfileError) as exc:
+        lexicon = Lexicon.load(settings.engine.lexicon) if settings.engine.lexicon else None
+        return Engine(Bundle.load(bundle_path), profile, settings.state_dir, lexicon, settings.engine.g2pw_model)
+    except (ConfigError, BundleError, ProfileError, OSError, ImportError, ValueError) as exc:
         raise SetupError(str(exc)) from exc

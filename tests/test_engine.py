@@ -187,3 +187,22 @@ def test_say_cli_with_network_blocked(demo_bundle: Path, tmp_path: Path, monkeyp
     assert "unknown voice 'nobody'" in capsys.readouterr().err
     assert cli_main(["say", "hi", "--voice", "bob", "-o", str(out), "--bundle", str(tmp_path / "nope"),
                      "--config", str(tmp_path / "none.toml")]) == 4
+
+
+def test_lexicon_from_config_changes_pronunciation(demo_bundle: Path, tmp_path: Path,  # noqa: F811
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """``engine.lexicon`` reaches the front end of the engine that ``say`` builds."""
+    from daemon.engine_cli import build_engine
+
+    lex = tmp_path / "lexicon.tsv"
+    lex.write_text("gizmo\tG IH1 Z M OW0\n")
+    config = tmp_path / "config.toml"
+    config.write_text(f'[engine]\nbundle = "{demo_bundle}"\nlexicon = "{lex}"\n')
+    monkeypatch.setenv("GSV_EDGE_STATE_DIR", str(tmp_path / "state"))
+    args = type("Args", (), {"config": config, "bundle": None, "profile": None})()
+    engine = build_engine(args)
+    _, _, result = engine.phones_and_bert("A gizmo.", "en")
+    assert "G IH1 Z M OW0" in " ".join(result.phones)
+    engine.lexicon = None
+    _, _, plain = engine.phones_and_bert("A gizmo.", "en")
+    assert "G IH1 Z M OW0" not in " ".join(plain.phones), "the test word must differ without the lexicon"

@@ -16,11 +16,15 @@ import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import chinese, en_normalize, english
 from .language import split_languages
 from .sentences import split_sentences
 from .symbols import SYMBOL_TO_ID, SYMBOLS, phones_to_ids
+
+if TYPE_CHECKING:  # optional; build one with daemon.frontend.g2pw.G2PW(model_dir)
+    from .g2pw import G2PW
 
 __all__ = [
     "FrontendResult",
@@ -102,7 +106,7 @@ class Lexicon:
         return lexicon
 
 
-def _clean_segment(text: str, lang: str, lexicon: Lexicon | None) -> Segment:
+def _clean_segment(text: str, lang: str, lexicon: Lexicon | None, g2pw: G2PW | None) -> Segment:
     """Upstream ``clean_text`` + ``cleaned_text_to_sequence`` for one segment."""
     if lang in ("ja", "ko"):
         raise NotImplementedError(f"{lang} text is not supported by this front end (v2 zh/en only)")
@@ -113,11 +117,11 @@ def _clean_segment(text: str, lang: str, lexicon: Lexicon | None) -> Segment:
         for mark, pause in _SPECIAL_PAUSES:
             if mark in text:
                 norm = chinese.text_normalize(text.replace(mark, ","))
-                phones, word2ph = chinese.g2p(norm, zh_lexicon)
+                phones, word2ph = chinese.g2p(norm, zh_lexicon, g2pw)
                 phones = [pause if p == "," else p for p in phones]
                 return Segment(lang, text, norm, phones, phones_to_ids(phones), word2ph)
         norm = chinese.text_normalize(text)
-        phones, word2ph = chinese.g2p(norm, zh_lexicon)
+        phones, word2ph = chinese.g2p(norm, zh_lexicon, g2pw)
         if len(phones) != sum(word2ph) or len(norm) != len(word2ph):
             raise AssertionError(f"word2ph mismatch for {norm!r}")
     else:
@@ -130,8 +134,13 @@ def _clean_segment(text: str, lang: str, lexicon: Lexicon | None) -> Segment:
     return Segment(lang, text, norm, phones, phones_to_ids(phones), word2ph)
 
 
-def text_to_phones(text: str, language: str, lexicon: Lexicon | None = None, *, _final: bool = False) -> FrontendResult:
+def text_to_phones(
+    text: str, language: str, lexicon: Lexicon | None = None, *, g2pw: G2PW | None = None, _final: bool = False
+) -> FrontendResult:
     """Phones and ids of ``text`` for ``language`` in "zh", "all_zh", "en", "auto".
+
+    Chinese follows upstream's pypinyin branch, or its default g2pW branch when ``g2pw`` (a
+    user-supplied polyphone model, see :mod:`.g2pw`) is given.
 
     Raises ValueError for empty or whitespace-only text (upstream fails there with an
     IndexError); punctuation-only text gives upstream's result (e.g. "。。。" -> ["."]).
@@ -141,10 +150,10 @@ def text_to_phones(text: str, language: str, lexicon: Lexicon | None = None, *, 
     if not text or not text.strip():
         raise ValueError("text is empty")
     text = re.sub(r" {2,}", " ", text)
-    segments = [_clean_segment(run, lang, lexicon) for lang, run in split_languages(text, language)]
+    segments = [_clean_segment(run, lang, lexicon, g2pw) for lang, run in split_languages(text, language)]
     phones = [p for s in segments for p in s.phones]
     if not _final and len(phones) < 6:
-        result = text_to_phones("." + text, language, lexicon, _final=True)
+        result = text_to_phones("." + text, language, lexicon, g2pw=g2pw, _final=True)
         result.retried_with_leading_dot = True
         return result
     return FrontendResult(

@@ -1,10 +1,11 @@
 """Chinese front end: normalised text -> GPT-SoVITS v2 phones and word2ph.
 
-Mirrors upstream ``text/chinese2.py`` with g2pW switched off (its pypinyin branch): jieba
-part-of-speech words, upstream's merge rules, pypinyin initials/finals with neutral tone 5,
-tone sandhi, erhua, then the opencpop pinyin -> symbol table. ``word2ph`` has one entry per
-character of the normalised text (2 for a syllable, 1 for a punctuation mark), which is what
-the BERT feature expansion needs.
+Mirrors upstream ``text/chinese2.py``: jieba part-of-speech words, upstream's merge rules,
+pypinyin initials/finals with neutral tone 5 (its pypinyin branch) or, given a user-supplied
+:class:`~daemon.frontend.g2pw.G2PW`, its ``is_g2pw`` branch (g2pW readings per sentence plus the
+polyphonic dictionary fixes per word), then tone sandhi, erhua and the opencpop pinyin -> symbol
+table. ``word2ph`` has one entry per character of the normalised text (2 for a syllable, 1 for a
+punctuation mark), which is what the BERT feature expansion needs.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 import re
 from collections.abc import Mapping
 from functools import cache
+from typing import TYPE_CHECKING
 
 import jieba
 import jieba.posseg as psg
@@ -22,6 +24,9 @@ from pypinyin.contrib.tone_convert import to_finals_tone3, to_initials
 from . import tone_sandhi
 from .symbols import DATA_DIR, PUNCTUATION
 from .zh_normalize import normalize
+
+if TYPE_CHECKING:  # g2pW is optional: its module is only imported by whoever builds one
+    from .g2pw import G2PW
 
 jieba.setLogLevel(logging.CRITICAL)
 
@@ -129,25 +134,50 @@ def _word_pinyin(word: str, lexicon: Mapping[str, list[str]] | None) -> tuple[li
     return initials, finals
 
 
-def g2p(norm_text: str, lexicon: Mapping[str, list[str]] | None = None) -> tuple[list[str], list[int]]:
+def _g2pw_word_pinyin(word: str, readings: list[str], g2pw: G2PW) -> tuple[list[str], list[str]]:
+    """Upstream's g2pW branch for one word: dictionary fixes over the sentence's readings, then split."""
+    initials: list[str] = []
+    finals: list[str] = []
+    for reading in g2pw.correct(word, readings):
+        if reading[0].isalpha():
+            initials.append(to_initials(reading))
+            finals.append(to_finals_tone3(reading, neutral_tone_with_five=True))
+        else:  # punctuation stands for itself
+            initials.append(reading)
+            finals.append(reading)
+    return initials, finals
+
+
+def g2p(
+    norm_text: str, lexicon: Mapping[str, list[str]] | None = None, g2pw: G2PW | None = None
+) -> tuple[list[str], list[int]]:
     """Phones and word2ph for normalised Chinese text.
 
     ``lexicon`` maps a word to its toned pinyin syllables ("行" -> ["hang2"]); a word jieba
-    produces that is in it skips pypinyin (sandhi still applies, as upstream does for g2pW).
+    produces that is in it skips pypinyin and g2pW (sandhi still applies, as upstream does for g2pW).
+    With ``g2pw`` the other words take its readings, as upstream's default (``is_g2pw``) front end.
     """
     phones: list[str] = []
     word2ph: list[int] = []
-    sentences = [s for s in _SENTENCE_CUT_RE.split(norm_text) if s.strip() != ""]
+    sentences = [re.sub("[a-zA-Z]+", "", s) for s in _SENTENCE_CUT_RE.split(norm_text) if s.strip() != ""]
+    # Upstream runs g2pW once over all non-empty sentences, then walks each sentence's words.
+    g2pw_readings = iter(g2pw([s for s in sentences if s])) if g2pw is not None else None
     for sentence in sentences:
-        sentence = re.sub("[a-zA-Z]+", "", sentence)
+        readings = next(g2pw_readings) if g2pw_readings is not None and sentence else []
         words = [(pair.word, pair.flag) for pair in psg.lcut(sentence)]
         if lexicon:
             words = _resegment_for_lexicon(words, lexicon)
         segments = tone_sandhi.pre_merge_for_modify(words)
+        start = 0
         for word, pos in segments:
+            word_readings = readings[start : start + len(word)]
+            start += len(word)
             if pos == "eng":
                 continue
-            initials, finals = _word_pinyin(word, lexicon)
+            if g2pw is None or (lexicon is not None and word in lexicon):
+                initials, finals = _word_pinyin(word, lexicon)
+            else:
+                initials, finals = _g2pw_word_pinyin(word, word_readings, g2pw)
             finals = tone_sandhi.modified_tone(word, pos, finals)
             initials, finals = _merge_erhua(initials, finals, word, pos)
             for initial, final in zip(initials, finals, strict=False):

@@ -78,6 +78,11 @@ def _traditional_to_simplified() -> dict[int, str]:
     return table
 
 
+def traditional_to_simplified(text: str) -> str:
+    """Upstream ``char_convert.tranditional_to_simplified``, character by character (g2pW uses it too)."""
+    return text.translate(_traditional_to_simplified())
+
+
 # --------------------------------------------------------------------------- numbers
 
 
