@@ -115,7 +115,7 @@ def convert(files: SourceFiles, out: Path, name: str | None = None, untrained: b
     from .roberta import load_roberta, roberta_graphs
     from .sv import load_sv, sv_graphs
     from .t2s import Text2SemanticDecoder, t2s_graphs
-    from .vits import load_sovits, sovits_graphs
+    from .vits import is_training_only, load_sovits, sovits_graphs
 
     torch.manual_seed(0)
     started = time.monotonic()
@@ -143,6 +143,9 @@ def convert(files: SourceFiles, out: Path, name: str | None = None, untrained: b
     if ignored:
         log(f"  GPT: ignored training-only keys: {', '.join(ignored)}")
     vits = load_sovits(sovits.weights, sovits.config, sovits.version)
+    skipped = [k for k in sovits.weights if is_training_only(k)]
+    if skipped:
+        log(f"  SoVITS: ignored training-only keys: {', '.join(skipped)}")
     parts: list[tuple[str, list]] = [("t2s", t2s_graphs(t2s)), ("sovits", sovits_graphs(vits))]
     hubert = load_hubert(files.hubert)
     parts.append(("hubert", hubert_graphs(hubert)))
