@@ -18,7 +18,10 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "inspect": ("daemon.describe", "say what a model bundle or a checkpoint file is"),
     "say": ("daemon.say", "speak text in a registered voice to a WAV file or the sound card"),
     "voice": ("daemon.voice_command", "register, list and remove cloned voices"),
+    "audit": ("daemon.audit", "print the audit trail: every request, its outcome and the audio's SHA-256"),
+    "reload": ("daemon.reload", "validate the config and bundle, then switch the running daemon to them"),
     "make-demo": ("quantize.demo", "build the small random-weight demo bundle (needs torch)"),
+    "quantize": ("quantize.quantization", "make an int8 / fp16 / mixed bundle from an fp32 one, with its fidelity"),
 }
 
 EXIT_USAGE = 2

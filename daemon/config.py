@@ -13,8 +13,9 @@ import socket
 import sys
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from daemon.request_queue import Priority
@@ -62,6 +63,20 @@ class MqttSettings(_Section):
     keepalive_s: int = Field(30, ge=5, le=3600)
     reconnect_min_s: float = Field(1.0, gt=0)
     reconnect_max_s: float = Field(60.0, gt=0)
+    tls_ca_file: Path | None = None  # CA of the broker's certificate; set = TLS on (use port 8883)
+    tls_cert_file: Path | None = None  # client certificate, for brokers that require one (with tls_key_file)
+    tls_key_file: Path | None = None
+    # MQTT 5 shared subscription $share/<group>/<prefix>/say: each request there is taken by one box of the
+    # group. Empty = off (MQTT 3.1.1). <prefix>/<node_id>/say still addresses this box alone.
+    share_group: str = ""
+    session_expiry_s: int = Field(3600, ge=0)  # MQTT 5 only: how long the broker keeps our session while offline
+
+    @field_validator("share_group")
+    @classmethod
+    def _share_group(cls, value: str) -> str:
+        if any(c in value for c in "/+#\0"):
+            raise ValueError("must not contain '/', '+', '#' or NUL")
+        return value
 
     @field_validator("prefix")
     @classmethod
@@ -69,6 +84,22 @@ class MqttSettings(_Section):
         if not value or value.startswith("/") or value.endswith("/") or any(c in value for c in "+#\0"):
             raise ValueError("must be a non-empty topic without '+', '#', NUL or leading/trailing '/'")
         return value
+
+    @field_validator("tls_ca_file", "tls_cert_file", "tls_key_file", mode="before")
+    @classmethod
+    def _no_path_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> MqttSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        if self.tls_cert_file is not None and self.tls_ca_file is None:
+            raise ValueError("a client certificate needs tls_ca_file (TLS is on only with tls_ca_file)")
+        for path in (self.tls_ca_file, self.tls_cert_file, self.tls_key_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file {path} not found")
+        return self
 
     @field_validator("node_id")
     @classmethod
@@ -115,6 +146,10 @@ class QueueSettings(_Section):
     dedup_window_s: float = Field(600.0, ge=0)
     default_ttl_s: float = Field(300.0, gt=0)  # stale requests replayed by the broker after an outage die
     max_text_chars: int = Field(2000, ge=1, le=100000)
+    max_payload_bytes: int = Field(65536, ge=256, le=16 * 1024 * 1024)  # larger say payloads are refused unread
+    rate_limit_per_s: float = Field(10.0, gt=0)  # say requests per second per topic, sustained
+    rate_limit_burst: int = Field(50, ge=1)  # ... and in a burst
+    drain_s: float = Field(10.0, ge=0, le=600)  # on SIGTERM: time the announcement in progress gets to finish
 
 
 class HermesSettings(_Section):
@@ -130,6 +165,63 @@ class HomeAssistantSettings(_Section):
     status_topic: str = "homeassistant/status"
 
 
+class AuditSettings(_Section):
+    store_text: bool = False  # keep the spoken text itself, not only its SHA-256
+    max_rows: int = Field(100_000, ge=100)
+    max_age_days: float = Field(90.0, gt=0)
+
+
+class MetricsSettings(_Section):
+    port: int | None = Field(None, ge=1, le=65535)  # none = no Prometheus endpoint
+    host: str = "127.0.0.1"  # scrapers elsewhere need an address they can reach; think before using 0.0.0.0
+
+
+class WyomingSettings(_Section):
+    """The Wyoming TTS server Home Assistant talks to; off until ``uri`` is set."""
+
+    uri: str | None = None  # tcp://0.0.0.0:10200 or unix:///run/gsv-edge/wyoming.sock
+    priority: Priority = "normal"  # in the shared queue, beside MQTT requests
+    samples_per_chunk: int = Field(1024, ge=64, le=65536)  # per audio-chunk event
+    sentence_silence_s: float = Field(0.0, ge=0.0, le=5.0)  # added after each sentence's audio
+    max_connections: int = Field(8, ge=1, le=1024)
+    zeroconf: bool = False  # announce _wyoming._tcp on the LAN (needs gsv-edge[zeroconf] and a tcp:// uri)
+
+    @field_validator("uri", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("uri")
+    @classmethod
+    def _server_uri(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parsed = urlparse(value)
+        if parsed.scheme == "tcp":
+            try:
+                port = parsed.port
+            except ValueError:
+                port = None
+            if not parsed.hostname or not port:
+                raise ValueError("a tcp:// uri needs a host and a port, e.g. tcp://0.0.0.0:10200")
+        elif parsed.scheme == "unix":
+            if not parsed.path:
+                raise ValueError("a unix:// uri needs a socket path, e.g. unix:///run/gsv-edge/wyoming.sock")
+        else:
+            raise ValueError("must start with tcp:// or unix://")
+        return value
+
+    @model_validator(mode="after")
+    def _zeroconf_needs_tcp(self) -> WyomingSettings:
+        if self.zeroconf and not (self.uri or "").startswith("tcp://"):
+            raise ValueError("zeroconf announces a TCP port: set uri to tcp://HOST:PORT")
+        return self
+
+
+class CacheSettings(_Section):
+    max_mb: int = Field(256, ge=0)  # rendered-audio cache in <state_dir>/cache/audio; 0 = off
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -141,6 +233,10 @@ class Settings(BaseSettings):
     queue: QueueSettings = Field(default_factory=QueueSettings)
     hermes: HermesSettings = Field(default_factory=HermesSettings)
     homeassistant: HomeAssistantSettings = Field(default_factory=HomeAssistantSettings)
+    audit: AuditSettings = Field(default_factory=AuditSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    wyoming: WyomingSettings = Field(default_factory=WyomingSettings)
+    cache: CacheSettings = Field(default_factory=CacheSettings)
     state_dir: Path = Field(default_factory=lambda: default_state_dir())
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 

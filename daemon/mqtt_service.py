@@ -19,6 +19,8 @@ from typing import Any, Protocol
 import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from daemon import topics as t
 from daemon.config import Settings
@@ -26,6 +28,7 @@ from daemon.events import EventKind, event_payload, is_terminal
 from daemon.ha_discovery import discovery_messages
 from daemon.payloads import IntakePolicy, RejectedPayload, parse_hermes, parse_native
 from daemon.pipeline import AudioStream
+from daemon.rate_limit import RateLimiter
 from daemon.request_queue import Request
 from daemon.synthesizer import VoiceInfo
 from daemon.wav import encode_wav, to_pcm16
@@ -44,6 +47,14 @@ class RequestHandler(Protocol):
     def voices(self) -> list[VoiceInfo]: ...
 
     def status(self) -> dict[str, Any]: ...
+
+    def register_voice(self, payload: bytes) -> None:
+        """A ``voices/register`` payload; answered later by a ``voice_registered`` or ``rejected`` event."""
+        ...
+
+    def rejected(self, protocol: str, topic: str, rejection: RejectedPayload) -> None:
+        """A payload refused before it became a request (audit trail, metrics)."""
+        ...
 
 
 def _json(data: Any) -> bytes:
@@ -126,21 +137,36 @@ class MqttService:
         self._play_waiters: dict[str, threading.Event] = {}
         self._waiters_lock = threading.Lock()
         cfg = settings.mqtt
+        self._v5 = bool(cfg.share_group)  # shared subscriptions are MQTT 5
+        self._voices_payload: bytes | None = None  # last voices list published, to republish only changes
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id or f"gsv-edge-{cfg.node_id}",
-            clean_session=False,
-            protocol=mqtt.MQTTv311,
+            clean_session=None if self._v5 else False,  # MQTT 5: clean_start=False at connect instead
+            protocol=mqtt.MQTTv5 if self._v5 else mqtt.MQTTv311,
         )
         if cfg.username:
             self._client.username_pw_set(cfg.username, cfg.password.get_secret_value() if cfg.password else None)
+        if cfg.tls_ca_file is not None:
+            self._client.tls_set(
+                ca_certs=str(cfg.tls_ca_file),
+                certfile=str(cfg.tls_cert_file) if cfg.tls_cert_file else None,
+                keyfile=str(cfg.tls_key_file) if cfg.tls_key_file else None,
+            )
+        self._rate = RateLimiter(settings.queue.rate_limit_per_s, settings.queue.rate_limit_burst)
         self._client.will_set(self.topics.availability, "offline", qos=QOS, retain=True)
         self._client.reconnect_delay_set(min_delay=cfg.reconnect_min_s, max_delay=cfg.reconnect_max_s)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_message = self._on_message
         self._client.on_subscribe = lambda *_: self.ready.set()
         self._routes: dict[str, Callable[[mqtt.MQTTMessage], None]] = {self.topics.say: self._on_native_say}
+        self._routes[self.topics.voice_register] = self._on_voice_register
+        self._filters: dict[str, str] = {}  # route topic -> the filter subscribed for it, where they differ
+        if self.topics.shared_say_filter is not None:
+            self._routes[self.topics.shared_say] = self._on_native_say
+            self._filters[self.topics.shared_say] = self.topics.shared_say_filter
         if settings.hermes.enabled:
             self._routes[t.HERMES_SAY] = self._on_hermes_say
             self._routes[t.RHASSPY_GET_VOICES] = self._on_get_voices
@@ -151,10 +177,29 @@ class MqttService:
 
     def start(self) -> None:
         cfg = self.settings.mqtt
-        self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
+        if self._v5:  # a persistent session, as clean_session=False gives in 3.1.1, kept while offline
+            properties = Properties(PacketTypes.CONNECT)
+            properties.SessionExpiryInterval = cfg.session_expiry_s
+            self._client.connect_async(
+                cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=False, properties=properties
+            )
+        else:
+            self._client.connect_async(cfg.host, cfg.port, keepalive=cfg.keepalive_s)
         self._client.loop_start()  # retries the first connection too
 
+    def leave_share_group(self) -> None:
+        """Stop taking fleet requests: the broker would otherwise keep queueing this box's share of them
+        in its session while it is down. The next connect subscribes again."""
+        if self.topics.shared_say_filter is not None and self._client.is_connected():
+            self._client.unsubscribe(self.topics.shared_say_filter)
+
+    def network_alive(self) -> bool:
+        """paho's network thread is running (paho has no public handle on it)."""
+        thread = self._client._thread
+        return thread is not None and thread.is_alive()
+
     def stop(self) -> None:
+        self.leave_share_group()
         if self._client.is_connected():
             info = self._client.publish(self.topics.availability, "offline", qos=QOS, retain=True)
             info.wait_for_publish(timeout=2)
@@ -163,14 +208,30 @@ class MqttService:
 
     def _on_connect(self, client: mqtt.Client, _userdata: Any, flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
-            log.error("MQTT broker refused the connection: %s", reason)
+            cfg = self.settings.mqtt
+            hint = ""
+            if reason.value in (4, 5, 134, 135):  # bad user name or password / not authorised (3.1.1, 5)
+                hint = f"; check mqtt.username ({cfg.username or 'not set'}) and mqtt.password"
+            log.error(
+                "MQTT broker %s:%d refused the connection: %s%s; retrying within %.0f s",
+                cfg.host, cfg.port, reason, hint, cfg.reconnect_max_s,
+            )
             return
         log.info("connected to MQTT broker (session present: %s)", flags.session_present)
-        subscriptions = [(topic, QOS) for topic in self._routes]
+        subscriptions = [(self._filters.get(topic, topic), QOS) for topic in self._routes]
         if self.settings.hermes.enabled:
             subscriptions.append((t.HERMES_PLAY_FINISHED, QOS))
         client.subscribe(subscriptions)
         self._announce()
+
+    def _on_connect_fail(self, _client: mqtt.Client, _userdata: Any) -> None:
+        cfg = self.settings.mqtt
+        tls = " over TLS" if cfg.tls_ca_file else ""
+        log.warning("cannot connect to the MQTT broker %s:%d%s; retrying", cfg.host, cfg.port, tls)
+
+    @property
+    def connected(self) -> bool:
+        return self._client.is_connected()
 
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self.ready.clear()
@@ -194,12 +255,21 @@ class MqttService:
 
     def publish_status(self, status: dict[str, Any]) -> None:
         self.publish(self.topics.status, _json(status), retain=True)
+        self.publish_voices(only_if_changed=True)  # voices added or removed by the CLI meanwhile
 
-    def publish_voices(self) -> None:
+    def publish_voices(self, only_if_changed: bool = False) -> None:
         voices = [
             {"name": v.name, "languages": v.languages, "description": v.description} for v in self._handler.voices()
         ]
-        self.publish(self.topics.voices, _json({"voices": voices}), retain=True)
+        payload = _json({"voices": voices})
+        if only_if_changed and payload == self._voices_payload:
+            return
+        self._voices_payload = payload
+        self.publish(self.topics.voices, payload, retain=True)
+
+    def publish_event(self, payload: dict[str, Any]) -> None:
+        """An event not tied to a speech request (voice registration)."""
+        self.publish(self.topics.events, _json(payload))
 
     def emit(self, request: Request, kind: EventKind, **fields: Any) -> None:
         """Publish a lifecycle event; for Hermes requests also end them the Hermes way."""
@@ -215,6 +285,8 @@ class MqttService:
 
     def _reject(self, source: str, rejection: RejectedPayload) -> None:
         log.info("rejected %s say %s: %s", source, rejection.request_id, rejection.reason)
+        topic = t.HERMES_SAY if source == "hermes" else self.topics.say
+        self._handler.rejected(source, topic, rejection)
         payload = event_payload(rejection.request_id, EventKind.REJECTED, source=source, reason=rejection.reason)
         self.publish(self.topics.events, _json(payload))
         if source == "hermes":
@@ -254,12 +326,27 @@ class MqttService:
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
         try:
             route = self._routes.get(msg.topic)
+            say_topics = (self.topics.say, self.topics.shared_say, t.HERMES_SAY)
+            if route is not None and msg.topic in say_topics and not self._admissible(msg):
+                return
             if route is not None:
                 route(msg)
             elif mqtt.topic_matches_sub(t.HERMES_PLAY_FINISHED, msg.topic):
                 self._on_play_finished(msg)
         except Exception:  # one bad message must never take the network thread down
             log.exception("error handling a message on %s", msg.topic)
+
+    def _admissible(self, msg: mqtt.MQTTMessage) -> bool:
+        """Size and rate limits, checked before a say payload is even parsed."""
+        source = "hermes" if msg.topic == t.HERMES_SAY else "native"
+        limit = self.settings.queue.max_payload_bytes
+        if len(msg.payload) > limit:
+            self._reject(source, RejectedPayload(f"payload too large ({len(msg.payload)} > {limit} bytes)"))
+            return False
+        if not self._rate.allow(msg.topic):
+            self._reject(source, RejectedPayload(f"rate limit: more than {self._rate.rate_per_s:g}/s on {msg.topic}"))
+            return False
+        return True
 
     def _on_native_say(self, msg: mqtt.MQTTMessage) -> None:
         if msg.retain:
@@ -270,7 +357,15 @@ class MqttService:
         except RejectedPayload as rejection:
             self._reject("native", rejection)
             return
+        request.topic = msg.topic
         self._handler.submit(request)
+
+    def _on_voice_register(self, msg: mqtt.MQTTMessage) -> None:
+        if msg.retain:  # would register again on every reconnect
+            reason = "retained voice registrations are ignored"
+            self.publish_event(event_payload(None, EventKind.REJECTED, reason=reason))
+            return
+        self._handler.register_voice(msg.payload)
 
     def _on_hermes_say(self, msg: mqtt.MQTTMessage) -> None:
         hermes = self.settings.hermes
@@ -280,6 +375,7 @@ class MqttService:
             self._reject("hermes", rejection)
             return
         if request is not None:
+            request.topic = msg.topic
             self._handler.submit(request)
 
     def _on_get_voices(self, msg: mqtt.MQTTMessage) -> None:

@@ -7,6 +7,7 @@ Audio flows through a :class:`Job` chunk by chunk, so output starts with the fir
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -15,13 +16,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from daemon.audio_cache import AudioCache, cache_key
 from daemon.audio_out import AudioDeviceError, AudioOutput
 from daemon.config import AudioSettings
 from daemon.events import EventKind, EventSink
+from daemon.heartbeat import Heartbeat
 from daemon.request_queue import Request, RequestQueue
 from daemon.resample import Resampler, resample
 from daemon.synthesizer import SynthesisError, Synthesizer
-from daemon.wav import read_wav
+from daemon.wav import read_wav, to_pcm16
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,7 @@ class Job:
         self.cancel_reason = ""
         self.engine = ""
         self.fallback_reason: str | None = None
+        self.cached = False  # played from the rendered-audio cache, not synthesised
         self.error: Exception | None = None
         self.started_at = time.monotonic()
         self.first_chunk_at: float | None = None
@@ -132,8 +136,13 @@ class Pipeline:
         publisher: AudioPublisher,
         audio: AudioOutput | None,
         audio_settings: AudioSettings,
+        cache: AudioCache | None = None,
     ) -> None:
         self._queue = queue
+        self._cache = cache
+        self.heartbeat = Heartbeat()  # the synthesis and playback loops beat; the systemd watchdog reads it
+        self.engine_lock = threading.Lock()  # the engine is not thread-safe: synthesis and voice registration
+        self._draining = False
         self._engine = engine
         self._fallback = fallback
         self._events = events
@@ -163,6 +172,12 @@ class Pipeline:
     def depth(self) -> int:
         return len(self._queue)
 
+    def set_engine(self, engine: Synthesizer, fallback: Synthesizer) -> None:
+        """Switch engines (reload): a request already being synthesised finishes on the old one."""
+        chime = self._load_chime(self._audio_settings, engine.sample_rate)
+        with self._cond:
+            self._engine, self._fallback, self._chime = engine, fallback, chime
+
     def start(self) -> None:
         self._running = True
         for target, name in ((self._synth_loop, "synthesis"), (self._play_loop, "playback")):
@@ -180,6 +195,25 @@ class Pipeline:
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Let the announcement being delivered finish (for up to ``timeout_s``) but start nothing new.
+
+        A request synthesised but not yet started goes back to the queue, as do requests arriving
+        meanwhile: the queue keeps them for the next start. True if nothing was left playing.
+        """
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            self._draining = True
+            pending = self._next
+            if pending is not None:
+                pending.cancel("daemon stopping")
+                self._next = None
+                self._queue.requeue(pending.request)
+            self._cond.notify_all()
+            while self._current is not None and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(left)
+            return self._current is None
 
     # -- intake ---------------------------------------------------------------------------------
 
@@ -229,8 +263,11 @@ class Pipeline:
         while True:
             with self._cond:
                 request = None
-                while self._running and (self._next is not None or (request := self._queue.pop()) is None):
+                while self._running and (
+                    self._next is not None or self._draining or (request := self._queue.pop()) is None
+                ):
                     self._cond.wait(timeout=1.0)
+                    self.heartbeat.beat("synthesis")
                 if not self._running:
                     return
                 assert request is not None
@@ -246,19 +283,37 @@ class Pipeline:
 
     def _synthesize(self, job: Job) -> None:
         request = job.request
+        engine = self._engine_for(request)
+        key = cache_key(engine, request, job.sample_rate) if self._cache is not None else None
+        cached = self._cache.get(key) if self._cache is not None and key is not None else None
         self._events.emit(
             request,
             EventKind.STARTED,
-            engine=self._engine.name,
+            engine=engine.name,
             wait_ms=round((job.started_at - request.received_at) * 1000),
+            **({"cached": True} if cached is not None else {}),
         )
+        if cached is not None:
+            job.engine, job.cached = engine.name, True
+            for chunk in cached:
+                job.add(chunk)
+            job.finish()
+            return
+        with self.engine_lock:
+            self._synthesize_with(job, engine)
+        if key is not None and self._cache is not None and not (job.cancelled.is_set() or job.fallback_reason):
+            if job.error is None:
+                self._cache.put(key, list(job.chunks()))
+
+    def _synthesize_with(self, job: Job, engine: Synthesizer) -> None:
+        request = job.request
         try:
-            self._run_engine(job, self._engine, request.voice)
+            self._run_engine(job, engine, request.voice)
         except Exception as exc:
-            if self._fallback is self._engine or job.cancelled.is_set():
+            if self._fallback is engine or job.cancelled.is_set():
                 job.finish(exc)
                 return
-            log.warning("engine %s failed on %s, using the fallback voice: %s", self._engine.name, request.id, exc)
+            log.warning("engine %s failed on %s, using the fallback voice: %s", engine.name, request.id, exc)
             job.fallback_reason = f"{type(exc).__name__}: {exc}"
             try:
                 self._run_engine(job, self._fallback, None)
@@ -266,6 +321,14 @@ class Pipeline:
                 job.finish(fallback_exc)
                 return
         job.finish()
+
+    def _engine_for(self, request: Request) -> Synthesizer:
+        """The fallback speaks a request naming a voice the engine lacks: Wyoming lists the fallback voice
+        beside the engine's (MQTT intake only accepts the engine's voices)."""
+        engine = self._engine
+        if request.voice is None or any(v.name == request.voice for v in engine.voices()):
+            return engine
+        return self._fallback
 
     def _run_engine(self, job: Job, engine: Synthesizer, voice: str | None) -> None:
         request = job.request
@@ -282,6 +345,7 @@ class Pipeline:
                     raise SynthesisError("engine produced non-finite samples")
                 job.add(np.clip(resampler.process(audio), -1.0, 1.0))
                 produced += audio.size
+                self.heartbeat.beat("synthesis")
         finally:
             getattr(stream, "close", lambda: None)()
         if produced == 0 and not job.cancelled.is_set():
@@ -294,6 +358,7 @@ class Pipeline:
             with self._cond:
                 while self._running and self._next is None:
                     self._cond.wait(timeout=1.0)
+                    self.heartbeat.beat("playback")
                 if not self._running:
                     return
                 job, self._next, self._current = self._next, None, self._next
@@ -309,9 +374,12 @@ class Pipeline:
             self._events.emit(job.request, kind, **fields)  # after clearing: the status then reads idle
 
     def _output_chunks(self, job: Job) -> Iterator[np.ndarray]:
+        """The chunks to deliver; each beat allows the consumer the chunk's duration to play it."""
         if job.request.chime:
+            self.heartbeat.beat("playback", self._chime.size / job.sample_rate)
             yield self._chime * job.request.volume
         for chunk in job.chunks():
+            self.heartbeat.beat("playback", chunk.size / job.sample_rate)
             yield chunk * job.request.volume if job.request.volume != 1.0 else chunk
 
     def _deliver(self, job: Job) -> tuple[EventKind, dict[str, Any]]:
@@ -340,6 +408,7 @@ class Pipeline:
             for chunk in self._output_chunks(job):
                 stream.write(chunk)
                 on_start()
+            self.heartbeat.beat("playback", job.samples / job.sample_rate)  # a remote player may take as long
             stream.close(job.cancelled)
         return self._outcome(job)
 
@@ -367,6 +436,7 @@ class Pipeline:
                     attempt=attempt,
                     retry_in_s=delay,
                 )
+            self.heartbeat.beat("playback", delay)
             if job.cancelled.wait(delay):
                 return None
             if request.expired():
@@ -381,6 +451,8 @@ class Pipeline:
             fields["synth_ms"] = round((job.first_chunk_at - job.started_at) * 1000)
         if job.fallback_reason:
             fields.update(fallback=True, fallback_reason=job.fallback_reason)
+        if job.cached:
+            fields["cached"] = True
         self._events.emit(job.request, EventKind.FIRST_AUDIO, **fields)
 
     def _outcome(self, job: Job) -> tuple[EventKind, dict[str, Any]]:
@@ -396,8 +468,19 @@ class Pipeline:
             fields.update(synth_ms=synth_ms, rtf=round(synth_ms / audio_ms, 3) if audio_ms else None)
         if job.fallback_reason:
             fields["fallback_reason"] = job.fallback_reason
+        if job.cached:
+            fields["cached"] = True
         if job.cancelled.is_set():
             return EventKind.FAILED, {"reason": job.cancel_reason, **fields}
         if job.error is not None:
             return EventKind.FAILED, {"reason": f"synthesis failed: {job.error}", **fields}
+        fields["audio_sha256"] = self._audio_sha256(job)
         return EventKind.DONE, fields
+
+    def _audio_sha256(self, job: Job) -> str:
+        """SHA-256 of the s16le PCM delivered (chime and volume included; a published WAV's data chunk):
+        the audit trail's record of what was said."""
+        digest = hashlib.sha256()
+        for chunk in self._output_chunks(job):
+            digest.update(to_pcm16(chunk))
+        return digest.hexdigest()

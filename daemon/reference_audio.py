@@ -17,6 +17,7 @@ MIN_SECONDS = 3.0
 MAX_SECONDS = 10.0
 SILENCE_PEAK = 1e-3  # a clip whose loudest sample is below -60 dBFS is treated as silent
 CLIPPED_FRACTION = 0.05  # more than 5% of samples at full scale: clipped beyond use
+MAX_WAV_BYTES = 32 * 1024 * 1024  # far above any 3-10 s clip (10 s of 96 kHz 32-bit stereo is 7.7 MB)
 
 PCM, IEEE_FLOAT, EXTENSIBLE = 1, 3, 0xFFFE
 
@@ -37,6 +38,8 @@ class Clip:
 
 def read_wav(data: bytes, name: str = "clip") -> Clip:
     """Parse WAV bytes into a mono clip; every malformed case is an AudioError naming ``name``."""
+    if len(data) > MAX_WAV_BYTES:
+        raise AudioError(f"{name}: {len(data)} bytes is too large for a reference clip (limit {MAX_WAV_BYTES})")
     if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise AudioError(f"{name}: not a WAV file (no RIFF/WAVE header)")
     pos, fmt, payload = 12, None, None
@@ -62,6 +65,8 @@ def read_wav(data: bytes, name: str = "clip") -> Clip:
     audio_format, channels, rate, _, block_align, bits = fmt
     if channels < 1 or rate < 1 or block_align < 1:
         raise AudioError(f"{name}: WAV header is invalid (channels={channels}, rate={rate})")
+    if block_align != channels * (bits // 8):
+        raise AudioError(f"{name}: WAV header is inconsistent ({channels} x {bits} bits, block {block_align})")
     frames = len(payload) // block_align
     raw = payload[: frames * block_align]
     if audio_format == PCM and bits == 16:

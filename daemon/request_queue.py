@@ -17,7 +17,7 @@ from typing import Literal, Protocol
 Priority = Literal["emergency", "high", "normal", "low"]
 Output = Literal["play", "publish", "both"]
 AudioFormat = Literal["wav", "pcm"]
-Source = Literal["native", "hermes"]
+Source = Literal["native", "hermes", "wyoming"]
 
 PRIORITY_RANK: dict[str, int] = {"emergency": 0, "high": 1, "normal": 2, "low": 3}
 
@@ -41,6 +41,8 @@ class Request:
     source: Source = "native"
     site_id: str | None = None  # Hermes siteId
     session_id: str | None = None  # Hermes sessionId
+    topic: str | None = None  # MQTT topic it arrived on (for the audit trail)
+    client: str | None = None  # Wyoming peer address; MQTT 3.1.1 does not say who published
     received_at: float = field(default_factory=time.monotonic)
 
     @property

@@ -7,29 +7,43 @@ loaded, the daemon still speaks with the eSpeak NG fallback and says so in its s
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import signal
 import sys
 import threading
 import time
 import wave
+from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from daemon.audio_cache import AudioCache
 from daemon.audio_out import AudioOutput
+from daemon.audit import AuditLog
 from daemon.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
+from daemon.durable_queue import DurableQueue
 from daemon.events import EventKind
 from daemon.fallback_voice import EspeakVoice
+from daemon.journal_logging import setup_logging
 from daemon.mqtt_service import MqttService
-from daemon.payloads import IntakePolicy
-from daemon.pipeline import Pipeline
-from daemon.request_queue import MemoryQueue, Request
+from daemon.payloads import IntakePolicy, RejectedPayload
+from daemon.pipeline import AudioStream, Pipeline
+from daemon.reload import serve_with_reload
+from daemon.request_queue import Request
+from daemon.state_db import StateDb, StateDbError
 from daemon.synthesizer import Synthesizer, UnknownVoice, VoiceInfo
+from daemon.systemd_notify import Notifier, Watchdog
+from daemon.voice_registration import RegistrationRejected, VoiceRegistration, parse_registration, registration_event
+from daemon.wyoming_service import WyomingServer
 
 log = logging.getLogger("gsv-edge")
 
 EXIT_CONFIG = 2
+VOICES_RELIST_S = 30.0  # voices added or removed with the CLI while the daemon runs show up this soon
+TENSORRT_EXTEND_S = 60.0  # while TensorRT engines build, keep systemd's start timeout this far ahead ...
+TENSORRT_BUILD_LIMIT_S = 3600.0  # ... for at most this long (a first build on an Orin Nano takes minutes)
 
 
 def _version() -> str:
@@ -56,17 +70,44 @@ class Service:
         self._has_audio_device = audio is not None
         self.mqtt = MqttService(settings, self, _version())
         try:
+            self.state = StateDb.in_dir(settings.state_dir)
+            self.queue = DurableQueue(self.state, settings.queue.max_depth, settings.queue.dedup_window_s)
+            self.audit = AuditLog(self.state, settings.audit)
+        except (StateDbError, OSError) as exc:
+            raise ConfigError(f"state_dir: {exc}") from exc
+        try:
+            cache_dir = settings.state_dir / "cache" / "audio"
+            cache = AudioCache(cache_dir, settings.cache.max_mb << 20) if settings.cache.max_mb else None
+        except OSError as exc:
+            raise ConfigError(f"cache.max_mb: cannot use {cache_dir}: {exc}") from exc
+        self._voice_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsv-voice-register")
+        self._relist_stop = threading.Event()
+        self._relist = threading.Thread(target=self._relist_voices, name="gsv-voices", daemon=True)
+        self.metrics = None
+        if settings.metrics.port is not None:
+            from daemon.metrics import Metrics
+
+            self.metrics = Metrics(
+                queue_depth=lambda: self.pipeline.depth(),
+                broker_connected=lambda: float(self.mqtt.connected),
+                state_errors=lambda: self.queue.write_errors + self.audit.write_errors,
+            )
+        # Told of every event before it is published: a "done" is on disk before anyone hears it.
+        self._observers = [o for o in (self.queue, self.audit, self.metrics) if o is not None]
+        try:
             self.pipeline = Pipeline(
-                MemoryQueue(settings.queue.max_depth, settings.queue.dedup_window_s),
+                self.queue,
                 self.engine,
                 self.fallback,
                 events=self,
-                publisher=self.mqtt,
+                publisher=self,
                 audio=audio,
                 audio_settings=settings.audio,
+                cache=cache,
             )
         except (OSError, ValueError, wave.Error) as exc:
             raise ConfigError(f"audio.chime_file: cannot use {settings.audio.chime_file}: {exc}") from exc
+        self.wyoming = WyomingServer(settings, self, _version()) if settings.wyoming.uri else None
 
     def _load_engine(self) -> Synthesizer:
         bundle = self.settings.engine.bundle
@@ -87,7 +128,16 @@ class Service:
     # -- what the MQTT side asks for ------------------------------------------------------------
 
     def submit(self, request: Request) -> None:
-        self.pipeline.submit(request)
+        try:
+            self.pipeline.submit(request)
+        except StateDbError as exc:  # not on disk, so not acknowledged
+            log.error("cannot accept %s: %s", request.id, exc)
+            self.emit(request, EventKind.REJECTED, reason=f"cannot record the request (state directory full?): {exc}")
+
+    def rejected(self, protocol: str, topic: str, rejection: RejectedPayload) -> None:
+        self.audit.rejected(protocol, topic, rejection.request_id, rejection.site_id, rejection.reason)
+        if self.metrics is not None:
+            self.metrics.rejected(protocol)
 
     def intake_policy(self) -> IntakePolicy:
         """Built per message so voices added while running are accepted at once."""
@@ -101,6 +151,65 @@ class Service:
 
     def voices(self) -> list[VoiceInfo]:
         return self.engine.voices()
+
+    def register_voice(self, payload: bytes) -> None:
+        """Read the payload here (cheap); clone on a worker thread, as the engine needs seconds for it."""
+        try:
+            registration = parse_registration(payload)
+            if not hasattr(self.engine, "register_voice"):
+                raise RegistrationRejected(
+                    f"voice registration needs the GPT-SoVITS engine (engine_state {self.engine_state()})",
+                    registration.id,
+                )
+        except RegistrationRejected as exc:
+            log.info("voice registration %s rejected: %s", exc.request_id, exc.reason)
+            self.mqtt.publish_event(registration_event(exc.request_id, "rejected", reason=exc.reason))
+            return
+        self._voice_worker.submit(self._register_voice, registration)
+
+    def _register_voice(self, reg: VoiceRegistration) -> None:
+        engine: Any = self.engine
+        try:
+            with self.pipeline.engine_lock:
+                voice = engine.register_voice(reg.name, reg.wav, reg.text, reg.lang, f"mqtt:{reg.id}", reg.description)
+        except ValueError as exc:  # VoiceError, AudioError: the clip or the transcript
+            log.info("voice registration %s rejected: %s", reg.id, exc)
+            self.mqtt.publish_event(registration_event(reg.id, "rejected", reason=str(exc), voice=reg.name))
+            return
+        except Exception as exc:
+            log.exception("registering voice %s failed", reg.name)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            self.mqtt.publish_event(registration_event(reg.id, "rejected", reason=reason, voice=reg.name))
+            return
+        log.info("voice %s registered over MQTT (%.1f s clip)", voice.name, voice.meta.seconds)
+        event = registration_event(reg.id, "voice_registered", voice=voice.name, lang=reg.lang,
+                                   seconds=voice.meta.seconds)
+        self.mqtt.publish_event(event)
+        self.mqtt.publish_voices(only_if_changed=True)
+
+    def _relist_voices(self) -> None:
+        while not self._relist_stop.wait(VOICES_RELIST_S):
+            if self.mqtt.connected:
+                self.mqtt.publish_voices(only_if_changed=True)
+
+    # -- health, for systemd --------------------------------------------------------------------
+
+    def problems(self, max_silence_s: float) -> list[str]:
+        """What keeps the daemon from working; the systemd watchdog withholds its ping while there is any."""
+        stale = self.pipeline.heartbeat.stale(max_silence_s)
+        found = [f"{loop} loop silent for over {max_silence_s:g} s" for loop in stale]
+        if not self.mqtt.network_alive():
+            found.append("MQTT network thread died")
+        return found
+
+    def status_line(self) -> str:
+        """One line for ``systemctl status`` (``STATUS=``)."""
+        cfg = self.settings.mqtt
+        broker = "connected" if self.mqtt.connected else "not connected"
+        return (
+            f"{'speaking' if self.pipeline.busy else 'idle'}, queue {self.pipeline.depth()}; "
+            f"engine {self.engine_state()} ({self.engine.name}); broker {cfg.host}:{cfg.port} {broker}"
+        )
 
     def engine_state(self) -> str:
         if self.engine is not self.fallback:
@@ -126,7 +235,17 @@ class Service:
             status["engine_error"] = self.engine_error
         return status
 
+    def open(self, request: Request, sample_rate: int) -> AudioStream:
+        """Where the pipeline sends a request's audio: back to its Wyoming client, else over MQTT."""
+        if request.source == "wyoming" and self.wyoming is not None:
+            return self.wyoming.open(request, sample_rate)
+        return self.mqtt.open(request, sample_rate)
+
     def emit(self, request: Request, kind: EventKind, **fields: Any) -> None:
+        for observer in self._observers:
+            observer.observe(request, kind, fields)
+        if request.source == "wyoming" and self.wyoming is not None:
+            self.wyoming.emit(request, kind, **fields)
         self.mqtt.emit(request, kind, **fields)
         if kind not in (EventKind.STARTED, EventKind.FIRST_AUDIO):
             self.mqtt.publish_status(self.status())
@@ -143,12 +262,35 @@ class Service:
             self.settings.mqtt.host,
             self.settings.mqtt.port,
         )
+        if self.wyoming is not None:
+            self.wyoming.start()  # first: a port that cannot be served stops start-up before anything runs
+        if self.metrics is not None:
+            self.metrics.serve(self.settings.metrics)
+        for request in self.queue.expired_while_down:
+            self.emit(request, EventKind.EXPIRED, reason="ttl elapsed while the daemon was down")
+        for request in self.queue.resumed:
+            self.emit(request, EventKind.QUEUED, resumed=True, queue_depth=len(self.queue), priority=request.priority)
         self.pipeline.start()
         self.mqtt.start()
+        self._relist.start()
+
+    def drain(self, timeout_s: float) -> None:
+        """Graceful stop (SIGTERM): fleet requests go to the other boxes, the announcement in progress may
+        finish for ``timeout_s``, nothing new starts; queued requests stay in the durable queue."""
+        self.mqtt.leave_share_group()
+        if not self.pipeline.drain(timeout_s):
+            log.warning("the announcement in progress did not finish within queue.drain_s (%g s): cut", timeout_s)
 
     def stop(self) -> None:
+        self._relist_stop.set()
+        self._voice_worker.shutdown(wait=True, cancel_futures=True)
+        if self.wyoming is not None:
+            self.wyoming.stop()
         self.pipeline.stop()
         self.mqtt.stop()
+        if self.metrics is not None:
+            self.metrics.close()
+        self.state.close()
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -167,17 +309,53 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"gsv-edge serve: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(settings.log_level)
+    notifier = Notifier.from_environ()
+    notifier.status("loading the engine")
+    extending = (
+        notifier.extending_timeout(TENSORRT_EXTEND_S, TENSORRT_BUILD_LIMIT_S)
+        if _builds_tensorrt_engines(settings)
+        else contextlib.nullcontext()
+    )
     try:
-        service = Service(settings)
+        with extending:
+            service = Service(settings)
     except ConfigError as exc:
         print(f"gsv-edge serve: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
-    service.start()
+    try:
+        service.start()
+    except ConfigError as exc:
+        print(f"gsv-edge serve: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    reloader = serve_with_reload(service, args.config)
+    notifier.status(f"waiting for the MQTT broker {settings.mqtt.host}:{settings.mqtt.port}")
+    while not stopping.is_set() and not service.mqtt.ready.wait(0.5):
+        pass
+    watchdog = Watchdog(notifier, service.problems, service.status_line)
+    if not stopping.is_set():  # engine warm (Service() warmed it) and broker connected: ready
+        notifier.ready(service.status_line())
+        watchdog.start()
     stopping.wait()
     log.info("stopping")
+    notifier.stopping(f"stopping: the announcement in progress gets up to {settings.queue.drain_s:g} s")
+    watchdog.stop()
+    reloader.stop()
+    service.drain(settings.queue.drain_s)
     service.stop()
     return 0
+
+
+def _builds_tensorrt_engines(settings: Settings) -> bool:
+    """The profile tries TensorRT, whose engines may be built (minutes) while the engine warms up."""
+    if settings.engine.bundle is None:
+        return False
+    try:
+        from daemon.hardware import TENSORRT, HardwareProfile
+
+        return TENSORRT in HardwareProfile.load(settings.engine.hardware_profile).providers
+    except (ImportError, ValueError):  # the engine's own loading reports what is wrong
+        return False

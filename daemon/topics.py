@@ -27,6 +27,10 @@ class Topics:
         self.status = f"{self.base}/status"
         self.voices = f"{self.base}/voices"
         self.availability = f"{self.base}/availability"
+        self.voice_register = f"{self.voices}/register"
+        # Fleet requests: one box of the share group takes each (MQTT 5 shared subscription).
+        self.shared_say = f"{mqtt.prefix}/say"
+        self.shared_say_filter = f"$share/{mqtt.share_group}/{self.shared_say}" if mqtt.share_group else None
 
     def audio(self, request_id: str) -> str:
         return f"{self.base}/audio/{request_id}"

@@ -1,0 +1,172 @@
+"""One bundle measured through the normal engine, in a process of its own so peak RSS is this bundle's.
+
+``python -m bench.measure voice BUNDLE STATE`` registers the benchmark voice (HuBERT runs here, once, as
+``gsv-edge voice add`` would); ``python -m bench.measure run BUNDLE STATE --out FILE.json`` loads only what
+synthesis needs and measures. Printed numbers are medians of per-step times and minima of repeated runs, so
+other load on the machine shows less.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench import workload as w
+from daemon.bundle import Bundle
+from daemon.engine import PAUSE_SECONDS, Engine, SynthesisOptions
+from daemon.hardware import CPU, CUDA, HardwareProfile
+from daemon.sampling import SamplingParams
+from daemon.wav import encode_wav
+
+VOICE = "bench"
+
+
+def profile(threads: int, provider: str) -> HardwareProfile:
+    providers = [CUDA, CPU] if provider == "cuda" else [CPU]
+    return HardwareProfile(name=f"bench-{provider}", providers=providers, intra_op_threads=threads,
+                           inter_op_threads=1)
+
+
+def register(bundle: Path, state: Path, threads: int, provider: str) -> None:
+    engine = Engine(Bundle.load(bundle), profile(threads, provider), state)
+    engine.register_voice(VOICE, encode_wav(w.reference_clip(), w.SAMPLE_RATE), w.PROMPT_TEXT, w.LANG)
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident set. VmHWM, not getrusage: ru_maxrss survives exec, so a child would
+    report its parent's peak when that was higher."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def timed_decode(engine: Engine, phones: np.ndarray, bert: np.ndarray, prompt: np.ndarray, steps: int
+                 ) -> tuple[np.ndarray, list[float], float]:
+    """Semantic tokens, seconds per KV-cache step (each including sampling and the cache write), and the
+    seconds to the first token (prefill + first sample)."""
+    marks: list[float] = []
+    t0 = time.perf_counter()
+    result = engine.t2s.decode(phones, bert, prompt, SamplingParams(), np.random.default_rng(0),
+                               early_stop_num=steps, on_step=lambda idx: marks.append(time.perf_counter()))
+    if result.stopped_by != "early_stop":
+        raise RuntimeError(f"decode stopped by {result.stopped_by} after {len(marks)} steps; the benchmark "
+                           "needs a fixed step count (random weights that never emit EOS)")
+    return result.semantic, list(np.diff(marks)), marks[0] - t0
+
+
+def first_chunk(engine: Engine, text: str, voice) -> float:
+    """Seconds until ``engine.stream`` yields its first audio (one sentence: the whole segment)."""
+    t0 = time.perf_counter()
+    next(iter(engine.stream(text, voice, w.LANG, SynthesisOptions(seed=0))))
+    return time.perf_counter() - t0
+
+
+def measure(bundle_dir: Path, state: Path, threads: int, provider: str, steps: int, repeats: int
+            ) -> dict[str, Any]:
+    bundle = Bundle.load(bundle_dir)
+    engine = Engine(bundle, profile(threads, provider), state)
+    voice = engine.voice(VOICE)
+    phone_ids, bert, _ = engine.phones_and_bert(w.LONG_TEXT, w.LANG)
+    phones = np.concatenate([voice.prompt_phone_ids, phone_ids])[None]
+    all_bert = np.concatenate([voice.prompt_bert, bert], axis=1)[None]
+    prompt = voice.prompt_tokens[None]
+    rng = np.random.default_rng(0)
+
+    timed_decode(engine, phones, all_bert, prompt, 12)  # warm-up: sessions, arenas, first-run costs
+    engine.decode_audio(np.zeros(8, np.int64), phone_ids, voice.ge, 1.0, 0.5, rng)
+
+    feeds = {"phone_ids": phones, "bert": all_bert, "prompt": prompt}
+    prefill = []
+    for _ in range(3 * repeats):
+        t0 = time.perf_counter()
+        engine.t2s.prefill_session.run(None, feeds)
+        prefill.append(time.perf_counter() - t0)
+
+    per_step = None
+    for _ in range(repeats):
+        tokens, times, _ = timed_decode(engine, phones, all_bert, prompt, steps)
+        per_step = times if per_step is None else list(np.minimum(per_step, times))
+
+    vocoder = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        audio = engine.decode_audio(tokens, phone_ids, voice.ge, 1.0, 0.5, rng)
+        vocoder.append(time.perf_counter() - t0)
+    audio_seconds = audio.size / engine.sample_rate
+
+    # End to end through Engine.stream: text front end, prefill, `steps` decode steps, SoVITS decoder.
+    engine.max_tokens = steps
+    e2e = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        samples = sum(chunk.size for chunk in engine.stream(w.LONG_TEXT, voice, w.LANG, SynthesisOptions(seed=0)))
+        e2e.append((time.perf_counter() - t0) / (samples / engine.sample_rate - PAUSE_SECONDS))
+
+    engine.max_tokens = w.SENTENCE_STEPS
+    first = min(first_chunk(engine, w.SENTENCE, voice) for _ in range(repeats))
+
+    # Probe for chunked streaming (not in the engine yet): audio of the first STREAM_CHUNK tokens.
+    chunked = []
+    s_ids, s_bert, _ = engine.phones_and_bert(w.SENTENCE, w.LANG)
+    s_phones = np.concatenate([voice.prompt_phone_ids, s_ids])[None]
+    s_all_bert = np.concatenate([voice.prompt_bert, s_bert], axis=1)[None]
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        head, _, _ = timed_decode(engine, s_phones, s_all_bert, prompt, w.STREAM_CHUNK)
+        engine.decode_audio(head, s_ids, voice.ge, 1.0, 0.5, rng)
+        chunked.append(time.perf_counter() - t0)
+
+    return {
+        "prefill_ms": 1000 * float(np.median(prefill)),
+        "decode_ms_per_step": 1000 * float(np.median(per_step)),
+        "vocoder_rtf": min(vocoder) / audio_seconds,
+        "rtf_e2e": min(e2e),
+        "first_audio_ms": 1000 * first,
+        "first_audio_chunked_ms": 1000 * min(chunked),
+        "peak_rss_mb": peak_rss_mb(),
+        "bundle_mb": sum(g.bytes for g in bundle.graphs.values()) / 1e6,
+        "audio_seconds": audio_seconds,
+        "kv_start": int(phones.shape[1] + prompt.shape[1]),
+        "per_step_ms": [1000 * t for t in per_step],
+        "provider": engine.provider,
+        "load_average": os.getloadavg()[0],
+        "graph_runs": dict(engine.graph_runs),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("action", choices=("voice", "run"))
+    parser.add_argument("bundle", type=Path)
+    parser.add_argument("state", type=Path)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--provider", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--steps", type=int, default=w.STEPS)
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--out", type=Path)
+    args = parser.parse_args(argv)
+    if args.action == "voice":
+        register(args.bundle, args.state, args.threads, args.provider)
+        return 0
+    result = measure(args.bundle, args.state, args.threads, args.provider, args.steps, args.repeats)
+    text = json.dumps(result)
+    if args.out:
+        args.out.write_text(text)
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

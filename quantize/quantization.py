@@ -1,0 +1,209 @@
+"""``gsv-edge quantize``: an fp32 bundle in, a smaller or faster bundle out, with its fidelity measured.
+
+Each graph gets a precision of its own (``PRESETS``, overridable per graph):
+
+* ``int8``: onnxruntime's graph optimiser runs first (constant folding at the provider-independent basic
+  level), then dynamic int8 quantization of the MatMul / Gemm weights. The order matters: before folding,
+  most weights reach their MatMul through Transpose / Identity nodes and the quantizer skips them.
+* ``fp16``: weights and activations in half precision, float32 at the graph's edges, so the engine feeds
+  the same arrays. Meant for GPUs; onnxruntime's CPU provider has few fp16 kernels.
+* ``fp32``: the graph is copied unchanged.
+
+The result is a bundle like any other: same manifest format, each graph's ``precision``, new sizes and
+digests, ``provenance.quantized_from`` and a ``fidelity`` section measured against the source bundle
+(:mod:`quantize.fidelity`). Only onnx and onnxruntime are needed, not torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from daemon.bundle import MANIFEST, Bundle, BundleError, sha256_of
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+# Per preset, the precision of each graph; graphs not named stay fp32.
+# sovits_extract_latent picks codebook entries by nearest distance: any rounding can flip a code, and it
+# runs once per voice, so it is never reduced. The SoVITS decoder stays fp32 on CPU: it is convolutions,
+# and measured on full-size v2 (2 threads) dynamic int8 Conv was 4x slower with signed weights and 14%
+# faster with unsigned ones at 27 dB SNR, which does not pay; its few MatMuls alone change nothing.
+PRESETS: dict[str, dict[str, str]] = {
+    "int8": {"t2s_prefill": "int8", "t2s_step": "int8", "hubert": "int8", "roberta": "int8",
+             "sv_embedding": "int8"},
+    "mixed": {"t2s_prefill": "int8", "t2s_step": "int8", "roberta": "int8"},
+    "fp16": {"t2s_prefill": "fp16", "t2s_step": "fp16", "hubert": "fp16", "roberta": "fp16",
+             "sv_embedding": "fp16", "sovits_decoder": "fp16", "sovits_ref_style": "fp16"},
+}
+
+Log = Callable[[str], None]
+
+
+class QuantizeError(RuntimeError):
+    """The bundle cannot be quantized as asked; the message says which graph or option and why."""
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def graph_plan(bundle: Bundle, preset: str, overrides: dict[str, str] | None = None) -> dict[str, str]:
+    """Precision of every graph of ``bundle`` under ``preset`` with ``overrides`` applied."""
+    if preset not in PRESETS:
+        raise QuantizeError(f"unknown precision {preset!r}; expected one of {', '.join(PRESETS)}")
+    plan = {name: PRESETS[preset].get(name, "fp32") for name in bundle.graphs}
+    for name, precision in (overrides or {}).items():
+        if name not in bundle.graphs:
+            raise QuantizeError(f"--graph {name}={precision}: the bundle has no graph {name!r} "
+                                f"(it has {', '.join(sorted(bundle.graphs))})")
+        if precision not in PRECISIONS:
+            raise QuantizeError(f"--graph {name}={precision}: precision must be one of {', '.join(PRECISIONS)}")
+        plan[name] = precision
+    reduced = {name: g.precision for name, g in bundle.graphs.items() if g.precision != "fp32"}
+    if reduced:  # precisions are recorded relative to fp32, and fidelity is measured against it
+        name, precision = next(iter(reduced.items()))
+        raise QuantizeError(f"{bundle.path}: graph {name!r} is already {precision}; quantize the fp32 bundle")
+    return plan
+
+
+def optimize_graph(src: Path, dst: Path) -> None:
+    """onnxruntime's basic-level optimiser, saved to ``dst``: constant folding and redundant-node removal,
+    which are provider-independent (the extended levels write CPU-specific fused ops)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    opts.optimized_model_filepath = str(dst)
+    opts.log_severity_level = 3
+    ort.InferenceSession(str(src), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def quantize_int8(src: Path, dst: Path, work: Path) -> None:
+    """Folded first, then int8 weights (per tensor, signed) for every MatMul / Gemm with a constant weight.
+
+    Activations are quantized per call (dynamic), so no calibration data is needed."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    folded = work / f"{src.stem}.folded.onnx"
+    optimize_graph(src, folded)
+    quantize_dynamic(folded, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
+                     extra_options={"MatMulConstBOnly": True})
+    folded.unlink()
+
+
+def convert_fp16(src: Path, dst: Path) -> None:
+    """Half-precision weights and arithmetic with float32 inputs and outputs (the engine's arrays)."""
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(src)), keep_io_types=True)
+    onnx.save(model, str(dst))
+
+
+def reduce_graph(src: Path, dst: Path, precision: str, work: Path) -> None:
+    if precision == "int8":
+        quantize_int8(src, dst, work)
+    elif precision == "fp16":
+        convert_fp16(src, dst)
+    else:
+        shutil.copyfile(src, dst)
+
+
+def quantize_bundle(source: Path | str, out: Path | str, preset: str, overrides: dict[str, str] | None = None,
+                    fidelity: bool = True, log: Log = _stderr) -> dict[str, Any]:
+    """Write the ``preset`` version of the bundle at ``source`` to ``out``; returns its manifest.
+
+    Built in ``out.partial`` and renamed into place only once it loads as a bundle, like ``convert``."""
+    from .fidelity import measure_fidelity
+
+    started = time.monotonic()
+    src = Bundle.load(source)
+    plan = graph_plan(src, preset, overrides)
+    out = Path(out)
+    work = out.with_name(out.name + ".partial")
+    if work.exists():
+        shutil.rmtree(work)
+    work.mkdir(parents=True)
+    try:
+        manifest = copy.deepcopy(src.manifest)
+        with tempfile.TemporaryDirectory(prefix="gsv-edge-quantize-") as tmp:
+            for name, precision in plan.items():
+                info = src.graphs[name]
+                t0 = time.monotonic()
+                reduce_graph(src.graph_path(name), work / info.file, precision, Path(tmp))
+                entry = manifest["graphs"][name]
+                entry.update(precision=precision, sha256=sha256_of(work / info.file),
+                             bytes=(work / info.file).stat().st_size)
+                log(f"  {name}: {precision}, {info.bytes / 1e6:.1f} -> {entry['bytes'] / 1e6:.1f} MB "
+                    f"in {time.monotonic() - t0:.1f} s")
+        for asset in src.manifest.get("assets", {}).values():
+            shutil.copyfile(src.path / asset["file"], work / asset["file"])
+        # PyTorch-vs-graph parity describes the source graphs; it stays only for graphs copied unchanged.
+        manifest["parity"] = {k: v for k, v in src.manifest.get("parity", {}).items() if plan.get(k) == "fp32"}
+        manifest["precision"] = preset
+        manifest["provenance"] = {
+            **src.manifest.get("provenance", {}),
+            "quantized_from": src.digest,
+            "quantized_from_name": src.name,
+            "quantized": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "quantization": {
+                "preset": preset,
+                "graphs": plan,
+                "int8": "dynamic; per-tensor QInt8 MatMul/Gemm weights after basic-level graph optimisation",
+                "fp16": "half precision inside, float32 graph inputs and outputs",
+            },
+        }
+        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if fidelity:
+            log("  measuring fidelity against the source bundle (fixed inputs)")
+            manifest["fidelity"] = measure_fidelity(src, Bundle.load(work))
+            (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        Bundle.load(work)
+        if out.exists():
+            shutil.rmtree(out)
+        work.rename(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    total = sum(g["bytes"] for g in manifest["graphs"].values())
+    log(f"done: {out} ({preset}, {total / 1e6:.1f} MB) in {time.monotonic() - started:.0f} s")
+    return manifest
+
+
+def _override(text: str) -> tuple[str, str]:
+    name, sep, precision = text.partition("=")
+    if not sep or not name or not precision:
+        raise argparse.ArgumentTypeError(f"expected GRAPH=PRECISION, got {text!r}")
+    return name, precision
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("bundle", type=Path, help="fp32 bundle directory (from gsv-edge convert)")
+    parser.add_argument("--precision", choices=sorted(PRESETS), required=True,
+                        help="int8: int8 transformer weights (T2S decoder, HuBERT, RoBERTa, speaker model; CPU); "
+                             "mixed: int8 T2S decoder and RoBERTa, fp32 HuBERT and SoVITS; fp16: half precision "
+                             "(GPU)")
+    parser.add_argument("--graph", type=_override, action="append", default=[], metavar="GRAPH=PRECISION",
+                        help=f"override one graph's precision ({', '.join(PRECISIONS)}); repeatable")
+    parser.add_argument("-o", "--out", type=Path, required=True, help="bundle directory to create")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        manifest = quantize_bundle(args.bundle, args.out, args.precision, dict(args.graph))
+    except (BundleError, QuantizeError) as exc:
+        print(f"gsv-edge quantize: {exc}", file=sys.stderr)
+        return 1
+    from .fidelity import format_report
+
+    print(format_report(manifest["fidelity"]))
+    return 0

@@ -1,0 +1,149 @@
+"""``gsv-edge quantize`` on the demo bundle: the int8 / fp16 / mixed bundles load, record what was done,
+stay within measured fidelity bounds and synthesize through the normal engine.
+
+Fidelity bounds, from measurements of the demo bundle (random weights, seed 1234) and of full-size v2
+(random weights), with margin:
+
+* int8 T2S decoder, logit cosine (teacher forced, 32 steps): demo min 0.9998, full-size 0.994 -> >= 0.99.
+  Top-1 agreement: demo 94 %, full size 100 %. Random weights give near-flat logits where a 1e-4 change can
+  swap the top two tokens, so the bound is loose: >= 80 %.
+* HuBERT int8, feature cosine: demo 0.9998, full size 0.996 -> >= 0.99.
+* fp16 (every graph but the prompt quantizer): T2S cosine 1.00000 -> >= 0.9999 and top-1 >= 95 %;
+  SoVITS waveform SNR 60 dB -> >= 40 dB, log-mel distance 5e-4 -> <= 0.01 (natural-log units).
+* graphs left fp32 must be bit-identical: SNR infinite, style cosine 1, prompt codes 100 % identical.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+pytest.importorskip("torch")
+
+from daemon.bundle import Bundle  # noqa: E402
+from daemon.engine import Engine, SynthesisOptions  # noqa: E402
+from daemon.hardware import HardwareProfile  # noqa: E402
+from daemon.wav import encode_wav  # noqa: E402
+from quantize.fidelity import log_mel, snr_db  # noqa: E402
+from quantize.quantization import QuantizeError, quantize_bundle  # noqa: E402
+
+QUIET = {"log": lambda msg: None}
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Path:
+    from quantize.demo import make_demo
+
+    return make_demo(tmp_path_factory.mktemp("demo") / "fp32", log=lambda msg: None)
+
+
+@pytest.fixture(scope="module")
+def int8(demo: Path) -> Path:
+    out = demo.with_name("int8")
+    quantize_bundle(demo, out, "int8", **QUIET)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fp16(demo: Path) -> Path:
+    out = demo.with_name("fp16")
+    quantize_bundle(demo, out, "fp16", **QUIET)
+    return out
+
+
+def test_int8_manifest_records_precision_provenance_and_sizes(demo: Path, int8: Path):
+    source, bundle = Bundle.load(demo), Bundle.load(int8)
+    assert bundle.precision == "int8"
+    assert bundle.manifest["provenance"]["quantized_from"] == source.digest
+    assert bundle.digest != source.digest
+    expected = {"t2s_prefill": "int8", "t2s_step": "int8", "hubert": "int8", "sovits_decoder": "fp32",
+                "sovits_ref_style": "fp32", "sovits_extract_latent": "fp32"}
+    assert {n: g.precision for n, g in bundle.graphs.items()} == expected
+    for name, graph in bundle.graphs.items():
+        if graph.precision == "int8":
+            assert graph.bytes < 0.6 * source.graphs[name].bytes, name
+        else:
+            assert graph.sha256 == source.graphs[name].sha256, f"{name} should be copied unchanged"
+    sizes = bundle.manifest["fidelity"]["sizes"]
+    assert sizes["t2s_step"]["bytes"] == bundle.graphs["t2s_step"].bytes
+    assert set(bundle.manifest["parity"]) == {n for n, p in expected.items() if p == "fp32"}
+
+
+def test_int8_quantizes_every_constant_weight_matmul(int8: Path):
+    """Graph optimisation runs first: no float MatMul / Gemm with a constant weight is left behind."""
+    for graph in ("t2s_prefill", "t2s_step", "hubert"):
+        model = onnx.load(str(int8 / f"{graph}.onnx"))
+        constants = {i.name for i in model.graph.initializer}
+        left = [n.name for n in model.graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in constants]
+        assert not left, f"{graph}: unquantized weight MatMuls {left[:5]}"
+        assert any(n.op_type == "MatMulInteger" for n in model.graph.node)
+
+
+def test_int8_fidelity_within_bounds(int8: Path):
+    g = Bundle.load(int8).manifest["fidelity"]["graphs"]
+    assert g["t2s"]["steps"] == 32
+    assert g["t2s"]["logit_cosine_min"] >= 0.99
+    assert g["t2s"]["top1_agreement"] >= 0.8
+    assert g["hubert"]["cosine"] >= 0.99
+    assert math.isinf(g["sovits_decoder"]["snr_db"]) and g["sovits_decoder"]["log_mel_distance"] == 0.0
+    assert g["sovits_ref_style"]["cosine"] == pytest.approx(1.0, abs=1e-9)
+    assert g["sovits_extract_latent"]["codes_identical"] == 1.0
+
+
+def test_fp16_fidelity_within_bounds(fp16: Path):
+    bundle = Bundle.load(fp16)
+    assert bundle.precision == "fp16" and bundle.graphs["sovits_decoder"].precision == "fp16"
+    assert bundle.graphs["sovits_extract_latent"].precision == "fp32"
+    g = bundle.manifest["fidelity"]["graphs"]
+    assert g["t2s"]["logit_cosine_min"] >= 0.9999
+    assert g["t2s"]["top1_agreement"] >= 0.95
+    assert g["sovits_decoder"]["snr_db"] >= 40
+    assert g["sovits_decoder"]["log_mel_distance"] <= 0.01
+    assert g["hubert"]["cosine"] >= 0.999
+    # inputs and outputs stay float32: the engine feeds the same arrays to every precision
+    assert bundle.graphs["t2s_step"].inputs == Bundle.load(fp16.with_name("fp32")).graphs["t2s_step"].inputs
+
+
+def test_quantized_bundle_synthesizes_through_the_engine(int8: Path, tmp_path: Path):
+    engine = Engine(Bundle.load(int8), HardwareProfile.load("x86-cpu"), tmp_path / "state")
+    t = np.arange(4 * 32000) / 32000
+    clip = 0.3 * np.sin(2 * np.pi * 150 * t) * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))
+    engine.register_voice("q", encode_wav(clip, 32000), "今天天气很好。", "zh")
+    chunks = list(engine.stream("你好，世界。", "q", "zh", SynthesisOptions(seed=0)))
+    audio = np.concatenate(chunks)
+    assert audio.dtype == np.float32 and audio.size > 0.3 * engine.sample_rate
+    assert np.isfinite(audio).all() and np.abs(audio).max() <= 1.0
+    assert engine.graph_runs["sovits_decoder"] == 1  # one sentence, one SoVITS decode
+
+
+def test_cli_mixed_override_and_refusals(demo: Path, int8: Path, tmp_path: Path, capsys):
+    from daemon.cli import main
+
+    out = tmp_path / "mixed"
+    assert main(["quantize", str(demo), "--precision", "mixed", "--graph", "hubert=fp16", "-o", str(out)]) == 0
+    assert "top-1 agreement" in capsys.readouterr().out
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["precision"] == "mixed"
+    assert {n: g["precision"] for n, g in manifest["graphs"].items() if g["precision"] != "fp32"} == {
+        "t2s_prefill": "int8", "t2s_step": "int8", "hubert": "fp16"}
+    assert not (tmp_path / "mixed.partial").exists()
+
+    assert main(["quantize", str(demo), "--precision", "int8", "--graph", "nope=int8", "-o", str(tmp_path / "x")]) == 1
+    assert "no graph 'nope'" in capsys.readouterr().err
+    with pytest.raises(QuantizeError, match="already int8"):
+        quantize_bundle(int8, tmp_path / "again", "int8", **QUIET)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "again").exists()
+
+
+def test_signal_measures():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(32000).astype(np.float32)
+    assert math.isinf(snr_db(x, x))
+    assert snr_db(x, x + 0.01 * rng.standard_normal(x.size)) == pytest.approx(40, abs=0.5)
+    mel = log_mel(x, 32000, 2048, 640)
+    assert mel.shape == (51, 100) and np.isfinite(mel).all()
