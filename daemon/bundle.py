@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "gsv-edge-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the step graph's K cache is transposed
 MANIFEST = "manifest.json"
 
 # Graphs every bundle has; the others depend on the model version and the files converted.

@@ -34,7 +34,8 @@ class DecodeResult:
 
 
 class KVCache:
-    """Per-layer K and V buffers filled in place."""
+    """Per-layer K and V buffers filled in place; K is kept transposed ([1, H, Dh, cap]) as the step graph
+    reads it, V as [1, H, cap, Dh]."""
 
     def __init__(self, n_layer: int, n_head: int, head_dim: int, capacity: int):
         self.n_layer, self.n_head, self.head_dim = n_layer, n_head, head_dim
@@ -44,18 +45,27 @@ class KVCache:
         self._grow(capacity)
 
     def _grow(self, capacity: int) -> None:
-        shape = (1, self.n_head, capacity, self.head_dim)
         old_k, old_v = self.k, self.v
-        self.k = [np.zeros(shape, np.float32) for _ in range(self.n_layer)]
-        self.v = [np.zeros(shape, np.float32) for _ in range(self.n_layer)]
-        for dst, src in zip(self.k + self.v, old_k + old_v, strict=False):
+        self.k = [np.zeros((1, self.n_head, self.head_dim, capacity), np.float32) for _ in range(self.n_layer)]
+        self.v = [np.zeros((1, self.n_head, capacity, self.head_dim), np.float32) for _ in range(self.n_layer)]
+        for dst, src in zip(self.k, old_k, strict=False):
+            dst[..., : self.length] = src[..., : self.length]
+        for dst, src in zip(self.v, old_v, strict=False):
             dst[:, :, : self.length] = src[:, :, : self.length]
         self.bias = np.full((1, 1, 1, capacity), -np.inf, np.float32)
         self.bias[..., : self.length] = 0.0
 
     @property
     def capacity(self) -> int:
-        return self.k[0].shape[2]
+        return self.v[0].shape[2]
+
+    def step_feeds(self, token: int, position: int) -> dict[str, np.ndarray]:
+        """The ``t2s_step`` inputs: the token at an audio position plus every buffer, bound without copying."""
+        feeds = {"token": np.array([[token]], np.int64), "position": np.array([position], np.int64),
+                 "attn_bias": self.bias}
+        feeds.update({f"past_k_{i}": k for i, k in enumerate(self.k)})
+        feeds.update({f"past_v_{i}": v for i, v in enumerate(self.v)})
+        return feeds
 
     def append(self, k: np.ndarray, v: np.ndarray) -> None:
         """k, v: [layers, 1, heads, T, head_dim]."""
@@ -63,7 +73,7 @@ class KVCache:
         if self.length + t > self.capacity:
             self._grow(max(2 * self.capacity, self.length + t))
         for layer in range(self.n_layer):
-            self.k[layer][:, :, self.length : self.length + t] = k[layer]
+            self.k[layer][..., self.length : self.length + t] = k[layer].transpose(0, 1, 3, 2)
             self.v[layer][:, :, self.length : self.length + t] = v[layer]
         self.bias[..., self.length : self.length + t] = 0.0
         self.length += t
@@ -76,7 +86,7 @@ class T2SRunner:
         self.eos = eos
         past = [i for i in step.get_inputs() if i.name.startswith("past_k_")]
         self.n_layer = len(past)
-        self.n_head, self.head_dim = int(past[0].shape[1]), int(past[0].shape[3])
+        self.n_head, self.head_dim = int(past[0].shape[1]), int(past[0].shape[2])
 
     def decode(
         self,
@@ -104,13 +114,7 @@ class T2SRunner:
         idx = 0
         for idx in range(MAX_STEPS):
             if idx > 0:
-                feeds = {
-                    "token": np.array([[tokens[-1]]], np.int64),
-                    "position": np.array([n_prompt + idx - 1], np.int64),
-                    "attn_bias": cache.bias,
-                }
-                feeds.update({f"past_k_{i}": cache.k[i] for i in range(self.n_layer)})
-                feeds.update({f"past_v_{i}": cache.v[i] for i in range(self.n_layer)})
+                feeds = cache.step_feeds(tokens[-1], n_prompt + idx - 1)
                 logits, k, v = self.step_session.run(None, feeds)
                 cache.append(k, v)
             if record_logits:

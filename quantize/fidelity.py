@@ -64,10 +64,7 @@ def teacher_forced_logits(bundle: Bundle, phones: np.ndarray, bert: np.ndarray, 
     for i in range(steps - 1):
         if tokens is None:
             fed.append(int(np.argmax(logits[0, :eos])))
-        feeds = {"token": np.array([[fed[i]]], np.int64), "position": np.array([prompt.shape[1] + i], np.int64),
-                 "attn_bias": cache.bias}
-        feeds.update({f"past_k_{j}": cache.k[j] for j in range(n_layer)})
-        feeds.update({f"past_v_{j}": cache.v[j] for j in range(n_layer)})
+        feeds = cache.step_feeds(fed[i], prompt.shape[1] + i)
         logits, k, v = step.run(None, feeds)
         cache.append(k, v)
         out.append(logits[0])

@@ -9,7 +9,8 @@ For ONNX the decode is split in two graphs (see ``t2s_graphs``):
 
 * ``t2s_prefill``: phones + BERT + prompt tokens -> first logits and the K/V of every position.
 * ``t2s_step``: one token -> logits and the K/V of that token. The past K/V arrive as one input per layer in
-  ``[1, heads, capacity, head_dim]`` buffers that the runtime preallocates and fills in place; positions past
+  buffers the runtime preallocates and fills in place (K transposed, ``[1, heads, head_dim, capacity]``, so the
+  score product needs no transpose; V ``[1, heads, capacity, head_dim]``); positions past
   the valid length are hidden by an additive ``attn_bias``. The new token's own key/value are attended
   separately (their scores are concatenated, not the caches), so nothing copies the cache per step.
 """
@@ -230,16 +231,18 @@ class Text2SemanticDecoder(nn.Module):
         past_v: list[torch.Tensor],
         attn_bias: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """One new token [1, 1] at audio ``position`` [1]. Returns logits [1, V] and this token's K, V per layer.
+        """One new token [1, 1] at audio ``position`` [1]. Returns logits [1, V] and this token's K, V per layer
+        (each [1, H, 1, Dh]).
 
-        ``past_k``/``past_v`` may be longer than the valid history when ``attn_bias`` [1, 1, 1, T] masks the
-        unused tail with -inf (the runtime's preallocated buffers)."""
+        ``past_k`` is stored transposed, [1, H, Dh, T], so the score product needs no transpose per step;
+        ``past_v`` is [1, H, T, Dh]. Both may be longer than the valid history when ``attn_bias`` [1, 1, 1, T]
+        masks the unused tail with -inf (the runtime's preallocated buffers)."""
         x = self.embed_audio(token, position)
         new_k, new_v = [], []
         for layer, pk, pv in zip(self.h.layers, past_k, past_v, strict=True):
             q, k, v = layer.self_attn.qkv(x)
             scale = 1.0 / math.sqrt(q.shape[-1])
-            past_scores = torch.matmul(q, pk.transpose(-1, -2)) * scale
+            past_scores = torch.matmul(q, pk) * scale
             if attn_bias is not None:
                 past_scores = past_scores + attn_bias
             own_score = (q * k).sum(-1, keepdim=True) * scale
@@ -275,7 +278,7 @@ class Text2SemanticDecoder(nn.Module):
         for idx in range(MAX_STEPS):
             if idx > 0:
                 pos = torch.tensor([n_prompt + idx - 1])
-                logits, nk, nv = self.step(y[:, -1:].long(), pos, ks, vs)
+                logits, nk, nv = self.step(y[:, -1:].long(), pos, [k.transpose(-1, -2) for k in ks], vs)
                 ks = [torch.cat([a, b], dim=2) for a, b in zip(ks, nk, strict=True)]
                 vs = [torch.cat([a, b], dim=2) for a, b in zip(vs, nv, strict=True)]
             raw.append(logits.clone())
@@ -379,11 +382,17 @@ def t2s_graphs(model: Text2SemanticDecoder) -> list[GraphSpec]:
             torch.tensor([[3]]),
             torch.tensor([p + 4]),
             bias,
-            *[torch.randn(1, cfg.n_head, cap, cfg.head_dim) for _ in past_names],
+            *[torch.randn(1, cfg.n_head, cfg.head_dim, cap) for _ in past_names[: cfg.n_layer]],
+            *[torch.randn(1, cfg.n_head, cap, cfg.head_dim) for _ in past_names[cfg.n_layer :]],
         ),
         input_names=["token", "position", "attn_bias", *past_names],
         output_names=["logits", "new_k", "new_v"],
-        dynamic_axes={"attn_bias": {3: "capacity"}, **{name: {2: "capacity"} for name in past_names}},
-        description="one token + past K/V buffers (masked by attn_bias) -> logits, this token's K/V",
+        dynamic_axes={
+            "attn_bias": {3: "capacity"},
+            **{name: {3: "capacity"} for name in past_names[: cfg.n_layer]},
+            **{name: {2: "capacity"} for name in past_names[cfg.n_layer :]},
+        },
+        description="one token + past K (transposed [1,H,Dh,cap]) / V ([1,H,cap,Dh]) buffers masked by attn_bias "
+        "-> logits, this token's K/V",
     )
     return [prefill, step]

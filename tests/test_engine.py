@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import shutil
 import socket
 import wave
@@ -152,6 +153,11 @@ def test_bundle_errors_name_the_file(demo_bundle: Path, tmp_path: Path) -> None:
     shutil.copytree(demo_bundle, broken)
     (broken / "sovits_decoder.onnx").unlink()
     with pytest.raises(BundleError, match="sovits_decoder.onnx.*missing"):
+        Bundle.load(broken)
+    old = json.loads((demo_bundle / "manifest.json").read_text())
+    old["format_version"] = 1
+    (broken / "manifest.json").write_text(json.dumps(old))
+    with pytest.raises(BundleError, match="format_version 1 is not supported.*convert the model again"):
         Bundle.load(broken)
     (broken / "manifest.json").write_text("{ nope")
     with pytest.raises(BundleError, match="manifest.json: not valid JSON"):
