@@ -24,6 +24,7 @@ from daemon.bundle import Bundle
 from daemon.engine import PAUSE_SECONDS, Engine, SynthesisOptions
 from daemon.hardware import CPU, CUDA, HardwareProfile
 from daemon.sampling import SamplingParams
+from daemon.t2s_runner import Decode
 from daemon.wav import encode_wav
 
 VOICE = "bench"
@@ -57,8 +58,10 @@ def timed_decode(engine: Engine, phones: np.ndarray, bert: np.ndarray, prompt: n
     seconds to the first token (prefill + first sample)."""
     marks: list[float] = []
     t0 = time.perf_counter()
-    result = engine.t2s.decode(phones, bert, prompt, SamplingParams(), np.random.default_rng(0),
-                               early_stop_num=steps, on_step=lambda idx: marks.append(time.perf_counter()))
+    run = Decode(engine.t2s, phones, bert, prompt, SamplingParams(), np.random.default_rng(0), early_stop_num=steps)
+    for _ in run:
+        marks.append(time.perf_counter())
+    result = run.result
     if result.stopped_by != "early_stop":
         raise RuntimeError(f"decode stopped by {result.stopped_by} after {len(marks)} steps; the benchmark "
                            "needs a fixed step count (random weights that never emit EOS)")

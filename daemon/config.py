@@ -114,6 +114,15 @@ class EngineSettings(_Section):
     hardware_profile: str = "x86-cpu"  # name in hardware/ or a path: providers and precision
     g2pw_model: Path | None = None  # optional user-supplied G2PWModel directory for Chinese polyphones
     lexicon: Path | None = None  # user pronunciations (JSON or TSV: word -> phones / pinyin), override built-ins
+    # > 0: vocode every N semantic tokens (25 = 1 s of speech) for earlier first audio; 0 = whole segments
+    stream_chunk_tokens: int = Field(0, ge=0, le=500)
+
+    @field_validator("stream_chunk_tokens")
+    @classmethod
+    def _chunk(cls, value: int) -> int:
+        if 0 < value < 8:
+            raise ValueError("must be 0 (whole segments) or at least 8 tokens")
+        return value
     default_voice: str | None = None
     fallback_voice: str = "en"  # eSpeak NG voice when a request's lang has none
 

@@ -29,7 +29,7 @@ from .reference_audio import AudioError, read_wav, resample, validate_reference
 from .sampling import SamplingParams
 from .spectrogram import spectrogram
 from .synthesizer import SynthesisError, UnknownVoice, VoiceInfo
-from .t2s_runner import T2SRunner
+from .t2s_runner import Decode, T2SRunner
 from .voices import Voice, VoiceError, VoiceMeta, VoiceStore, check_name, voice_key
 
 log = logging.getLogger(__name__)
@@ -41,6 +41,9 @@ TOKENS_PER_PHONE = 5  # semantic tokens (25 Hz) per target phone before a runawa
 MIN_TOKENS = 40
 NO_TOKEN_RETRIES = 2
 MAX_TEXT_CHARS = 5000
+MIN_CHUNK_TOKENS = 8
+CHUNK_CONTEXT_TOKENS = 8  # left context a chunk is vocoded with (its audio is dropped again)
+CROSSFADE_SECONDS = 0.01
 SYNTHESIS_GRAPHS = ("t2s_prefill", "t2s_step", "sovits_decoder", "roberta")
 VOICE_GRAPHS = ("hubert", "sovits_extract_latent", "sovits_ref_style", "sv_embedding")
 
@@ -51,10 +54,16 @@ class SynthesisOptions:
     seed: int | None = None
     noise_scale: float = 0.5  # upstream's default
     sampling: SamplingParams = SamplingParams()
+    # > 0: vocode every this many semantic tokens (25 = 1 s of speech) instead of whole segments, so the first
+    # audio comes after a second of speech is decoded rather than the whole sentence. Chunks are vocoded with
+    # a few tokens of left context and cross-faded; the audio is then close to, not equal to, whole-segment.
+    chunk_tokens: int = 0
 
     def __post_init__(self) -> None:
         if not 0.25 <= self.speed <= 4.0:
             raise ValueError(f"speed must be within 0.25-4.0, got {self.speed}")
+        if self.chunk_tokens < 0 or 0 < self.chunk_tokens < MIN_CHUNK_TOKENS:
+            raise ValueError(f"chunk_tokens must be 0 (whole segments) or >= {MIN_CHUNK_TOKENS}")
 
 
 def decoded_frames(code_frames: int, speed: float) -> int:
@@ -96,6 +105,7 @@ class Engine:
                                   f"the T2S model takes {self.bert_dim}")
         tokenizer = bundle.asset_path("roberta_tokenizer")
         self.tokenizer = BertTokenizer.from_json(tokenizer) if tokenizer and bundle.has("roberta") else None
+        self.chunk_tokens = 0  # the daemon's streaming granularity (engine.stream_chunk_tokens)
         self.g2pw = None
         if g2pw_model is not None:
             from .frontend.g2pw import G2PW
@@ -276,7 +286,9 @@ class Engine:
         if len(text) > MAX_TEXT_CHARS:
             raise SynthesisError(f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
         v = voice if isinstance(voice, Voice) else self.voice(voice)
-        rng = np.random.default_rng(options.seed)
+        # separate streams for token sampling and vocoder noise: the tokens of a seed are the same whether
+        # the audio is vocoded per segment or in chunks
+        token_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(options.seed).spawn(2))
         pause = np.zeros(int(self.sample_rate * PAUSE_SECONDS), np.float32)
         segments = self.segments(text, lang)
         for i, segment in enumerate(segments):
@@ -284,17 +296,65 @@ class Engine:
                 phone_ids, bert, _ = self.phones_and_bert(segment, lang)
             except (ValueError, NotImplementedError) as exc:
                 raise SynthesisError(f"segment {i + 1} ({segment[:40]!r}): {exc}") from exc
-            tokens = self.semantic_tokens(v, phone_ids, bert, options, rng)
-            audio = self.decode_audio(tokens, phone_ids, v.ge, options.speed, options.noise_scale, rng)
+            if options.chunk_tokens:
+                yield from self._chunked(v, phone_ids, bert, options, token_rng, noise_rng)
+                yield pause
+            else:
+                tokens = self.semantic_tokens(v, phone_ids, bert, options, token_rng)
+                audio = self.decode_audio(tokens, phone_ids, v.ge, options.speed, options.noise_scale, noise_rng)
+                yield np.concatenate([audio.astype(np.float32), pause])
             if on_segment is not None:
                 on_segment(i, len(segments))
-            yield np.concatenate([audio.astype(np.float32), pause])
+
+    def _chunked(self, voice: Voice, phone_ids: np.ndarray, bert: np.ndarray, options: SynthesisOptions,
+                 token_rng: np.random.Generator, noise_rng: np.random.Generator) -> Iterator[np.ndarray]:
+        """Audio every ``chunk_tokens`` tokens while the decode goes on (upstream's streaming-mode tokens:
+        every generated token but EOS). Each chunk is vocoded with up to CHUNK_CONTEXT_TOKENS earlier tokens
+        whose audio is dropped, and joined to the previous chunk by a short cross-fade."""
+        all_phones = np.concatenate([voice.prompt_phone_ids, phone_ids])[None]
+        all_bert = np.concatenate([voice.prompt_bert, bert], axis=1)[None]
+        limit = min(self.max_tokens, MIN_TOKENS + TOKENS_PER_PHONE * len(phone_ids))
+        run = Decode(self.t2s, all_phones, all_bert, voice.prompt_tokens[None], options.sampling, token_rng, limit)
+        fade = int(self.sample_rate * CROSSFADE_SECONDS)
+        tokens: list[int] = []
+        done = 0  # tokens whose audio has been emitted
+        held = np.zeros(0, np.float32)  # the previous chunk's last `fade` samples, waiting for the cross-fade
+        for token in run:
+            tokens.append(token)
+            if len(tokens) - done >= options.chunk_tokens:
+                piece, held = self._vocode_chunk(tokens, done, phone_ids, voice, options, noise_rng, held, fade, False)
+                done = len(tokens)
+                yield piece
+        if len(tokens) > done or held.size:
+            if not tokens:
+                raise SynthesisError("the model produced no speech tokens for this segment")
+            piece, _ = self._vocode_chunk(tokens, done, phone_ids, voice, options, noise_rng, held, fade, True)
+            yield piece
+
+    def _vocode_chunk(self, tokens: list[int], done: int, phone_ids: np.ndarray, voice: Voice,
+                      options: SynthesisOptions, rng: np.random.Generator, held: np.ndarray, fade: int,
+                      last: bool) -> tuple[np.ndarray, np.ndarray]:
+        start = max(0, done - CHUNK_CONTEXT_TOKENS)
+        audio = self.decode_audio(np.asarray(tokens[start:], np.int64), phone_ids, voice.ge, options.speed,
+                                  options.noise_scale, rng).astype(np.float32)
+        per_token = len(audio) / (len(tokens) - start)
+        skip = int(round((done - start) * per_token))
+        if held.size:  # overlap the held tail with the new audio just before the new part
+            skip = max(0, skip - held.size)
+            overlap = audio[skip : skip + held.size]
+            ramp = np.linspace(0.0, 1.0, overlap.size, dtype=np.float32)
+            audio = np.concatenate([held[: overlap.size] * (1 - ramp) + overlap * ramp, audio[skip + overlap.size :]])
+        else:
+            audio = audio[skip:]
+        if last or audio.size <= fade:
+            return audio, np.zeros(0, np.float32)
+        return audio[:-fade], audio[-fade:]
 
     def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0) -> Iterator[np.ndarray]:
         """The daemon's ``Synthesizer`` interface."""
         name = voice or self.default_voice()
         try:
-            options = SynthesisOptions(speed=speed)
+            options = SynthesisOptions(speed=speed, chunk_tokens=self.chunk_tokens)
         except ValueError as exc:
             raise SynthesisError(str(exc)) from exc
         if lang is None:
@@ -315,6 +375,7 @@ def load_engine(settings, lexicon: Lexicon | None = None) -> Engine:
     if lexicon is None and settings.engine.lexicon is not None:
         lexicon = Lexicon.load(settings.engine.lexicon)
     engine = Engine(bundle, profile, settings.state_dir, lexicon, settings.engine.g2pw_model)
+    engine.chunk_tokens = settings.engine.stream_chunk_tokens
     log.info("engine %s warm in %.1f s on %s", engine.name, engine.warm_up(), engine.provider)
     return engine
 

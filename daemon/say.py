@@ -27,6 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--play", action="store_true", help="play on the default sound card as it is synthesized")
     parser.add_argument("--speed", type=float, default=1.0, help="speaking rate, 0.25-4.0")
     parser.add_argument("--seed", type=int, help="sampling seed: the same seed gives the same audio")
+    parser.add_argument("--chunk-tokens", type=int, default=0,
+                        help="vocode every N semantic tokens (25 = 1 s) so --play starts sooner; 0 = per sentence")
     add_engine_arguments(parser)
 
 
@@ -42,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         engine = build_engine(args)
         name = args.voice or engine.default_voice()
         lang = args.lang or engine.voices_store.meta(name).lang
-        options = SynthesisOptions(speed=args.speed, seed=args.seed)
+        options = SynthesisOptions(speed=args.speed, seed=args.seed, chunk_tokens=args.chunk_tokens)
         player = _player(engine.sample_rate) if args.play else None
         chunks = []
         for chunk in engine.stream(text, name, lang, options):

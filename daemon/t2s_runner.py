@@ -8,6 +8,7 @@ the first 11 steps, EOS when the penalised argmax or the sampled token is EOS, `
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -97,42 +98,59 @@ class T2SRunner:
         rng: np.random.Generator,
         early_stop_num: int = -1,
         record_logits: bool = False,
-        on_step=None,
     ) -> DecodeResult:
         """phone_ids [1, N] int64, bert [1, 1024, N] float32, prompt [1, P] int64 or None (reference-free)."""
-        ref_free = prompt is None
-        prompt = np.zeros((1, 0), np.int64) if ref_free else prompt.astype(np.int64)
-        n_prompt = prompt.shape[1]
-        logits, k, v = self.prefill_session.run(
-            None, {"phone_ids": phone_ids.astype(np.int64), "bert": bert.astype(np.float32), "prompt": prompt}
-        )
-        cache = KVCache(self.n_layer, self.n_head, self.head_dim, k.shape[3] + INITIAL_SLACK)
+        run = Decode(self, phone_ids, bert, prompt, params, rng, early_stop_num, record_logits)
+        for _ in run:
+            pass
+        return run.result
+
+
+class Decode:
+    """One decode in progress: iterating yields each kept token as soon as it is sampled (for streaming);
+    ``result`` holds upstream's return values once the iteration ends."""
+
+    def __init__(self, runner: T2SRunner, phone_ids: np.ndarray, bert: np.ndarray, prompt: np.ndarray | None,
+                 params: SamplingParams, rng: np.random.Generator, early_stop_num: int = -1,
+                 record_logits: bool = False):
+        self.runner, self.params, self.rng = runner, params, rng
+        self.early_stop_num, self.record_logits = early_stop_num, record_logits
+        self.ref_free = prompt is None
+        self.prompt = np.zeros((1, 0), np.int64) if self.ref_free else prompt.astype(np.int64)
+        self.phone_ids, self.bert = phone_ids.astype(np.int64), bert.astype(np.float32)
+        self.result: DecodeResult | None = None
+
+    def __iter__(self) -> Iterator[int]:
+        r = self.runner
+        n_prompt = self.prompt.shape[1]
+        logits, k, v = r.prefill_session.run(None, {"phone_ids": self.phone_ids, "bert": self.bert,
+                                                    "prompt": self.prompt})
+        cache = KVCache(r.n_layer, r.n_head, r.head_dim, k.shape[3] + INITIAL_SLACK)
         cache.append(k, v)
-        tokens = list(prompt[0])
+        tokens = list(self.prompt[0])
         recorded: list[np.ndarray] = []
         stopped_by = "max_steps"
         idx = 0
         for idx in range(MAX_STEPS):
             if idx > 0:
-                feeds = cache.step_feeds(tokens[-1], n_prompt + idx - 1)
-                logits, k, v = self.step_session.run(None, feeds)
+                logits, k, v = r.step_session.run(None, cache.step_feeds(tokens[-1], n_prompt + idx - 1))
                 cache.append(k, v)
-            if record_logits:
+            if self.record_logits:
                 recorded.append(logits.copy())
             work = logits[:, :-1].copy() if idx < NO_EOS_STEPS else logits.copy()
-            token = sample(work, np.asarray(tokens, np.int64), params, rng)
+            token = sample(work, np.asarray(tokens, np.int64), self.params, self.rng)
             tokens.append(token)
-            stop = early_stop_num != -1 and (len(tokens) - n_prompt) > early_stop_num
+            stop = self.early_stop_num != -1 and (len(tokens) - n_prompt) > self.early_stop_num
             if stop:
                 stopped_by = "early_stop"
-            if int(np.argmax(work[0])) == self.eos or token == self.eos:
+            if int(np.argmax(work[0])) == r.eos or token == r.eos:
                 stop, stopped_by = True, "eos"
                 tokens.pop()
-            if on_step is not None:
-                on_step(idx)
+            else:
+                yield token
             if stop:
                 break
         if not tokens:
             tokens = [0]
         y = np.asarray(tokens, np.int64)[None, :]
-        return DecodeResult(y, 0 if ref_free else idx, stopped_by, recorded)
+        self.result = DecodeResult(y, 0 if self.ref_free else idx, stopped_by, recorded)

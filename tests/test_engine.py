@@ -212,3 +212,23 @@ def test_lexicon_from_config_changes_pronunciation(demo_bundle: Path, tmp_path: 
     engine.lexicon = None
     _, _, plain = engine.phones_and_bert("A gizmo.", "en")
     assert "G IH1 Z M OW0" not in " ".join(plain.phones), "the test word must differ without the lexicon"
+
+
+def test_chunked_streaming_starts_early_and_keeps_the_tokens(voiced: Engine) -> None:
+    """chunk_tokens vocodes while decoding: more, shorter pieces; same tokens, so about the same length."""
+    text = "Please stand behind the yellow line."
+    whole = list(voiced.stream(text, "alice", "en", SynthesisOptions(seed=5)))
+    runs_before = voiced.graph_runs["sovits_decoder"]
+    pieces = voiced.stream(text, "alice", "en", SynthesisOptions(seed=5, chunk_tokens=10))
+    first = next(pieces)
+    assert voiced.graph_runs["sovits_decoder"] == runs_before + 1, "first audio after one chunk is vocoded"
+    rest = list(pieces)
+    per_token = 2 * 640  # two 20 ms latent frames of 640 samples per 25 Hz token
+    assert len(first) == 10 * per_token - int(voiced.sample_rate * 0.01)  # minus the held cross-fade tail
+    chunked = np.concatenate([first, *rest])
+    total = np.concatenate(whole)
+    # same tokens; upstream's early-stop quirk drops one token from whole-segment decodes
+    assert abs(len(chunked) - len(total)) <= per_token * len(whole)
+    assert len(rest) + 1 > len(whole) and np.isfinite(chunked).all() and np.abs(chunked).max() <= 1.0
+    with pytest.raises(ValueError, match="chunk_tokens"):
+        SynthesisOptions(chunk_tokens=3)
