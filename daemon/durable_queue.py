@@ -189,7 +189,8 @@ class DurableQueue:
                 with self._db.transaction() as conn:
                     conn.execute("UPDATE requests SET state = 'failed', body = '' WHERE seq = ?", (seq,))
                 continue
-            if request.expired(now):
+            # a Wyoming client's connection died with the daemon: nobody is left to hear its audio
+            if request.expired(now) or request.source == "wyoming":
                 self.expired_while_down.append(request)
                 self.mark(request.id, "expired")
             elif self._memory.put(request).status == "queued":

@@ -72,7 +72,10 @@ class _Espeak:
 
     def _on_samples(self, wav: ctypes._Pointer, count: int, _events: int) -> int:
         if count > 0:
-            self._chunks.append(np.ctypeslib.as_array(wav, shape=(count,)).astype(np.float32) / 32768.0)
+            # string_at copies the samples without creating a new ctypes array type per chunk length (which
+            # as_array does, and which numpy caches forever: a slow leak over thousands of announcements)
+            pcm = np.frombuffer(ctypes.string_at(wav, count * 2), dtype="<i2")
+            self._chunks.append(pcm.astype(np.float32) / 32768.0)
         return 0  # 0 = continue synthesis
 
     def voices(self) -> list[tuple[str, list[str], str]]:

@@ -19,6 +19,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from daemon.durable_queue import DurableQueue
 from daemon.request_queue import Request
 from daemon.state_db import StateDb, StateDbError
 from tests.conftest import AlsaCapture, Broker, Recorder, to_toml
+from tests.demo_fixtures import demo_bundle  # noqa: F401 - fixture
 from tests.doubles import ToneEngine
 
 REPO = Path(__file__).resolve().parent.parent
@@ -91,6 +93,18 @@ def test_unfinished_requests_resume_and_finished_ones_do_not(tmp_path: Path) -> 
     assert [again.pop().id, again.pop().id, again.pop()] == ["b", "c", None]  # type: ignore[union-attr]
     resumed = db.query("SELECT body FROM requests WHERE id = 'a'")
     assert resumed == [("",)]  # the text of a finished request is not kept
+
+
+def test_wyoming_requests_are_not_resumed_after_a_crash(tmp_path: Path) -> None:
+    """A Wyoming client's connection ends with the daemon, so its request is expired, not spoken to nobody."""
+    db = StateDb.in_dir(tmp_path)
+    queue = DurableQueue(db, max_depth=10, dedup_window_s=600)
+    assert queue.put(replace(_request("w1"), source="wyoming")).status == "queued"
+    assert queue.put(_request("n1")).status == "queued"
+    db.close()
+    again = DurableQueue(StateDb.in_dir(tmp_path), max_depth=10, dedup_window_s=600)
+    assert [r.id for r in again.resumed] == ["n1"]
+    assert [r.id for r in again.expired_while_down] == ["w1"] and again.states("w1") == ["expired"]
 
 
 def test_a_request_that_cannot_be_committed_is_not_admitted(tmp_path: Path) -> None:
@@ -374,9 +388,11 @@ def _broker_restart(broker: Broker, recorder: Recorder, tmp_path: Path) -> None:
         service.stop()
 
 
-def test_corrupt_bundle_file_degrades_to_the_fallback_and_keeps_serving(daemon_process: Any, tmp_path: Path) -> None:
+def test_corrupt_bundle_file_degrades_to_the_fallback_and_keeps_serving(
+    daemon_process: Any, tmp_path: Path, demo_bundle: Path  # noqa: F811 - fixture
+) -> None:
     bundle = tmp_path / "bundle"
-    shutil.copytree(REPO / "models" / "demo", bundle)
+    shutil.copytree(demo_bundle, bundle)
     with (bundle / "t2s_step.onnx").open("r+b") as graph:
         graph.seek(1000)
         graph.write(b"\x00garbage\x00")

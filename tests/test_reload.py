@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.conftest import AlsaCapture
+from tests.demo_fixtures import demo_bundle  # noqa: F401 - fixture
 from tests.test_durability import REPO, DaemonProcess, check_exactly_once, daemon_process  # noqa: F401
 
 QUIET = {"lead_in_ms": 50, "tail_ms": 50}
@@ -28,10 +29,10 @@ def control_events(daemon: DaemonProcess) -> list[dict[str, Any]]:
 
 
 def test_broken_bundle_is_refused_and_the_old_one_keeps_serving(
-    daemon_process: Any, tmp_path: Path, alsa: AlsaCapture  # noqa: F811
+    daemon_process: Any, tmp_path: Path, demo_bundle: Path, alsa: AlsaCapture  # noqa: F811
 ) -> None:
     bundle = tmp_path / "bundle"
-    shutil.copytree(REPO / "models" / "demo", bundle)
+    shutil.copytree(demo_bundle, bundle)
     daemon: DaemonProcess = daemon_process(engine={"bundle": str(bundle)}, audio={"output_device": "gsvtest", **QUIET})
     daemon.start()
     status = daemon.recorder.wait_for(f"{daemon.base}/status").json()
