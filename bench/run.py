@@ -71,6 +71,20 @@ def cuda_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
+def usable(bundle: Path, source: Path | None = None) -> bool:
+    """A bundle left by an earlier run is reused only if this version reads it (and, for a quantized one, it
+    was made from the current fp32 bundle)."""
+    from daemon.bundle import Bundle, BundleError
+
+    try:
+        loaded = Bundle.load(bundle, verify=False)
+        if source is not None:
+            return loaded.manifest["provenance"].get("quantized_from") == Bundle.load(source, verify=False).digest
+        return True
+    except (BundleError, KeyError):
+        return False
+
+
 def build(work: Path, with_fp16: bool) -> dict[str, Path]:
     """Sources, the fp32 bundle and its quantized versions; anything already built is reused."""
     from quantize.convert import convert
@@ -78,7 +92,7 @@ def build(work: Path, with_fp16: bool) -> dict[str, Path]:
 
     sources = work / "sources"
     bundles = {"fp32": work / "fp32"}
-    if not (bundles["fp32"] / "manifest.json").is_file():
+    if not usable(bundles["fp32"]):
         from bench.sources import build_full_sources
 
         log("building full-size v2 sources (random weights)")
@@ -86,7 +100,7 @@ def build(work: Path, with_fp16: bool) -> dict[str, Path]:
         convert(files, bundles["fp32"], name="bench v2 full size (random weights)", untrained=True, log=log)
     for precision in ("int8", "mixed") + (("fp16",) if with_fp16 else ()):
         bundles[precision] = work / precision
-        if not (bundles[precision] / "manifest.json").is_file():
+        if not usable(bundles[precision], bundles["fp32"]):
             log(f"quantizing: {precision}")
             quantize_bundle(bundles["fp32"], bundles[precision], precision, log=log)
     return bundles
@@ -99,8 +113,7 @@ def child(args: list[str]) -> None:
 def measure_bundle(bundle: Path, state: Path, out: Path, threads: int, provider: str, steps: int,
                    repeats: int) -> dict[str, Any]:
     common = ["--threads", str(threads), "--provider", provider]
-    if not (state / "voices").is_dir():
-        child(["bench.measure", "voice", str(bundle), str(state), *common])
+    child(["bench.measure", "voice", str(bundle), str(state), *common])  # (re)registered: bundles change
     child(["bench.measure", "run", str(bundle), str(state), *common, "--steps", str(steps),
            "--repeats", str(repeats), "--out", str(out)])
     return json.loads(out.read_text())

@@ -58,7 +58,7 @@ class Reference:
             t0 = time.perf_counter()
             if idx > 0:
                 pos = torch.tensor([self.prompt.shape[1] + idx - 1])
-                logits, nk, nv = self.t2s.step(y[:, -1:], pos, ks, vs)
+                logits, nk, nv = self.t2s.step(y[:, -1:], pos, [k.transpose(-1, -2) for k in ks], vs)
                 ks = [torch.cat([a, b], dim=2) for a, b in zip(ks, nk, strict=True)]
                 vs = [torch.cat([a, b], dim=2) for a, b in zip(vs, nv, strict=True)]
             work = logits[:, :-1].clone()  # EOS sliced off at every step (upstream: first 11): fixed steps
