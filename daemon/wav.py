@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from daemon.reference_audio import read_wav as parse_wav
+
 
 def to_pcm16(samples: np.ndarray) -> bytes:
     """Float samples in [-1, 1] as little-endian signed 16-bit PCM."""
@@ -26,10 +28,7 @@ def encode_wav(samples: np.ndarray, sample_rate: int) -> bytes:
 
 
 def read_wav(path: Path) -> tuple[np.ndarray, int]:
-    """Read a 16-bit PCM WAV (any channel count) as float32 mono; used for the chime file."""
-    with wave.open(str(path), "rb") as src:
-        if src.getsampwidth() != 2:
-            raise ValueError(f"{path}: only 16-bit PCM WAV is supported")
-        channels = src.getnchannels()
-        frames = np.frombuffer(src.readframes(src.getnframes()), dtype="<i2").astype(np.float32) / 32768.0
-        return frames.reshape(-1, channels).mean(axis=1), src.getframerate()
+    """A WAV file (the chime) as float32 mono and its rate; any PCM or float format the reference-clip parser
+    reads, with the same clear errors."""
+    clip = parse_wav(Path(path).read_bytes(), str(path))
+    return clip.samples, clip.sample_rate
