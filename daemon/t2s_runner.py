@@ -19,6 +19,7 @@ from .sampling import SamplingParams, sample
 NO_EOS_STEPS = 11
 MAX_STEPS = 1500
 INITIAL_SLACK = 128
+MAX_SLACK = 512  # room allocated up front for generated tokens; more grows the buffers (rare)
 
 
 @dataclass
@@ -125,7 +126,8 @@ class Decode:
         n_prompt = self.prompt.shape[1]
         logits, k, v = r.prefill_session.run(None, {"phone_ids": self.phone_ids, "bert": self.bert,
                                                     "prompt": self.prompt})
-        cache = KVCache(r.n_layer, r.n_head, r.head_dim, k.shape[3] + INITIAL_SLACK)
+        expected = self.early_stop_num + 2 if self.early_stop_num != -1 else INITIAL_SLACK
+        cache = KVCache(r.n_layer, r.n_head, r.head_dim, k.shape[3] + min(expected, MAX_SLACK))
         cache.append(k, v)
         tokens = list(self.prompt[0])
         recorded: list[np.ndarray] = []
