@@ -101,15 +101,8 @@ class _PcmStream:
         self._service.publish(self._service.topics.audio_end(self._request.id), _json(end))
 
 
-class _PlayBytesStream:
+class _PlayBytesStream(_WavStream):
     """Hermes: one WAV to the site's audio server, then wait for its playFinished (or the audio's length)."""
-
-    def __init__(self, service: MqttService, request: Request, sample_rate: int) -> None:
-        self._service, self._request, self._rate = service, request, sample_rate
-        self._chunks: list[np.ndarray] = []
-
-    def write(self, audio: np.ndarray) -> None:
-        self._chunks.append(audio)
 
     def close(self, cancel: threading.Event) -> None:
         audio = np.concatenate(self._chunks)
