@@ -7,8 +7,11 @@ named, instead of failing later in the middle of an announcement.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -146,3 +149,21 @@ class Bundle:
     def asset_path(self, name: str) -> Path | None:
         asset = self.manifest.get("assets", {}).get(name)
         return self.path / asset["file"] if asset else None
+
+
+@contextlib.contextmanager
+def building(out: Path) -> Iterator[Path]:
+    """A directory to build a bundle in (``<out>.partial``). When the block ends it must load as a bundle, and
+    only then replaces ``out``; on any failure it is removed, so nothing half-made ever looks like a bundle."""
+    work = out.with_name(out.name + ".partial")
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        yield work
+        Bundle.load(work)
+        if out.exists():
+            shutil.rmtree(out)
+        work.rename(out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise

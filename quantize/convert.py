@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.bundle import FORMAT, FORMAT_VERSION, MANIFEST, Bundle
+from daemon.bundle import FORMAT, FORMAT_VERSION, MANIFEST, building
 from daemon.bundle import sha256_of as file_sha256
 
 CONVERTER_VERSION = "0.1.0"
@@ -160,12 +160,7 @@ def convert(files: SourceFiles, out: Path, name: str | None = None, untrained: b
         parts.append(("sv", sv_graphs(load_sv(files.sv))))
         sources["sv"] = {"file": files.sv.name, "sha256": file_sha256(files.sv)}
 
-    out = Path(out)
-    work = out.with_name(out.name + ".partial")
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    try:
+    with building(Path(out)) as work:
         specs = [spec for _, group in parts for spec in group]
         log(f"[3/{stages}] exporting {len(specs)} ONNX graphs")
         graphs: dict[str, Any] = {}
@@ -211,13 +206,6 @@ def convert(files: SourceFiles, out: Path, name: str | None = None, untrained: b
             },
         }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        Bundle.load(work)  # the bundle must pass the same checks the engine applies
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     total = sum(g["bytes"] for g in graphs.values())
     log(f"done: {out} ({len(graphs)} graphs, {total / 1e6:.1f} MB) in {time.monotonic() - started:.0f} s")
     return manifest

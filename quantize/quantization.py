@@ -28,7 +28,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from daemon.bundle import MANIFEST, Bundle, BundleError, sha256_of
+from daemon.bundle import MANIFEST, Bundle, BundleError, building, sha256_of
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -129,11 +129,7 @@ def quantize_bundle(source: Path | str, out: Path | str, preset: str, overrides:
     src = Bundle.load(source)
     plan = graph_plan(src, preset, overrides)
     out = Path(out)
-    work = out.with_name(out.name + ".partial")
-    if work.exists():
-        shutil.rmtree(work)
-    work.mkdir(parents=True)
-    try:
+    with building(out) as work:
         manifest = copy.deepcopy(src.manifest)
         with tempfile.TemporaryDirectory(prefix="gsv-edge-quantize-") as tmp:
             for name, precision in plan.items():
@@ -167,13 +163,6 @@ def quantize_bundle(source: Path | str, out: Path | str, preset: str, overrides:
             log("  measuring fidelity against the source bundle (fixed inputs)")
             manifest["fidelity"] = measure_fidelity(src, Bundle.load(work))
             (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        Bundle.load(work)
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     total = sum(g["bytes"] for g in manifest["graphs"].values())
     log(f"done: {out} ({preset}, {total / 1e6:.1f} MB) in {time.monotonic() - started:.0f} s")
     return manifest

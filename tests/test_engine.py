@@ -232,3 +232,19 @@ def test_chunked_streaming_starts_early_and_keeps_the_tokens(voiced: Engine) -> 
     assert len(rest) + 1 > len(whole) and np.isfinite(chunked).all() and np.abs(chunked).max() <= 1.0
     with pytest.raises(ValueError, match="chunk_tokens"):
         SynthesisOptions(chunk_tokens=3)
+
+
+def test_building_a_bundle_is_all_or_nothing(demo_bundle: Path, tmp_path: Path) -> None:  # noqa: F811
+    from daemon.bundle import building
+
+    out = tmp_path / "made"
+    with pytest.raises(RuntimeError), building(out) as work:
+        shutil.copytree(demo_bundle, work, dirs_exist_ok=True)
+        raise RuntimeError("interrupted half way")
+    assert not out.exists() and not (tmp_path / "made.partial").exists()
+    with pytest.raises(BundleError), building(out) as work:
+        (work / "manifest.json").write_text("{}")  # not a bundle: refused, removed
+    assert not out.exists() and not (tmp_path / "made.partial").exists()
+    with building(out) as work:
+        shutil.copytree(demo_bundle, work, dirs_exist_ok=True)
+    assert Bundle.load(out).digest == Bundle.load(demo_bundle).digest
