@@ -87,7 +87,8 @@ def _tiny_g2pw_onnx(path: Path) -> None:
             helper.make_tensor("one", TensorProto.INT64, [1], [1]),
         ],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    # IR 8, as the exporter writes: older onnxruntime builds (JetPack 6, Python 3.10) reject newer IR versions
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)], ir_version=8)
     onnx.checker.check_model(model)
     onnx.save(model, path)
 

@@ -63,7 +63,7 @@ def test_session_runs_on_cpu_from_a_gpu_profile(tmp_path: Path) -> None:
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y])
     path = tmp_path / "relu.onnx"
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
     inputs = [{"name": "x", "shape": ["n"]}]
     session = create_session(path, HardwareProfile.load("x86-cuda"), inputs, tmp_path, "0" * 64)
     out = session.run(None, {"x": np.array([-1.0, 2.0], np.float32)})[0]
