@@ -3,7 +3,8 @@
 # Starts a private mosquitto on 127.0.0.1:1883 when no broker answers there; extra arguments go to `serve`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-bash scripts/setup.sh
+# set up once (needs the package registries); later runs work offline
+[ -x .venv/bin/gsv-edge ] || bash scripts/setup.sh
 export GSV_EDGE_MQTT__HOST=${GSV_EDGE_MQTT__HOST:-127.0.0.1}
 export GSV_EDGE_MQTT__PORT=${GSV_EDGE_MQTT__PORT:-1883}
 export GSV_EDGE_STATE_DIR=${GSV_EDGE_STATE_DIR:-$PWD/.state}
