@@ -68,10 +68,10 @@ def timed_decode(engine: Engine, phones: np.ndarray, bert: np.ndarray, prompt: n
     return result.semantic, list(np.diff(marks)), marks[0] - t0
 
 
-def first_chunk(engine: Engine, text: str, voice) -> float:
-    """Seconds until ``engine.stream`` yields its first audio (one sentence: the whole segment)."""
+def first_chunk(engine: Engine, text: str, voice, chunk_tokens: int = 0) -> float:
+    """Seconds until ``engine.stream`` yields its first audio (0: the whole one-sentence segment)."""
     t0 = time.perf_counter()
-    next(iter(engine.stream(text, voice, w.LANG, SynthesisOptions(seed=0))))
+    next(iter(engine.stream(text, voice, w.LANG, SynthesisOptions(seed=0, chunk_tokens=chunk_tokens))))
     return time.perf_counter() - t0
 
 
@@ -119,16 +119,8 @@ def measure(bundle_dir: Path, state: Path, threads: int, provider: str, steps: i
     engine.max_tokens = w.SENTENCE_STEPS
     first = min(first_chunk(engine, w.SENTENCE, voice) for _ in range(repeats))
 
-    # Probe for chunked streaming (not in the engine yet): audio of the first STREAM_CHUNK tokens.
-    chunked = []
-    s_ids, s_bert, _ = engine.phones_and_bert(w.SENTENCE, w.LANG)
-    s_phones = np.concatenate([voice.prompt_phone_ids, s_ids])[None]
-    s_all_bert = np.concatenate([voice.prompt_bert, s_bert], axis=1)[None]
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        head, _, _ = timed_decode(engine, s_phones, s_all_bert, prompt, w.STREAM_CHUNK)
-        engine.decode_audio(head, s_ids, voice.ge, 1.0, 0.5, rng)
-        chunked.append(time.perf_counter() - t0)
+    # Chunked streaming through the engine (engine.stream_chunk_tokens = STREAM_CHUNK).
+    chunked = [first_chunk(engine, w.SENTENCE, voice, w.STREAM_CHUNK) for _ in range(repeats)]
 
     return {
         "prefill_ms": 1000 * float(np.median(prefill)),

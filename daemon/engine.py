@@ -308,7 +308,8 @@ class Engine:
 
     def _chunked(self, voice: Voice, phone_ids: np.ndarray, bert: np.ndarray, options: SynthesisOptions,
                  token_rng: np.random.Generator, noise_rng: np.random.Generator) -> Iterator[np.ndarray]:
-        """Audio every ``chunk_tokens`` tokens while the decode goes on (upstream's streaming-mode tokens:
+        """Audio every ``chunk_tokens`` tokens (the first chunk half that) while the decode goes on (upstream's
+        streaming-mode tokens:
         every generated token but EOS). Each chunk is vocoded with up to CHUNK_CONTEXT_TOKENS earlier tokens
         whose audio is dropped, and joined to the previous chunk by a short cross-fade."""
         all_phones = np.concatenate([voice.prompt_phone_ids, phone_ids])[None]
@@ -319,9 +320,10 @@ class Engine:
         tokens: list[int] = []
         done = 0  # tokens whose audio has been emitted
         held = np.zeros(0, np.float32)  # the previous chunk's last `fade` samples, waiting for the cross-fade
+        first = max(MIN_CHUNK_TOKENS, options.chunk_tokens // 2)  # a shorter first chunk: speech starts sooner
         for token in run:
             tokens.append(token)
-            if len(tokens) - done >= options.chunk_tokens:
+            if len(tokens) - done >= (options.chunk_tokens if done else first):
                 piece, held = self._vocode_chunk(tokens, done, phone_ids, voice, options, noise_rng, held, fade, False)
                 done = len(tokens)
                 yield piece
