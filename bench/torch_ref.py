@@ -16,9 +16,8 @@ import torch
 
 from bench import workload as w
 from bench.measure import peak_rss_mb
-from daemon.engine import decoded_frames
 from daemon.frontend import text_to_phones
-from daemon.spectrogram import spectrogram
+from daemon.spectrogram import decoded_frames, spectrogram
 from quantize.checkpoint import read_gpt, read_sovits
 from quantize.t2s import Text2SemanticDecoder, logits_to_probs
 from quantize.vits import load_sovits

@@ -27,7 +27,7 @@ from .frontend import FrontendResult, Lexicon, split_sentences, text_to_phones
 from .hardware import HardwareProfile, create_session, session_options
 from .reference_audio import AudioError, read_wav, resample, validate_reference
 from .sampling import SamplingParams
-from .spectrogram import spectrogram
+from .spectrogram import decoded_frames, spectrogram
 from .synthesizer import SynthesisError, UnknownVoice, VoiceInfo
 from .t2s_runner import Decode, T2SRunner
 from .voices import Voice, VoiceError, VoiceMeta, VoiceStore, check_name, voice_key
@@ -64,12 +64,6 @@ class SynthesisOptions:
             raise ValueError(f"speed must be within 0.25-4.0, got {self.speed}")
         if self.chunk_tokens < 0 or 0 < self.chunk_tokens < MIN_CHUNK_TOKENS:
             raise ValueError(f"chunk_tokens must be 0 (whole segments) or >= {MIN_CHUNK_TOKENS}")
-
-
-def decoded_frames(code_frames: int, speed: float) -> int:
-    """Latent frames for ``code_frames`` codes: 2 per code, stretched as upstream (``int(L / speed) + 1``)."""
-    frames = 2 * code_frames
-    return frames if speed == 1 else int(frames / speed) + 1
 
 
 class Engine:
@@ -250,11 +244,16 @@ class Engine:
 
     # -- synthesis ------------------------------------------------------------------------------------
 
-    def semantic_tokens(self, voice: Voice, phone_ids: np.ndarray, bert: np.ndarray, options: SynthesisOptions,
-                        rng: np.random.Generator) -> np.ndarray:
+    def _decode_inputs(self, voice: Voice, phone_ids: np.ndarray, bert: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray, int]:
+        """The voice's prompt phones/BERT before the segment's, and the token limit (proportional to phones)."""
         all_phones = np.concatenate([voice.prompt_phone_ids, phone_ids])[None]
         all_bert = np.concatenate([voice.prompt_bert, bert], axis=1)[None]
-        limit = min(self.max_tokens, MIN_TOKENS + TOKENS_PER_PHONE * len(phone_ids))
+        return all_phones, all_bert, min(self.max_tokens, MIN_TOKENS + TOKENS_PER_PHONE * len(phone_ids))
+
+    def semantic_tokens(self, voice: Voice, phone_ids: np.ndarray, bert: np.ndarray, options: SynthesisOptions,
+                        rng: np.random.Generator) -> np.ndarray:
+        all_phones, all_bert, limit = self._decode_inputs(voice, phone_ids, bert)
         for attempt in range(1 + NO_TOKEN_RETRIES):
             result = self.t2s.decode(all_phones, all_bert, voice.prompt_tokens[None], options.sampling, rng, limit)
             tokens = result.semantic
@@ -312,9 +311,7 @@ class Engine:
         streaming-mode tokens:
         every generated token but EOS). Each chunk is vocoded with up to CHUNK_CONTEXT_TOKENS earlier tokens
         whose audio is dropped, and joined to the previous chunk by a short cross-fade."""
-        all_phones = np.concatenate([voice.prompt_phone_ids, phone_ids])[None]
-        all_bert = np.concatenate([voice.prompt_bert, bert], axis=1)[None]
-        limit = min(self.max_tokens, MIN_TOKENS + TOKENS_PER_PHONE * len(phone_ids))
+        all_phones, all_bert, limit = self._decode_inputs(voice, phone_ids, bert)
         run = Decode(self.t2s, all_phones, all_bert, voice.prompt_tokens[None], options.sampling, token_rng, limit)
         fade = int(self.sample_rate * CROSSFADE_SECONDS)
         tokens: list[int] = []
@@ -370,16 +367,24 @@ class Engine:
         return voices[0].name
 
 
-def load_engine(settings, lexicon: Lexicon | None = None) -> Engine:
-    """The daemon's factory: bundle from ``engine.bundle``, profile from ``engine.hardware_profile``."""
-    bundle = Bundle.load(settings.engine.bundle)
-    profile = HardwareProfile.load(settings.engine.hardware_profile)
-    if lexicon is None and settings.engine.lexicon is not None:
-        lexicon = Lexicon.load(settings.engine.lexicon)
-    engine = Engine(bundle, profile, settings.state_dir, lexicon, settings.engine.g2pw_model)
+def engine_from_settings(settings, bundle: Path | None = None, profile: str | None = None) -> Engine:
+    """An engine as the config describes it (``engine.*``); ``bundle`` / ``profile`` override the config."""
+    engine = Engine(
+        Bundle.load(bundle or settings.engine.bundle),
+        HardwareProfile.load(profile or settings.engine.hardware_profile),
+        settings.state_dir,
+        Lexicon.load(settings.engine.lexicon) if settings.engine.lexicon else None,
+        settings.engine.g2pw_model,
+    )
     engine.chunk_tokens = settings.engine.stream_chunk_tokens
+    return engine
+
+
+def load_engine(settings) -> Engine:
+    """The daemon's factory: the configured engine, warmed up."""
+    engine = engine_from_settings(settings)
     log.info("engine %s warm in %.1f s on %s", engine.name, engine.warm_up(), engine.provider)
     return engine
 
 
-__all__ = ["AudioError", "Engine", "SynthesisOptions", "load_engine", "decoded_frames"]
+__all__ = ["AudioError", "Engine", "SynthesisOptions", "engine_from_settings", "load_engine"]

@@ -9,11 +9,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .bundle import Bundle, BundleError
+from .bundle import BundleError
 from .config import ConfigError, load_settings
-from .engine import Engine
-from .frontend import Lexicon
-from .hardware import HardwareProfile, ProfileError
+from .engine import Engine, engine_from_settings
+from .hardware import ProfileError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT, EXIT_SETUP = 0, 1, 2, 3, 4
 
@@ -31,11 +30,8 @@ def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
 def build_engine(args: argparse.Namespace) -> Engine:
     try:
         settings = load_settings(args.config)
-        bundle_path = args.bundle or settings.engine.bundle
-        if bundle_path is None:
+        if (args.bundle or settings.engine.bundle) is None:
             raise SetupError("no model bundle: pass --bundle DIR or set engine.bundle in the config")
-        profile = HardwareProfile.load(args.profile or settings.engine.hardware_profile)
-        lexicon = Lexicon.load(settings.engine.lexicon) if settings.engine.lexicon else None
-        return Engine(Bundle.load(bundle_path), profile, settings.state_dir, lexicon, settings.engine.g2pw_model)
+        return engine_from_settings(settings, args.bundle, args.profile)
     except (ConfigError, BundleError, ProfileError, OSError, ImportError, ValueError) as exc:
         raise SetupError(str(exc)) from exc

@@ -15,6 +15,14 @@ HOP = 640
 WIN = 2048
 
 
+def decoded_frames(code_frames: int, speed: float) -> int:
+    """Latent frames SoVITS decodes for ``code_frames`` semantic codes: 2 per code (25 Hz codes, 50 Hz latent),
+    then upstream's ``int(L / speed) + 1`` stretch when speed != 1. The runtime draws its noise this long; the
+    decoder graph reads the stretch from the noise length. Audio samples = frames * hop (640)."""
+    frames = 2 * code_frames
+    return frames if speed == 1 else int(frames / speed) + 1
+
+
 def hann_periodic(size: int) -> np.ndarray:
     """``torch.hann_window(size)`` (periodic): 0.5 - 0.5 cos(2 pi n / size)."""
     return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(size) / size)

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from daemon.spectrogram import decoded_frames
 from quantize.graphs import GraphSpec
 
 # Sizes upstream hard-codes (module/models.py, mrte_model.py, modules.py); not in the hps.
@@ -56,14 +57,6 @@ TRAINING_ONLY_PREFIXES = ("enc_q.",)  # posterior encoder (upstream's savee alre
 
 def is_training_only(key: str) -> bool:
     return key.startswith(TRAINING_ONLY_PREFIXES) or key.endswith(TRAINING_ONLY_SUFFIXES)
-
-
-def decoded_frames(code_frames: int, speed: float) -> int:
-    """Latent frames decode produces for ``code_frames`` codes: 2 per code (25 Hz codes, 50 Hz latent),
-    then upstream's ``int(L / speed) + 1`` stretch when speed != 1. The runtime draws its noise this long;
-    the decoder graph reads the stretch from the noise length. Audio samples = frames * hop (640)."""
-    frames = 2 * code_frames
-    return frames if speed == 1 else int(frames / speed) + 1
 
 
 @dataclass
