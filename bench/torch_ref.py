@@ -19,7 +19,7 @@ from bench.measure import peak_rss_mb
 from daemon.frontend import text_to_phones
 from daemon.spectrogram import decoded_frames, spectrogram
 from quantize.checkpoint import read_gpt, read_sovits
-from quantize.t2s import Text2SemanticDecoder, logits_to_probs
+from quantize.t2s import Text2SemanticDecoder, cache_length, grown, logits_to_probs
 from quantize.vits import load_sovits
 
 BERT_DIM = 1024
@@ -57,9 +57,7 @@ class Reference:
             t0 = time.perf_counter()
             if idx > 0:
                 pos = torch.tensor([self.prompt.shape[1] + idx - 1])
-                logits, nk, nv = self.t2s.step(y[:, -1:], pos, [k.transpose(-1, -2) for k in ks], vs)
-                ks = [torch.cat([a, b], dim=2) for a, b in zip(ks, nk, strict=True)]
-                vs = [torch.cat([a, b], dim=2) for a, b in zip(vs, nv, strict=True)]
+                logits, ks, vs = self.t2s.step(y[:, -1:], pos, grown(ks), grown(vs), cache_length(ks))
             work = logits[:, :-1].clone()  # EOS sliced off at every step (upstream: first 11): fixed steps
             probs = logits_to_probs(work, y, 1.0, 15, 1.0, 1.35)
             token = torch.argmax(probs / torch.empty_like(probs).exponential_(1), dim=-1, keepdim=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 FORMAT = "gsv-edge-bundle"
-FORMAT_VERSION = 2  # 2: the step graph's K cache is transposed
+FORMAT_VERSION = 3  # 3: the step graph attends with GroupQueryAttention over [1, H, capacity, Dh] buffers
 MANIFEST = "manifest.json"
 
 # Graphs every bundle has; the others depend on the model version and the files converted.

@@ -1,9 +1,11 @@
 """The autoregressive semantic-token decode on the ``t2s_prefill`` / ``t2s_step`` ONNX graphs.
 
-The K/V cache lives in per-layer numpy buffers ``[1, heads, capacity, head_dim]`` that the step graph reads
-in place; each step writes only the new token's row. Capacity doubles when full (rare, amortised), and the
-unused tail is hidden from attention by ``attn_bias``. Stop rules are upstream's ``infer_panel``: no EOS in
-the first 11 steps, EOS when the penalised argmax or the sampled token is EOS, ``early_stop_num``, 1500 steps.
+The K/V cache lives in per-layer buffers ``[1, heads, capacity, head_dim]``. Each is bound to the step graph
+twice, as its ``past_*`` input and its ``present_*`` output, so the graph's fused attention node writes the new
+token's row in place and nothing is copied per step. The first ``length`` rows are valid (``seqlens_k``); the
+capacity is sized for the decode's token limit up front and doubles if ever exceeded. Stop rules are upstream's
+``infer_panel``: no EOS in the first 11 steps, EOS when the penalised argmax or the sampled token is EOS,
+``early_stop_num``, 1500 steps.
 """
 
 from __future__ import annotations
@@ -36,49 +38,74 @@ class DecodeResult:
 
 
 class KVCache:
-    """Per-layer K and V buffers filled in place; K is kept transposed ([1, H, Dh, cap]) as the step graph
-    reads it, V as [1, H, cap, Dh]."""
+    """Per-layer K and V buffers [1, heads, capacity, head_dim]; the first ``length`` rows are valid."""
 
     def __init__(self, n_layer: int, n_head: int, head_dim: int, capacity: int):
         self.n_layer, self.n_head, self.head_dim = n_layer, n_head, head_dim
         self.length = 0
         self.k: list[np.ndarray] = []
         self.v: list[np.ndarray] = []
-        self._grow(capacity)
-
-    def _grow(self, capacity: int) -> None:
-        old_k, old_v = self.k, self.v
-        self.k = [np.zeros((1, self.n_head, self.head_dim, capacity), np.float32) for _ in range(self.n_layer)]
-        self.v = [np.zeros((1, self.n_head, capacity, self.head_dim), np.float32) for _ in range(self.n_layer)]
-        for dst, src in zip(self.k, old_k, strict=False):
-            dst[..., : self.length] = src[..., : self.length]
-        for dst, src in zip(self.v, old_v, strict=False):
-            dst[:, :, : self.length] = src[:, :, : self.length]
-        self.bias = np.full((1, 1, 1, capacity), -np.inf, np.float32)
-        self.bias[..., : self.length] = 0.0
+        self.grow(capacity)
 
     @property
     def capacity(self) -> int:
-        return self.v[0].shape[2]
+        return self.k[0].shape[2]
 
-    def step_feeds(self, token: int, position: int) -> dict[str, np.ndarray]:
-        """The ``t2s_step`` inputs: the token at an audio position plus every buffer, bound without copying."""
-        feeds = {"token": np.array([[token]], np.int64), "position": np.array([position], np.int64),
-                 "attn_bias": self.bias}
-        feeds.update({f"past_k_{i}": k for i, k in enumerate(self.k)})
-        feeds.update({f"past_v_{i}": v for i, v in enumerate(self.v)})
-        return feeds
+    def grow(self, capacity: int) -> None:
+        """New buffers of ``capacity`` rows holding the valid history (callers rebind them to the graph)."""
+        def resized(old: np.ndarray | None) -> np.ndarray:
+            new = np.zeros((1, self.n_head, capacity, self.head_dim), np.float32)
+            if old is not None:
+                new[:, :, : self.length] = old[:, :, : self.length]
+            return new
+
+        self.k = [resized(self.k[i] if self.k else None) for i in range(self.n_layer)]
+        self.v = [resized(self.v[i] if self.v else None) for i in range(self.n_layer)]
 
     def append(self, k: np.ndarray, v: np.ndarray) -> None:
-        """k, v: [layers, 1, heads, T, head_dim]."""
+        """Rows computed outside the step graph (the prefill's); k, v: [layers, 1, heads, T, head_dim]."""
         t = k.shape[3]
         if self.length + t > self.capacity:
-            self._grow(max(2 * self.capacity, self.length + t))
+            self.grow(max(2 * self.capacity, self.length + t))
         for layer in range(self.n_layer):
-            self.k[layer][..., self.length : self.length + t] = k[layer].transpose(0, 1, 3, 2)
+            self.k[layer][:, :, self.length : self.length + t] = k[layer]
             self.v[layer][:, :, self.length : self.length + t] = v[layer]
-        self.bias[..., self.length : self.length + t] = 0.0
         self.length += t
+
+
+class StepBinding:
+    """The step graph bound to a cache: each ``run`` feeds one token, onnxruntime writes its K/V row into the
+    cache buffers (bound as both past input and present output) and the logits into a fixed array."""
+
+    def __init__(self, session: ort.InferenceSession, cache: KVCache, vocab: int):
+        self.session, self.cache = session, cache
+        self.logits = np.zeros((1, vocab), np.float32)
+        self.binding = session.io_binding()
+        self.binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.logits))
+        self._bind_cache()
+
+    def _bind_cache(self) -> None:
+        self._bound = self.cache.k + self.cache.v  # the OrtValues below point into these arrays
+        for i in range(self.cache.n_layer):
+            for kind, buffer in (("key", self.cache.k[i]), ("value", self.cache.v[i])):
+                value = ort.OrtValue.ortvalue_from_numpy(buffer)
+                self.binding.bind_ortvalue_input(f"past_{kind}_{i}", value)
+                self.binding.bind_ortvalue_output(f"present_{kind}_{i}", value)
+
+    def run(self, token: int, position: int) -> np.ndarray:
+        """Logits [1, V] for ``token`` at audio ``position``; the cache gains one row."""
+        cache = self.cache
+        if cache.length + 1 > cache.capacity:
+            cache.grow(2 * cache.capacity)
+            self._bind_cache()
+        b = self.binding
+        b.bind_cpu_input("token", np.array([[token]], np.int64))
+        b.bind_cpu_input("position", np.array([position], np.int64))
+        b.bind_cpu_input("seqlens_k", np.array([cache.length], np.int32))
+        b.bind_cpu_input("total_sequence_length", np.array(cache.length + 1, np.int32))
+        self.session.run_with_iobinding(b)
+        cache.length += 1
+        return self.logits
 
 
 class T2SRunner:
@@ -86,9 +113,10 @@ class T2SRunner:
         self.prefill_session = prefill
         self.step_session = step
         self.eos = eos
-        past = [i for i in step.get_inputs() if i.name.startswith("past_k_")]
+        past = [i for i in step.get_inputs() if i.name.startswith("past_key_")]
         self.n_layer = len(past)
-        self.n_head, self.head_dim = int(past[0].shape[1]), int(past[0].shape[2])
+        self.n_head, self.head_dim = int(past[0].shape[1]), int(past[0].shape[3])
+        self.vocab = int(step.get_outputs()[0].shape[1])
 
     def decode(
         self,
@@ -129,14 +157,14 @@ class Decode:
         expected = self.early_stop_num + 2 if self.early_stop_num != -1 else INITIAL_SLACK
         cache = KVCache(r.n_layer, r.n_head, r.head_dim, k.shape[3] + min(expected, MAX_SLACK))
         cache.append(k, v)
+        step = StepBinding(r.step_session, cache, r.vocab)
         tokens = list(self.prompt[0])
         recorded: list[np.ndarray] = []
         stopped_by = "max_steps"
         idx = 0
         for idx in range(MAX_STEPS):
             if idx > 0:
-                logits, k, v = r.step_session.run(None, cache.step_feeds(tokens[-1], n_prompt + idx - 1))
-                cache.append(k, v)
+                logits = step.run(tokens[-1], n_prompt + idx - 1)
             if self.record_logits:
                 recorded.append(logits.copy())
             work = logits[:, :-1].copy() if idx < NO_EOS_STEPS else logits.copy()

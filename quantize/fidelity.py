@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from daemon.bundle import Bundle
-from daemon.t2s_runner import KVCache
+from daemon.t2s_runner import KVCache, StepBinding
 
 SEED = 20240611
 T2S_STEPS = 32
@@ -59,15 +59,14 @@ def teacher_forced_logits(bundle: Bundle, phones: np.ndarray, bert: np.ndarray, 
     logits, k, v = prefill.run(None, {"phone_ids": phones, "bert": bert, "prompt": prompt})
     cache = KVCache(n_layer, n_head, head_dim, k.shape[3] + steps)
     cache.append(k, v)
+    bound = StepBinding(step, cache, logits.shape[1])
     fed = list(tokens) if tokens is not None else []
     out = [logits[0]]
     for i in range(steps - 1):
         if tokens is None:
             fed.append(int(np.argmax(logits[0, :eos])))
-        feeds = cache.step_feeds(fed[i], prompt.shape[1] + i)
-        logits, k, v = step.run(None, feeds)
-        cache.append(k, v)
-        out.append(logits[0])
+        logits = bound.run(fed[i], prompt.shape[1] + i)
+        out.append(logits[0].copy())
     return np.stack(out), fed
 
 

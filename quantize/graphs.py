@@ -21,6 +21,7 @@ class GraphSpec:
     output_names: list[str]
     dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
     description: str = ""
+    custom_opsets: dict[str, int] = field(default_factory=dict)  # e.g. com.microsoft for fused attention
 
 
 def export_graph(spec: GraphSpec, out_dir: Path) -> Path:
@@ -39,5 +40,6 @@ def export_graph(spec: GraphSpec, out_dir: Path) -> Path:
             opset_version=OPSET,
             do_constant_folding=True,
             dynamo=False,
+            custom_opsets=spec.custom_opsets or None,
         )
     return path

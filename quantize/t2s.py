@@ -130,9 +130,11 @@ class SelfAttention(nn.Module):
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         return tuple(z.reshape(b, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
 
-    def merge(self, attn: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def merge(attn: torch.Tensor) -> torch.Tensor:
+        """[B, H, T, Dh] -> [B, T, H * Dh]."""
         b, h, t, dh = attn.shape
-        return self.out_proj(attn.transpose(1, 2).reshape(b, t, h * dh))
+        return attn.transpose(1, 2).reshape(b, t, h * dh)
 
 
 class Block(nn.Module):
@@ -147,8 +149,48 @@ class Block(nn.Module):
         self.norm2 = nn.LayerNorm(cfg.hidden_dim, eps=1e-5)
 
     def finish(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        x = self.norm1(x + self.self_attn.merge(attn))
+        """Output projection, residuals and norms after attention ([B, T, D], heads merged)."""
+        x = self.norm1(x + self.self_attn.out_proj(attn))
         return self.norm2(x + self.linear2(F.relu(self.linear1(x))))
+
+
+class CachedAttention(torch.autograd.Function):
+    """One new token attending to a K/V buffer and itself, its key and value written into the buffer.
+
+    Exported as onnxruntime's ``GroupQueryAttention`` (com.microsoft, as many KV heads as query heads): one
+    fused node per layer instead of ~30 small ones, and with the same buffer bound as past and present input
+    and output the cache is updated in place. Eager PyTorch computes the same arithmetic (for parity)."""
+
+    @staticmethod
+    def forward(ctx, q, k, v, past_k, past_v, length, total, n_head: int, head_dim: int):  # noqa: ARG004
+        heads = [z.reshape(1, 1, n_head, head_dim).transpose(1, 2) for z in (q, k, v)]  # [1, H, 1, Dh]
+        row = length.long()
+        present_k = past_k.index_copy(2, row, heads[1])
+        present_v = past_v.index_copy(2, row, heads[2])
+        valid = torch.arange(past_k.shape[2]) <= row  # the rows before this token, and its own
+        scores = torch.matmul(heads[0], present_k.transpose(2, 3)) / math.sqrt(head_dim)
+        weights = torch.softmax(scores.masked_fill(~valid, float("-inf")), dim=-1)
+        return SelfAttention.merge(torch.matmul(weights, present_v)), present_k, present_v
+
+    @staticmethod
+    def symbolic(g, q, k, v, past_k, past_v, length, total, n_head: int, head_dim: int):  # noqa: ARG004
+        out, present_k, present_v = g.op(
+            "com.microsoft::GroupQueryAttention", q, k, v, past_k, past_v, length, total,
+            num_heads_i=n_head, kv_num_heads_i=n_head, outputs=3,
+        )
+        out.setType(q.type())
+        present_k.setType(past_k.type())
+        present_v.setType(past_v.type())
+        return out, present_k, present_v
+
+
+def grown(cache: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Per-layer caches [1, H, T, Dh] with one empty row appended: upstream's concatenation per step."""
+    return [torch.cat([c, c.new_zeros(c.shape[0], c.shape[1], 1, c.shape[3])], dim=2) for c in cache]
+
+
+def cache_length(cache: list[torch.Tensor]) -> torch.Tensor:
+    return torch.tensor([cache[0].shape[2]], dtype=torch.int32)
 
 
 class Layers(nn.Module):
@@ -218,7 +260,7 @@ class Text2SemanticDecoder(nn.Module):
         for layer in self.h.layers:
             q, k, v = layer.self_attn.qkv(x)
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
-            x = layer.finish(x, attn)
+            x = layer.finish(x, layer.self_attn.merge(attn))
             ks.append(k)
             vs.append(v)
         return self.ar_predict_layer(x[:, -1]), ks, vs
@@ -229,29 +271,26 @@ class Text2SemanticDecoder(nn.Module):
         position: torch.Tensor,
         past_k: list[torch.Tensor],
         past_v: list[torch.Tensor],
-        attn_bias: torch.Tensor | None = None,
+        length: torch.Tensor,
+        total: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """One new token [1, 1] at audio ``position`` [1]. Returns logits [1, V] and this token's K, V per layer
-        (each [1, H, 1, Dh]).
+        """One new token [1, 1] at audio ``position`` [1]. Returns logits [1, V] and the K/V buffers with this
+        token's key and value written at row ``length``.
 
-        ``past_k`` is stored transposed, [1, H, Dh, T], so the score product needs no transpose per step;
-        ``past_v`` is [1, H, T, Dh]. Both may be longer than the valid history when ``attn_bias`` [1, 1, 1, T]
-        masks the unused tail with -inf (the runtime's preallocated buffers)."""
-        x = self.embed_audio(token, position)
-        new_k, new_v = [], []
+        ``past_k`` / ``past_v`` are per-layer buffers [1, H, capacity, Dh] whose first ``length`` rows ([1]
+        int32) are valid; rows past those are never attended, so the runtime can preallocate them. ``total``
+        (scalar int32, ``length + 1``) is what the exported attention node also asks for."""
+        total = length[0] + 1 if total is None else total
+        x = self.embed_audio(token, position)[:, 0]  # [1, D]: 2-D rows keep every Linear one plain Gemm node
+        present_k, present_v = [], []
         for layer, pk, pv in zip(self.h.layers, past_k, past_v, strict=True):
-            q, k, v = layer.self_attn.qkv(x)
-            scale = 1.0 / math.sqrt(q.shape[-1])
-            past_scores = torch.matmul(q, pk) * scale
-            if attn_bias is not None:
-                past_scores = past_scores + attn_bias
-            own_score = (q * k).sum(-1, keepdim=True) * scale
-            weights = torch.softmax(torch.cat([past_scores, own_score], dim=-1), dim=-1)
-            attn = torch.matmul(weights[..., :-1], pv) + weights[..., -1:] * v
-            x = layer.finish(x, attn)
-            new_k.append(k)
-            new_v.append(v)
-        return self.ar_predict_layer(x[:, -1]), new_k, new_v
+            qkv = F.linear(x, layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias).unsqueeze(1)
+            q, k, v = qkv.chunk(3, dim=-1)
+            attn, pk, pv = CachedAttention.apply(q, k, v, pk, pv, length, total, self.cfg.n_head, self.cfg.head_dim)
+            x = layer.finish(x, attn[:, 0])
+            present_k.append(pk)
+            present_v.append(pv)
+        return self.ar_predict_layer(x), present_k, present_v
 
     # -- upstream's decode loop, for parity checks ----------------------------------------------------
 
@@ -278,9 +317,7 @@ class Text2SemanticDecoder(nn.Module):
         for idx in range(MAX_STEPS):
             if idx > 0:
                 pos = torch.tensor([n_prompt + idx - 1])
-                logits, nk, nv = self.step(y[:, -1:].long(), pos, [k.transpose(-1, -2) for k in ks], vs)
-                ks = [torch.cat([a, b], dim=2) for a, b in zip(ks, nk, strict=True)]
-                vs = [torch.cat([a, b], dim=2) for a, b in zip(vs, nv, strict=True)]
+                logits, ks, vs = self.step(y[:, -1:].long(), pos, grown(ks), grown(vs), cache_length(ks))
             raw.append(logits.clone())
             if idx < NO_EOS_STEPS:
                 logits = logits[:, :-1]
@@ -344,10 +381,11 @@ class StepGraph(nn.Module):
         self.model = model
         self.n_layer = model.cfg.n_layer
 
-    def forward(self, token: torch.Tensor, position: torch.Tensor, attn_bias: torch.Tensor, *past: torch.Tensor):
-        past_k, past_v = list(past[: self.n_layer]), list(past[self.n_layer:])
-        logits, nk, nv = self.model.step(token, position, past_k, past_v, attn_bias)
-        return logits, torch.stack(nk), torch.stack(nv)
+    def forward(self, token: torch.Tensor, position: torch.Tensor, length: torch.Tensor, total: torch.Tensor,
+                *past: torch.Tensor):
+        logits, present_k, present_v = self.model.step(
+            token, position, list(past[: self.n_layer]), list(past[self.n_layer:]), length, total)
+        return (logits, *present_k, *present_v)
 
 
 def t2s_graphs(model: Text2SemanticDecoder) -> list[GraphSpec]:
@@ -372,27 +410,25 @@ def t2s_graphs(model: Text2SemanticDecoder) -> list[GraphSpec]:
         },
         description="phones + BERT + prompt tokens -> first logits, K/V [layers, 1, heads, N+P, head_dim]",
     )
-    past_names = [f"past_k_{i}" for i in range(cfg.n_layer)] + [f"past_v_{i}" for i in range(cfg.n_layer)]
-    bias = torch.zeros(1, 1, 1, cap)
-    bias[..., 10:] = float("-inf")
+    layers = range(cfg.n_layer)
+    past_names = [f"past_key_{i}" for i in layers] + [f"past_value_{i}" for i in layers]
+    present_names = [f"present_key_{i}" for i in layers] + [f"present_value_{i}" for i in layers]
+    length = 10
     step = GraphSpec(
         name="t2s_step",
         module=StepGraph(model),
         example_inputs=(
             torch.tensor([[3]]),
             torch.tensor([p + 4]),
-            bias,
-            *[torch.randn(1, cfg.n_head, cfg.head_dim, cap) for _ in past_names[: cfg.n_layer]],
-            *[torch.randn(1, cfg.n_head, cap, cfg.head_dim) for _ in past_names[cfg.n_layer :]],
+            torch.tensor([length], dtype=torch.int32),
+            torch.tensor(length + 1, dtype=torch.int32),
+            *[torch.randn(1, cfg.n_head, cap, cfg.head_dim) for _ in past_names],
         ),
-        input_names=["token", "position", "attn_bias", *past_names],
-        output_names=["logits", "new_k", "new_v"],
-        dynamic_axes={
-            "attn_bias": {3: "capacity"},
-            **{name: {3: "capacity"} for name in past_names[: cfg.n_layer]},
-            **{name: {2: "capacity"} for name in past_names[cfg.n_layer :]},
-        },
-        description="one token + past K (transposed [1,H,Dh,cap]) / V ([1,H,cap,Dh]) buffers masked by attn_bias "
-        "-> logits, this token's K/V",
+        input_names=["token", "position", "seqlens_k", "total_sequence_length", *past_names],
+        output_names=["logits", *present_names],
+        dynamic_axes={name: {2: "capacity"} for name in past_names + present_names},
+        description="one token + per-layer K/V buffers [1, H, capacity, Dh] with seqlens_k valid rows -> logits "
+        "and the buffers with this token's row written (bind present to past: updated in place)",
+        custom_opsets={"com.microsoft": 1},
     )
     return [prefill, step]

@@ -1,10 +1,12 @@
-"""The runtime's K/V buffers: filled in place, grown without losing history, masked where unused."""
+"""The runtime's K/V buffers: filled in place by the step graph, grown without losing history."""
 
 from __future__ import annotations
 
 import numpy as np
+import onnxruntime as ort
+import pytest
 
-from daemon.t2s_runner import KVCache
+from daemon.t2s_runner import KVCache, StepBinding
 
 
 def test_cache_grows_and_keeps_history() -> None:
@@ -20,9 +22,51 @@ def test_cache_grows_and_keeps_history() -> None:
     all_k = np.concatenate([k, k2], axis=3)
     all_v = np.concatenate([v, v2], axis=3)
     for layer in range(2):
-        np.testing.assert_array_equal(cache.k[layer][..., :7], all_k[layer].transpose(0, 1, 3, 2))
+        np.testing.assert_array_equal(cache.k[layer][:, :, :7], all_k[layer])
         np.testing.assert_array_equal(cache.v[layer][:, :, :7], all_v[layer])
-    assert (cache.bias[..., :7] == 0).all() and np.isneginf(cache.bias[..., 7:]).all()
-    feeds = cache.step_feeds(token=5, position=9)
-    assert feeds["past_k_1"] is cache.k[1], "buffers are passed as they are, not copied"
-    assert feeds["token"].tolist() == [[5]] and feeds["position"].tolist() == [9]
+
+
+@pytest.fixture(scope="module")
+def tiny_step(tmp_path_factory):
+    """A 2-layer T2S step graph exported by the converter's own code."""
+    torch = pytest.importorskip("torch")
+    from quantize.graphs import export_graph
+    from quantize.t2s import T2SConfig, Text2SemanticDecoder, t2s_graphs
+
+    torch.manual_seed(3)
+    model = Text2SemanticDecoder(T2SConfig(vocab_size=33, phoneme_vocab_size=20, embedding_dim=16, hidden_dim=16,
+                                           n_head=2, n_layer=2, eos=32))
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    path = export_graph(t2s_graphs(model.eval())[1], tmp_path_factory.mktemp("step"))
+    return model, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def test_step_writes_the_new_row_in_place_and_matches_torch(tiny_step) -> None:
+    """Each run writes one K/V row into the bound numpy buffers (no copy out), and the logits and rows equal
+    the PyTorch module's; growing past the capacity rebinds and keeps the history."""
+    import torch
+
+    model, session = tiny_step
+    rng = np.random.default_rng(1)
+    cache = KVCache(n_layer=2, n_head=2, head_dim=8, capacity=4)
+    k = rng.standard_normal((2, 1, 2, 3, 8)).astype(np.float32)
+    v = rng.standard_normal((2, 1, 2, 3, 8)).astype(np.float32)
+    cache.append(k, v)
+    step = StepBinding(session, cache, vocab=33)
+    ks = [torch.from_numpy(k[i].copy()) for i in range(2)]
+    vs = [torch.from_numpy(v[i].copy()) for i in range(2)]
+    first_buffer = cache.k[0]
+    for n, token in enumerate([5, 9, 1, 30]):  # the third token overflows capacity 4 -> buffers grow
+        logits = step.run(token, position=n).copy()
+        with torch.no_grad():
+            from quantize.t2s import cache_length, grown
+
+            want, ks, vs = model.step(torch.tensor([[token]]), torch.tensor([n]), grown(ks), grown(vs),
+                                      cache_length(ks))
+        np.testing.assert_allclose(logits, want.numpy(), atol=1e-5)
+        assert cache.length == 4 + n
+        for layer in range(2):
+            np.testing.assert_allclose(cache.k[layer][:, :, : cache.length], ks[layer].numpy(), atol=1e-5)
+            np.testing.assert_allclose(cache.v[layer][:, :, : cache.length], vs[layer].numpy(), atol=1e-5)
+    assert cache.capacity == 8 and cache.k[0] is not first_buffer
