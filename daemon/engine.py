@@ -114,7 +114,7 @@ class Engine:
             info = self.bundle.graphs[graph]
             self._sessions[graph] = create_session(
                 self.bundle.graph_path(graph), self.profile, info.inputs, self.state_dir / "cache",
-                self.bundle.digest,
+                self.bundle.digest, repeated_shapes=graph == "t2s_step",
             )
         return self._sessions[graph]
 
