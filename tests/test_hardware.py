@@ -10,7 +10,15 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from daemon.hardware import PROFILE_DIR, HardwareProfile, ProfileError, create_session, provider_chain, trt_shape_ranges
+from daemon.hardware import (
+    PROFILE_DIR,
+    HardwareProfile,
+    ProfileError,
+    create_session,
+    provider_chain,
+    session_options,
+    trt_shape_ranges,
+)
 
 PROFILES = sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
 
@@ -68,3 +76,26 @@ def test_session_runs_on_cpu_from_a_gpu_profile(tmp_path: Path) -> None:
     session = create_session(path, HardwareProfile.load("x86-cuda"), inputs, tmp_path, "0" * 64)
     out = session.run(None, {"x": np.array([-1.0, 2.0], np.float32)})[0]
     np.testing.assert_array_equal(out, [0.0, 2.0])
+
+
+def test_sessions_share_one_arena_and_only_the_step_graph_keeps_memory_patterns(tmp_path: Path) -> None:
+    """Two sessions built with the arena on both allocate from the process-wide arena; a graph whose shapes
+    change per call gets no memory pattern (it would keep a block per shape), the step graph does."""
+    profile = HardwareProfile(name="t", providers=["CPUExecutionProvider"], intra_op_threads=1)
+    varying, repeated = session_options(profile), session_options(profile, repeated_shapes=True)
+    assert not varying.enable_mem_pattern and repeated.enable_mem_pattern
+    for opts in (varying, repeated):
+        assert opts.get_session_config_entry("session.use_env_allocators") == "1"
+    own = session_options(HardwareProfile(name="t", providers=["CPUExecutionProvider"], cpu_mem_arena=False))
+    assert not own.enable_cpu_mem_arena
+    with pytest.raises(RuntimeError, match="use_env_allocators"):  # not set: this session keeps its own
+        own.get_session_config_entry("session.use_env_allocators")
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n"])])
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), str(path))
+    sessions = [create_session(path, profile, repeated_shapes=r) for r in (False, True)]
+    for session in sessions:  # both run from the shared arena
+        out = session.run(None, {"x": np.array([-1.0, 2.0], np.float32)})[0]
+        np.testing.assert_array_equal(out, [0.0, 2.0])
