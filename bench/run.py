@@ -205,6 +205,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", type=Path, default=Path("/tmp/gsv-edge-bench"),
                         help="where built bundles are kept and reused (default /tmp/gsv-edge-bench)")
     args = parser.parse_args(argv)
+    if args.plot:  # fail now, not after the whole run
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            parser.error("--plot needs matplotlib: pip install 'gsv-edge[bench]'")
     steps, repeats = (w.QUICK_STEPS, 2) if args.quick else (w.STEPS, 3)
     info = machine(args.threads)
     gpu = cuda_available()
