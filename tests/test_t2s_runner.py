@@ -39,7 +39,7 @@ def tiny_step(tmp_path_factory):
     for p in model.parameters():
         torch.nn.init.normal_(p, std=0.3)
     path = export_graph(t2s_graphs(model.eval())[1], tmp_path_factory.mktemp("step"))
-    return model, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return model, ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]), path
 
 
 def test_step_writes_the_new_row_in_place_and_matches_torch(tiny_step) -> None:
@@ -47,7 +47,7 @@ def test_step_writes_the_new_row_in_place_and_matches_torch(tiny_step) -> None:
     the PyTorch module's; growing past the capacity rebinds and keeps the history."""
     import torch
 
-    model, session = tiny_step
+    model, session, _ = tiny_step
     rng = np.random.default_rng(1)
     cache = KVCache(n_layer=2, n_head=2, head_dim=8, capacity=4)
     k = rng.standard_normal((2, 1, 2, 3, 8)).astype(np.float32)
@@ -70,3 +70,20 @@ def test_step_writes_the_new_row_in_place_and_matches_torch(tiny_step) -> None:
             np.testing.assert_allclose(cache.k[layer][:, :, : cache.length], ks[layer].numpy(), atol=1e-5)
             np.testing.assert_allclose(cache.v[layer][:, :, : cache.length], vs[layer].numpy(), atol=1e-5)
     assert cache.capacity == 8 and cache.k[0] is not first_buffer
+
+
+def test_step_graph_is_one_fused_attention_node_per_layer(tiny_step) -> None:
+    """The exported step graph attends through one GroupQueryAttention node per layer (no Softmax or
+    Concat of caches spelled out in plain ops) and declares the cache inputs and outputs in pairs."""
+    import onnx
+
+    model, session, path = tiny_step
+    graph = onnx.load(str(path)).graph
+    ops = [n.op_type for n in graph.node]
+    assert ops.count("GroupQueryAttention") == model.cfg.n_layer
+    assert "Softmax" not in ops
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = [o.name for o in session.get_outputs()]
+    for i in range(model.cfg.n_layer):
+        for kind in ("key", "value"):
+            assert f"past_{kind}_{i}" in inputs and f"present_{kind}_{i}" in outputs
