@@ -11,14 +11,20 @@ from __future__ import annotations
 import re
 import unicodedata
 from functools import cache
-
-import inflect
+from typing import TYPE_CHECKING
 
 from .symbols import PUNCTUATION
+
+if TYPE_CHECKING:
+    import inflect
 
 
 @cache
 def _engine() -> inflect.engine:
+    """Imported on the first English number: inflect costs ~13 MB and seconds of start-up that a box
+    speaking only Chinese never needs."""
+    import inflect
+
     return inflect.engine()
 
 
