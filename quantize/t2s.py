@@ -8,11 +8,11 @@ checkpoint with the ``model.`` prefix removed, e.g. ``h.layers.0.self_attn.in_pr
 For ONNX the decode is split in two graphs (see ``t2s_graphs``):
 
 * ``t2s_prefill``: phones + BERT + prompt tokens -> first logits and the K/V of every position.
-* ``t2s_step``: one token -> logits and the K/V of that token. The past K/V arrive as one input per layer in
-  buffers the runtime preallocates and fills in place (K transposed, ``[1, heads, head_dim, capacity]``, so the
-  score product needs no transpose; V ``[1, heads, capacity, head_dim]``); positions past
-  the valid length are hidden by an additive ``attn_bias``. The new token's own key/value are attended
-  separately (their scores are concatenated, not the caches), so nothing copies the cache per step.
+* ``t2s_step``: one token -> logits, its key and value written into the cache. The cache arrives as one key
+  and one value buffer per layer, ``[1, heads, capacity, head_dim]``, with ``seqlens_k`` valid rows; each layer
+  attends through one onnxruntime ``GroupQueryAttention`` node (:class:`CachedAttention`), and the runtime binds
+  every buffer as both that node's past input and present output, so the row is written in place and nothing
+  copies the cache per step.
 """
 
 from __future__ import annotations
@@ -162,7 +162,9 @@ class CachedAttention(torch.autograd.Function):
     and output the cache is updated in place. Eager PyTorch computes the same arithmetic (for parity)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, past_k, past_v, length, total, n_head: int, head_dim: int):  # noqa: ARG004
+    def forward(ctx, q, k, v, past_k, past_v, length, total, n_head: int, head_dim: int):
+        """q, k, v [1, 1, D]; buffers [1, H, capacity, Dh] with ``length`` [1] valid rows; ``total`` (scalar,
+        length + 1) is only read by the ONNX node."""
         heads = [z.reshape(1, 1, n_head, head_dim).transpose(1, 2) for z in (q, k, v)]  # [1, H, 1, Dh]
         row = length.long()
         present_k = past_k.index_copy(2, row, heads[1])
@@ -173,7 +175,7 @@ class CachedAttention(torch.autograd.Function):
         return SelfAttention.merge(torch.matmul(weights, present_v)), present_k, present_v
 
     @staticmethod
-    def symbolic(g, q, k, v, past_k, past_v, length, total, n_head: int, head_dim: int):  # noqa: ARG004
+    def symbolic(g, q, k, v, past_k, past_v, length, total, n_head: int, head_dim: int):
         out, present_k, present_v = g.op(
             "com.microsoft::GroupQueryAttention", q, k, v, past_k, past_v, length, total,
             num_heads_i=n_head, kv_num_heads_i=n_head, outputs=3,
@@ -190,6 +192,7 @@ def grown(cache: list[torch.Tensor]) -> list[torch.Tensor]:
 
 
 def cache_length(cache: list[torch.Tensor]) -> torch.Tensor:
+    """Valid rows of per-layer caches before :func:`grown` adds one, as the step's ``length`` input."""
     return torch.tensor([cache[0].shape[2]], dtype=torch.int32)
 
 
