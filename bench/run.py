@@ -37,7 +37,13 @@ METRICS = [  # key, label, lower is better for all of them
     ("peak_rss_mb", "peak RSS (MB)"),
     ("bundle_mb", "bundle (MB)"),
 ]
-CPU_VARIANTS = ("fp32", "int8", "mixed")
+# Quantized variants: (preset, per-graph overrides). int8_vocoder adds the opt-in static int8 vocoder.
+QUANTIZED: dict[str, tuple[str, dict[str, str]]] = {
+    "int8": ("int8", {}),
+    "mixed": ("mixed", {}),
+    "int8_vocoder": ("int8", {"sovits_decoder": "int8"}),
+}
+CPU_VARIANTS = ("fp32", *QUANTIZED)
 
 
 def log(msg: str) -> None:
@@ -71,15 +77,17 @@ def cuda_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def usable(bundle: Path, source: Path | None = None) -> bool:
+def usable(bundle: Path, source: Path | None = None, plan: dict[str, str] | None = None) -> bool:
     """A bundle left by an earlier run is reused only if this version reads it (and, for a quantized one, it
-    was made from the current fp32 bundle)."""
+    was made from the current fp32 bundle with the same per-graph precisions)."""
     from daemon.bundle import Bundle, BundleError
 
     try:
         loaded = Bundle.load(bundle, verify=False)
         if source is not None:
-            return loaded.manifest["provenance"].get("quantized_from") == Bundle.load(source, verify=False).digest
+            made = loaded.manifest["provenance"]
+            return (made.get("quantized_from") == Bundle.load(source, verify=False).digest
+                    and made["quantization"]["graphs"] == plan)
         return True
     except (BundleError, KeyError):
         return False
@@ -98,11 +106,16 @@ def build(work: Path, with_fp16: bool) -> dict[str, Path]:
         log("building full-size v2 sources (random weights)")
         files = build_full_sources(sources)
         convert(files, bundles["fp32"], name="bench v2 full size (random weights)", untrained=True, log=log)
-    for precision in ("int8", "mixed") + (("fp16",) if with_fp16 else ()):
-        bundles[precision] = work / precision
-        if not usable(bundles[precision], bundles["fp32"]):
-            log(f"quantizing: {precision}")
-            quantize_bundle(bundles["fp32"], bundles[precision], precision, log=log)
+    from daemon.bundle import Bundle
+    from quantize.quantization import graph_plan
+
+    variants = {**QUANTIZED, **({"fp16": ("fp16", {})} if with_fp16 else {})}
+    for name, (preset, overrides) in variants.items():
+        bundles[name] = work / name
+        plan = graph_plan(Bundle.load(bundles["fp32"], verify=False), preset, overrides)
+        if not usable(bundles[name], bundles["fp32"], plan):
+            log(f"quantizing: {name}")
+            quantize_bundle(bundles["fp32"], bundles[name], preset, overrides, log=log)
     return bundles
 
 

@@ -121,21 +121,33 @@ def _ref_spectrogram(rng: np.random.Generator, bins: int, frames: int = 100) -> 
     return np.abs(rng.standard_normal((1, bins, frames))).astype(np.float32)
 
 
-def sovits_fidelity(ref: Bundle, test: Bundle, rng: np.random.Generator) -> dict[str, Any]:
-    cfg = ref.manifest["sovits"]
-    spec = _ref_spectrogram(rng, cfg["spec_channels"])
-    style_feeds = {"refer_spec": spec}
-    if ref.model_version in ("v2Pro", "v2ProPlus"):
-        style_feeds["sv_emb"] = rng.standard_normal((1, 20480)).astype(np.float32)
-    ge_ref = _session(ref, "sovits_ref_style").run(None, style_feeds)[0]
-    ge_test = _session(test, "sovits_ref_style").run(None, style_feeds)[0]
-    feeds = {
-        "codes": rng.integers(0, 1024, (1, 1, SOVITS_CODES)).astype(np.int64),
-        "text": rng.integers(0, cfg["n_symbols"], (1, SOVITS_PHONES)).astype(np.int64),
-        "ge": ge_ref,
-        "noise": rng.standard_normal((1, cfg["inter_channels"], 2 * SOVITS_CODES)).astype(np.float32),
+def style_feeds(bundle: Bundle, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """``sovits_ref_style`` inputs: a random reference spectrogram (+ speaker embedding for v2Pro*)."""
+    feeds = {"refer_spec": _ref_spectrogram(rng, bundle.manifest["sovits"]["spec_channels"])}
+    if bundle.model_version in ("v2Pro", "v2ProPlus"):
+        feeds["sv_emb"] = rng.standard_normal((1, 20480)).astype(np.float32)
+    return feeds
+
+
+def decoder_feeds(bundle: Bundle, rng: np.random.Generator, ge: np.ndarray, codes: int = SOVITS_CODES,
+                  phones: int = SOVITS_PHONES) -> dict[str, np.ndarray]:
+    """``sovits_decoder`` inputs: random codes and phones, the style ``ge``, noise at upstream's scale."""
+    cfg = bundle.manifest["sovits"]
+    return {
+        "codes": rng.integers(0, 1024, (1, 1, codes)).astype(np.int64),
+        "text": rng.integers(0, cfg["n_symbols"], (1, phones)).astype(np.int64),
+        "ge": ge,
+        "noise": rng.standard_normal((1, cfg["inter_channels"], 2 * codes)).astype(np.float32),
         "noise_scale": np.array([0.5], np.float32),
     }
+
+
+def sovits_fidelity(ref: Bundle, test: Bundle, rng: np.random.Generator) -> dict[str, Any]:
+    cfg = ref.manifest["sovits"]
+    style = style_feeds(ref, rng)
+    ge_ref = _session(ref, "sovits_ref_style").run(None, style)[0]
+    ge_test = _session(test, "sovits_ref_style").run(None, style)[0]
+    feeds = decoder_feeds(ref, rng, ge_ref)
     want = _session(ref, "sovits_decoder").run(None, feeds)[0].ravel()
     got = _session(test, "sovits_decoder").run(None, feeds)[0].ravel()
     sr, n_fft, hop = cfg["sampling_rate"], cfg["filter_length"], cfg["hop_length"]
