@@ -25,7 +25,7 @@ def describe_bundle(path: Path) -> str:
         "  all graphs present and match their SHA-256",
     ]
     for name, g in bundle.graphs.items():
-        ins = ", ".join(f"{i['name']}{i['shape']}" for i in g.inputs)
+        ins = ", ".join(_grouped_inputs(g.inputs))
         lines.append(f"  {name:22s} {g.bytes / 1e6:7.2f} MB {g.precision:5s} in: {ins}")
     for name, report in m.get("parity", {}).items():
         parts = [f"{k} {v['max_abs_diff']:.1e}" if "max_abs_diff" in v else f"{k} {'ok' if v['identical'] else 'DIFF'}"
@@ -77,3 +77,22 @@ def run(args: argparse.Namespace) -> int:
         print(f"gsv-edge inspect: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def _grouped_inputs(inputs: list[dict]) -> list[str]:
+    """``name[shape]`` per input; per-layer inputs (``past_key_0`` ... ``past_key_23``, same shape) as one
+    ``past_key_0..23[shape]`` so the step graph's 48 cache inputs read as two."""
+    out: list[str | tuple[str, str]] = []
+    runs: dict[tuple[str, str], list[int]] = {}
+    for i in inputs:
+        stem, _, index = i["name"].rpartition("_")
+        if stem and index.isdigit():
+            key = (stem, str(i["shape"]))
+            if key not in runs:
+                runs[key] = []
+                out.append(key)
+            runs[key].append(int(index))
+        else:
+            out.append(f"{i['name']}{i['shape']}")
+    return [f"{item[0]}_{min(runs[item])}..{max(runs[item])}{item[1]}" if isinstance(item, tuple) else item
+            for item in out]

@@ -249,3 +249,13 @@ def test_building_a_bundle_is_all_or_nothing(demo_bundle: Path, tmp_path: Path) 
     with building(out) as work:
         shutil.copytree(demo_bundle, work, dirs_exist_ok=True)
     assert Bundle.load(out).digest == Bundle.load(demo_bundle).digest
+
+
+def test_inspect_groups_the_step_graphs_cache_inputs(demo_bundle: Path) -> None:  # noqa: F811
+    from daemon.describe import describe_bundle
+
+    text = describe_bundle(demo_bundle)
+    step = next(line for line in text.splitlines() if line.strip().startswith("t2s_step"))
+    n = Bundle.load(demo_bundle).manifest["t2s"]["n_layer"]
+    assert f"past_key_0..{n - 1}[" in step and f"past_value_0..{n - 1}[" in step
+    assert "past_key_1[" not in step and "seqlens_k[1]" in step
