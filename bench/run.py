@@ -109,10 +109,11 @@ def build(work: Path, with_fp16: bool) -> dict[str, Path]:
     from daemon.bundle import Bundle
     from quantize.quantization import graph_plan
 
+    source = Bundle.load(bundles["fp32"], verify=False)
     variants = {**QUANTIZED, **({"fp16": ("fp16", {})} if with_fp16 else {})}
     for name, (preset, overrides) in variants.items():
         bundles[name] = work / name
-        plan = graph_plan(Bundle.load(bundles["fp32"], verify=False), preset, overrides)
+        plan = graph_plan(source, preset, overrides)
         if not usable(bundles[name], bundles["fp32"], plan):
             log(f"quantizing: {name}")
             quantize_bundle(bundles["fp32"], bundles[name], preset, overrides, log=log)

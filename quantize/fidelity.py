@@ -37,7 +37,8 @@ MEL_BINS = 100
 MEL_FLOOR = 1e-5
 
 
-def _session(bundle: Bundle, graph: str) -> ort.InferenceSession:
+def graph_session(bundle: Bundle, graph: str) -> ort.InferenceSession:
+    """One of the bundle's graphs on the CPU provider with default options (fidelity and calibration runs)."""
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return ort.InferenceSession(str(bundle.graph_path(graph)), sess_options=opts, providers=["CPUExecutionProvider"])
@@ -53,7 +54,7 @@ def teacher_forced_logits(bundle: Bundle, phones: np.ndarray, bert: np.ndarray, 
                           tokens: list[int] | None, steps: int) -> tuple[np.ndarray, list[int]]:
     """Logits [steps, V] of the prefill and ``steps - 1`` KV-cache steps. Each step is fed ``tokens[i]``, or
     when ``tokens`` is None the greedy choice (EOS excluded), which is returned as the sequence fed."""
-    prefill, step = _session(bundle, "t2s_prefill"), _session(bundle, "t2s_step")
+    prefill, step = graph_session(bundle, "t2s_prefill"), graph_session(bundle, "t2s_step")
     cfg = bundle.manifest["t2s"]
     n_layer, n_head, head_dim, eos = cfg["n_layer"], cfg["n_head"], cfg["head_dim"], cfg["eos"]
     logits, k, v = prefill.run(None, {"phone_ids": phones, "bert": bert, "prompt": prompt})
@@ -145,11 +146,11 @@ def decoder_feeds(bundle: Bundle, rng: np.random.Generator, ge: np.ndarray, code
 def sovits_fidelity(ref: Bundle, test: Bundle, rng: np.random.Generator) -> dict[str, Any]:
     cfg = ref.manifest["sovits"]
     style = style_feeds(ref, rng)
-    ge_ref = _session(ref, "sovits_ref_style").run(None, style)[0]
-    ge_test = _session(test, "sovits_ref_style").run(None, style)[0]
+    ge_ref = graph_session(ref, "sovits_ref_style").run(None, style)[0]
+    ge_test = graph_session(test, "sovits_ref_style").run(None, style)[0]
     feeds = decoder_feeds(ref, rng, ge_ref)
-    want = _session(ref, "sovits_decoder").run(None, feeds)[0].ravel()
-    got = _session(test, "sovits_decoder").run(None, feeds)[0].ravel()
+    want = graph_session(ref, "sovits_decoder").run(None, feeds)[0].ravel()
+    got = graph_session(test, "sovits_decoder").run(None, feeds)[0].ravel()
     sr, n_fft, hop = cfg["sampling_rate"], cfg["filter_length"], cfg["hop_length"]
     return {
         "sovits_decoder": {
@@ -165,22 +166,22 @@ def helper_fidelity(ref: Bundle, test: Bundle, rng: np.random.Generator) -> dict
     """Feature cosine of the graphs that run when a voice is registered or Chinese text is read."""
     report: dict[str, Any] = {}
     wav = (0.1 * rng.standard_normal((1, 3 * 16000))).astype(np.float32)
-    ssl_ref = _session(ref, "hubert").run(None, {"wav16k": wav})[0] if ref.has("hubert") else None
+    ssl_ref = graph_session(ref, "hubert").run(None, {"wav16k": wav})[0] if ref.has("hubert") else None
     if ssl_ref is not None:
-        ssl_test = _session(test, "hubert").run(None, {"wav16k": wav})[0]
+        ssl_test = graph_session(test, "hubert").run(None, {"wav16k": wav})[0]
         report["hubert"] = {"cosine": _cosine(ssl_ref, ssl_test)}
     ssl = ssl_ref if ssl_ref is not None else rng.standard_normal((1, SSL_DIM, 60)).astype(np.float32)
-    codes_ref = _session(ref, "sovits_extract_latent").run(None, {"ssl_content": ssl})[0]
-    codes_test = _session(test, "sovits_extract_latent").run(None, {"ssl_content": ssl})[0]
+    codes_ref = graph_session(ref, "sovits_extract_latent").run(None, {"ssl_content": ssl})[0]
+    codes_test = graph_session(test, "sovits_extract_latent").run(None, {"ssl_content": ssl})[0]
     report["sovits_extract_latent"] = {"codes_identical": float(np.mean(codes_ref == codes_test))}
     if ref.has("roberta"):
         ids = rng.integers(1, 21128, (1, 16)).astype(np.int64)
-        report["roberta"] = {"cosine": _cosine(_session(ref, "roberta").run(None, {"input_ids": ids})[0],
-                                               _session(test, "roberta").run(None, {"input_ids": ids})[0])}
+        report["roberta"] = {"cosine": _cosine(graph_session(ref, "roberta").run(None, {"input_ids": ids})[0],
+                                               graph_session(test, "roberta").run(None, {"input_ids": ids})[0])}
     if ref.has("sv_embedding"):
         fbank = rng.standard_normal((1, 200, 80)).astype(np.float32)
-        report["sv_embedding"] = {"cosine": _cosine(_session(ref, "sv_embedding").run(None, {"fbank": fbank})[0],
-                                                    _session(test, "sv_embedding").run(None, {"fbank": fbank})[0])}
+        report["sv_embedding"] = {"cosine": _cosine(graph_session(ref, "sv_embedding").run(None, {"fbank": fbank})[0],
+                                                    graph_session(test, "sv_embedding").run(None, {"fbank": fbank})[0])}
     return report
 
 

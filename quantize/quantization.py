@@ -35,7 +35,6 @@ import numpy as np
 from daemon.bundle import MANIFEST, Bundle, BundleError, building, sha256_of
 
 PRECISIONS = ("fp32", "fp16", "int8")
-CALIBRATION_SEED = 20241130
 
 # Per preset, the precision of each graph; graphs not named stay fp32.
 # sovits_extract_latent picks codebook entries by nearest distance: any rounding can flip a code, and it
@@ -109,6 +108,7 @@ GENERATOR_PREFIX = "/dec/"  # the exporter's node names for the HiFi-GAN generat
 # Generator convolutions kept fp32: the first, the style conditioning and the last (1-channel waveform) one
 # touch the latent and the output directly; keeping them measured +1.5 dB SNR at no cost in speed.
 GENERATOR_EDGES = ("/dec/conv_pre/", "/dec/cond/", "/dec/conv_post/")
+CALIBRATION_SEED = 20241130
 CALIBRATION_INPUTS = 4
 CALIBRATION_CODES = 60
 
@@ -145,12 +145,10 @@ def quantize_generator_static(src: Path, dst: Path, work: Path, calibration: lis
 def decoder_calibration(bundle: Bundle) -> list[dict[str, Any]]:
     """Seeded decoder inputs for static calibration: random codes and phones with the style the bundle's own
     ``sovits_ref_style`` gives a random reference spectrogram (what the fidelity report also uses)."""
-    import onnxruntime as ort
-
-    from .fidelity import decoder_feeds, style_feeds
+    from .fidelity import decoder_feeds, graph_session, style_feeds
 
     rng = np.random.default_rng(CALIBRATION_SEED)
-    style = ort.InferenceSession(str(bundle.graph_path("sovits_ref_style")), providers=["CPUExecutionProvider"])
+    style = graph_session(bundle, "sovits_ref_style")
     return [decoder_feeds(bundle, rng, style.run(None, style_feeds(bundle, rng))[0], CALIBRATION_CODES)
             for _ in range(CALIBRATION_INPUTS)]
 
