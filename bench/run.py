@@ -34,6 +34,7 @@ METRICS = [  # key, label, lower is better for all of them
     ("rtf_e2e", "end-to-end RTF"),
     ("first_audio_ms", "first audio (ms)"),
     ("first_audio_chunked_ms", "first audio, 1 s chunks (ms)"),
+    ("stall_chunked_ms", "playback stalls, 1 s chunks (ms)"),
     ("peak_rss_mb", "peak RSS (MB)"),
     ("bundle_mb", "bundle (MB)"),
 ]

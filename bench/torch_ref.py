@@ -113,6 +113,7 @@ def measure(gpt: Path, sovits: Path, threads: int, steps: int, repeats: int) -> 
         "rtf_e2e": min(e2e),
         "first_audio_ms": 1000 * min(first),
         "first_audio_chunked_ms": None,
+        "stall_chunked_ms": None,
         "peak_rss_mb": peak_rss_mb(),
         "bundle_mb": None,
         "audio_seconds": seconds,

@@ -15,7 +15,7 @@ LANG = "zh"
 STEPS = 200  # 8 s of audio at 25 tokens/s; random weights never emit EOS, so the count is fixed
 SENTENCE_STEPS = 100  # what a 20-character sentence takes when spoken (4 s)
 QUICK_STEPS = 100
-STREAM_CHUNK = 25  # engine.stream_chunk_tokens for the chunked first-audio figure (1 s; the first chunk is half)
+STREAM_CHUNK = 25  # engine.stream_chunk_tokens for the chunked figures (1 s chunks after a short first one)
 
 
 def reference_clip(seed: int = 7) -> np.ndarray:

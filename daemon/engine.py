@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -42,6 +43,8 @@ MIN_TOKENS = 40
 NO_TOKEN_RETRIES = 2
 MAX_TEXT_CHARS = 5000
 MIN_CHUNK_TOKENS = 8
+FIRST_CHUNK_TOKENS = 6  # the smallest first chunk (0.24 s): first audio after prefill + 6 steps
+CHUNK_GROWTH = 1.5  # each chunk at most this much longer than the one before, up to chunk_tokens
 CHUNK_CONTEXT_TOKENS = 8  # left context a chunk is vocoded with (its audio is dropped again)
 CROSSFADE_SECONDS = 0.01
 SYNTHESIS_GRAPHS = ("t2s_prefill", "t2s_step", "sovits_decoder", "roberta")
@@ -54,9 +57,9 @@ class SynthesisOptions:
     seed: int | None = None
     noise_scale: float = 0.5  # upstream's default
     sampling: SamplingParams = SamplingParams()
-    # > 0: vocode every this many semantic tokens (25 = 1 s of speech) instead of whole segments, so the first
-    # audio comes after a second of speech is decoded rather than the whole sentence. Chunks are vocoded with
-    # a few tokens of left context and cross-faded; the audio is then close to, not equal to, whole-segment.
+    # > 0: vocode in chunks of up to this many semantic tokens (25 = 1 s of speech) instead of whole segments,
+    # so the first audio comes after a few tokens rather than the whole sentence (see chunk_sizes). Chunks are
+    # vocoded with a few tokens of left context and cross-faded; the audio is close to, not equal to, whole-segment.
     chunk_tokens: int = 0
 
     def __post_init__(self) -> None:
@@ -64,6 +67,18 @@ class SynthesisOptions:
             raise ValueError(f"speed must be within 0.25-4.0, got {self.speed}")
         if self.chunk_tokens < 0 or 0 < self.chunk_tokens < MIN_CHUNK_TOKENS:
             raise ValueError(f"chunk_tokens must be 0 (whole segments) or >= {MIN_CHUNK_TOKENS}")
+
+
+def chunk_sizes(chunk_tokens: int) -> Iterator[int]:
+    """Tokens per streamed chunk: a short first chunk (a quarter of ``chunk_tokens``, at least
+    FIRST_CHUNK_TOKENS) so speech starts soon, then growing by CHUNK_GROWTH up to ``chunk_tokens``. Growing
+    rather than jumping keeps each chunk's decode + vocode shorter than the audio already queued before it,
+    so playback does not stall after a short first chunk; the later, longer chunks cost fewer seams and less
+    re-vocoded context."""
+    size = min(chunk_tokens, max(FIRST_CHUNK_TOKENS, chunk_tokens // 4))
+    while True:
+        yield size
+        size = min(chunk_tokens, math.ceil(size * CHUNK_GROWTH))
 
 
 class Engine:
@@ -307,22 +322,23 @@ class Engine:
 
     def _chunked(self, voice: Voice, phone_ids: np.ndarray, bert: np.ndarray, options: SynthesisOptions,
                  token_rng: np.random.Generator, noise_rng: np.random.Generator) -> Iterator[np.ndarray]:
-        """Audio every ``chunk_tokens`` tokens (the first chunk half that) while the decode goes on (upstream's
-        streaming-mode tokens:
-        every generated token but EOS). Each chunk is vocoded with up to CHUNK_CONTEXT_TOKENS earlier tokens
-        whose audio is dropped, and joined to the previous chunk by a short cross-fade."""
+        """Audio in chunks of :func:`chunk_sizes` tokens while the decode goes on (upstream's streaming-mode
+        tokens: every generated token but EOS). Each chunk is vocoded with up to CHUNK_CONTEXT_TOKENS earlier
+        tokens whose audio is dropped, and joined to the previous chunk by a short cross-fade."""
         all_phones, all_bert, limit = self._decode_inputs(voice, phone_ids, bert)
         run = Decode(self.t2s, all_phones, all_bert, voice.prompt_tokens[None], options.sampling, token_rng, limit)
         fade = int(self.sample_rate * CROSSFADE_SECONDS)
         tokens: list[int] = []
         done = 0  # tokens whose audio has been emitted
         held = np.zeros(0, np.float32)  # the previous chunk's last `fade` samples, waiting for the cross-fade
-        first = max(MIN_CHUNK_TOKENS, options.chunk_tokens // 2)  # a shorter first chunk: speech starts sooner
+        sizes = chunk_sizes(options.chunk_tokens)
+        size = next(sizes)
         for token in run:
             tokens.append(token)
-            if len(tokens) - done >= (options.chunk_tokens if done else first):
+            if len(tokens) - done >= size:
                 piece, held = self._vocode_chunk(tokens, done, phone_ids, voice, options, noise_rng, held, fade, False)
                 done = len(tokens)
+                size = next(sizes)
                 yield piece
         if len(tokens) > done or held.size:
             if not tokens:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import shutil
 import socket
 import wave
+from itertools import islice
 from pathlib import Path
 
 import numpy as np
@@ -214,8 +216,24 @@ def test_lexicon_from_config_changes_pronunciation(demo_bundle: Path, tmp_path: 
     assert "G IH1 Z M OW0" not in " ".join(plain.phones), "the test word must differ without the lexicon"
 
 
+def test_chunk_sizes_start_short_and_grow_to_the_chunk() -> None:
+    """A quarter-size first chunk (never under FIRST_CHUNK_TOKENS), then growth by at most CHUNK_GROWTH per
+    chunk, capped at chunk_tokens."""
+    from daemon.engine import CHUNK_GROWTH, FIRST_CHUNK_TOKENS, MIN_CHUNK_TOKENS, chunk_sizes
+
+    assert list(islice(chunk_sizes(25), 6)) == [6, 9, 14, 21, 25, 25]
+    for chunk in (MIN_CHUNK_TOKENS, 20, 25, 50, 100, 500):
+        sizes = list(islice(chunk_sizes(chunk), 40))
+        assert sizes[0] == min(chunk, max(FIRST_CHUNK_TOKENS, chunk // 4))
+        assert all(a <= b <= math.ceil(a * CHUNK_GROWTH) for a, b in zip(sizes, sizes[1:], strict=False))
+        assert sizes[-1] == chunk, f"chunk_tokens={chunk} never reached"
+
+
 def test_chunked_streaming_starts_early_and_keeps_the_tokens(voiced: Engine) -> None:
-    """chunk_tokens vocodes while decoding: more, shorter pieces; same tokens, so about the same length."""
+    """chunk_tokens vocodes while decoding: more, shorter pieces following chunk_sizes; same tokens, so about
+    the same length."""
+    from daemon.engine import chunk_sizes
+
     text = "Please stand behind the yellow line."
     whole = list(voiced.stream(text, "alice", "en", SynthesisOptions(seed=5)))
     runs_before = voiced.graph_runs["sovits_decoder"]
@@ -224,8 +242,14 @@ def test_chunked_streaming_starts_early_and_keeps_the_tokens(voiced: Engine) -> 
     assert voiced.graph_runs["sovits_decoder"] == runs_before + 1, "first audio after one chunk is vocoded"
     rest = list(pieces)
     per_token = 2 * 640  # two 20 ms latent frames of 640 samples per 25 Hz token
-    # the first chunk is half a chunk (10 tokens), minus the cross-fade tail held back for the next one
-    assert len(first) == 10 * per_token - int(voiced.sample_rate * 0.01)
+    fade = int(voiced.sample_rate * 0.01)
+    sizes = list(islice(chunk_sizes(20), len(rest)))
+    # the first chunk (6 tokens) minus the cross-fade tail held back for the next one; each later full chunk
+    # gives back the held tail and holds its own, so it is exactly its tokens long
+    assert len(first) == sizes[0] * per_token - fade
+    middle = rest[:-2]  # the segment's last, partial chunk and its pause follow
+    assert len(middle) >= 3, "the test sentence must span several chunks"
+    assert [len(p) for p in middle] == [s * per_token for s in sizes[1 : 1 + len(middle)]]
     chunked = np.concatenate([first, *rest])
     total = np.concatenate(whole)
     # same tokens; upstream's early-stop quirk drops one token from whole-segment decodes
