@@ -47,6 +47,10 @@ FIRST_CHUNK_TOKENS = 6  # the smallest first chunk (0.24 s): first audio after p
 CHUNK_GROWTH = 1.5  # each chunk at most this much longer than the one before, up to chunk_tokens
 CHUNK_CONTEXT_TOKENS = 8  # left context a chunk is vocoded with (its audio is dropped again)
 CROSSFADE_SECONDS = 0.01
+# Segments longer than this (10 s of speech) are vocoded in windows of this many tokens, like chunks: the
+# vocoder's activations grow ~15 MB per second of audio, so one long unpunctuated segment (up to 40 + 5 per
+# phone tokens) would otherwise peak at hundreds of MB. Shorter segments are vocoded whole, as upstream does.
+VOCODE_WINDOW_TOKENS = 250
 SYNTHESIS_GRAPHS = ("t2s_prefill", "t2s_step", "sovits_decoder", "roberta")
 VOICE_GRAPHS = ("hubert", "sovits_extract_latent", "sovits_ref_style", "sv_embedding")
 
@@ -104,6 +108,7 @@ class Engine:
         cfg = bundle.manifest["t2s"]
         self.eos = int(cfg["eos"])
         self.max_tokens = int(cfg.get("hz", 50)) * int(cfg.get("max_sec", 54))
+        self.vocode_window_tokens = VOCODE_WINDOW_TOKENS
         self.inter_channels = int(bundle.manifest["sovits"]["inter_channels"])
         self.is_pro = bundle.model_version in ("v2Pro", "v2ProPlus")
         self.bert_dim = int(next(i for i in bundle.graphs["t2s_prefill"].inputs if i["name"] == "bert")["shape"][1])
@@ -315,8 +320,12 @@ class Engine:
                 yield pause
             else:
                 tokens = self.semantic_tokens(v, phone_ids, bert, options, token_rng)
-                audio = self.decode_audio(tokens, phone_ids, v.ge, options.speed, options.noise_scale, noise_rng)
-                yield np.concatenate([audio.astype(np.float32), pause])
+                if len(tokens) > self.vocode_window_tokens:
+                    yield from self._vocode_windows(tokens, phone_ids, v, options, noise_rng)
+                    yield pause
+                else:
+                    audio = self.decode_audio(tokens, phone_ids, v.ge, options.speed, options.noise_scale, noise_rng)
+                    yield np.concatenate([audio.astype(np.float32), pause])
             if on_segment is not None:
                 on_segment(i, len(segments))
 
@@ -344,6 +353,18 @@ class Engine:
             if not tokens:
                 raise SynthesisError("the model produced no speech tokens for this segment")
             piece, _ = self._vocode_chunk(tokens, done, phone_ids, voice, options, noise_rng, held, fade, True)
+            yield piece
+
+    def _vocode_windows(self, tokens: np.ndarray, phone_ids: np.ndarray, voice: Voice, options: SynthesisOptions,
+                        rng: np.random.Generator) -> Iterator[np.ndarray]:
+        """A long segment's audio window by window (``vocode_window_tokens`` each, with left context and a
+        cross-fade, as chunks are), so the vocoder's memory does not grow with the segment."""
+        fade = int(self.sample_rate * CROSSFADE_SECONDS)
+        held = np.zeros(0, np.float32)
+        for done in range(0, len(tokens), self.vocode_window_tokens):
+            end = min(len(tokens), done + self.vocode_window_tokens)
+            piece, held = self._vocode_chunk(list(tokens[:end]), done, phone_ids, voice, options, rng, held, fade,
+                                             end == len(tokens))
             yield piece
 
     def _vocode_chunk(self, tokens: list[int], done: int, phone_ids: np.ndarray, voice: Voice,

@@ -259,6 +259,39 @@ def test_chunked_streaming_starts_early_and_keeps_the_tokens(voiced: Engine) -> 
         SynthesisOptions(chunk_tokens=3)
 
 
+def test_long_segments_are_vocoded_in_windows(voiced: Engine) -> None:
+    """A segment longer than vocode_window_tokens goes through the vocoder window by window (bounded memory):
+    no run sees more than a window plus its left context, and the audio keeps every token's length."""
+    from daemon.engine import CHUNK_CONTEXT_TOKENS, PAUSE_SECONDS, VOCODE_WINDOW_TOKENS
+
+    text = "Please stand behind the yellow line."
+    whole = list(voiced.stream(text, "alice", "en", SynthesisOptions(seed=5)))
+    pause = int(voiced.sample_rate * PAUSE_SECONDS)
+    per_token = 2 * 640
+    tokens = (len(whole[0]) - pause) // per_token
+    window = 16
+    assert len(whole) == 1 and tokens > 2 * window, "the test sentence must be one segment of several windows"
+    seen: list[int] = []
+    run = voiced.run
+
+    def recording(graph: str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        if graph == "sovits_decoder":
+            seen.append(feeds["codes"].shape[-1])
+        return run(graph, feeds)
+
+    voiced.run, voiced.vocode_window_tokens = recording, window  # type: ignore[method-assign]
+    try:
+        windowed = list(voiced.stream(text, "alice", "en", SynthesisOptions(seed=5)))
+    finally:
+        del voiced.run
+        voiced.vocode_window_tokens = VOCODE_WINDOW_TOKENS
+    assert len(seen) == -(-tokens // window) and max(seen) <= window + CHUNK_CONTEXT_TOKENS
+    assert len(windowed) == len(seen) + 1 and not windowed[-1].any(), "the windows, then the segment's pause"
+    audio = np.concatenate(windowed)
+    assert len(audio) == len(whole[0]), "same tokens, same length"
+    assert np.isfinite(audio).all() and np.abs(audio).max() <= 1.0 and np.abs(audio[:-pause]).max() > 0.01
+
+
 def test_building_a_bundle_is_all_or_nothing(demo_bundle: Path, tmp_path: Path) -> None:  # noqa: F811
     from daemon.bundle import building
 
