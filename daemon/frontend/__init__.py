@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import chinese, en_normalize, english
+from . import en_normalize, english
 from .language import split_languages
 from .sentences import split_sentences
 from .symbols import SYMBOL_TO_ID, SYMBOLS, phones_to_ids
@@ -113,6 +113,10 @@ def _clean_segment(text: str, lang: str, lexicon: Lexicon | None, g2pw: G2PW | N
     if lang not in ("zh", "en"):  # upstream: unknown language -> English of a single space
         lang, text = "en", " "
     if lang == "zh":
+        # imported on first Chinese text: jieba and pypinyin hold ~170 MB of dictionaries that an
+        # English-only box never needs
+        from . import chinese
+
         zh_lexicon = lexicon.chinese if lexicon else None
         for mark, pause in _SPECIAL_PAUSES:
             if mark in text:
