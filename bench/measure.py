@@ -147,7 +147,7 @@ def measure(bundle_dir: Path, state: Path, threads: int, provider: str, steps: i
         "first_audio_chunked_ms": 1000 * min(first for first, _ in chunked),
         "stall_chunked_ms": 1000 * min(stall for _, stall in chunked),
         "peak_rss_mb": peak_rss_mb(),
-        "bundle_mb": sum(g.bytes for g in bundle.graphs.values()) / 1e6,
+        "bundle_mb": sum(g.size for g in bundle.graphs.values()) / 1e6,
         "audio_seconds": audio_seconds,
         "kv_start": int(phones.shape[1] + prompt.shape[1]),
         "per_step_ms": [1000 * t for t in per_step],

@@ -1,5 +1,9 @@
 """A model bundle: a directory with ``manifest.json`` and the ONNX graphs it lists.
 
+Each graph's weights are kept beside it in ``<graph>.onnx.data`` (ONNX external data; older bundles have them
+inline, which still loads). onnxruntime memory-maps that file instead of copying the weights onto the heap,
+and lets go of each weight that a kernel has repacked, so a session holds one copy of its weights, not two.
+
 ``gsv-edge convert`` writes bundles; the engine reads them. Loading verifies that every listed graph exists
 with the recorded size and SHA-256, so a half-copied or edited bundle is refused with the file at fault
 named, instead of failing later in the middle of an announcement.
@@ -38,6 +42,12 @@ class GraphInfo:
     inputs: list[dict[str, Any]]
     outputs: list[dict[str, Any]]
     description: str = ""
+    data: dict[str, Any] | None = None  # weights side file {"file", "sha256", "bytes"}; None: weights inline
+
+    @property
+    def size(self) -> int:
+        """Bytes on disk, graph and weights."""
+        return self.bytes + (int(self.data["bytes"]) if self.data else 0)
 
 
 def sha256_of(path: Path) -> str:
@@ -46,6 +56,20 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def weights_file(graph: Path) -> Path:
+    """Where a graph's weights live when they are kept beside it (``t2s_step.onnx.data``)."""
+    return graph.with_name(graph.name + ".data")
+
+
+def graph_files(graph: Path) -> dict[str, Any]:
+    """The manifest fields that pin a graph file and, when there is one, its weights file."""
+    def pinned(path: Path) -> dict[str, Any]:
+        return {"file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size}
+
+    data = weights_file(graph)
+    return {**pinned(graph), "data": pinned(data) if data.is_file() else None}
 
 
 @dataclass
@@ -77,7 +101,8 @@ class Bundle:
     @property
     def digest(self) -> str:
         """Identity of the weights: stable across copies and renames, changes with any graph."""
-        joined = "\n".join(f"{n}:{g.sha256}" for n, g in sorted(self.graphs.items()))
+        joined = "\n".join(f"{n}:{g.sha256}" + (f":{g.data['sha256']}" if g.data else "")
+                           for n, g in sorted(self.graphs.items()))
         return hashlib.sha256(joined.encode()).hexdigest()
 
     def has(self, graph: str) -> bool:
@@ -126,25 +151,29 @@ class Bundle:
         return bundle
 
     def verify(self) -> None:
-        """Every graph file present, with its recorded size and digest."""
+        """Every graph file (and weights file) present, with its recorded size and digest."""
         for info in self.graphs.values():
-            file = self.path / info.file
-            if not file.is_file():
-                raise BundleError(f"{file}: graph {info.name!r} listed in the manifest is missing")
-            size = file.stat().st_size
-            if size != info.bytes:
-                raise BundleError(
-                    f"{file}: size {size} bytes, manifest says {info.bytes} (truncated or replaced?)"
-                )
-            digest = sha256_of(file)
-            if digest != info.sha256:
-                raise BundleError(f"{file}: SHA-256 {digest[:16]}… does not match the manifest ({info.sha256[:16]}…)")
+            self._check(self.path / info.file, f"graph {info.name!r}", info.bytes, info.sha256)
+            if info.data:
+                self._check(self.path / info.data["file"], f"weights of graph {info.name!r}", int(info.data["bytes"]),
+                            str(info.data["sha256"]))
         for name, asset in self.manifest.get("assets", {}).items():
             file = self.path / asset["file"]
             if not file.is_file():
                 raise BundleError(f"{file}: asset {name!r} listed in the manifest is missing")
             if sha256_of(file) != asset["sha256"]:
                 raise BundleError(f"{file}: asset {name!r} does not match its SHA-256 in the manifest")
+
+    @staticmethod
+    def _check(file: Path, what: str, size: int, sha256: str) -> None:
+        if not file.is_file():
+            raise BundleError(f"{file}: {what} listed in the manifest is missing")
+        actual = file.stat().st_size
+        if actual != size:
+            raise BundleError(f"{file}: size {actual} bytes, manifest says {size} (truncated or replaced?)")
+        digest = sha256_of(file)
+        if digest != sha256:
+            raise BundleError(f"{file}: SHA-256 {digest[:16]}… does not match the manifest ({sha256[:16]}…)")
 
     def asset_path(self, name: str) -> Path | None:
         asset = self.manifest.get("assets", {}).get(name)

@@ -26,7 +26,7 @@ def describe_bundle(path: Path) -> str:
     ]
     for name, g in bundle.graphs.items():
         ins = ", ".join(_grouped_inputs(g.inputs))
-        lines.append(f"  {name:22s} {g.bytes / 1e6:7.2f} MB {g.precision:5s} in: {ins}")
+        lines.append(f"  {name:22s} {g.size / 1e6:7.2f} MB {g.precision:5s} in: {ins}")
     for name, report in m.get("parity", {}).items():
         parts = [f"{k} {v['max_abs_diff']:.1e}" if "max_abs_diff" in v else f"{k} {'ok' if v['identical'] else 'DIFF'}"
                  for k, v in report.items()]

@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.bundle import FORMAT, FORMAT_VERSION, MANIFEST, building
+from daemon.bundle import FORMAT, FORMAT_VERSION, MANIFEST, building, graph_files
 from daemon.bundle import sha256_of as file_sha256
 
 CONVERTER_VERSION = "0.1.0"
@@ -87,9 +87,7 @@ def _graph_entry(spec, path: Path, parity: dict[str, Any]) -> dict[str, Any]:
         return out
 
     return {
-        "file": path.name,
-        "sha256": file_sha256(path),
-        "bytes": path.stat().st_size,
+        **graph_files(path),
         "precision": "fp32",
         "inputs": describe(model.graph.input),
         "outputs": describe(model.graph.output),
@@ -231,5 +229,6 @@ def run(args: argparse.Namespace) -> int:
         print(f"gsv-edge convert: {exc}", file=sys.stderr)
         return 1
     for name, g in manifest["graphs"].items():
-        print(f"{name:24s} {g['bytes'] / 1e6:8.2f} MB  sha256 {g['sha256'][:16]}")
+        size = g["bytes"] + (g["data"]["bytes"] if g.get("data") else 0)
+        print(f"{name:24s} {size / 1e6:8.2f} MB  sha256 {g['sha256'][:16]}")
     return 0

@@ -191,8 +191,8 @@ def measure_fidelity(ref: Bundle, test: Bundle, seed: int = SEED) -> dict[str, A
     graphs: dict[str, Any] = {"t2s": t2s_fidelity(ref, test, rng)}
     graphs.update(sovits_fidelity(ref, test, rng))
     graphs.update(helper_fidelity(ref, test, rng))
-    sizes = {name: {"precision": info.precision, "bytes": info.bytes, "source_bytes": ref.graphs[name].bytes,
-                    "ratio": round(info.bytes / ref.graphs[name].bytes, 4)}
+    sizes = {name: {"precision": info.precision, "bytes": info.size, "source_bytes": ref.graphs[name].size,
+                    "ratio": round(info.size / ref.graphs[name].size, 4)}
              for name, info in test.graphs.items()}
     return {"reference": ref.digest, "seed": seed, "graphs": graphs, "sizes": sizes}
 

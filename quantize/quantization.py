@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.bundle import MANIFEST, Bundle, BundleError, building, sha256_of
+from daemon.bundle import MANIFEST, Bundle, BundleError, GraphInfo, building, graph_files, weights_file
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -87,8 +87,16 @@ def optimize_graph(src: Path, dst: Path) -> None:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     opts.optimized_model_filepath = str(dst)
+    # weights into dst's own weights file: otherwise onnxruntime points dst at src's, which is not beside it
+    opts.add_session_config_entry("session.optimized_model_external_initializers_file_name", weights_file(dst).name)
+    opts.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
     opts.log_severity_level = 3
     ort.InferenceSession(str(src), sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def remove_graph(path: Path) -> None:
+    path.unlink(missing_ok=True)
+    weights_file(path).unlink(missing_ok=True)
 
 
 def quantize_int8(src: Path, dst: Path, work: Path) -> None:
@@ -101,7 +109,7 @@ def quantize_int8(src: Path, dst: Path, work: Path) -> None:
     optimize_graph(src, folded)
     quantize_dynamic(folded, dst, weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"],
                      extra_options={"MatMulConstBOnly": True})
-    folded.unlink()
+    remove_graph(folded)
 
 
 GENERATOR_PREFIX = "/dec/"  # the exporter's node names for the HiFi-GAN generator (upstream's ``dec``)
@@ -139,7 +147,7 @@ def quantize_generator_static(src: Path, dst: Path, work: Path, calibration: lis
     quantize_static(folded, dst, Inputs(), quant_format=QuantFormat.QDQ, op_types_to_quantize=["Conv", "ConvTranspose"],
                     nodes_to_quantize=convs, per_channel=True, activation_type=QuantType.QUInt8,
                     weight_type=QuantType.QInt8)
-    folded.unlink()
+    remove_graph(folded)
 
 
 def decoder_calibration(bundle: Bundle) -> list[dict[str, Any]]:
@@ -163,6 +171,9 @@ def convert_fp16(src: Path, dst: Path) -> None:
 
 
 def reduce_graph(bundle: Bundle, name: str, dst: Path, precision: str, work: Path) -> None:
+    """``dst``: graph ``name`` at ``precision``, its weights in the weights file beside it."""
+    from .graphs import weights_beside
+
     src = bundle.graph_path(name)
     if precision == "int8" and name == "sovits_decoder":
         quantize_generator_static(src, dst, work, decoder_calibration(bundle))
@@ -172,6 +183,10 @@ def reduce_graph(bundle: Bundle, name: str, dst: Path, precision: str, work: Pat
         convert_fp16(src, dst)
     else:
         shutil.copyfile(src, dst)
+        if weights_file(src).is_file():
+            shutil.copyfile(weights_file(src), weights_file(dst))
+            return
+    weights_beside(dst)
 
 
 def quantize_bundle(source: Path | str, out: Path | str, preset: str, overrides: dict[str, str] | None = None,
@@ -193,9 +208,8 @@ def quantize_bundle(source: Path | str, out: Path | str, preset: str, overrides:
                 t0 = time.monotonic()
                 reduce_graph(src, name, work / info.file, precision, Path(tmp))
                 entry = manifest["graphs"][name]
-                entry.update(precision=precision, sha256=sha256_of(work / info.file),
-                             bytes=(work / info.file).stat().st_size)
-                log(f"  {name}: {precision}, {info.bytes / 1e6:.1f} -> {entry['bytes'] / 1e6:.1f} MB "
+                entry.update(precision=precision, **graph_files(work / info.file))
+                log(f"  {name}: {precision}, {info.size / 1e6:.1f} -> {GraphInfo(name, **entry).size / 1e6:.1f} MB "
                     f"in {time.monotonic() - t0:.1f} s")
         for asset in src.manifest.get("assets", {}).values():
             shutil.copyfile(src.path / asset["file"], work / asset["file"])

@@ -150,6 +150,35 @@ def test_tampered_graph_is_refused(demo_bundle: Path, tmp_path: Path) -> None:  
         Bundle.load(other)
 
 
+def test_graph_weights_live_beside_each_graph_and_are_verified(demo_bundle: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Every graph keeps its weights in ``<graph>.onnx.data`` (memory-mapped by onnxruntime); the manifest pins
+    that file too, so a truncated, altered or missing weights file is refused with its name."""
+    import onnx
+
+    bundle = Bundle.load(demo_bundle)
+    for name, graph in bundle.graphs.items():
+        assert graph.data and graph.data["file"] == f"{graph.file}.data", name
+        model = onnx.load(str(demo_bundle / graph.file), load_external_data=False)
+        inline = [t.name for t in model.graph.initializer
+                  if t.data_location != onnx.TensorProto.EXTERNAL and len(t.raw_data) >= 1024]
+        assert not inline, f"{name}: weights left in the graph file: {inline[:3]}"
+        assert graph.size == graph.bytes + (demo_bundle / graph.data["file"]).stat().st_size
+    other = tmp_path / "other"
+    shutil.copytree(demo_bundle, other)
+    weights = other / "t2s_step.onnx.data"
+    data = bytearray(weights.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="t2s_step.onnx.data: SHA-256"):
+        Bundle.load(other)
+    weights.write_bytes(bytes(data[:-100]))
+    with pytest.raises(BundleError, match="t2s_step.onnx.data: size"):
+        Bundle.load(other)
+    weights.unlink()
+    with pytest.raises(BundleError, match="t2s_step.onnx.data: weights of graph 't2s_step'.*missing"):
+        Bundle.load(other)
+
+
 def test_bundle_errors_name_the_file(demo_bundle: Path, tmp_path: Path) -> None:  # noqa: F811
     broken = tmp_path / "broken"
     shutil.copytree(demo_bundle, broken)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from daemon.bundle import Bundle, sha256_of
+from daemon.bundle import Bundle, graph_files, sha256_of
 from daemon.engine import Engine
 from daemon.hardware import HardwareProfile
 from quantize.graphs import export_graph
@@ -36,7 +36,7 @@ def bundle_with_roberta(demo_bundle: Path, tmp_path: Path) -> tuple[Path, BertMo
     shutil.copy(TOKENIZER / "tokenizer.json", out / "roberta_tokenizer.json")
     manifest = json.loads((out / "manifest.json").read_text())
     manifest["graphs"]["roberta"] = {
-        "file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size, "precision": "fp32",
+        **graph_files(path), "precision": "fp32",
         "inputs": [{"name": "input_ids", "dtype": "int64", "shape": [1, "tokens"]}],
         "outputs": [{"name": "hidden", "dtype": "float", "shape": ["tokens", 1024]}],
     }

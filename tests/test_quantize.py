@@ -68,11 +68,11 @@ def test_int8_manifest_records_precision_provenance_and_sizes(demo: Path, int8: 
     assert {n: g.precision for n, g in bundle.graphs.items()} == expected
     for name, graph in bundle.graphs.items():
         if graph.precision == "int8":
-            assert graph.bytes < 0.6 * source.graphs[name].bytes, name
+            assert graph.size < 0.6 * source.graphs[name].size, name
         else:
             assert graph.sha256 == source.graphs[name].sha256, f"{name} should be copied unchanged"
     sizes = bundle.manifest["fidelity"]["sizes"]
-    assert sizes["t2s_step"]["bytes"] == bundle.graphs["t2s_step"].bytes
+    assert sizes["t2s_step"]["bytes"] == bundle.graphs["t2s_step"].size
     assert set(bundle.manifest["parity"]) == {n for n, p in expected.items() if p == "fp32"}
 
 
