@@ -47,7 +47,7 @@ class GraphInfo:
     @property
     def size(self) -> int:
         """Bytes on disk, graph and weights."""
-        return self.bytes + (int(self.data["bytes"]) if self.data else 0)
+        return graph_size({"bytes": self.bytes, "data": self.data})
 
 
 def sha256_of(path: Path) -> str:
@@ -56,6 +56,11 @@ def sha256_of(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def graph_size(entry: dict[str, Any]) -> int:
+    """Bytes on disk of a manifest graph entry: the graph file and its weights file."""
+    return int(entry["bytes"]) + (int(entry["data"]["bytes"]) if entry.get("data") else 0)
 
 
 def weights_file(graph: Path) -> Path:

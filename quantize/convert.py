@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.bundle import FORMAT, FORMAT_VERSION, MANIFEST, building, graph_files
+from daemon.bundle import FORMAT, FORMAT_VERSION, MANIFEST, building, graph_files, graph_size, weights_file
 from daemon.bundle import sha256_of as file_sha256
 
 CONVERTER_VERSION = "0.1.0"
@@ -168,7 +168,7 @@ def convert(files: SourceFiles, out: Path, name: str | None = None, untrained: b
             t0 = time.monotonic()
             path = export_graph(spec, work)
             exported.append((spec, path))
-            size_mb = path.stat().st_size / 1e6
+            size_mb = sum(f.stat().st_size for f in (path, weights_file(path)) if f.is_file()) / 1e6
             log(f"  ({i}/{len(specs)}) {spec.name}: {size_mb:.1f} MB in {time.monotonic() - t0:.1f} s")
         log(f"[4/{stages}] measuring parity (PyTorch module vs onnxruntime, fixed inputs)")
         for spec, path in exported:
@@ -204,7 +204,7 @@ def convert(files: SourceFiles, out: Path, name: str | None = None, untrained: b
             },
         }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    total = sum(g["bytes"] for g in graphs.values())
+    total = sum(graph_size(g) for g in graphs.values())
     log(f"done: {out} ({len(graphs)} graphs, {total / 1e6:.1f} MB) in {time.monotonic() - started:.0f} s")
     return manifest
 
@@ -229,6 +229,5 @@ def run(args: argparse.Namespace) -> int:
         print(f"gsv-edge convert: {exc}", file=sys.stderr)
         return 1
     for name, g in manifest["graphs"].items():
-        size = g["bytes"] + (g["data"]["bytes"] if g.get("data") else 0)
-        print(f"{name:24s} {size / 1e6:8.2f} MB  sha256 {g['sha256'][:16]}")
+        print(f"{name:24s} {graph_size(g) / 1e6:8.2f} MB  sha256 {g['sha256'][:16]}")
     return 0

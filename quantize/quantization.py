@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.bundle import MANIFEST, Bundle, BundleError, GraphInfo, building, graph_files, weights_file
+from daemon.bundle import MANIFEST, Bundle, BundleError, building, graph_files, graph_size, weights_file
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
@@ -209,7 +209,7 @@ def quantize_bundle(source: Path | str, out: Path | str, preset: str, overrides:
                 reduce_graph(src, name, work / info.file, precision, Path(tmp))
                 entry = manifest["graphs"][name]
                 entry.update(precision=precision, **graph_files(work / info.file))
-                log(f"  {name}: {precision}, {info.size / 1e6:.1f} -> {GraphInfo(name, **entry).size / 1e6:.1f} MB "
+                log(f"  {name}: {precision}, {info.size / 1e6:.1f} -> {graph_size(entry) / 1e6:.1f} MB "
                     f"in {time.monotonic() - t0:.1f} s")
         for asset in src.manifest.get("assets", {}).values():
             shutil.copyfile(src.path / asset["file"], work / asset["file"])
@@ -235,7 +235,7 @@ def quantize_bundle(source: Path | str, out: Path | str, preset: str, overrides:
             log("  measuring fidelity against the source bundle (fixed inputs)")
             manifest["fidelity"] = measure_fidelity(src, Bundle.load(work))
             (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    total = sum(g["bytes"] for g in manifest["graphs"].values())
+    total = sum(graph_size(g) for g in manifest["graphs"].values())
     log(f"done: {out} ({preset}, {total / 1e6:.1f} MB) in {time.monotonic() - started:.0f} s")
     return manifest
 
