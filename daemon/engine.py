@@ -24,7 +24,7 @@ from .bert_features import phone_level_features
 from .bert_tokenizer import BertTokenizer
 from .bundle import Bundle, BundleError
 from .fbank import kaldi_fbank
-from .frontend import FrontendResult, Lexicon, split_sentences, text_to_phones
+from .frontend import FrontendResult, Lexicon, split_sentences, text_to_phones, zh_dictionaries
 from .hardware import HardwareProfile, create_session, session_options
 from .reference_audio import AudioError, read_wav, resample, validate_reference
 from .sampling import SamplingParams
@@ -99,6 +99,7 @@ class Engine:
         self.bundle = bundle
         self.profile = profile
         self.state_dir = Path(state_dir)
+        zh_dictionaries.use_cache_dir(self.state_dir / "cache")
         self.lexicon = lexicon
         self.voices_store = VoiceStore(self.state_dir)
         self.graph_runs: Counter[str] = Counter()

@@ -230,3 +230,76 @@ def test_chinese_dictionaries_load_with_the_first_chinese_text(text: str, lang: 
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'jieba', 'pypinyin'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ("['jieba', 'pypinyin']" if loaded else "[]")
+
+
+def test_compact_chinese_tables_hold_exactly_the_libraries_entries(tmp_path: Path) -> None:
+    """Every jieba prefix-dictionary count, part-of-speech tag and pypinyin phrase reading in the compact
+    tables equals what the libraries' own loaders give (read here afresh, not through the tables)."""
+    import copy
+    import json
+
+    import jieba
+    import jieba.posseg
+    import numpy as np
+    import pypinyin
+
+    from daemon.frontend import zh_dictionaries as zd
+
+    out = tmp_path / "tables.npz"
+    subprocess.run([sys.executable, "-m", "daemon.frontend.zh_dictionaries", str(out)], cwd=REPO_ROOT, check=True)
+    with np.load(out) as data:
+        words, phrases = zd._keys(data, "word"), zd._keys(data, "phrase")
+        freq = zd.FrequencyTable(words, zd.array("q", data["counts"].astype(np.int64).tobytes()))
+        tags = zd.TagTable(words, zd.array("B", data["tags"].tobytes()), [str(n) for n in data["tag_names"]])
+        table = zd.PhraseTable(phrases, zd._keys(data, "reading"))
+        total = int(data["total"])
+    ref_freq, ref_total = jieba.Tokenizer().gen_pfdict(jieba.dt.get_dict_file())
+    assert total == ref_total and len(freq) == len(ref_freq) > 400_000
+    assert all(freq.get(k) == v for k, v in ref_freq.items())
+    ref_tags = jieba.posseg.POSTokenizer(jieba.Tokenizer()).word_tag_tab
+    assert len(tags) == len(ref_tags) and all(tags.get(k) == v for k, v in ref_tags.items())
+    assert tags.get("不是一个词", "x") == "x" and "不是一个词" not in freq
+    ref_phrases = json.loads(Path(pypinyin.__file__).with_name("phrases_dict.json").read_text(encoding="utf-8"))
+    assert len(table) == len(ref_phrases) > 40_000
+    assert all(copy.deepcopy(table[k]) == v for k, v in ref_phrases.items())
+    prefixes = zd.PhrasePrefixes(phrases)
+    ref_prefixes = {k[:i] for k in ref_phrases for i in range(1, len(k) + 1)}
+    assert all(p in prefixes for p in ref_prefixes)
+    others = [k[::-1] for k in list(ref_phrases)[:3000]] + ["㐀㐀", "不是一个词"]
+    assert [o in prefixes for o in others] == [o in ref_prefixes for o in others]
+    assert sum(o not in ref_prefixes for o in others) > 1000, "the check must meet non-prefixes"
+
+
+_TABLES_PROBE = """
+import resource, sys
+from pathlib import Path
+from daemon.frontend import text_to_phones, zh_dictionaries
+zh_dictionaries.use_cache_dir(Path(sys.argv[1]))
+def rss():
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmRSS")).split()[1]) // 1024
+before = rss()
+phones = text_to_phones("重庆银行的行长说，一丁点儿也不能少。", "zh").phones
+import jieba, pypinyin.constants
+print(" ".join(phones), type(jieba.dt.FREQ).__name__, type(pypinyin.constants.PHRASES_DICT).__name__, rss() - before)
+"""
+
+
+def test_chinese_front_end_uses_the_compact_tables_and_falls_back_to_the_libraries(tmp_path: Path) -> None:
+    """In a fresh process the first Chinese text installs the tables (built once into the cache directory);
+    where they cannot be built it falls back to the libraries' own dicts with a warning. Same phones either
+    way; the compact tables take ~40 MB where the libraries' dicts take ~170 MB (measured)."""
+    def probe(cache: Path) -> tuple[str, str, str, int, str]:
+        done = subprocess.run([sys.executable, "-c", _TABLES_PROBE, str(cache)], cwd=REPO_ROOT, capture_output=True,
+                              text=True, check=True)
+        *phones, freq, phrases, grown = done.stdout.split()
+        return " ".join(phones), freq, phrases, int(grown), done.stderr
+
+    phones, freq, phrases, compact_mb, _ = probe(tmp_path / "cache")
+    assert (freq, phrases) == ("FrequencyTable", "PhraseTable")
+    assert list((tmp_path / "cache").glob("zh-dictionaries-v*.npz")), "built into the cache directory"
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("")
+    fallback_phones, freq, phrases, plain_mb, stderr = probe(blocker / "cache")
+    assert (freq, phrases) == ("dict", "dict") and "compact Chinese dictionaries unavailable" in stderr
+    assert fallback_phones == phones and "ch ong2" in phones
+    assert compact_mb < 80 < plain_mb, (compact_mb, plain_mb)

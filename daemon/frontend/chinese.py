@@ -16,14 +16,18 @@ from collections.abc import Mapping
 from functools import cache
 from typing import TYPE_CHECKING
 
-import jieba
-import jieba.posseg as psg
-from pypinyin import Style, lazy_pinyin
-from pypinyin.contrib.tone_convert import to_finals_tone3, to_initials
+from . import zh_dictionaries
 
-from . import tone_sandhi
-from .symbols import DATA_DIR, PUNCTUATION
-from .zh_normalize import normalize
+zh_dictionaries.install()  # before jieba and pypinyin load their own dictionaries
+
+import jieba  # noqa: E402
+import jieba.posseg as psg  # noqa: E402
+from pypinyin import Style, lazy_pinyin  # noqa: E402
+from pypinyin.contrib.tone_convert import to_finals_tone3, to_initials  # noqa: E402
+
+from . import tone_sandhi  # noqa: E402
+from .symbols import DATA_DIR, PUNCTUATION  # noqa: E402
+from .zh_normalize import normalize  # noqa: E402
 
 if TYPE_CHECKING:  # g2pW is optional: its module is only imported by whoever builds one
     from .g2pw import G2PW

@@ -32,10 +32,14 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
-from pypinyin import Style, pinyin
 
 from ..bert_tokenizer import BertTokenizer
+from . import zh_dictionaries
 from .zh_normalize import traditional_to_simplified
+
+zh_dictionaries.install()  # before pypinyin loads its own phrase dictionary
+
+from pypinyin import Style, pinyin  # noqa: E402
 
 # Characters upstream never sends to the model / never takes from the monophonic table
 # (``_G2PWBaseOnnxConverter.non_polyphonic`` / ``non_monophonic`` in text/g2pw/onnx_api.py).
