@@ -114,7 +114,8 @@ class EngineSettings(_Section):
     hardware_profile: str = "x86-cpu"  # name in hardware/ or a path: providers and precision
     g2pw_model: Path | None = None  # optional user-supplied G2PWModel directory for Chinese polyphones
     lexicon: Path | None = None  # user pronunciations (JSON or TSV: word -> phones / pinyin), override built-ins
-    # > 0: vocode every N semantic tokens (25 = 1 s of speech) for earlier first audio; 0 = whole segments
+    # > 0: vocode in chunks of up to N semantic tokens (25 = 1 s of speech; the first is a quarter) for
+    # earlier first audio; 0 = whole segments
     stream_chunk_tokens: int = Field(0, ge=0, le=500)
 
     @field_validator("stream_chunk_tokens")

@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speed", type=float, default=1.0, help="speaking rate, 0.25-4.0")
     parser.add_argument("--seed", type=int, help="sampling seed: the same seed gives the same audio")
     parser.add_argument("--chunk-tokens", type=int, default=0,
-                        help="vocode every N semantic tokens (25 = 1 s) so --play starts sooner; 0 = per sentence")
+                        help="vocode in chunks of up to N semantic tokens (25 = 1 s; the first a quarter) so --play "
+                             "starts sooner; 0 = per sentence")
     add_engine_arguments(parser)
 
 
