@@ -72,21 +72,24 @@ class SortedKeys:
         return (self[i] for i in range(self.n))
 
 
-class FrequencyTable(Mapping[str, int]):
-    """jieba's ``FREQ``: every dictionary word with its count and every word prefix with 0."""
+class SortedMapping(Mapping[str, Any]):
+    """A read-only mapping over :class:`SortedKeys`; a subclass says what the i-th key's value is."""
 
-    def __init__(self, keys: SortedKeys, counts: array):
-        self.keys_, self.counts = keys, counts
+    def __init__(self, keys: SortedKeys):
+        self.keys_ = keys
 
-    def __getitem__(self, key: str) -> int:
+    def value(self, i: int) -> Any:
+        raise NotImplementedError
+
+    def __getitem__(self, key: str) -> Any:
         i = self.keys_.index(key)
         if i < 0:
             raise KeyError(key)
-        return self.counts[i]
+        return self.value(i)
 
     def get(self, key: str, default: Any = None) -> Any:
         i = self.keys_.index(key)
-        return default if i < 0 else self.counts[i]
+        return default if i < 0 else self.value(i)
 
     def __contains__(self, key: object) -> bool:
         return isinstance(key, str) and self.keys_.index(key) >= 0
@@ -96,6 +99,17 @@ class FrequencyTable(Mapping[str, int]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.keys_)
+
+
+class FrequencyTable(SortedMapping):
+    """jieba's ``FREQ``: every dictionary word with its count and every word prefix with 0."""
+
+    def __init__(self, keys: SortedKeys, counts: array):
+        super().__init__(keys)
+        self.counts = counts
+
+    def value(self, i: int) -> int:
+        return self.counts[i]
 
 
 class TagTable(Mapping[str, str]):
@@ -131,26 +145,15 @@ class Readings(str):
         return [syllable.split(",") for syllable in self.split(" ")]
 
 
-class PhraseTable(Mapping[str, Readings]):
+class PhraseTable(SortedMapping):
     """pypinyin's ``PHRASES_DICT``."""
 
     def __init__(self, keys: SortedKeys, readings: SortedKeys):
-        self.keys_, self.readings = keys, readings  # readings: not sorted, just stored the same way
+        super().__init__(keys)
+        self.readings = readings  # not sorted: the i-th phrase's readings, stored the same way as keys
 
-    def __getitem__(self, key: str) -> Readings:
-        i = self.keys_.index(key)
-        if i < 0:
-            raise KeyError(key)
+    def value(self, i: int) -> Readings:
         return Readings(self.readings[i])
-
-    def __contains__(self, key: object) -> bool:
-        return isinstance(key, str) and self.keys_.index(key) >= 0
-
-    def __len__(self) -> int:
-        return len(self.keys_)
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.keys_)
 
 
 class PhrasePrefixes:
