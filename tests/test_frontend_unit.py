@@ -296,7 +296,10 @@ def test_chinese_front_end_uses_the_compact_tables_and_falls_back_to_the_librari
 
     phones, freq, phrases, compact_mb, _ = probe(tmp_path / "cache")
     assert (freq, phrases) == ("FrequencyTable", "PhraseTable")
-    assert list((tmp_path / "cache").glob("zh-dictionaries-v*.npz")), "built into the cache directory"
+    [tables] = (tmp_path / "cache").glob("zh-dictionaries-v*.npz")  # built into the cache directory
+    tables.write_bytes(tables.read_bytes()[:1000])  # a cut-off cache file is built again
+    again, freq, _, _, stderr = probe(tmp_path / "cache")
+    assert again == phones and freq == "FrequencyTable" and "building it again" in stderr
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("")
     fallback_phones, freq, phrases, plain_mb, stderr = probe(blocker / "cache")

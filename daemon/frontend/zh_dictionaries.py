@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import zipfile
 from array import array
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -220,9 +221,12 @@ def _keys(data: Any, name: str) -> SortedKeys:
 def _tables_file() -> Path:
     path = _cache_dir / f"zh-dictionaries-v{TABLES_VERSION}.npz"
     if path.is_file():
-        with np.load(path) as data:
-            if str(data["libraries"]) == _libraries():
-                return path
+        try:
+            with np.load(path) as data:
+                if str(data["libraries"]) == _libraries():
+                    return path
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+            log.warning("%s is unreadable (%s); building it again", path, exc)
     _cache_dir.mkdir(parents=True, exist_ok=True)
     log.info("building compact Chinese dictionaries in %s (once)", path)
     done = subprocess.run([sys.executable, "-m", __name__, str(path)], capture_output=True, text=True, timeout=600)
@@ -253,7 +257,7 @@ def install() -> None:
             tags = TagTable(words, array("B", data["tags"].tobytes()), [str(n) for n in data["tag_names"]])
             table = PhraseTable(phrases, _keys(data, "reading"))
             total = int(data["total"])
-    except (OSError, RuntimeError, KeyError, ValueError, subprocess.TimeoutExpired) as exc:
+    except (OSError, RuntimeError, KeyError, ValueError, zipfile.BadZipFile, subprocess.TimeoutExpired) as exc:
         log.warning("compact Chinese dictionaries unavailable (%s); loading jieba's and pypinyin's own", exc)
         if not pypinyin.constants.PHRASES_DICT:
             _load_pypinyin_phrases()
