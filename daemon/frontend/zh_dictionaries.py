@@ -178,7 +178,7 @@ def _packed(strings: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 def build(out: Path) -> None:
     """Write the tables, read through the libraries' own loaders (so entries are exactly theirs). Run in a
-    fresh process: pypinyin must not be imported yet (a parent in compact mode passes PYPINYIN_NO_PHRASES)."""
+    fresh process, before pypinyin is imported."""
     os.environ.pop("PYPINYIN_NO_PHRASES", None)
     import jieba
     import jieba.posseg
@@ -244,11 +244,13 @@ def install() -> None:
     if "pypinyin" in sys.modules:  # imported before us: its phrase dict is loaded already, keep it
         log.debug("pypinyin was imported first; its phrase table stays a dict")
     else:
-        os.environ["PYPINYIN_NO_PHRASES"] = "1"  # read by pypinyin.constants at import
+        os.environ["PYPINYIN_NO_PHRASES"] = "1"  # read by pypinyin.constants at import, then not again
     import jieba
     import pypinyin.constants
     from pypinyin import converter, core
     from pypinyin.seg import mmseg, simpleseg
+
+    os.environ.pop("PYPINYIN_NO_PHRASES", None)  # not handed on to child processes
 
     try:
         with np.load(_tables_file()) as data:
