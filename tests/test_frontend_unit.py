@@ -240,19 +240,14 @@ def test_compact_chinese_tables_hold_exactly_the_libraries_entries(tmp_path: Pat
 
     import jieba
     import jieba.posseg
-    import numpy as np
     import pypinyin
 
     from daemon.frontend import zh_dictionaries as zd
 
     out = tmp_path / "tables.npz"
     subprocess.run([sys.executable, "-m", "daemon.frontend.zh_dictionaries", str(out)], cwd=REPO_ROOT, check=True)
-    with np.load(out) as data:
-        words, phrases = zd._keys(data, "word"), zd._keys(data, "phrase")
-        freq = zd.FrequencyTable(words, zd.array("q", data["counts"].astype(np.int64).tobytes()))
-        tags = zd.TagTable(words, zd.array("B", data["tags"].tobytes()), [str(n) for n in data["tag_names"]])
-        table = zd.PhraseTable(phrases, zd._keys(data, "reading"))
-        total = int(data["total"])
+    tables = zd.load_tables(out)
+    freq, total, tags, table, prefixes = tables.freq, tables.total, tables.tags, tables.phrases, tables.prefixes
     ref_freq, ref_total = jieba.Tokenizer().gen_pfdict(jieba.dt.get_dict_file())
     assert total == ref_total and len(freq) == len(ref_freq) > 400_000
     assert all(freq.get(k) == v for k, v in ref_freq.items())
@@ -262,7 +257,6 @@ def test_compact_chinese_tables_hold_exactly_the_libraries_entries(tmp_path: Pat
     ref_phrases = json.loads(Path(pypinyin.__file__).with_name("phrases_dict.json").read_text(encoding="utf-8"))
     assert len(table) == len(ref_phrases) > 40_000
     assert all(copy.deepcopy(table[k]) == v for k, v in ref_phrases.items())
-    prefixes = zd.PhrasePrefixes(phrases)
     ref_prefixes = {k[:i] for k in ref_phrases for i in range(1, len(k) + 1)}
     assert all(p in prefixes for p in ref_prefixes)
     others = [k[::-1] for k in list(ref_phrases)[:3000]] + ["㐀㐀", "不是一个词"]

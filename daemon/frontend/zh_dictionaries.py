@@ -25,6 +25,7 @@ import tempfile
 import zipfile
 from array import array
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -200,7 +201,7 @@ def build(out: Path) -> None:
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp.npz")
     np.savez(tmp, counts=np.array([freq[w] for w in words], np.int64), tags=np.array(
         [code[tags[w]] if w in tags else 0 for w in words], np.uint8), tag_names=np.array(names),
-        total=np.array(total, np.int64), version=np.array(TABLES_VERSION), libraries=np.array(_libraries()), **arrays)
+        total=np.array(total, np.int64), libraries=np.array(_libraries()), **arrays)
     tmp.replace(out)
 
 
@@ -216,6 +217,29 @@ def _libraries() -> str:
 def _keys(data: Any, name: str) -> SortedKeys:
     text = bytes(data[f"{name}_text"]).decode("utf-8")
     return SortedKeys(text, array("i", data[f"{name}_starts"].astype(np.int32).tobytes()))
+
+
+@dataclass(frozen=True)
+class Tables:
+    """What :func:`install` puts into jieba (``freq``, ``total``, ``tags``) and pypinyin (the rest)."""
+
+    freq: FrequencyTable
+    total: int
+    tags: TagTable
+    phrases: PhraseTable
+    prefixes: PhrasePrefixes
+
+
+def load_tables(path: Path) -> Tables:
+    with np.load(path) as data:
+        words, phrases = _keys(data, "word"), _keys(data, "phrase")
+        return Tables(
+            freq=FrequencyTable(words, array("q", data["counts"].astype(np.int64).tobytes())),
+            total=int(data["total"]),
+            tags=TagTable(words, array("B", data["tags"].tobytes()), [str(n) for n in data["tag_names"]]),
+            phrases=PhraseTable(phrases, _keys(data, "reading")),
+            prefixes=PhrasePrefixes(phrases),
+        )
 
 
 def _tables_file() -> Path:
@@ -253,12 +277,7 @@ def install() -> None:
     os.environ.pop("PYPINYIN_NO_PHRASES", None)  # not handed on to child processes
 
     try:
-        with np.load(_tables_file()) as data:
-            words, phrases = _keys(data, "word"), _keys(data, "phrase")
-            freq = FrequencyTable(words, array("q", data["counts"].astype(np.int64).tobytes()))
-            tags = TagTable(words, array("B", data["tags"].tobytes()), [str(n) for n in data["tag_names"]])
-            table = PhraseTable(phrases, _keys(data, "reading"))
-            total = int(data["total"])
+        tables = load_tables(_tables_file())
     except (OSError, RuntimeError, KeyError, ValueError, zipfile.BadZipFile, subprocess.TimeoutExpired) as exc:
         log.warning("compact Chinese dictionaries unavailable (%s); loading jieba's and pypinyin's own", exc)
         if not pypinyin.constants.PHRASES_DICT:
@@ -266,13 +285,13 @@ def install() -> None:
         return
     if not pypinyin.constants.PHRASES_DICT:
         for module in (pypinyin.constants, converter, core, mmseg, simpleseg):
-            module.PHRASES_DICT = table  # type: ignore[attr-defined]
-        mmseg.p_set._set = PhrasePrefixes(phrases)  # type: ignore[assignment]
-    jieba.dt.FREQ, jieba.dt.total, jieba.dt.initialized = freq, total, True
+            module.PHRASES_DICT = tables.phrases  # type: ignore[attr-defined]
+        mmseg.p_set._set = tables.prefixes  # type: ignore[assignment]
+    jieba.dt.FREQ, jieba.dt.total, jieba.dt.initialized = tables.freq, tables.total, True
     _without_word_tags(jieba)
     import jieba.posseg
 
-    jieba.posseg.dt.word_tag_tab = tags
+    jieba.posseg.dt.word_tag_tab = tables.tags
 
 
 def _without_word_tags(jieba: Any) -> None:
