@@ -26,7 +26,7 @@ from .bert_tokenizer import BertTokenizer
 from .bundle import Bundle, BundleError
 from .fbank import kaldi_fbank
 from .frontend import FrontendResult, Lexicon, split_sentences, text_to_phones, zh_dictionaries
-from .hardware import HardwareProfile, create_session, session_options
+from .hardware import HardwareProfile, create_session, pin_mmap_threshold, session_options
 from .reference_audio import AudioError, read_wav, resample, validate_reference
 from .sampling import SamplingParams
 from .spectrogram import decoded_frames, spectrogram
@@ -105,6 +105,7 @@ class Engine:
         self.lexicon = lexicon
         self.voices_store = VoiceStore(self.state_dir)
         self.graph_runs: Counter[str] = Counter()
+        pin_mmap_threshold()
         # The vocoder hands its activations (~15 MB per second of audio) back to the system after each run
         # instead of keeping them in the shared arena, where the next decode's K/V buffers would sit on top
         # of them: benchmark peak 519 -> 502 MB, no speed difference in an interleaved A/B.

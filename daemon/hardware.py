@@ -8,6 +8,7 @@ digest + onnxruntime version + GPU, so engines are built once per box and model,
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import sys
 from dataclasses import dataclass, field
@@ -111,6 +112,18 @@ def trt_shape_ranges(session_inputs: list[dict[str, Any]]) -> dict[str, str]:
 
 
 _shared_arena = False
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number
+MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's starting value, kept fixed
+
+
+def pin_mmap_threshold() -> bool:
+    """Keep glibc's mmap threshold at 128 KiB, so every buffer above it (K/V caches, prefill outputs, audio,
+    front-end tables) is mapped on its own and goes back to the system when freed. By default glibc raises the
+    threshold to the size of each such buffer freed (up to 32 MiB); later buffers then come from the heap,
+    whose holes are never returned: benchmark peak RSS 541 -> 500 MB, same speed. False where the C library
+    has no ``mallopt`` or refuses (not glibc)."""
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
+    return bool(mallopt and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1)
 
 
 def use_shared_arena() -> None:
