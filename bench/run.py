@@ -38,11 +38,13 @@ METRICS = [  # key, label, lower is better for all of them
     ("peak_rss_mb", "peak RSS (MB)"),
     ("bundle_mb", "bundle (MB)"),
 ]
-# Quantized variants: (preset, per-graph overrides). int8_vocoder adds the opt-in static int8 vocoder.
-QUANTIZED: dict[str, tuple[str, dict[str, str]]] = {
-    "int8": ("int8", {}),
-    "mixed": ("mixed", {}),
-    "int8_vocoder": ("int8", {"sovits_decoder": "int8"}),
+# Quantized variants: (preset, per-graph overrides, K/V cache). int8_vocoder adds the opt-in static int8
+# vocoder; int8_kv adds the opt-in int8 K/V cache to that (onnxruntime >= 1.32).
+QUANTIZED: dict[str, tuple[str, dict[str, str], str]] = {
+    "int8": ("int8", {}, "fp32"),
+    "mixed": ("mixed", {}, "fp32"),
+    "int8_vocoder": ("int8", {"sovits_decoder": "int8"}, "fp32"),
+    "int8_kv": ("int8", {"sovits_decoder": "int8"}, "int8"),
 }
 CPU_VARIANTS = ("fp32", *QUANTIZED)
 
@@ -78,9 +80,10 @@ def cuda_available() -> bool:
     return "CUDAExecutionProvider" in ort.get_available_providers()
 
 
-def usable(bundle: Path, source: Path | None = None, plan: dict[str, str] | None = None) -> bool:
+def usable(bundle: Path, source: Path | None = None, plan: dict[str, str] | None = None,
+           kv_cache: str = "fp32") -> bool:
     """A bundle left by an earlier run is reused only if this version reads it (and, for a quantized one, it
-    was made from the current fp32 bundle with the same per-graph precisions)."""
+    was made from the current fp32 bundle with the same per-graph precisions and K/V cache)."""
     from daemon.bundle import Bundle, BundleError
 
     try:
@@ -88,7 +91,8 @@ def usable(bundle: Path, source: Path | None = None, plan: dict[str, str] | None
         if source is not None:
             made = loaded.manifest["provenance"]
             return (made.get("quantized_from") == Bundle.load(source, verify=False).digest
-                    and made["quantization"]["graphs"] == plan)
+                    and made["quantization"]["graphs"] == plan
+                    and made["quantization"].get("kv_cache", "fp32") == kv_cache)
         return True
     except (BundleError, KeyError):
         return False
@@ -111,13 +115,13 @@ def build(work: Path, with_fp16: bool) -> dict[str, Path]:
     from quantize.quantization import graph_plan
 
     source = Bundle.load(bundles["fp32"], verify=False)
-    variants = {**QUANTIZED, **({"fp16": ("fp16", {})} if with_fp16 else {})}
-    for name, (preset, overrides) in variants.items():
+    variants = {**QUANTIZED, **({"fp16": ("fp16", {}, "fp32")} if with_fp16 else {})}
+    for name, (preset, overrides, kv_cache) in variants.items():
         bundles[name] = work / name
         plan = graph_plan(source, preset, overrides)
-        if not usable(bundles[name], bundles["fp32"], plan):
+        if not usable(bundles[name], bundles["fp32"], plan, kv_cache):
             log(f"quantizing: {name}")
-            quantize_bundle(bundles["fp32"], bundles[name], preset, overrides, log=log)
+            quantize_bundle(bundles["fp32"], bundles[name], preset, overrides, log=log, kv_cache=kv_cache)
     return bundles
 
 

@@ -32,6 +32,33 @@ class BundleError(ValueError):
     """The bundle cannot be used; the message names the bundle file and the problem."""
 
 
+def version_tuple(version: str) -> tuple[int, ...]:
+    """``"1.32.0"`` -> (1, 32, 0); a suffix such as ``.dev20260101`` or ``+cu126`` is ignored."""
+    parts = []
+    for part in version.split("+")[0].split("."):
+        digits = "".join(c for c in part if c.isdigit()) if part[:1].isdigit() else ""
+        if not digits:
+            break
+        parts.append(int(digits))
+    return tuple(parts)
+
+
+def _check_runtime(manifest_path: Path, needs: dict[str, str] | None, have: str | None = None) -> None:
+    """A bundle whose graphs need a newer onnxruntime than this box has is refused by name, before any session
+    fails on an unknown attribute (the int8 K/V cache: onnxruntime >= 1.32)."""
+    if not needs:
+        return
+    if have is None:
+        import onnxruntime
+
+        have = onnxruntime.__version__
+    if version_tuple(have) < version_tuple(str(needs.get("version", "0"))):
+        raise BundleError(
+            f"{manifest_path}: needs onnxruntime >= {needs.get('version')} for {needs.get('for', 'its graphs')}; "
+            f"this box has {have}. Quantize the fp32 bundle again without that option (e.g. --kv-cache fp32)"
+        )
+
+
 @dataclass(frozen=True)
 class GraphInfo:
     name: str
@@ -141,6 +168,7 @@ class Bundle:
         for key in ("model_version", "sample_rate", "graphs", "t2s", "sovits"):
             if key not in manifest:
                 raise BundleError(f"{manifest_path}: field {key!r} is missing")
+        _check_runtime(manifest_path, manifest.get("requires_onnxruntime"))
         graphs: dict[str, GraphInfo] = {}
         for name, entry in manifest["graphs"].items():
             try:

@@ -3,7 +3,9 @@
 The K/V cache lives in per-layer buffers ``[1, heads, capacity, head_dim]``. Each is bound to the step graph
 twice, as its ``past_*`` input and its ``present_*`` output, so the graph's fused attention node writes the new
 token's row in place and nothing is copied per step. The first ``length`` rows are valid (``seqlens_k``); the
-capacity is sized for the decode's token limit up front and doubles if ever exceeded. Stop rules are upstream's
+capacity is sized for the decode's token limit up front and doubles if ever exceeded. A bundle quantized with
+``--kv-cache int8`` keeps the buffers as int8: its prefill returns them quantized with a scale per layer and
+channel, which are bound to the step graph beside them. Stop rules are upstream's
 ``infer_panel``: no EOS in the first 11 steps, EOS when the penalised argmax or the sampled token is EOS,
 ``early_stop_num``, 1500 steps.
 """
@@ -38,13 +40,16 @@ class DecodeResult:
 
 
 class KVCache:
-    """Per-layer K and V buffers [1, heads, capacity, head_dim]; the first ``length`` rows are valid."""
+    """Per-layer K and V buffers [1, heads, capacity, head_dim]; the first ``length`` rows are valid. float32,
+    or int8 with per-layer scales [1, heads, 1, head_dim] (``k_scale`` / ``v_scale``, from the prefill)."""
 
-    def __init__(self, n_layer: int, n_head: int, head_dim: int, capacity: int):
-        self.n_layer, self.n_head, self.head_dim = n_layer, n_head, head_dim
+    def __init__(self, n_layer: int, n_head: int, head_dim: int, capacity: int, dtype: type = np.float32):
+        self.n_layer, self.n_head, self.head_dim, self.dtype = n_layer, n_head, head_dim, dtype
         self.length = 0
         self.k: list[np.ndarray] = []
         self.v: list[np.ndarray] = []
+        self.k_scale: list[np.ndarray] | None = None
+        self.v_scale: list[np.ndarray] | None = None
         self.grow(capacity)
 
     @property
@@ -54,7 +59,7 @@ class KVCache:
     def grow(self, capacity: int) -> None:
         """New buffers of ``capacity`` rows holding the valid history (callers rebind them to the graph)."""
         def resized(old: np.ndarray | None) -> np.ndarray:
-            new = np.zeros((1, self.n_head, capacity, self.head_dim), np.float32)
+            new = np.zeros((1, self.n_head, capacity, self.head_dim), self.dtype)
             if old is not None:
                 new[:, :, : self.length] = old[:, :, : self.length]
             return new
@@ -71,6 +76,20 @@ class KVCache:
             self.k[layer][:, :, self.length : self.length + t] = k[layer]
             self.v[layer][:, :, self.length : self.length + t] = v[layer]
         self.length += t
+
+
+def prefilled_cache(session: ort.InferenceSession, feeds: dict[str, np.ndarray], room: int
+                    ) -> tuple[np.ndarray, KVCache]:
+    """The prefill's first logits [1, V] and its K/V rows in a new cache with ``room`` more rows."""
+    names = [o.name for o in session.get_outputs()]
+    out = dict(zip(names, session.run(None, feeds), strict=True))
+    k, v = out["present_k"], out["present_v"]
+    n_layer, _, n_head, rows, head_dim = k.shape
+    cache = KVCache(n_layer, n_head, head_dim, rows + room, k.dtype.type)
+    cache.append(k, v)
+    if "present_k_scale" in out:  # int8 rows: the scales they were quantized with
+        cache.k_scale, cache.v_scale = list(out["present_k_scale"]), list(out["present_v_scale"])
+    return out["logits"], cache
 
 
 class StepBinding:
@@ -91,6 +110,9 @@ class StepBinding:
                 value = ort.OrtValue.ortvalue_from_numpy(buffer)
                 self.binding.bind_ortvalue_input(f"past_{kind}_{i}", value)
                 self.binding.bind_ortvalue_output(f"present_{kind}_{i}", value)
+            if self.cache.k_scale is not None:
+                self.binding.bind_cpu_input(f"k_scale_{i}", self.cache.k_scale[i])
+                self.binding.bind_cpu_input(f"v_scale_{i}", self.cache.v_scale[i])
 
     def run(self, token: int, position: int) -> np.ndarray:
         """Logits [1, V] for ``token`` at audio ``position``; the cache gains one row."""
@@ -113,9 +135,6 @@ class T2SRunner:
         self.prefill_session = prefill
         self.step_session = step
         self.eos = eos
-        past = [i for i in step.get_inputs() if i.name.startswith("past_key_")]
-        self.n_layer = len(past)
-        self.n_head, self.head_dim = int(past[0].shape[1]), int(past[0].shape[3])
         self.vocab = int(step.get_outputs()[0].shape[1])
 
     def decode(
@@ -152,11 +171,9 @@ class Decode:
     def __iter__(self) -> Iterator[int]:
         r = self.runner
         n_prompt = self.prompt.shape[1]
-        logits, k, v = r.prefill_session.run(None, {"phone_ids": self.phone_ids, "bert": self.bert,
-                                                    "prompt": self.prompt})
         expected = self.early_stop_num + 2 if self.early_stop_num != -1 else INITIAL_SLACK
-        cache = KVCache(r.n_layer, r.n_head, r.head_dim, k.shape[3] + min(expected, MAX_SLACK))
-        cache.append(k, v)
+        feeds = {"phone_ids": self.phone_ids, "bert": self.bert, "prompt": self.prompt}
+        logits, cache = prefilled_cache(r.prefill_session, feeds, min(expected, MAX_SLACK))
         step = StepBinding(r.step_session, cache, r.vocab)
         tokens = list(self.prompt[0])
         recorded: list[np.ndarray] = []

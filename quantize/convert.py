@@ -24,6 +24,8 @@ import numpy as np
 from daemon.bundle import FORMAT, FORMAT_VERSION, MANIFEST, building, graph_files, graph_size, weights_file
 from daemon.bundle import sha256_of as file_sha256
 
+from .onnx_io import describe_io
+
 CONVERTER_VERSION = "0.1.0"
 HUBERT_FILES = ("config.json", "pytorch_model.bin")
 ROBERTA_FILES = ("config.json", "pytorch_model.bin", "tokenizer.json")
@@ -74,23 +76,12 @@ def measure_parity(spec, onnx_path: Path) -> dict[str, Any]:
 
 
 def _graph_entry(spec, path: Path, parity: dict[str, Any]) -> dict[str, Any]:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-
-    def describe(values) -> list[dict[str, Any]]:
-        out = []
-        for v in values:
-            t = v.type.tensor_type
-            dims = [d.dim_param or d.dim_value for d in t.shape.dim]
-            out.append({"name": v.name, "dtype": onnx.TensorProto.DataType.Name(t.elem_type).lower(), "shape": dims})
-        return out
-
+    inputs, outputs = describe_io(path)
     return {
         **graph_files(path),
         "precision": "fp32",
-        "inputs": describe(model.graph.input),
-        "outputs": describe(model.graph.output),
+        "inputs": inputs,
+        "outputs": outputs,
         "description": spec.description,
     }, parity
 

@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from daemon.bundle import Bundle
-from daemon.t2s_runner import KVCache, StepBinding
+from daemon.t2s_runner import StepBinding, prefilled_cache
 
 SEED = 20240611
 T2S_STEPS = 32
@@ -55,11 +55,8 @@ def teacher_forced_logits(bundle: Bundle, phones: np.ndarray, bert: np.ndarray, 
     """Logits [steps, V] of the prefill and ``steps - 1`` KV-cache steps. Each step is fed ``tokens[i]``, or
     when ``tokens`` is None the greedy choice (EOS excluded), which is returned as the sequence fed."""
     prefill, step = graph_session(bundle, "t2s_prefill"), graph_session(bundle, "t2s_step")
-    cfg = bundle.manifest["t2s"]
-    n_layer, n_head, head_dim, eos = cfg["n_layer"], cfg["n_head"], cfg["head_dim"], cfg["eos"]
-    logits, k, v = prefill.run(None, {"phone_ids": phones, "bert": bert, "prompt": prompt})
-    cache = KVCache(n_layer, n_head, head_dim, k.shape[3] + steps)
-    cache.append(k, v)
+    eos = bundle.manifest["t2s"]["eos"]
+    logits, cache = prefilled_cache(prefill, {"phone_ids": phones, "bert": bert, "prompt": prompt}, steps)
     bound = StepBinding(step, cache, logits.shape[1])
     fed = list(tokens) if tokens is not None else []
     out = [logits[0]]

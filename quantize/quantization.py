@@ -11,6 +11,9 @@ Each graph gets a precision of its own (``PRESETS``, overridable per graph):
   the same arrays. Meant for GPUs; onnxruntime's CPU provider has few fp16 kernels.
 * ``fp32``: the graph is copied unchanged.
 
+``--kv-cache int8`` also stores the T2S decode's K/V cache as int8 (:mod:`quantize.kv_cache`): a quarter of
+the cache memory and of the reads per step, on onnxruntime >= 1.32 only (recorded in the manifest).
+
 The result is a bundle like any other: same manifest format, each graph's ``precision``, new sizes and
 digests, ``provenance.quantized_from`` and a ``fidelity`` section measured against the source bundle
 (:mod:`quantize.fidelity`). Only onnx and onnxruntime are needed, not torch.
@@ -35,6 +38,7 @@ import numpy as np
 from daemon.bundle import MANIFEST, Bundle, BundleError, building, graph_files, graph_size, weights_file
 
 PRECISIONS = ("fp32", "fp16", "int8")
+KV_CACHES = ("fp32", "int8")
 
 # Per preset, the precision of each graph; graphs not named stay fp32.
 # sovits_extract_latent picks codebook entries by nearest distance: any rounding can flip a code, and it
@@ -73,6 +77,8 @@ def graph_plan(bundle: Bundle, preset: str, overrides: dict[str, str] | None = N
             raise QuantizeError(f"--graph {name}={precision}: precision must be one of {', '.join(PRECISIONS)}")
         plan[name] = precision
     reduced = {name: g.precision for name, g in bundle.graphs.items() if g.precision != "fp32"}
+    if bundle.manifest["t2s"].get("kv_cache", "fp32") != "fp32":
+        reduced["t2s_step"] = f"{bundle.manifest['t2s']['kv_cache']} K/V cache"
     if reduced:  # precisions are recorded relative to fp32, and fidelity is measured against it
         name, precision = next(iter(reduced.items()))
         raise QuantizeError(f"{bundle.path}: graph {name!r} is already {precision}; quantize the fp32 bundle")
@@ -189,8 +195,29 @@ def reduce_graph(bundle: Bundle, name: str, dst: Path, precision: str, work: Pat
     weights_beside(dst)
 
 
+def int8_kv_cache(work: Path, manifest: dict[str, Any], plan: dict[str, str], log: Log) -> None:
+    """Rewrite the T2S graphs in ``work`` for an int8 K/V cache and record it in ``manifest``."""
+    from .kv_cache import MIN_ONNXRUNTIME, quantize_prefill_outputs, quantize_step_cache
+    from .onnx_io import describe_io
+
+    for name in ("t2s_prefill", "t2s_step"):
+        if plan[name] not in ("fp32", "int8"):
+            raise QuantizeError(f"--kv-cache int8: graph {name} is {plan[name]}; the int8 cache needs it fp32 or int8")
+    for name, rewrite in (("t2s_prefill", quantize_prefill_outputs), ("t2s_step", quantize_step_cache)):
+        entry = manifest["graphs"][name]
+        path = work / entry["file"]
+        rewrite(path)
+        inputs, outputs = describe_io(path)
+        entry.update(inputs=inputs, outputs=outputs, **graph_files(path))
+        entry["description"] += "; int8 K/V with per-channel scales"
+    manifest["t2s"]["kv_cache"] = "int8"
+    manifest["requires_onnxruntime"] = {"version": MIN_ONNXRUNTIME,
+                                        "for": "the int8 K/V cache (GroupQueryAttention kv_cache_bit_width)"}
+    log(f"  t2s K/V cache: int8 (needs onnxruntime >= {MIN_ONNXRUNTIME})")
+
+
 def quantize_bundle(source: Path | str, out: Path | str, preset: str, overrides: dict[str, str] | None = None,
-                    fidelity: bool = True, log: Log = _stderr) -> dict[str, Any]:
+                    fidelity: bool = True, log: Log = _stderr, kv_cache: str = "fp32") -> dict[str, Any]:
     """Write the ``preset`` version of the bundle at ``source`` to ``out``; returns its manifest.
 
     Built in ``out.partial`` and renamed into place only once it loads as a bundle, like ``convert``."""
@@ -199,6 +226,8 @@ def quantize_bundle(source: Path | str, out: Path | str, preset: str, overrides:
     started = time.monotonic()
     src = Bundle.load(source)
     plan = graph_plan(src, preset, overrides)
+    if kv_cache not in KV_CACHES:
+        raise QuantizeError(f"--kv-cache {kv_cache}: expected one of {', '.join(KV_CACHES)}")
     out = Path(out)
     with building(out) as work:
         manifest = copy.deepcopy(src.manifest)
@@ -211,6 +240,8 @@ def quantize_bundle(source: Path | str, out: Path | str, preset: str, overrides:
                 entry.update(precision=precision, **graph_files(work / info.file))
                 log(f"  {name}: {precision}, {info.size / 1e6:.1f} -> {graph_size(entry) / 1e6:.1f} MB "
                     f"in {time.monotonic() - t0:.1f} s")
+        if kv_cache == "int8":
+            int8_kv_cache(work, manifest, plan, log)
         for asset in src.manifest.get("assets", {}).values():
             shutil.copyfile(src.path / asset["file"], work / asset["file"])
         # PyTorch-vs-graph parity describes the source graphs; it stays only for graphs copied unchanged.
@@ -228,6 +259,7 @@ def quantize_bundle(source: Path | str, out: Path | str, preset: str, overrides:
                         "(sovits_decoder: static, per-channel QInt8 generator convolutions, QUInt8 activations "
                         f"calibrated on {CALIBRATION_INPUTS} seeded random-code inputs)",
                 "fp16": "half precision inside, float32 graph inputs and outputs",
+                "kv_cache": kv_cache,
             },
         }
         (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
@@ -256,12 +288,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--graph", type=_override, action="append", default=[], metavar="GRAPH=PRECISION",
                         help=f"override one graph's precision ({', '.join(PRECISIONS)}); repeatable. "
                              "sovits_decoder=int8: static int8 vocoder convolutions, faster on CPU at ~20 dB SNR")
+    parser.add_argument("--kv-cache", choices=KV_CACHES, default="fp32",
+                        help="int8: keep the T2S decode's K/V cache as int8 with per-channel scales (a quarter of "
+                             "its memory and reads; needs onnxruntime >= 1.32, so not for JetPack 6's 1.23)")
     parser.add_argument("-o", "--out", type=Path, required=True, help="bundle directory to create")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        manifest = quantize_bundle(args.bundle, args.out, args.precision, dict(args.graph))
+        manifest = quantize_bundle(args.bundle, args.out, args.precision, dict(args.graph), kv_cache=args.kv_cache)
     except (BundleError, QuantizeError) as exc:
         print(f"gsv-edge quantize: {exc}", file=sys.stderr)
         return 1

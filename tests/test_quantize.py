@@ -11,6 +11,9 @@ Fidelity bounds, from measurements of the demo bundle (random weights, seed 1234
 * fp16 (every graph but the prompt quantizer): T2S cosine 1.00000 -> >= 0.9999 and top-1 >= 95 %;
   SoVITS waveform SNR 60 dB -> >= 40 dB, log-mel distance 5e-4 -> <= 0.01 (natural-log units).
 * graphs left fp32 must be bit-identical: SNR infinite, style cosine 1, prompt codes 100 % identical.
+* int8 K/V cache (opt-in ``--kv-cache int8``), fp32 weights so only the cache differs: demo logit cosine
+  0.999998, max abs diff 0.005, top-1 100 %; full size with int8 weights 0.99497 against 0.99502 without ->
+  cosine >= 0.999 and top-1 >= 95 % alone, and with int8 weights the same bounds as int8.
 * static int8 vocoder (opt-in ``--graph sovits_decoder=int8``): SNR demo 20.7 dB, full size 24 dB ->
   >= 15 dB (a broken calibration or a quantized flow lands near 0 dB); log-mel distance demo 0.040 -> <= 0.15.
 """
@@ -27,11 +30,12 @@ import pytest
 
 pytest.importorskip("torch")
 
-from daemon.bundle import Bundle  # noqa: E402
+from daemon.bundle import Bundle, BundleError, version_tuple  # noqa: E402
 from daemon.engine import Engine, SynthesisOptions  # noqa: E402
 from daemon.hardware import HardwareProfile  # noqa: E402
 from daemon.wav import encode_wav  # noqa: E402
-from quantize.fidelity import log_mel, snr_db  # noqa: E402
+from quantize.fidelity import graph_session, log_mel, snr_db  # noqa: E402
+from quantize.kv_cache import KV_HEADROOM  # noqa: E402
 from quantize.quantization import QuantizeError, quantize_bundle  # noqa: E402
 
 QUIET = {"log": lambda msg: None}
@@ -172,3 +176,84 @@ def test_static_int8_vocoder_is_opt_in_measured_and_speaks(demo: Path, tmp_path:
     engine.register_voice("q", encode_wav(0.3 * np.sin(2 * np.pi * 150 * t), 32000), "今天天气很好。", "zh")
     audio = np.concatenate(list(engine.stream("你好。", "q", "zh", SynthesisOptions(seed=0))))
     assert np.isfinite(audio).all() and audio.size > 0.3 * engine.sample_rate and np.abs(audio).max() > 0
+
+
+@pytest.fixture(scope="module")
+def kv8(demo: Path) -> Path:
+    """Every graph fp32, int8 K/V cache: the fidelity report then measures the cache alone."""
+    out = demo.with_name("kv8")
+    keep = {name: "fp32" for name in Bundle.load(demo).graphs}
+    quantize_bundle(demo, out, "int8", keep, kv_cache="int8", **QUIET)
+    return out
+
+
+def test_int8_kv_cache_is_recorded_and_within_bounds(kv8: Path):
+    bundle = Bundle.load(kv8)
+    assert bundle.manifest["t2s"]["kv_cache"] == "int8"
+    assert bundle.manifest["requires_onnxruntime"]["version"] == "1.32"
+    assert bundle.manifest["provenance"]["quantization"]["kv_cache"] == "int8"
+    step = {i["name"]: i for i in bundle.graphs["t2s_step"].inputs}
+    n_layer = bundle.manifest["t2s"]["n_layer"]
+    for i in range(n_layer):
+        assert step[f"past_key_{i}"]["dtype"] == step[f"past_value_{i}"]["dtype"] == "int8"
+        assert step[f"k_scale_{i}"]["dtype"] == "float"
+    outputs = {o["name"]: o["dtype"] for o in bundle.graphs["t2s_prefill"].outputs}
+    assert outputs == {"logits": "float", "present_k": "int8", "present_v": "int8",
+                       "present_k_scale": "float", "present_v_scale": "float"}
+    t2s = bundle.manifest["fidelity"]["graphs"]["t2s"]
+    assert 0.999 <= t2s["logit_cosine_min"] < 1.0 and t2s["logit_max_abs_diff"] > 0  # measured, not skipped
+    assert t2s["top1_agreement"] >= 0.95
+
+
+def test_int8_prefill_cache_dequantizes_to_the_fp32_rows(demo: Path, kv8: Path):
+    """Each int8 row times its channel's scale is the fp32 prefill's row to within half a step, and the
+    scale is the channel's largest magnitude times the headroom over 127."""
+    rng = np.random.default_rng(3)
+    cfg = Bundle.load(demo).manifest["t2s"]
+    feeds = {"phone_ids": rng.integers(0, cfg["phoneme_vocab_size"], (1, 9)).astype(np.int64),
+             "bert": rng.standard_normal((1, 1024, 9)).astype(np.float32),
+             "prompt": rng.integers(0, cfg["eos"], (1, 12)).astype(np.int64)}
+    _, want_k, want_v = graph_session(Bundle.load(demo), "t2s_prefill").run(None, feeds)
+    _, k, v, k_scale, v_scale = graph_session(Bundle.load(kv8), "t2s_prefill").run(None, feeds)
+    for want, got, scale in ((want_k, k, k_scale), (want_v, v, v_scale)):
+        assert got.dtype == np.int8 and scale.shape == want.shape[:3] + (1,) + want.shape[4:]
+        np.testing.assert_allclose(scale, np.abs(want).max(axis=3, keepdims=True) * KV_HEADROOM / 127, rtol=1e-5)
+        assert np.all(np.abs(got.astype(np.float32) * scale - want) <= scale / 2 + 1e-6)
+        assert np.abs(got).max() <= round(127 / KV_HEADROOM) + 1  # the headroom is left unused by the prefill
+
+
+def test_int8_kv_cache_speaks_through_the_engine(demo: Path, tmp_path: Path):
+    """int8 weights and cache together: the bounds of int8, and the engine decodes on int8 buffers."""
+    out = tmp_path / "int8-kv"
+    manifest = quantize_bundle(demo, out, "int8", kv_cache="int8", **QUIET)
+    t2s = manifest["fidelity"]["graphs"]["t2s"]
+    assert t2s["logit_cosine_min"] >= 0.99 and t2s["top1_agreement"] >= 0.8
+    engine = Engine(Bundle.load(out), HardwareProfile.load("x86-cpu"), tmp_path / "state")
+    t = np.arange(4 * 32000) / 32000
+    engine.register_voice("q", encode_wav(0.3 * np.sin(2 * np.pi * 150 * t), 32000), "今天天气很好。", "zh")
+    # the step session takes int8 buffers (binding float32 ones would fail), and a decode runs on them
+    assert {i.type for i in engine.t2s.step_session.get_inputs() if i.name.startswith("past_")} == {"tensor(int8)"}
+    audio = np.concatenate(list(engine.stream("你好，世界。", "q", "zh", SynthesisOptions(seed=0))))
+    assert np.isfinite(audio).all() and audio.size > 0.3 * engine.sample_rate and np.abs(audio).max() > 0
+
+
+def test_int8_kv_cache_refusals(demo: Path, kv8: Path, tmp_path: Path):
+    with pytest.raises(QuantizeError, match="fp32 or int8"):
+        quantize_bundle(demo, tmp_path / "x", "fp16", kv_cache="int8", **QUIET)
+    with pytest.raises(QuantizeError, match="int8 K/V cache"):
+        quantize_bundle(kv8, tmp_path / "y", "int8", **QUIET)
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_a_bundle_needing_a_newer_onnxruntime_is_refused_by_name(kv8: Path, tmp_path: Path):
+    assert version_tuple("1.32.0") == (1, 32, 0) and version_tuple("1.23.2+cu126") == (1, 23, 2)
+    assert version_tuple("1.33.0.dev20261101") == (1, 33, 0) and version_tuple("1.32") < version_tuple("1.32.1")
+    import shutil
+
+    copy = tmp_path / "future"
+    shutil.copytree(kv8, copy)
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["requires_onnxruntime"]["version"] = "99.0"
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match=r"needs onnxruntime >= 99.0 for the int8 K/V cache.*--kv-cache fp32"):
+        Bundle.load(copy)
