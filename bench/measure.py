@@ -22,7 +22,7 @@ import numpy as np
 from bench import workload as w
 from daemon.bundle import Bundle
 from daemon.engine import PAUSE_SECONDS, Engine, SynthesisOptions
-from daemon.hardware import CPU, CUDA, HardwareProfile
+from daemon.hardware import CPU, CUDA, HardwareProfile, use_global_thread_pool
 from daemon.sampling import SamplingParams
 from daemon.t2s_runner import Decode
 from daemon.wav import encode_wav
@@ -31,9 +31,12 @@ VOICE = "bench"
 
 
 def profile(threads: int, provider: str) -> HardwareProfile:
+    """The measuring process's profile; its sessions share one thread pool, as in ``gsv-edge serve``."""
     providers = [CUDA, CPU] if provider == "cuda" else [CPU]
-    return HardwareProfile(name=f"bench-{provider}", providers=providers, intra_op_threads=threads,
-                           inter_op_threads=1)
+    hardware = HardwareProfile(name=f"bench-{provider}", providers=providers, intra_op_threads=threads,
+                               inter_op_threads=1)
+    use_global_thread_pool(hardware)
+    return hardware
 
 
 def register(bundle: Path, state: Path, threads: int, provider: str) -> None:

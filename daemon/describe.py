@@ -24,6 +24,9 @@ def describe_bundle(path: Path) -> str:
         f"  digest {bundle.digest}",
         "  all graphs present and match their SHA-256",
     ]
+    if m["t2s"].get("kv_cache", "fp32") != "fp32":
+        needs = m.get("requires_onnxruntime", {}).get("version", "?")
+        lines.append(f"  T2S K/V cache {m['t2s']['kv_cache']} (needs onnxruntime >= {needs})")
     for name, g in bundle.graphs.items():
         ins = ", ".join(_grouped_inputs(g.inputs))
         lines.append(f"  {name:22s} {g.size / 1e6:7.2f} MB {g.precision:5s} in: {ins}")

@@ -26,7 +26,13 @@ from .bert_tokenizer import BertTokenizer
 from .bundle import Bundle, BundleError
 from .fbank import kaldi_fbank
 from .frontend import FrontendResult, Lexicon, split_sentences, text_to_phones, zh_dictionaries
-from .hardware import HardwareProfile, create_session, pin_mmap_threshold, session_options
+from .hardware import (
+    HardwareProfile,
+    create_session,
+    pin_mmap_threshold,
+    session_options,
+    use_global_thread_pool,
+)
 from .reference_audio import AudioError, read_wav, resample, validate_reference
 from .sampling import SamplingParams
 from .spectrogram import decoded_frames, spectrogram
@@ -425,11 +431,17 @@ class Engine:
         return voices[0].name
 
 
-def engine_from_settings(settings, bundle: Path | None = None, profile: str | None = None) -> Engine:
-    """An engine as the config describes it (``engine.*``); ``bundle`` / ``profile`` override the config."""
+def engine_from_settings(settings, bundle: Path | None = None, profile: str | None = None,
+                         shared_threads: bool = False) -> Engine:
+    """An engine as the config describes it (``engine.*``); ``bundle`` / ``profile`` override the config.
+    ``shared_threads``: this process's sessions are all the engine's (the daemon), so they share one
+    onnxruntime thread pool (:func:`daemon.hardware.use_global_thread_pool`)."""
+    hardware = HardwareProfile.load(profile or settings.engine.hardware_profile)
+    if shared_threads:
+        use_global_thread_pool(hardware)
     engine = Engine(
         Bundle.load(bundle or settings.engine.bundle),
-        HardwareProfile.load(profile or settings.engine.hardware_profile),
+        hardware,
         settings.state_dir,
         Lexicon.load(settings.engine.lexicon) if settings.engine.lexicon else None,
         settings.engine.g2pw_model,
@@ -438,9 +450,9 @@ def engine_from_settings(settings, bundle: Path | None = None, profile: str | No
     return engine
 
 
-def load_engine(settings) -> Engine:
+def load_engine(settings, shared_threads: bool = False) -> Engine:
     """The daemon's factory: the configured engine, warmed up."""
-    engine = engine_from_settings(settings)
+    engine = engine_from_settings(settings, shared_threads=shared_threads)
     log.info("engine %s warm in %.1f s on %s", engine.name, engine.warm_up(), engine.provider)
     return engine
 

@@ -57,9 +57,13 @@ class Service:
     """The running daemon. ``engine``/``fallback`` may be given (tests, embedding); else built from settings."""
 
     def __init__(
-        self, settings: Settings, engine: Synthesizer | None = None, fallback: Synthesizer | None = None
+        self, settings: Settings, engine: Synthesizer | None = None, fallback: Synthesizer | None = None,
+        shared_threads: bool = False,
     ) -> None:
+        """``shared_threads``: this process is the daemon, its onnxruntime sessions all the engine's, so they
+        share one thread pool (``gsv-edge serve``)."""
         self.settings = settings
+        self._shared_threads = shared_threads
         try:
             self.fallback = fallback or EspeakVoice(settings.engine.fallback_voice)
         except UnknownVoice as exc:
@@ -119,7 +123,7 @@ class Service:
             self.engine_error = f"GPT-SoVITS engine unavailable in this build: {exc}"
         else:
             try:
-                return load_engine(self.settings)
+                return load_engine(self.settings, self._shared_threads)
             except Exception as exc:
                 self.engine_error = f"cannot load bundle {bundle}: {exc}"
         log.error("%s; speaking with the %s", self.engine_error, self.fallback.name)
@@ -319,7 +323,7 @@ def run(args: argparse.Namespace) -> int:
     )
     try:
         with extending:
-            service = Service(settings)
+            service = Service(settings, shared_threads=True)
     except ConfigError as exc:
         print(f"gsv-edge serve: {exc}", file=sys.stderr)
         return EXIT_CONFIG

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -144,3 +145,50 @@ def test_an_engine_returns_freed_large_buffers_to_the_system(demo_bundle: Path, 
         pytest.skip("glibc behaviour")
     assert _kept_after_free("none") > 50  # the failure the pin exists for happens here
     assert _kept_after_free(str(demo_bundle), str(tmp_path / "state")) < 10
+
+
+# Counts the process's threads before any onnxruntime session and after an engine built the way `gsv-edge serve`
+# builds it (three threads per session in its profile) has spoken with its prefill, step and vocoder sessions;
+# then makes one more session for a profile asking for one thread.
+THREADS = """
+import logging, os, sys
+from pathlib import Path
+import numpy as np
+from daemon.config import load_settings
+from daemon.engine import SynthesisOptions, engine_from_settings
+from daemon.hardware import CPU, HardwareProfile, create_session
+from daemon.wav import encode_wav
+
+def threads():
+    return len(os.listdir("/proc/self/task"))
+
+logging.basicConfig()
+before = threads()
+engine = engine_from_settings(load_settings(None), Path(sys.argv[1]), sys.argv[2], shared_threads=True)
+t = np.arange(4 * 32000) / 32000
+engine.register_voice("v", encode_wav(0.3 * np.sin(2 * np.pi * 150 * t), 32000), "hello there.", "en")
+audio = np.concatenate(list(engine.stream("Hello world.", "v", "en", SynthesisOptions(seed=0))))
+spoke = threads()
+create_session(engine.bundle.graph_path("sovits_ref_style"), HardwareProfile(name="one", providers=[CPU],
+               intra_op_threads=1, inter_op_threads=1))
+print(len(engine._sessions), spoke - before, threads() - spoke, audio.size)
+"""
+
+
+def test_the_daemons_engine_runs_every_session_on_one_thread_pool(demo_bundle: Path, tmp_path: Path) -> None:  # noqa: F811
+    """Built for the daemon (shared_threads), an engine's sessions at three threads each add two worker
+    threads in all, not two per session; a later profile asking for another count joins the same pool (with a
+    logged warning) instead of failing, since onnxruntime cannot mix the two in one process."""
+    state = tmp_path / "state"
+    state.mkdir()
+    env = {**os.environ, "GSV_EDGE_STATE_DIR": str(state)}
+    profile = tmp_path / "three.toml"
+    profile.write_text('name = "three"\nproviders = ["CPUExecutionProvider"]\nintra_op_threads = 3\n')
+    done = subprocess.run([sys.executable, "-c", THREADS, str(demo_bundle), str(profile)], cwd=PROFILE_DIR.parent,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr
+    sessions, workers, later, samples = (int(x) for x in done.stdout.split())
+    assert sessions >= 3 and samples > 0
+    assert workers == 2
+    assert later == 0
+    assert "profile one asks for 1 intra-op / 1 inter-op threads" in done.stderr

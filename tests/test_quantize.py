@@ -200,6 +200,10 @@ def test_int8_kv_cache_is_recorded_and_within_bounds(kv8: Path):
     outputs = {o["name"]: o["dtype"] for o in bundle.graphs["t2s_prefill"].outputs}
     assert outputs == {"logits": "float", "present_k": "int8", "present_v": "int8",
                        "present_k_scale": "float", "present_v_scale": "float"}
+    from daemon.describe import describe_bundle
+
+    text = describe_bundle(kv8)
+    assert "T2S K/V cache int8 (needs onnxruntime >= 1.32)" in text and f"k_scale_0..{n_layer - 1}[" in text
     t2s = bundle.manifest["fidelity"]["graphs"]["t2s"]
     assert 0.999 <= t2s["logit_cosine_min"] < 1.0 and t2s["logit_max_abs_diff"] > 0  # measured, not skipped
     assert t2s["top1_agreement"] >= 0.95
