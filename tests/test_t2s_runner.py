@@ -9,16 +9,21 @@ import pytest
 from daemon.t2s_runner import KVCache, StepBinding
 
 
-def test_cache_grows_and_keeps_history() -> None:
+@pytest.mark.parametrize("dtype", [np.float32, np.int8])
+def test_cache_grows_and_keeps_history(dtype: type) -> None:
+    """float32, or int8 (``--kv-cache int8``: the prefill's quantized rows), the buffers keep their type."""
     rng = np.random.default_rng(0)
-    cache = KVCache(n_layer=2, n_head=3, head_dim=4, capacity=5)
-    k = rng.standard_normal((2, 1, 3, 4, 4)).astype(np.float32)  # [layers, 1, heads, T, head_dim]
-    v = rng.standard_normal((2, 1, 3, 4, 4)).astype(np.float32)
+    cache = KVCache(n_layer=2, n_head=3, head_dim=4, capacity=5, dtype=dtype)
+
+    def rows(t: int) -> np.ndarray:  # [layers, 1, heads, T, head_dim]
+        return (100 * rng.standard_normal((2, 1, 3, t, 4))).astype(dtype)
+
+    k, v = rows(4), rows(4)
     cache.append(k, v)
-    k2 = rng.standard_normal((2, 1, 3, 3, 4)).astype(np.float32)
-    v2 = rng.standard_normal((2, 1, 3, 3, 4)).astype(np.float32)
+    k2, v2 = rows(3), rows(3)
     cache.append(k2, v2)  # 7 > 5: the buffers grow
     assert cache.length == 7 and cache.capacity >= 7
+    assert all(b.dtype == dtype for b in cache.k + cache.v)
     all_k = np.concatenate([k, k2], axis=3)
     all_v = np.concatenate([v, v2], axis=3)
     for layer in range(2):
