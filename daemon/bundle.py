@@ -43,15 +43,14 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def _check_runtime(manifest_path: Path, needs: dict[str, str] | None, have: str | None = None) -> None:
+def _check_runtime(manifest_path: Path, needs: dict[str, str] | None) -> None:
     """A bundle whose graphs need a newer onnxruntime than this box has is refused by name, before any session
     fails on an unknown attribute (the int8 K/V cache: onnxruntime >= 1.32)."""
     if not needs:
         return
-    if have is None:
-        import onnxruntime
+    import onnxruntime
 
-        have = onnxruntime.__version__
+    have = onnxruntime.__version__
     if version_tuple(have) < version_tuple(str(needs.get("version", "0"))):
         raise BundleError(
             f"{manifest_path}: needs onnxruntime >= {needs.get('version')} for {needs.get('for', 'its graphs')}; "

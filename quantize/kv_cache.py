@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .onnx_io import save_with_weights_beside
+
 KV_HEADROOM = 1.25  # range above the prefill's largest value, for later tokens
 MIN_SCALE = 1e-8  # a channel that is zero everywhere still divides safely
 # GroupQueryAttention's quantized cache on the CPU: tested with 1.32 (1.23, JetPack 6's, lacks the attribute).
@@ -30,27 +32,13 @@ MIN_ONNXRUNTIME = "1.32"
 KV_OUTPUTS = ("present_k", "present_v")
 
 
-def _load(path: Path):
-    import onnx
-
-    return onnx.load(str(path))
-
-
-def _save(model, path: Path) -> None:
-    import onnx
-
-    from .graphs import weights_beside
-
-    onnx.save(model, str(path))
-    weights_beside(path)
-
-
 def quantize_prefill_outputs(path: Path, headroom: float = KV_HEADROOM) -> None:
     """``present_k`` / ``present_v`` [L, 1, H, T, Dh] become int8, with ``present_k_scale`` /
     ``present_v_scale`` [L, 1, H, 1, Dh] (float) beside them."""
+    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    model = _load(path)
+    model = onnx.load(str(path))
     graph = model.graph
     outputs = {o.name: o for o in graph.output}
     missing = [name for name in KV_OUTPUTS if name not in outputs]
@@ -83,15 +71,16 @@ def quantize_prefill_outputs(path: Path, headroom: float = KV_HEADROOM) -> None:
         old.type.tensor_type.elem_type = TensorProto.INT8
         scale_shape = shape[:3] + [1] + shape[4:]
         graph.output.append(helper.make_tensor_value_info(scale, TensorProto.FLOAT, scale_shape))
-    _save(model, path)
+    save_with_weights_beside(model, path)
 
 
 def quantize_step_cache(path: Path) -> None:
     """Every ``GroupQueryAttention`` node of the step graph keeps an int8 cache: ``past_*`` / ``present_*``
     become int8 and each layer gains inputs ``k_scale_<i>`` / ``v_scale_<i>`` [1, H, 1, Dh]."""
+    import onnx
     from onnx import TensorProto, helper
 
-    model = _load(path)
+    model = onnx.load(str(path))
     graph = model.graph
     inputs = {i.name: i for i in graph.input}
     outputs = {o.name: o for o in graph.output}
@@ -118,4 +107,4 @@ def quantize_step_cache(path: Path) -> None:
             inputs[name].type.tensor_type.elem_type = TensorProto.INT8
         for name in node.output[1:3]:
             outputs[name].type.tensor_type.elem_type = TensorProto.INT8
-    _save(model, path)
+    save_with_weights_beside(model, path)

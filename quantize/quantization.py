@@ -178,7 +178,7 @@ def convert_fp16(src: Path, dst: Path) -> None:
 
 def reduce_graph(bundle: Bundle, name: str, dst: Path, precision: str, work: Path) -> None:
     """``dst``: graph ``name`` at ``precision``, its weights in the weights file beside it."""
-    from .graphs import weights_beside
+    from .onnx_io import weights_beside
 
     src = bundle.graph_path(name)
     if precision == "int8" and name == "sovits_decoder":
