@@ -5,7 +5,8 @@ twice, as its ``past_*`` input and its ``present_*`` output, so the graph's fuse
 token's row in place and nothing is copied per step. The first ``length`` rows are valid (``seqlens_k``); the
 capacity is sized for the decode's token limit up front and doubles if ever exceeded. A bundle quantized with
 ``--kv-cache int8`` keeps the buffers as int8: its prefill returns them quantized with a scale per layer and
-channel, which are bound to the step graph beside them. Stop rules are upstream's
+channel, which are bound to the step graph beside them; an fp16 bundle keeps them as float16, on the GPU
+when onnxruntime's CUDA provider runs the step (:func:`cache_device`). Stop rules are upstream's
 ``infer_panel``: no EOS in the first 11 steps, EOS when the penalised argmax or the sampled token is EOS,
 ``early_stop_num``, 1500 steps.
 """
@@ -78,15 +79,39 @@ class KVCache:
         self.length += t
 
 
-def prefilled_cache(session: ort.InferenceSession, feeds: dict[str, np.ndarray], room: int
-                    ) -> tuple[np.ndarray, KVCache]:
-    """The prefill's first logits [1, V] and its K/V rows in a new cache with ``room`` more rows."""
+CACHE_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int8)": np.int8}
+
+
+def cache_dtype(step: ort.InferenceSession) -> type:
+    """What the step graph keeps its K/V cache in (the type of its ``past_key_0`` input)."""
+    kind = next(i.type for i in step.get_inputs() if i.name == "past_key_0")
+    if kind not in CACHE_TYPES:
+        raise ValueError(f"t2s_step: past_key_0 is {kind}; the K/V cache can be {', '.join(CACHE_TYPES)}")
+    return CACHE_TYPES[kind]
+
+
+def cache_device(providers: list[str], dtype: type) -> str:
+    """Where the cache buffers live while the step graph runs: on the GPU when onnxruntime's CUDA provider
+    runs its attention, which it does for a float16 cache only (its ``GroupQueryAttention`` has no float32
+    form); otherwise in host memory, where the CPU provider writes each new row in place."""
+    return "cuda" if "CUDAExecutionProvider" in providers and dtype == np.float16 else "cpu"
+
+
+def prefilled_cache(session: ort.InferenceSession, feeds: dict[str, np.ndarray], room: int,
+                    dtype: type | None = None) -> tuple[np.ndarray, KVCache]:
+    """The prefill's first logits [1, V] and its K/V rows in a new cache with ``room`` more rows, held as
+    ``dtype`` (the step graph's, :func:`cache_dtype`; default: as the prefill returns them). A float cache
+    converts rows from a prefill of another float precision (a bundle quantized with per-graph overrides)."""
     names = [o.name for o in session.get_outputs()]
     out = dict(zip(names, session.run(None, feeds), strict=True))
     k, v = out["present_k"], out["present_v"]
+    dtype = dtype or k.dtype.type
+    if dtype != k.dtype.type and (dtype == np.int8 or k.dtype == np.int8):
+        raise ValueError(f"t2s_prefill returns its K/V cache as {k.dtype}, t2s_step takes {np.dtype(dtype)}: "
+                         "an int8 cache needs both graphs rewritten together (gsv-edge quantize --kv-cache int8)")
     n_layer, _, n_head, rows, head_dim = k.shape
-    cache = KVCache(n_layer, n_head, head_dim, rows + room, k.dtype.type)
-    cache.append(k, v)
+    cache = KVCache(n_layer, n_head, head_dim, rows + room, dtype)
+    cache.append(k.astype(dtype, copy=False), v.astype(dtype, copy=False))
     if "present_k_scale" in out:  # int8 rows: the scales they were quantized with
         cache.k_scale, cache.v_scale = list(out["present_k_scale"]), list(out["present_v_scale"])
     return out["logits"], cache
@@ -94,20 +119,28 @@ def prefilled_cache(session: ort.InferenceSession, feeds: dict[str, np.ndarray],
 
 class StepBinding:
     """The step graph bound to a cache: each ``run`` feeds one token, onnxruntime writes its K/V row into the
-    cache buffers (bound as both past input and present output) and the logits into a fixed array."""
+    cache buffers (bound as both past input and present output) and the logits into a fixed array.
+
+    On the CPU the bound values are the cache's own arrays. On a GPU (:func:`cache_device`) they are device
+    copies made once per binding, so a step moves only the token in and the logits out; the host arrays are
+    brought up to date only when the cache must grow."""
 
     def __init__(self, session: ort.InferenceSession, cache: KVCache, vocab: int):
         self.session, self.cache = session, cache
+        self.device = cache_device(session.get_providers(), cache.dtype)
+        self.device_id = int(session.get_provider_options().get("CUDAExecutionProvider", {}).get("device_id", 0))
         self.logits = np.zeros((1, vocab), np.float32)
         self.binding = session.io_binding()
         self.binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.logits))
         self._bind_cache()
 
     def _bind_cache(self) -> None:
-        self._bound = self.cache.k + self.cache.v  # the OrtValues below point into these arrays
+        self._values: list[ort.OrtValue] = []  # K then V per layer; on the CPU they point into the arrays
+        self._bound = self.cache.k + self.cache.v
         for i in range(self.cache.n_layer):
             for kind, buffer in (("key", self.cache.k[i]), ("value", self.cache.v[i])):
-                value = ort.OrtValue.ortvalue_from_numpy(buffer)
+                value = ort.OrtValue.ortvalue_from_numpy(buffer, self.device, self.device_id)
+                self._values.append(value)
                 self.binding.bind_ortvalue_input(f"past_{kind}_{i}", value)
                 self.binding.bind_ortvalue_output(f"present_{kind}_{i}", value)
             if self.cache.k_scale is not None:
@@ -118,6 +151,9 @@ class StepBinding:
         """Logits [1, V] for ``token`` at audio ``position``; the cache gains one row."""
         cache = self.cache
         if cache.length + 1 > cache.capacity:
+            if self.device != "cpu":  # the valid rows are on the device
+                cache.k = [v.numpy() for v in self._values[0::2]]
+                cache.v = [v.numpy() for v in self._values[1::2]]
             cache.grow(2 * cache.capacity)
             self._bind_cache()
         b = self.binding
@@ -136,6 +172,7 @@ class T2SRunner:
         self.step_session = step
         self.eos = eos
         self.vocab = int(step.get_outputs()[0].shape[1])
+        self.cache_dtype = cache_dtype(step)
 
     def decode(
         self,
@@ -173,7 +210,7 @@ class Decode:
         n_prompt = self.prompt.shape[1]
         expected = self.early_stop_num + 2 if self.early_stop_num != -1 else INITIAL_SLACK
         feeds = {"phone_ids": self.phone_ids, "bert": self.bert, "prompt": self.prompt}
-        logits, cache = prefilled_cache(r.prefill_session, feeds, min(expected, MAX_SLACK))
+        logits, cache = prefilled_cache(r.prefill_session, feeds, min(expected, MAX_SLACK), r.cache_dtype)
         step = StepBinding(r.step_session, cache, r.vocab)
         tokens = list(self.prompt[0])
         recorded: list[np.ndarray] = []

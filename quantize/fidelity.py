@@ -23,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from daemon.bundle import Bundle
-from daemon.t2s_runner import StepBinding, prefilled_cache
+from daemon.t2s_runner import StepBinding, cache_dtype, prefilled_cache
 
 SEED = 20240611
 T2S_STEPS = 32
@@ -56,7 +56,8 @@ def teacher_forced_logits(bundle: Bundle, phones: np.ndarray, bert: np.ndarray, 
     when ``tokens`` is None the greedy choice (EOS excluded), which is returned as the sequence fed."""
     prefill, step = graph_session(bundle, "t2s_prefill"), graph_session(bundle, "t2s_step")
     eos = bundle.manifest["t2s"]["eos"]
-    logits, cache = prefilled_cache(prefill, {"phone_ids": phones, "bert": bert, "prompt": prompt}, steps)
+    feeds = {"phone_ids": phones, "bert": bert, "prompt": prompt}
+    logits, cache = prefilled_cache(prefill, feeds, steps, cache_dtype(step))
     bound = StepBinding(step, cache, logits.shape[1])
     fed = list(tokens) if tokens is not None else []
     out = [logits[0]]

@@ -6,12 +6,13 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from daemon.t2s_runner import KVCache, StepBinding
+from daemon.t2s_runner import KVCache, StepBinding, cache_device, prefilled_cache
 
 
-@pytest.mark.parametrize("dtype", [np.float32, np.int8])
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int8])
 def test_cache_grows_and_keeps_history(dtype: type) -> None:
-    """float32, or int8 (``--kv-cache int8``: the prefill's quantized rows), the buffers keep their type."""
+    """float32, float16 (fp16 bundles) or int8 (``--kv-cache int8``: the prefill's quantized rows), the
+    buffers keep their type."""
     rng = np.random.default_rng(0)
     cache = KVCache(n_layer=2, n_head=3, head_dim=4, capacity=5, dtype=dtype)
 
@@ -92,3 +93,31 @@ def test_step_graph_is_one_fused_attention_node_per_layer(tiny_step) -> None:
     for i in range(model.cfg.n_layer):
         for kind in ("key", "value"):
             assert f"past_{kind}_{i}" in inputs and f"present_{kind}_{i}" in outputs
+
+
+def test_cache_lives_on_the_gpu_only_where_cuda_runs_the_attention() -> None:
+    """onnxruntime's CUDA GroupQueryAttention takes float16 only: a float32 or int8 cache stays in host memory
+    even in a CUDA session (its attention nodes fall back to the CPU provider)."""
+    cuda = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert cache_device(cuda, np.float16) == "cuda"
+    assert cache_device(cuda, np.float32) == cache_device(cuda, np.int8) == "cpu"
+    assert cache_device(["CPUExecutionProvider"], np.float16) == "cpu"
+
+
+def test_an_int8_prefill_cannot_feed_a_float_step(tmp_path) -> None:
+    """Mixing an ``--kv-cache int8`` prefill with a float step graph is refused by name, not mis-bound."""
+    from onnx import TensorProto, helper, save
+
+    outputs = [("logits", TensorProto.FLOAT, [1, 3]), ("present_k", TensorProto.INT8, [1, 1, 1, 2, 2]),
+               ("present_v", TensorProto.INT8, [1, 1, 1, 2, 2])]
+    nodes = [helper.make_node("Identity", [f"in_{name}"], [name]) for name, _, _ in outputs]
+    graph = helper.make_graph(nodes, "prefill", [helper.make_tensor_value_info(f"in_{n}", t, s) for n, t, s in outputs],
+                              [helper.make_tensor_value_info(n, t, s) for n, t, s in outputs])
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "p.onnx"))
+    session = ort.InferenceSession(str(tmp_path / "p.onnx"), providers=["CPUExecutionProvider"])
+    feeds = {"in_logits": np.zeros((1, 3), np.float32), "in_present_k": np.ones((1, 1, 1, 2, 2), np.int8),
+             "in_present_v": np.ones((1, 1, 1, 2, 2), np.int8)}
+    with pytest.raises(ValueError, match="t2s_prefill returns its K/V cache as int8, t2s_step takes float32"):
+        prefilled_cache(session, feeds, 4, np.float32)
+    _, cache = prefilled_cache(session, feeds, 4, np.int8)
+    assert cache.dtype == np.int8 and cache.length == 2
