@@ -1,7 +1,7 @@
 """Benchmark: full-size GPT-SoVITS v2 (random weights) as fp32, int8 and mixed bundles and as the
 project's PyTorch modules, same workload, one command.
 
-    python bench/run.py [--quick] [--threads 2] [--json FILE] [--plot FILE.png] [--work DIR]
+    python bench/run.py [--quick] [--threads 2] [--only NAME,...] [--json FILE] [--plot FILE.png] [--work DIR]
 
 Builds upstream-format files with random weights, converts them (``gsv-edge convert``), quantizes them
 (``gsv-edge quantize``), then measures each variant in a fresh process (peak RSS is per process) and prints
@@ -47,6 +47,8 @@ QUANTIZED: dict[str, tuple[str, dict[str, str], str]] = {
     "int8_kv": ("int8", {"sovits_decoder": "int8"}, "int8"),
 }
 CPU_VARIANTS = ("fp32", *QUANTIZED)
+CUDA_VARIANTS = ("fp32_cuda", "fp16_cuda")  # bundle name + "_cuda": measured on the CUDA provider
+VARIANTS = (*CPU_VARIANTS, *CUDA_VARIANTS, "torch")
 
 
 def log(msg: str) -> None:
@@ -98,8 +100,32 @@ def usable(bundle: Path, source: Path | None = None, plan: dict[str, str] | None
         return False
 
 
-def build(work: Path, with_fp16: bool) -> dict[str, Path]:
-    """Sources, the fp32 bundle and its quantized versions; anything already built is reused."""
+def selected(only: str | None, gpu: bool, with_torch: bool) -> list[str]:
+    """The variants to measure: ``--only``'s, in the table's order, or every one this machine can run."""
+    if not only:
+        return [*CPU_VARIANTS, *(CUDA_VARIANTS if gpu else ()), *(("torch",) if with_torch else ())]
+    names = [n.strip() for n in only.split(",") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown or not names:
+        raise SystemExit(f"--only {only}: unknown variant {', '.join(unknown) or '(none named)'}; "
+                         f"choose from {', '.join(VARIANTS)}")
+    if not gpu and any(n in CUDA_VARIANTS for n in names):
+        raise SystemExit(f"--only {only}: the *_cuda variants need onnxruntime-gpu and a GPU "
+                         f"(this onnxruntime has {', '.join(_providers())})")
+    if not with_torch and "torch" in names:
+        raise SystemExit(f"--only {only}: the torch variant needs torch (pip install 'gsv-edge[convert]')")
+    return [n for n in VARIANTS if n in names]
+
+
+def _providers() -> list[str]:
+    import onnxruntime as ort
+
+    return ort.get_available_providers()
+
+
+def build(work: Path, variants: list[str]) -> dict[str, Path]:
+    """Sources, the fp32 bundle and the quantized bundles ``variants`` measure; anything already built is
+    reused."""
     from quantize.convert import convert
     from quantize.quantization import quantize_bundle
 
@@ -115,8 +141,11 @@ def build(work: Path, with_fp16: bool) -> dict[str, Path]:
     from quantize.quantization import graph_plan
 
     source = Bundle.load(bundles["fp32"], verify=False)
-    variants = {**QUANTIZED, **({"fp16": ("fp16", {}, "fp32")} if with_fp16 else {})}
-    for name, (preset, overrides, kv_cache) in variants.items():
+    needed = {v.removesuffix("_cuda") for v in variants}
+    recipes = {**QUANTIZED, "fp16": ("fp16", {}, "fp32")}
+    for name, (preset, overrides, kv_cache) in recipes.items():
+        if name not in needed:
+            continue
         bundles[name] = work / name
         plan = graph_plan(source, preset, overrides)
         if not usable(bundles[name], bundles["fp32"], plan, kv_cache):
@@ -138,20 +167,17 @@ def measure_bundle(bundle: Path, state: Path, out: Path, threads: int, provider:
     return json.loads(out.read_text())
 
 
-def measure_all(work: Path, bundles: dict[str, Path], threads: int, steps: int, repeats: int,
-                with_torch: bool) -> dict[str, Any]:
+def measure_all(work: Path, bundles: dict[str, Path], variants: list[str], threads: int, steps: int,
+                repeats: int) -> dict[str, Any]:
     results: dict[str, Any] = {}
-    runs = [(name, "cpu") for name in CPU_VARIANTS]
-    if "fp16" in bundles:
-        runs += [("fp32", "cuda"), ("fp16", "cuda")]
-    for name, provider in runs:
-        key = name if provider == "cpu" else f"{name}_cuda"
+    for key in (v for v in variants if v != "torch"):
+        provider = "cuda" if key in CUDA_VARIANTS else "cpu"
         log(f"measuring {key}")
         t0 = time.monotonic()
-        results[key] = measure_bundle(bundles[name], work / "state" / key, work / f"result-{key}.json",
-                                      threads, provider, steps, repeats)
+        results[key] = measure_bundle(bundles[key.removesuffix("_cuda")], work / "state" / key,
+                                      work / f"result-{key}.json", threads, provider, steps, repeats)
         log(f"  {time.monotonic() - t0:.0f} s")
-    if with_torch:
+    if "torch" in variants:
         log("measuring torch (eager PyTorch modules)")
         out = work / "result-torch.json"
         child(["bench.torch_ref", "--gpt", str(work / "sources" / "bench-e1.ckpt"), "--sovits",
@@ -173,7 +199,7 @@ def _ratio(a: float | None, b: float | None) -> str:
 
 def table(results: dict[str, Any], info: dict[str, Any], steps: int) -> str:
     names = list(results)
-    ratios = [(v, "fp32") for v in names if v not in ("fp32", "torch")]
+    ratios = [(v, "fp32") for v in names if v not in ("fp32", "torch") and "fp32" in results]
     ratios += [(v, "torch") for v in names if v != "torch" and "torch" in results]
     head = ["metric", *names, *[f"{a}/{b}" for a, b in ratios]]
     lines = [
@@ -219,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help=f"{w.QUICK_STEPS} decode steps, two repeats (under ten minutes on 2 cores)")
     parser.add_argument("--threads", type=int, default=2, help="intra-op threads for onnxruntime and torch")
+    parser.add_argument("--only", metavar="NAME,...",
+                        help=f"measure only these variants (of {', '.join(VARIANTS)}); default: every one "
+                             "this machine can run")
     parser.add_argument("--json", type=Path, help="also write the results as JSON")
     parser.add_argument("--plot", type=Path, help="draw ms per step against KV length (PNG)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/gsv-edge-bench"),
@@ -231,16 +260,17 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--plot needs matplotlib: pip install 'gsv-edge[bench]'")
     steps, repeats = (w.QUICK_STEPS, 2) if args.quick else (w.STEPS, 3)
     info = machine(args.threads)
-    gpu = cuda_available()
-    bundles = build(args.work, with_fp16=gpu)
     try:
         import torch  # noqa: F401
 
         with_torch = True
     except ImportError:
-        log("torch is not installed: the PyTorch reference is skipped")
         with_torch = False
-    results = measure_all(args.work, bundles, args.threads, steps, repeats, with_torch)
+    variants = selected(args.only, cuda_available(), with_torch)
+    if not args.only and not with_torch:
+        log("torch is not installed: the PyTorch reference is skipped")
+    bundles = build(args.work, variants)
+    results = measure_all(args.work, bundles, variants, args.threads, steps, repeats)
     print(table(results, info, steps))
     if args.json:
         slim = {k: {m: v.get(m) for m, _ in METRICS} for k, v in results.items()}
