@@ -130,6 +130,15 @@ class SelfAttention(nn.Module):
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
         return tuple(z.reshape(b, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
 
+    def qkv_last(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Like :meth:`qkv`, with the query for the last position only ([B, H, 1, Dh])."""
+        b, t, d = x.shape
+        w, bias = self.in_proj_weight, self.in_proj_bias
+        q = F.linear(x[:, -1:], w[:d], bias[:d])
+        k, v = F.linear(x, w[d:], bias[d:]).chunk(2, dim=-1)
+        return (q.reshape(b, 1, self.n_head, d // self.n_head).transpose(1, 2),
+                *(z.reshape(b, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (k, v)))
+
     @staticmethod
     def merge(attn: torch.Tensor) -> torch.Tensor:
         """[B, H, T, Dh] -> [B, T, H * Dh]."""
@@ -253,20 +262,28 @@ class Text2SemanticDecoder(nn.Module):
     def prefill(
         self, phone_ids: torch.Tensor, bert: torch.Tensor, prompt: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """First pass over phones + prompt. Returns logits [1, V] and per-layer K, V [1, H, N+P, Dh]."""
+        """First pass over phones + prompt. Returns logits [1, V] and per-layer K, V [1, H, N+P, Dh].
+
+        Only the last position's output is read, so the last layer computes every position's key and value
+        (the cache needs them) but its query, attention, projection and feed-forward for that position
+        alone: the same result, ~3.5 % fewer of the prefill's weight MACs at full size."""
         x = self.embed_text(phone_ids, bert)
         n_text, n_audio = phone_ids.shape[1], prompt.shape[1]
         if n_audio:
             x = torch.cat([x, self.embed_audio(prompt, torch.arange(n_audio))], dim=1)
         mask = prefill_mask(n_text, n_audio)
         ks, vs = [], []
-        for layer in self.h.layers:
+        *inner, last = self.h.layers
+        for layer in inner:
             q, k, v = layer.self_attn.qkv(x)
             attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             x = layer.finish(x, layer.self_attn.merge(attn))
             ks.append(k)
             vs.append(v)
-        return self.ar_predict_layer(x[:, -1]), ks, vs
+        q, k, v = last.self_attn.qkv_last(x)
+        attn = F.scaled_dot_product_attention(q, k, v, attn_mask=mask[-1:])
+        x = last.finish(x[:, -1:], last.self_attn.merge(attn))
+        return self.ar_predict_layer(x[:, -1]), [*ks, k], [*vs, v]
 
     def step(
         self,
