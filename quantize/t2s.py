@@ -132,8 +132,9 @@ class SelfAttention(nn.Module):
 
     def qkv_last(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Like :meth:`qkv`, with the query for the last position only ([B, H, 1, Dh])."""
-        b, t, d = x.shape
+        b, t, _ = x.shape
         w, bias = self.in_proj_weight, self.in_proj_bias
+        d = w.shape[1]  # from the weight, not from x: the exporter then folds the slices into constant weights
         q = F.linear(x[:, -1:], w[:d], bias[:d])
         k, v = F.linear(x, w[d:], bias[d:]).chunk(2, dim=-1)
         return (q.reshape(b, 1, self.n_head, d // self.n_head).transpose(1, 2),
