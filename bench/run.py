@@ -77,9 +77,7 @@ def machine(threads: int) -> dict[str, Any]:
 
 
 def cuda_available() -> bool:
-    import onnxruntime as ort
-
-    return "CUDAExecutionProvider" in ort.get_available_providers()
+    return "CUDAExecutionProvider" in _providers()
 
 
 def usable(bundle: Path, source: Path | None = None, plan: dict[str, str] | None = None,

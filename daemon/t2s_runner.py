@@ -111,7 +111,7 @@ def prefilled_cache(session: ort.InferenceSession, feeds: dict[str, np.ndarray],
                          "an int8 cache needs both graphs rewritten together (gsv-edge quantize --kv-cache int8)")
     n_layer, _, n_head, rows, head_dim = k.shape
     cache = KVCache(n_layer, n_head, head_dim, rows + room, dtype)
-    cache.append(k.astype(dtype, copy=False), v.astype(dtype, copy=False))
+    cache.append(k, v)  # the buffers are of ``dtype``: assigning the rows converts them
     if "present_k_scale" in out:  # int8 rows: the scales they were quantized with
         cache.k_scale, cache.v_scale = list(out["present_k_scale"]), list(out["present_v_scale"])
     return out["logits"], cache
