@@ -124,21 +124,22 @@ class SelfAttention(nn.Module):
         self.in_proj_bias = nn.Parameter(torch.empty(3 * dim))
         self.out_proj = nn.Linear(dim, dim)
 
+    def heads(self, z: torch.Tensor) -> torch.Tensor:
+        """[B, T, D] -> [B, H, T, Dh]."""
+        b, t, d = z.shape
+        return z.reshape(b, t, self.n_head, d // self.n_head).transpose(1, 2)
+
     def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """[B, T, D] -> three [B, H, T, Dh]."""
-        b, t, d = x.shape
         q, k, v = F.linear(x, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
-        return tuple(z.reshape(b, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (q, k, v))
+        return self.heads(q), self.heads(k), self.heads(v)
 
     def qkv_last(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Like :meth:`qkv`, with the query for the last position only ([B, H, 1, Dh])."""
-        b, t, _ = x.shape
         w, bias = self.in_proj_weight, self.in_proj_bias
         d = w.shape[1]  # from the weight, not from x: the exporter then folds the slices into constant weights
-        q = F.linear(x[:, -1:], w[:d], bias[:d])
         k, v = F.linear(x, w[d:], bias[d:]).chunk(2, dim=-1)
-        return (q.reshape(b, 1, self.n_head, d // self.n_head).transpose(1, 2),
-                *(z.reshape(b, t, self.n_head, d // self.n_head).transpose(1, 2) for z in (k, v)))
+        return self.heads(F.linear(x[:, -1:], w[:d], bias[:d])), self.heads(k), self.heads(v)
 
     @staticmethod
     def merge(attn: torch.Tensor) -> torch.Tensor:
