@@ -240,6 +240,7 @@ def run(args: argparse.Namespace) -> int:
     pid_file = state_dir / PID_FILE
     try:
         pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)  # alive: before the checks, which may hash gigabytes
         daemon_config = _daemon_config(state_dir, pid)
     except (OSError, ValueError, StateDbError) as exc:
         print(f"gsv-edge reload: no running daemon found through {pid_file}: {exc}", file=sys.stderr)
