@@ -323,8 +323,8 @@ class Pipeline:
         job.finish()
 
     def _engine_for(self, request: Request) -> Synthesizer:
-        """The fallback speaks a request naming a voice the engine lacks: Wyoming lists the fallback voice
-        beside the engine's (MQTT intake only accepts the engine's voices)."""
+        """The fallback speaks a request naming a voice the engine lacks: the daemon's voice list offers the
+        fallback voice beside the engine's (intake accepts only the listed voices)."""
         engine = self._engine
         if request.voice is None or any(v.name == request.voice for v in engine.voices()):
             return engine

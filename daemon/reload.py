@@ -9,8 +9,10 @@ Live: ``engine.*``, ``audit.*``, ``log_level`` and the per-message limits ``queu
 ``queue.default_ttl_s`` and ``queue.max_payload_bytes``. Anything else that changed is reported as
 ``restart_needed`` and takes effect at the next start.
 
-The daemon writes its pid to ``<state_dir>/gsv-edge.pid``; ``gsv-edge reload`` signals that process
-and waits for the outcome the daemon records in the state database.
+The daemon writes its pid to ``<state_dir>/gsv-edge.pid`` and records in the state database which config
+file it re-reads. ``gsv-edge reload`` checks that file (a ``--config`` naming another one is refused: the
+daemon would never read it) and the bundle's digests, signals the daemon, and waits for the outcome the
+daemon records in the state database.
 """
 
 from __future__ import annotations
@@ -20,14 +22,16 @@ import json
 import logging
 import os
 import signal
+import sqlite3
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from daemon.bundle import Bundle
 from daemon.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
-from daemon.state_db import StateDbError, open_read_only
+from daemon.state_db import DB_NAME, StateDbError, open_read_only
 
 if TYPE_CHECKING:
     from daemon.service import Service
@@ -39,6 +43,8 @@ PID_FILE = "gsv-edge.pid"
 LIVE_SECTIONS = ("engine", "audit", "log_level")
 LIVE_QUEUE_KEYS = ("max_text_chars", "default_ttl_s", "max_payload_bytes")
 SCHEMA = "CREATE TABLE IF NOT EXISTS reloads (ts REAL NOT NULL, ok INTEGER NOT NULL, message TEXT NOT NULL)"
+# The config file the running daemon re-reads (NULL: started without --config), for ``gsv-edge reload``.
+RUNNING_SCHEMA = "CREATE TABLE IF NOT EXISTS running (pid INTEGER NOT NULL, config TEXT)"
 WAIT_S = 300.0  # how long ``gsv-edge reload`` waits: loading and warming a large bundle takes a while
 
 
@@ -75,6 +81,7 @@ class Reloader:
         self._thread = threading.Thread(target=self._loop, name="gsv-reload", daemon=True)
         with service.state.transaction() as conn:
             conn.execute(SCHEMA)
+            conn.execute(RUNNING_SCHEMA)
 
     @property
     def pid_file(self) -> Path:
@@ -85,6 +92,13 @@ class Reloader:
 
     def start(self) -> None:
         self.pid_file.write_text(f"{os.getpid()}\n")
+        config = os.path.abspath(self._config_file) if self._config_file is not None else None
+        try:
+            with self._service.state.transaction() as conn:
+                conn.execute("DELETE FROM running")
+                conn.execute("INSERT INTO running (pid, config) VALUES (?, ?)", (os.getpid(), config))
+        except StateDbError as exc:
+            log.error("cannot record the config file for gsv-edge reload (it will refuse to signal): %s", exc)
         self._thread.start()
 
     def stop(self) -> None:
@@ -177,7 +191,9 @@ class Reloader:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, default=None, metavar="FILE",
-                        help=f"the daemon's TOML configuration (default {DEFAULT_CONFIG_PATH}); checked first")
+                        help="the config file the running daemon re-reads (default: that file, found through "
+                             f"the state directory; {DEFAULT_CONFIG_PATH} or GSV_EDGE_STATE_DIR locate the daemon); "
+                             "checked with its bundle before anything is sent")
 
 
 def _last_reload(state_dir: Path) -> tuple[float, bool, str] | None:
@@ -194,24 +210,65 @@ def _last_reload(state_dir: Path) -> tuple[float, bool, str] | None:
     return (row[0], bool(row[1]), row[2]) if row else None
 
 
+def _daemon_config(state_dir: Path, pid: int) -> Path | None:
+    """The config file the daemon with ``pid`` re-reads; None when it was started without ``--config``."""
+    conn = open_read_only(state_dir)
+    try:
+        row = conn.execute("SELECT config FROM running WHERE pid = ?", (pid,)).fetchone()
+    except sqlite3.Error:  # no such table: a daemon from before the record was kept
+        row = None
+    finally:
+        conn.close()
+    if row is None:
+        raise StateDbError(f"the daemon (pid {pid}) recorded no config file in {state_dir / DB_NAME}; restart it")
+    return Path(row[0]) if row[0] is not None else None
+
+
+def _not_sent(reason: str) -> int:
+    print(f"gsv-edge reload: not sent, {reason}", file=sys.stderr)
+    return 2
+
+
 def run(args: argparse.Namespace) -> int:
-    """Check the config here (a clear error before anything is signalled), then SIGHUP the daemon."""
+    """Check here what the daemon will load (its own config file and the bundle it names), so nothing wrong is
+    signalled; then SIGHUP the daemon and report what it did."""
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(f"gsv-edge reload: not sent, the configuration is invalid: {exc}", file=sys.stderr)
-        return 2
-    pid_file = settings.state_dir / PID_FILE
+        return _not_sent(f"the configuration is invalid: {exc}")
+    state_dir = settings.state_dir
+    pid_file = state_dir / PID_FILE
     try:
         pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)  # alive: before the checks, which may hash gigabytes
+        daemon_config = _daemon_config(state_dir, pid)
+    except (OSError, ValueError, StateDbError) as exc:
+        print(f"gsv-edge reload: no running daemon found through {pid_file}: {exc}", file=sys.stderr)
+        return 1
+    runs_with = daemon_config or DEFAULT_CONFIG_PATH  # started without --config, it reads the default file
+    if args.config is not None and args.config.resolve() != runs_with.resolve():
+        what = daemon_config or f"none given, so {DEFAULT_CONFIG_PATH} when present"
+        return _not_sent(f"{args.config} is not the config file the daemon (pid {pid}) re-reads ({what}); "
+                         "edit that one")
+    if args.config is None and daemon_config is not None:
+        try:
+            settings = load_settings(daemon_config)
+        except ConfigError as exc:
+            return _not_sent(f"the configuration is invalid: {exc}")
+    if settings.engine.bundle is not None:
+        try:
+            Bundle.load(settings.engine.bundle)  # every digest, as the daemon's load checks them
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # BundleError is a ValueError
+            return _not_sent(f"the bundle fails its check: {exc}")
+    try:
         sent = time.time()
         os.kill(pid, signal.SIGHUP)
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         print(f"gsv-edge reload: no running daemon found through {pid_file}: {exc}", file=sys.stderr)
         return 1
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
-        outcome = _last_reload(settings.state_dir)
+        outcome = _last_reload(state_dir)
         if outcome is not None and outcome[0] >= sent:
             print(f"gsv-edge reload: {outcome[2]}", file=sys.stdout if outcome[1] else sys.stderr)
             return 0 if outcome[1] else 1

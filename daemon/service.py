@@ -148,13 +148,25 @@ class Service:
         return IntakePolicy(
             max_text_chars=self.settings.queue.max_text_chars,
             default_ttl_s=self.settings.queue.default_ttl_s,
-            voices=frozenset(v.name for v in self.engine.voices()),
+            voices=frozenset(v.name for v in self.voices()),
             has_audio_device=self._has_audio_device,
             default_chime=self.settings.audio.chime_default,
         )
 
     def voices(self) -> list[VoiceInfo]:
-        return self.engine.voices()
+        """The one voice list: what MQTT accepts and lists, Hermes lists and Wyoming describes."""
+        return [voice for voice, _ in self.offered_voices()]
+
+    def offered_voices(self) -> list[tuple[VoiceInfo, bool]]:
+        """Every voice a request may name, and whether eSpeak NG speaks it: the engine's voices and, beside a
+        neural engine, the configured fallback voice (the pipeline hands a request naming it to the fallback).
+        Read per call: voices come and go."""
+        engine, fallback = self.engine, self.fallback
+        voices = [(voice, engine is fallback) for voice in engine.voices()]
+        name = self.settings.engine.fallback_voice
+        if engine is not fallback and all(voice.name != name for voice, _ in voices):
+            voices.append((VoiceInfo(name, [name], f"{fallback.name} ({name})"), True))
+        return voices
 
     def register_voice(self, payload: bytes) -> None:
         """Read the payload here (cheap); clone on a worker thread, as the engine needs seconds for it."""

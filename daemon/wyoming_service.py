@@ -73,13 +73,16 @@ def wyoming_languages(languages: list[str]) -> list[str]:
 class SpeechService(Protocol):
     """What the Wyoming side needs from the daemon (:class:`daemon.service.Service`)."""
 
-    settings: Settings  # replaced on reload: engine.fallback_voice is read from it per request
     engine: Synthesizer
     fallback: Synthesizer
 
     def submit(self, request: Request) -> None: ...
 
     def intake_policy(self) -> IntakePolicy: ...
+
+    def offered_voices(self) -> list[tuple[VoiceInfo, bool]]:
+        """Every voice a request may name, and whether eSpeak NG speaks it (the list MQTT uses too)."""
+        ...
 
 
 class Refusal(Exception):
@@ -362,16 +365,6 @@ class WyomingServer:
 
     # -- what a connection asks for -------------------------------------------------------------
 
-    def offered_voices(self) -> list[tuple[VoiceInfo, bool]]:
-        """Every voice a client may name, and whether the fallback speaks it: the engine's voices, and
-        beside a neural engine the configured fallback voice. Read per call: voices come and go."""
-        engine, fallback = self._service.engine, self._service.fallback
-        voices = [(voice, engine is fallback) for voice in engine.voices()]
-        name = self._service.settings.engine.fallback_voice
-        if engine is not fallback and all(voice.name != name for voice, _ in voices):
-            voices.append((VoiceInfo(name, [name], f"{fallback.name} ({name})"), True))
-        return voices
-
     def info(self) -> Info:
         engine = self._service.engine
         neural = engine is not self._service.fallback
@@ -384,7 +377,7 @@ class WyomingServer:
                 version=None,
                 languages=wyoming_languages(voice.languages),
             )
-            for voice, by_fallback in self.offered_voices()
+            for voice, by_fallback in self._service.offered_voices()
         ]
         program = TtsProgram(
             name="gsv-edge",
@@ -400,7 +393,7 @@ class WyomingServer:
     def choose_voice(self, voice: SynthesizeVoice | None) -> tuple[str | None, str | None]:
         """(voice, lang) for a request: a named voice must be offered; a language alone picks the first
         offered voice speaking it, else goes to the engine as the text's language."""
-        offered = self.offered_voices()
+        offered = self._service.offered_voices()
         if voice is not None and voice.name is not None:
             if all(info.name != voice.name for info, _ in offered):
                 raise Refusal(f"unknown voice {voice.name!r}: describe lists the voices", "unknown-voice")
@@ -419,9 +412,7 @@ class WyomingServer:
 
     def request(self, text: str, voice: str | None, lang: str | None, client: str) -> Request:
         """The queued request, checked exactly as an MQTT ``say`` is (text limits, names, language)."""
-        policy = dataclasses.replace(
-            self._service.intake_policy(), voices=frozenset(info.name for info, _ in self.offered_voices())
-        )
+        policy = self._service.intake_policy()
         say: dict[str, Any] = {"text": text, "priority": self.settings.priority, "output": "publish", "chime": False}
         if voice is not None:
             say["voice"] = voice

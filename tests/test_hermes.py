@@ -90,4 +90,5 @@ def test_get_voices(start_daemon, recorder: Recorder) -> None:
     recorder.publish(GetVoices.topic(), GetVoices(id="v-1", site_id="default").to_json())
     voices = Voices.from_json(recorder.wait_for(Voices.topic()).payload)
     assert voices.id == "v-1"
-    assert [v.voice_id for v in voices.voices] == ["tone-a", "tone-b"]
+    assert [v.voice_id for v in voices.voices] == ["tone-a", "tone-b", "en"]  # and the eSpeak NG voice, as Wyoming
+    assert voices.voices[-1].description == "espeak-ng fallback (en)"

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import Broker, Recorder, to_toml
+from tests.demo_fixtures import demo_bundle  # noqa: F401 - fixture
 from tests.doubles import ToneEngine
 
 REPO = Path(__file__).resolve().parent.parent
@@ -72,6 +73,24 @@ def test_pcm_chunks_then_end_marker(start_daemon, recorder: Recorder) -> None:
     audio = np.frombuffer(b"".join(chunks), "<i2")
     assert audio.size == end["samples"] == 3 * 1600
     assert 0.2 < np.abs(audio).max() / 32767 <= 0.26  # volume 0.5 of a 0.5 tone
+
+
+def test_the_fallback_voice_is_listed_and_spoken_beside_a_bundle(
+    start_daemon, recorder: Recorder, demo_bundle: Path  # noqa: F811
+) -> None:
+    """One voice list for every protocol: what Wyoming offers (the eSpeak NG voice) MQTT lists and accepts."""
+    daemon = start_daemon(engine={"bundle": str(demo_bundle)})
+    assert daemon.service.engine_state() == "ready"
+    recorder.subscribe(daemon.topics.voices)
+    listed = recorder.wait_for(daemon.topics.voices).json()["voices"]
+    assert {"name": "en", "languages": ["en"], "description": "espeak-ng fallback (en)"} in listed
+
+    daemon.say({"id": "fallback-voice", "text": "Spoken by the fallback voice.", "voice": "en"})
+    done = daemon.wait_event("fallback-voice", "done")
+    assert [e["event"] for e in daemon.events("fallback-voice")] == ["queued", "started", "first_audio", "done"]
+    assert done["engine"] == "espeak-ng fallback" and done["fallback"] is False  # chosen, not fallen back to
+    samples, _rate = read_wav(recorder.wait_for(daemon.topics.audio("fallback-voice")).payload)
+    assert np.abs(samples).max() > 3000
 
 
 BAD_PAYLOADS = [

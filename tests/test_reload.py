@@ -19,9 +19,13 @@ from tests.test_durability import REPO, DaemonProcess, check_exactly_once, daemo
 QUIET = {"lead_in_ms": 50, "tail_ms": 50}
 
 
-def reload(daemon: DaemonProcess) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-m", "daemon.cli", "reload", "--config", str(daemon.config)]
-    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+def reload(daemon: DaemonProcess, config: Path | None = None, *, own: bool = True) -> subprocess.CompletedProcess[str]:
+    """``gsv-edge reload --config`` with the daemon's file (``own``), another file, or no ``--config`` at all
+    (the daemon then found through GSV_EDGE_STATE_DIR)."""
+    options = ["--config", str(config or daemon.config)] if own or config else []
+    env = {**os.environ, "GSV_EDGE_STATE_DIR": str(daemon.state_dir)}
+    command = [sys.executable, "-m", "daemon.cli", "reload", *options]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 
 def control_events(daemon: DaemonProcess) -> list[dict[str, Any]]:
@@ -45,13 +49,16 @@ def test_broken_bundle_is_refused_and_the_old_one_keeps_serving(
     with (bundle / "t2s_step.onnx").open("r+b") as graph:
         graph.seek(len(good) // 2)
         graph.write(b"corrupted")
-    refused = reload(daemon)
-    assert refused.returncode == 1, refused
-    assert "reload refused, still serving the previous configuration" in refused.stderr
-    assert "SHA-256" in refused.stderr and "t2s_step.onnx" in refused.stderr
-    event = next(e for e in control_events(daemon) if e["event"] == "reload_refused")
-    assert "SHA-256" in event["reason"]
-    assert "reload refused" in daemon.log.read_text()
+    checked = reload(daemon)  # the command checks the bundle's digests itself and signals nothing
+    assert checked.returncode == 2, checked
+    assert "not sent" in checked.stderr and "SHA-256" in checked.stderr
+    assert str(bundle / "t2s_step.onnx") in checked.stderr and not checked.stdout
+    assert daemon.proc is not None
+    os.kill(daemon.proc.pid, signal.SIGHUP)  # systemd's ExecReload: the daemon refuses it on its own
+    event = daemon.recorder.wait_for(f"{daemon.base}/events", lambda m: m.json()["event"] == "reload_refused").json()
+    assert "SHA-256" in event["reason"] and "t2s_step.onnx" in event["reason"]
+    assert [e["event"] for e in control_events(daemon)] == ["reload_refused"]  # the command sent nothing
+    assert "reload refused, still serving the previous configuration" in daemon.log.read_text()
 
     (bundle / "t2s_step.onnx").write_bytes(good)  # the fixed bundle, and a config change
     text = daemon.config.read_text().replace("[queue]\n", "")
@@ -85,3 +92,28 @@ def test_invalid_config_is_not_signalled_and_sighup_refuses_it(daemon_process: A
     assert accepted.returncode == 0 and "at the next restart: mqtt.reconnect_max_s" in accepted.stdout
     daemon.say({"id": "still", "text": "Still serving."})
     daemon.wait_event("still", "done")
+
+
+def test_reload_refuses_a_config_file_the_daemon_does_not_run_with(daemon_process: Any, tmp_path: Path) -> None:  # noqa: F811
+    """The daemon re-reads its own file: a check of another one would report a success that never happened."""
+    daemon: DaemonProcess = daemon_process()
+    daemon.start()
+    original = daemon.config.read_text()
+    other = tmp_path / "other.toml"
+    other.write_text(original + "\n[queue]\nmax_text_chars = 500\n")
+    refused = reload(daemon, other)
+    assert refused.returncode == 2, refused
+    [line] = refused.stderr.splitlines()
+    assert "not sent" in line and str(other) in line and str(daemon.config) in line
+    assert not refused.stdout
+
+    daemon.config.write_text(original + "\n[queue]\nmax_depth = -1\n")
+    checked = reload(daemon, own=False)  # no --config: the daemon's own file is the one checked
+    assert checked.returncode == 2 and "queue.max_depth" in checked.stderr and str(daemon.config) in checked.stderr
+
+    daemon.config.write_text(original + "\n[queue]\nmax_text_chars = 500\n")
+    accepted = reload(daemon, own=False)
+    assert accepted.returncode == 0, accepted
+    assert "reloaded" in accepted.stdout and "queue.max_text_chars" in accepted.stdout
+    daemon.recorder.wait_for(f"{daemon.base}/events", lambda m: m.json()["event"] == "reloaded")
+    assert [e["event"] for e in control_events(daemon)] == ["reloaded"]  # the refused ones signalled nothing
