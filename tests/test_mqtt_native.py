@@ -189,3 +189,12 @@ def test_serve_cli_out_of_the_box(mosquitto_broker: Broker, recorder: Recorder, 
         _, stderr = proc.communicate(timeout=15)
     assert proc.returncode == 0, stderr.decode()
     recorder.wait_for("gsv-edge/cli/availability", lambda m: m.payload == b"offline")
+
+
+def test_done_audio_ms_is_the_published_wav_with_its_chime(start_daemon, recorder: Recorder) -> None:
+    daemon = start_daemon(synth=ToneEngine(seconds=0.3))
+    daemon.say({"id": "ding", "text": "Attention.", "chime": True})
+    done = daemon.wait_event("ding", "done")
+    samples, rate = read_wav(recorder.wait_for(daemon.topics.audio("ding")).payload)
+    assert done["audio_ms"] == round(len(samples) / rate * 1000)  # the built-in chime (0.85 s) and the tone
+    assert done["speech_ms"] == 300 and done["audio_ms"] == 1150
