@@ -166,6 +166,15 @@ class Engine:
     def provider(self) -> str:
         return self.session("t2s_step").get_providers()[0]
 
+    @property
+    def precision(self) -> str | dict[str, str]:
+        """The precision of the bundle's graphs as its manifest records them: one name when every graph has
+        it, else per graph (a quantized bundle keeps some fp32). The profile's ``precision`` is only a
+        preference for which bundle to install."""
+        per_graph = {name: info.precision for name, info in self.bundle.graphs.items()}
+        kinds = set(per_graph.values())
+        return kinds.pop() if len(kinds) == 1 else per_graph
+
     def warm_up(self) -> float:
         """Create the synthesis sessions and run each once; returns seconds taken. The speaker-feature graphs
         (HuBERT, quantizer, style, speaker verification) are only needed while registering a voice, so they

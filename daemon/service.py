@@ -227,7 +227,7 @@ class Service:
             "engine_state": self.engine_state(),
             "model": self.engine.name,
             # Facts the neural engine exposes (daemon.engine.Engine); eSpeak NG has neither.
-            "precision": getattr(getattr(self.engine, "profile", None), "precision", None) if neural else None,
+            "precision": getattr(self.engine, "precision", None) if neural else None,
             "provider": getattr(self.engine, "provider", None) if neural else None,
             "fallback": self.fallback.name,
             "sample_rate": self.engine.sample_rate,

@@ -16,7 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from daemon.hardware import HardwareProfile
 from tests.conftest import Broker, Recorder, to_toml
+from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
 from tests.doubles import ToneEngine
 
 REPO = Path(__file__).resolve().parent.parent
@@ -198,3 +200,13 @@ def test_done_audio_ms_is_the_published_wav_with_its_chime(start_daemon, recorde
     samples, rate = read_wav(recorder.wait_for(daemon.topics.audio("ding")).payload)
     assert done["audio_ms"] == round(len(samples) / rate * 1000)  # the built-in chime (0.85 s) and the tone
     assert done["speech_ms"] == 300 and done["audio_ms"] == 1150
+
+
+def test_status_reports_the_precision_of_the_bundle_loaded(start_daemon, recorder: Recorder,
+                                                           demo_bundle: Path) -> None:  # noqa: F811
+    """The x86-cpu profile prefers int8 bundles; the fp32 demo bundle is what runs, so the status says fp32."""
+    assert HardwareProfile.load("x86-cpu").precision == "int8"
+    daemon = start_daemon(engine={"bundle": str(demo_bundle), "hardware_profile": "x86-cpu"})
+    status = recorder.wait_for(daemon.topics.status, lambda m: m.json()["engine_state"] == "ready").json()
+    assert status["precision"] == "fp32"
+

@@ -354,3 +354,13 @@ def test_convert_refuses_a_bundle_outside_its_parity_bounds(tmp_path: Path):
         convert(files, out, parity_bounds={**PARITY_BOUNDS, "logits": 1e-9}, **QUIET)
     assert not out.exists() and not out.with_name("bundle.partial").exists()
 
+
+def test_engine_reports_the_precision_of_the_graphs_loaded(demo: Path, int8: Path, tmp_path: Path):
+    """Whatever the profile prefers (x86-cpu: int8), the engine reports the bundle's graphs: one name when they
+    agree, per graph when a quantized bundle keeps some fp32."""
+    profile = HardwareProfile.load("x86-cpu")
+    assert profile.precision == "int8"
+    assert Engine(Bundle.load(demo), profile, tmp_path / "a").precision == "fp32"
+    assert Engine(Bundle.load(int8), profile, tmp_path / "b").precision == {
+        "t2s_prefill": "int8", "t2s_step": "int8", "hubert": "int8", "sovits_decoder": "fp32",
+        "sovits_ref_style": "fp32", "sovits_extract_latent": "fp32"}
