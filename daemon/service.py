@@ -124,6 +124,8 @@ class Service:
         else:
             try:
                 return load_engine(self.settings, self._shared_threads)
+            except ConfigError:  # the engine works, the configuration asks for what it lacks: do not start
+                raise
             except Exception as exc:
                 self.engine_error = f"cannot load bundle {bundle}: {exc}"
         log.error("%s; speaking with the %s", self.engine_error, self.fallback.name)
