@@ -15,7 +15,16 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from daemon.request_queue import Priority
@@ -124,13 +133,22 @@ class EngineSettings(_Section):
         if 0 < value < 8:
             raise ValueError("must be 0 (whole segments) or at least 8 tokens")
         return value
+    # registered voice for requests that name none (checked at start-up); none = the first registered, by name
     default_voice: str | None = None
     fallback_voice: str = "en"  # eSpeak NG voice when a request's lang has none
 
-    @field_validator("bundle", mode="before")
+    @field_validator("bundle", "default_voice", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if value == "" else value
+
+    @field_validator("default_voice")
+    @classmethod
+    def _default_voice_needs_a_bundle(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("bundle") is None:
+            raise ValueError("names a voice registered for a bundle: set engine.bundle too (without one the "
+                             "eSpeak NG fallback speaks, with engine.fallback_voice)")
+        return value
 
 
 class AudioSettings(_Section):

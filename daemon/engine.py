@@ -24,6 +24,7 @@ import onnxruntime as ort
 from .bert_features import phone_level_features
 from .bert_tokenizer import BertTokenizer
 from .bundle import Bundle, BundleError
+from .config import ConfigError
 from .fbank import kaldi_fbank
 from .frontend import FrontendResult, Lexicon, split_sentences, text_to_phones, zh_dictionaries
 from .hardware import (
@@ -136,6 +137,7 @@ class Engine:
         tokenizer = bundle.asset_path("roberta_tokenizer")
         self.tokenizer = BertTokenizer.from_json(tokenizer) if tokenizer and bundle.has("roberta") else None
         self.chunk_tokens = 0  # the daemon's streaming granularity (engine.stream_chunk_tokens)
+        self.configured_voice: str | None = None  # engine.default_voice
         self.g2pw = None
         if g2pw_model is not None:
             from .frontend.g2pw import G2PW
@@ -165,6 +167,15 @@ class Engine:
     @property
     def provider(self) -> str:
         return self.session("t2s_step").get_providers()[0]
+
+    @property
+    def precision(self) -> str | dict[str, str]:
+        """The precision of the bundle's graphs as its manifest records them: one name when every graph has
+        it, else per graph (a quantized bundle keeps some fp32). The profile's ``precision`` is only a
+        preference for which bundle to install."""
+        per_graph = {name: info.precision for name, info in self.bundle.graphs.items()}
+        kinds = set(per_graph.values())
+        return kinds.pop() if len(kinds) == 1 else per_graph
 
     def warm_up(self) -> float:
         """Create the synthesis sessions and run each once; returns seconds taken. The speaker-feature graphs
@@ -425,6 +436,9 @@ class Engine:
         return self.stream(text, name, lang if lang in ("zh", "en", "all_zh", "auto") else "auto", options)
 
     def default_voice(self) -> str:
+        """The voice of a request that names none: ``engine.default_voice``, else the first registered."""
+        if self.configured_voice is not None:
+            return self.configured_voice
         voices = self.voices()
         if not voices:
             raise UnknownVoice(f"no voice is registered for bundle '{self.bundle.name}': run gsv-edge voice add")
@@ -447,12 +461,19 @@ def engine_from_settings(settings, bundle: Path | None = None, profile: str | No
         settings.engine.g2pw_model,
     )
     engine.chunk_tokens = settings.engine.stream_chunk_tokens
+    engine.configured_voice = settings.engine.default_voice
     return engine
 
 
 def load_engine(settings, shared_threads: bool = False) -> Engine:
-    """The daemon's factory: the configured engine, warmed up."""
+    """The daemon's factory: the configured engine, warmed up. A ``engine.default_voice`` not registered for
+    the bundle is a :class:`ConfigError`, so the daemon does not start and fail every request without a voice."""
     engine = engine_from_settings(settings, shared_threads=shared_threads)
+    name = engine.configured_voice
+    if name is not None and name not in {v.name for v in engine.voices()}:
+        known = ", ".join(v.name for v in engine.voices()) or "none"
+        raise ConfigError(f"engine.default_voice: no voice {name!r} is registered for bundle '{engine.bundle.name}' "
+                          f"(registered: {known}); add it with gsv-edge voice add, or unset the key")
     log.info("engine %s warm in %.1f s on %s", engine.name, engine.warm_up(), engine.provider)
     return engine
 

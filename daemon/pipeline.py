@@ -456,16 +456,20 @@ class Pipeline:
         self._events.emit(job.request, EventKind.FIRST_AUDIO, **fields)
 
     def _outcome(self, job: Job) -> tuple[EventKind, dict[str, Any]]:
-        audio_ms = round(job.samples / job.sample_rate * 1000)
+        """``audio_ms`` is the audio delivered, chime included (what a published WAV holds and ``audio_sha256``
+        covers); ``speech_ms`` the synthesised speech alone, which the real-time factor is measured against."""
+        speech_ms = round(job.samples / job.sample_rate * 1000)
+        chime = self._chime.size if job.request.chime else 0
         fields: dict[str, Any] = {
             "engine": job.engine,
             "fallback": job.fallback_reason is not None,
-            "audio_ms": audio_ms,
+            "audio_ms": round((chime + job.samples) / job.sample_rate * 1000),
+            "speech_ms": speech_ms,
             "total_ms": round((time.monotonic() - job.request.received_at) * 1000),
         }
         if job.synth_done_at is not None:
             synth_ms = round((job.synth_done_at - job.started_at) * 1000)
-            fields.update(synth_ms=synth_ms, rtf=round(synth_ms / audio_ms, 3) if audio_ms else None)
+            fields.update(synth_ms=synth_ms, rtf=round(synth_ms / speech_ms, 3) if speech_ms else None)
         if job.fallback_reason:
             fields["fallback_reason"] = job.fallback_reason
         if job.cached:

@@ -182,6 +182,8 @@ class Reloader:
             from daemon.engine import load_engine
 
             return load_engine(settings), fallback
+        except ConfigError as exc:  # engine.default_voice not registered for the bundle
+            raise RefusedReload(str(exc)) from exc
         except Exception as exc:
             raise RefusedReload(f"cannot load bundle {settings.engine.bundle}: {exc}") from exc
 

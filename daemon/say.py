@@ -21,7 +21,8 @@ from .wav import encode_wav
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", nargs="?", default="-", help="text to speak; '-' or absent reads standard input")
-    parser.add_argument("--voice", help="registered voice (default: the first one for the bundle)")
+    parser.add_argument("--voice",
+                        help="registered voice (default: engine.default_voice, else the first one for the bundle)")
     parser.add_argument("--lang", choices=["zh", "en", "all_zh", "auto"], help="text language (default: voice's)")
     parser.add_argument("-o", "--out", type=Path, help="write a 16-bit WAV here")
     parser.add_argument("--play", action="store_true", help="play on the default sound card as it is synthesized")

@@ -124,6 +124,8 @@ class Service:
         else:
             try:
                 return load_engine(self.settings, self._shared_threads)
+            except ConfigError:  # the engine works, the configuration asks for what it lacks: do not start
+                raise
             except Exception as exc:
                 self.engine_error = f"cannot load bundle {bundle}: {exc}"
         log.error("%s; speaking with the %s", self.engine_error, self.fallback.name)
@@ -239,7 +241,7 @@ class Service:
             "engine_state": self.engine_state(),
             "model": self.engine.name,
             # Facts the neural engine exposes (daemon.engine.Engine); eSpeak NG has neither.
-            "precision": getattr(getattr(self.engine, "profile", None), "precision", None) if neural else None,
+            "precision": getattr(self.engine, "precision", None) if neural else None,
             "provider": getattr(self.engine, "provider", None) if neural else None,
             "fallback": self.fallback.name,
             "sample_rate": self.engine.sample_rate,

@@ -32,6 +32,17 @@ ROBERTA_FILES = ("config.json", "pytorch_model.bin", "tokenizer.json")
 PRO_VERSIONS = ("v2Pro", "v2ProPlus")
 TOKENIZER_FILE = "roberta_tokenizer.json"
 
+# The largest max|onnxruntime - PyTorch| convert accepts on measure_parity's fixed inputs, per kind of output
+# (README, "Converting a model", says why these values); integer outputs (prompt codes) must be identical.
+PARITY_BOUNDS: dict[str, float] = {"logits": 1e-3, "K/V rows": 1e-3, "features": 1e-3, "audio": 1e-4}
+# The kind of each float output, by name; per-layer outputs (present_key_3) by their stem.
+OUTPUT_KINDS: dict[str, str] = {
+    "logits": "logits",
+    "present_k": "K/V rows", "present_v": "K/V rows", "present_key": "K/V rows", "present_value": "K/V rows",
+    "ge": "features", "ssl_content": "features", "hidden": "features", "sv_emb": "features",
+    "audio": "audio",
+}
+
 
 class ConversionError(RuntimeError):
     """A conversion that cannot go on; the message says which file or graph and why."""
@@ -67,12 +78,48 @@ def measure_parity(spec, onnx_path: Path) -> dict[str, Any]:
     report: dict[str, Any] = {}
     for name, g, w in zip(spec.output_names, got, want, strict=True):
         w = w.numpy()
+        if name in spec.written:  # the rows the graph wrote; the others are the runtime's uninitialised memory
+            g, w = g[spec.written[name]], w[spec.written[name]]
         if np.issubdtype(w.dtype, np.integer):
             report[name] = {"identical": bool(g.shape == w.shape and np.array_equal(g, w))}
         else:
             diff = float(np.abs(g.astype(np.float64) - w).max()) if w.size else 0.0
             report[name] = {"max_abs_diff": diff}
     return report
+
+
+def output_kind(output: str) -> str | None:
+    """The :data:`PARITY_BOUNDS` kind of a float output; None when the converter knows no bound for it."""
+    stem, _, index = output.rpartition("_")
+    return OUTPUT_KINDS.get(output) or (OUTPUT_KINDS.get(stem) if index.isdigit() else None)
+
+
+def parity_failures(parity: dict[str, dict[str, Any]], bounds: dict[str, float] = PARITY_BOUNDS) -> list[str]:
+    """Each output of ``parity`` (graph -> output -> figures, as measure_parity reports them) that is outside
+    its bound, as one phrase naming the graph, the output and the figure against the bound."""
+    failures = []
+    for graph, outputs in parity.items():
+        for output, figures in outputs.items():
+            if "identical" in figures:
+                if not figures["identical"]:
+                    failures.append(f"{graph} {output}: not identical (integer outputs must be)")
+                continue
+            kind = output_kind(output)
+            if kind is None:
+                failures.append(f"{graph} {output}: no parity bound is defined for this output")
+            elif not figures["max_abs_diff"] <= bounds[kind]:  # NaN fails too
+                failures.append(f"{graph} {output}: max|diff| {figures['max_abs_diff']:.2e} > "
+                                f"{bounds[kind]:.0e} (the bound for {kind})")
+    return failures
+
+
+def check_parity(parity: dict[str, dict[str, Any]], bounds: dict[str, float] = PARITY_BOUNDS) -> None:
+    """Refuse a conversion whose graphs do not compute what their modules do: a figure nobody checks is no check."""
+    failures = parity_failures(parity, bounds)
+    if failures:
+        shown = "; ".join(failures[:4]) + (f"; and {len(failures) - 4} more" if len(failures) > 4 else "")
+        raise ConversionError(f"parity check failed, no bundle written (ONNX graph vs PyTorch module on fixed "
+                              f"inputs): {shown}")
 
 
 def _graph_entry(spec, path: Path, parity: dict[str, Any]) -> dict[str, Any]:
@@ -94,8 +141,9 @@ def _source_entry(ckpt) -> dict[str, Any]:
 
 
 def convert(files: SourceFiles, out: Path, name: str | None = None, untrained: bool = False,
-            log: Log = _stderr) -> dict[str, Any]:
-    """Convert ``files`` into a bundle at ``out``; returns the manifest."""
+            log: Log = _stderr, parity_bounds: dict[str, float] = PARITY_BOUNDS) -> dict[str, Any]:
+    """Convert ``files`` into a bundle at ``out``; returns the manifest. Raises :class:`ConversionError`, leaving
+    nothing at ``out``, when a graph's parity is outside ``parity_bounds``."""
     import torch
 
     from .checkpoint import read_gpt, read_helper_folder, read_sovits
@@ -167,6 +215,7 @@ def convert(files: SourceFiles, out: Path, name: str | None = None, untrained: b
             log(f"  {spec.name}: " + ", ".join(
                 f"{k} {'identical' if v.get('identical') else 'DIFFERENT'}" if "identical" in v
                 else f"{k} max|diff| {v['max_abs_diff']:.2e}" for k, v in parity[spec.name].items()))
+        check_parity(parity, parity_bounds)
         assets = {}
         if files.roberta is not None:
             shutil.copyfile(files.roberta / "tokenizer.json", work / TOKENIZER_FILE)

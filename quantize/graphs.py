@@ -24,6 +24,9 @@ class GraphSpec:
     dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
     description: str = ""
     custom_opsets: dict[str, int] = field(default_factory=dict)  # e.g. com.microsoft for fused attention
+    # Outputs the graph writes only in part (a K/V buffer it adds one row to): the index of the part it writes.
+    # The rest holds whatever the runtime allocated, so parity compares this part only.
+    written: dict[str, tuple[slice, ...]] = field(default_factory=dict)
 
 
 def export_graph(spec: GraphSpec, out_dir: Path) -> Path:

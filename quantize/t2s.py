@@ -452,5 +452,6 @@ def t2s_graphs(model: Text2SemanticDecoder) -> list[GraphSpec]:
         description="one token + per-layer K/V buffers [1, H, capacity, Dh] with seqlens_k valid rows -> logits "
         "and the buffers with this token's row written (bind present to past: updated in place)",
         custom_opsets={"com.microsoft": 1},
+        written={name: (slice(None), slice(None), slice(0, length + 1)) for name in present_names},
     )
     return [prefill, step]

@@ -16,9 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from daemon.bundle import Bundle
+from daemon.engine import Engine
+from daemon.hardware import HardwareProfile
 from tests.conftest import Broker, Recorder, to_toml
 from tests.demo_fixtures import demo_bundle  # noqa: F401 - fixture
 from tests.doubles import ToneEngine
+from tests.test_engine import make_wav
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -208,3 +212,55 @@ def test_serve_cli_out_of_the_box(mosquitto_broker: Broker, recorder: Recorder, 
         _, stderr = proc.communicate(timeout=15)
     assert proc.returncode == 0, stderr.decode()
     recorder.wait_for("gsv-edge/cli/availability", lambda m: m.payload == b"offline")
+
+
+def test_done_audio_ms_is_the_published_wav_with_its_chime(start_daemon, recorder: Recorder) -> None:
+    daemon = start_daemon(synth=ToneEngine(seconds=0.3))
+    daemon.say({"id": "ding", "text": "Attention.", "chime": True})
+    done = daemon.wait_event("ding", "done")
+    samples, rate = read_wav(recorder.wait_for(daemon.topics.audio("ding")).payload)
+    assert done["audio_ms"] == round(len(samples) / rate * 1000)  # the built-in chime (0.85 s) and the tone
+    assert done["speech_ms"] == 300 and done["audio_ms"] == 1150
+
+
+def test_status_reports_the_precision_of_the_bundle_loaded(start_daemon, recorder: Recorder,
+                                                           demo_bundle: Path) -> None:  # noqa: F811
+    """The x86-cpu profile prefers int8 bundles; the fp32 demo bundle is what runs, so the status says fp32."""
+    assert HardwareProfile.load("x86-cpu").precision == "int8"
+    daemon = start_daemon(engine={"bundle": str(demo_bundle), "hardware_profile": "x86-cpu"})
+    status = recorder.wait_for(daemon.topics.status, lambda m: m.json()["engine_state"] == "ready").json()
+    assert status["precision"] == "fp32"
+
+
+def test_a_request_without_a_voice_speaks_with_engine_default_voice(
+    start_daemon, recorder: Recorder, demo_bundle: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    """'alice' is the first voice registered, and her features are damaged: only a request that really uses
+    'bob' (``engine.default_voice``) is spoken by the neural engine rather than the fallback."""
+    engine = Engine(Bundle.load(demo_bundle), HardwareProfile.load("x86-cpu"), tmp_path / "state")
+    for name in ("alice", "bob"):
+        engine.register_voice(name, make_wav(), "Hello there, this is my voice.", "en")
+    (tmp_path / "state" / "voices" / "alice" / "features.npz").write_bytes(b"damaged")
+    daemon = start_daemon(engine={"bundle": str(demo_bundle), "default_voice": "bob"})
+    daemon.say({"id": "no-voice", "text": "Testing one two."})
+    done = daemon.wait_event("no-voice", "done", timeout=60)
+    assert done["engine"].startswith("GPT-SoVITS") and done["fallback"] is False
+
+
+def test_an_unregistered_default_voice_stops_serve_naming_the_key(
+    mosquitto_broker: Broker, demo_bundle: Path, tmp_path: Path  # noqa: F811
+) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(to_toml({"mqtt": {"host": "127.0.0.1", "port": mosquitto_broker.port, "node_id": "dv"},
+                               "engine": {"bundle": str(demo_bundle), "default_voice": "nobody"}}))
+    proc = _serve(config, tmp_path)
+    try:
+        _, stderr = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail("serve started with an unregistered engine.default_voice")
+    assert proc.returncode == 2
+    text = stderr.decode()
+    assert "gsv-edge serve: engine.default_voice: no voice 'nobody' is registered for bundle" in text
+    assert "Traceback" not in text

@@ -311,3 +311,56 @@ def test_a_bundle_needing_a_newer_onnxruntime_is_refused_by_name(kv8: Path, tmp_
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match=r"needs onnxruntime >= 99.0 for the int8 K/V cache.*--kv-cache fp32"):
         Bundle.load(copy)
+
+
+def test_demo_conversion_parity_is_within_the_bounds(demo: Path):
+    """The step graph's K/V parity compares the rows it wrote (past rows and the new one), not the rest of
+    the buffer, which holds whatever the runtime allocated; every figure is within the converter's bounds."""
+    from quantize.convert import PARITY_BOUNDS, parity_failures
+
+    parity = Bundle.load(demo).manifest["parity"]
+    kv = {k: v["max_abs_diff"] for k, v in parity["t2s_step"].items() if k.startswith("present_")}
+    assert len(kv) == 2 * Bundle.load(demo).manifest["t2s"]["n_layer"]
+    assert max(kv.values()) <= PARITY_BOUNDS["K/V rows"]
+    assert parity_failures(parity) == []
+
+
+def test_parity_over_its_bound_is_refused():
+    from quantize.convert import PARITY_BOUNDS, ConversionError, check_parity
+
+    ok = {"t2s_step": {"logits": {"max_abs_diff": 1e-6}, "present_key_0": {"max_abs_diff": 1e-6}},
+          "sovits_extract_latent": {"codes": {"identical": True}}}
+    check_parity(ok)
+    bad = {**ok, "t2s_step": {**ok["t2s_step"], "present_value_3": {"max_abs_diff": 2.9}}}
+    with pytest.raises(ConversionError, match=r"t2s_step present_value_3: max\|diff\| 2\.90e\+00 > 1e-03 "
+                                              r"\(the bound for K/V rows\)"):
+        check_parity(bad)
+    with pytest.raises(ConversionError, match="sovits_extract_latent codes: not identical"):
+        check_parity({"sovits_extract_latent": {"codes": {"identical": False}}})
+    with pytest.raises(ConversionError, match="t2s_step logits: max"):
+        check_parity(ok, {**PARITY_BOUNDS, "logits": 1e-7})
+    with pytest.raises(ConversionError, match="new_output: no parity bound"):
+        check_parity({"g": {"new_output": {"max_abs_diff": 0.0}}})
+
+
+def test_convert_refuses_a_bundle_outside_its_parity_bounds(tmp_path: Path):
+    """Checked before the bundle is renamed into place: nothing is left, neither the bundle nor its .partial."""
+    from quantize.convert import PARITY_BOUNDS, ConversionError, convert
+    from quantize.demo import build_sources
+
+    files = build_sources(tmp_path / "src")
+    out = tmp_path / "bundle"
+    with pytest.raises(ConversionError, match=r"parity check failed, no bundle written .* t2s_prefill logits: max"):
+        convert(files, out, parity_bounds={**PARITY_BOUNDS, "logits": 1e-9}, **QUIET)
+    assert not out.exists() and not out.with_name("bundle.partial").exists()
+
+
+def test_engine_reports_the_precision_of_the_graphs_loaded(demo: Path, int8: Path, tmp_path: Path):
+    """Whatever the profile prefers (x86-cpu: int8), the engine reports the bundle's graphs: one name when they
+    agree, per graph when a quantized bundle keeps some fp32."""
+    profile = HardwareProfile.load("x86-cpu")
+    assert profile.precision == "int8"
+    assert Engine(Bundle.load(demo), profile, tmp_path / "a").precision == "fp32"
+    assert Engine(Bundle.load(int8), profile, tmp_path / "b").precision == {
+        "t2s_prefill": "int8", "t2s_step": "int8", "hubert": "int8", "sovits_decoder": "fp32",
+        "sovits_ref_style": "fp32", "sovits_extract_latent": "fp32"}
