@@ -82,3 +82,14 @@ def test_json_that_is_not_an_object_is_refused_and_plain_text_spoken() -> None:
         else:
             raise AssertionError(f"{payload!r} was spoken")
     assert parse_native(b"[beep] the door is open", POLICY).text == "[beep] the door is open"
+
+
+def test_an_integer_beyond_pythons_digit_limit_is_invalid_json_not_a_crash() -> None:
+    payload = b'{"text": "hi", "id": ' + b"1" * 5000 + b"}"
+    for parse in (lambda: parse_native(payload, POLICY), lambda: parse_hermes(payload, POLICY, [], "normal")):
+        try:
+            parse()
+        except RejectedPayload as rejection:
+            assert rejection.reason.startswith("invalid JSON: Exceeds the limit")
+        else:
+            raise AssertionError("accepted")
