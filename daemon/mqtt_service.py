@@ -26,7 +26,7 @@ from daemon import topics as t
 from daemon.config import Settings
 from daemon.events import EventKind, event_payload, is_terminal
 from daemon.ha_discovery import discovery_messages
-from daemon.payloads import IntakePolicy, RejectedPayload, parse_hermes, parse_native
+from daemon.payloads import IntakePolicy, RejectedPayload, parse_hermes, parse_native, refusal
 from daemon.pipeline import AudioStream
 from daemon.rate_limit import RateLimiter
 from daemon.request_queue import Request
@@ -330,14 +330,19 @@ class MqttService:
             log.exception("error handling a message on %s", msg.topic)
 
     def _admissible(self, msg: mqtt.MQTTMessage) -> bool:
-        """Size and rate limits, checked before a say payload is even parsed."""
-        source = "hermes" if msg.topic == t.HERMES_SAY else "native"
+        """Size and rate limits, checked before a say payload is parsed in full (a refusal by rate only
+        reads what names the request, so that whoever waits for it hears of it)."""
+        hermes = msg.topic == t.HERMES_SAY
+        source = "hermes" if hermes else "native"
         limit = self.settings.queue.max_payload_bytes
         if len(msg.payload) > limit:
             self._reject(source, RejectedPayload(f"payload too large ({len(msg.payload)} > {limit} bytes)"))
             return False
         if not self._rate.allow(msg.topic):
-            self._reject(source, RejectedPayload(f"rate limit: more than {self._rate.rate_per_s:g}/s on {msg.topic}"))
+            reason = f"rate limit: more than {self._rate.rate_per_s:g}/s on {msg.topic}"
+            rejection = refusal(msg.payload, reason, hermes, self.settings.hermes.site_ids)
+            if rejection is not None:  # None: a Hermes say for another site, not ours to answer
+                self._reject(source, rejection)
             return False
         return True
 
