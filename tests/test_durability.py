@@ -114,6 +114,37 @@ def test_wyoming_requests_are_not_resumed_after_a_crash(tmp_path: Path) -> None:
     assert [r.id for r in again.expired_while_down] == ["w1"]
 
 
+def test_an_event_stays_in_the_outbox_until_delivered_and_survives_a_restart(tmp_path: Path) -> None:
+    db = StateDb.in_dir(tmp_path)
+    queue = DurableQueue(db, max_depth=10, dedup_window_s=600)
+    request = _request("o1")
+    queue.put(request)
+    queue.pop()
+    events = [("events", {"id": "o1", "event": "done"}), ("hermes/tts/sayFinished", {"id": "o1"})]
+    done, finished = queue.record(request, EventKind.DONE, {}, events)
+    assert json.loads(done.payload) == {"id": "o1", "event": "done", "seq": done.seq} and finished.seq == done.seq + 1
+    queue.outbox.delivered(done.seq)
+    db.close()
+    again = DurableQueue(StateDb.in_dir(tmp_path), max_depth=10, dedup_window_s=600)
+    assert again.outbox.left() == [finished] and again.states("o1") == ["done"]
+    first_audio = again.record(request, EventKind.FIRST_AUDIO, {}, [("events", {"id": "o1"})])
+    assert first_audio[0].seq is None and again.outbox.left() == [finished]  # progress is not kept
+
+
+def test_a_state_database_from_before_content_digests_is_upgraded(tmp_path: Path) -> None:
+    """Rows written before protocols and digests were recorded match no new request; they are not lost."""
+    db = StateDb.in_dir(tmp_path)
+    with db.transaction() as conn:
+        conn.execute("CREATE TABLE requests (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, received REAL "
+                     "NOT NULL, state TEXT NOT NULL, updated REAL NOT NULL, body TEXT NOT NULL)")
+        conn.execute("INSERT INTO requests (id, received, state, updated, body) VALUES ('old', ?, 'done', ?, '')",
+                     (time.time(), time.time()))
+    queue = DurableQueue(db, max_depth=10, dedup_window_s=600)
+    assert queue.put(_request("old")).status == "queued"
+    assert queue.put(_request("old")).status == "duplicate"
+    assert queue.states("old") == ["done", "queued"]
+
+
 def test_a_request_that_cannot_be_committed_is_not_admitted(tmp_path: Path) -> None:
     db = StateDb.in_dir(tmp_path)
     queue = DurableQueue(db, max_depth=10, dedup_window_s=600)
