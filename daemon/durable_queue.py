@@ -3,23 +3,28 @@
 Order and bounds are :class:`~daemon.request_queue.MemoryQueue`'s; every admission is also a row in
 ``requests`` committed before ``put`` returns, so the ``queued`` event is only ever sent for a request
 that is on disk. Each row moves ``queued -> started -> done | failed | expired | rejected`` as the
-daemon reports the request's events (:meth:`DurableQueue.observe` runs before the event is published).
+daemon reports the request's events: :meth:`DurableQueue.record` writes the state and the messages
+announcing it (the :mod:`~daemon.outbox`) in one transaction, before any of them is published.
 
-On start, rows still ``queued`` or ``started`` are resumed (or marked ``expired`` if their time ran
+On start, rows still ``queued`` or ``started`` are resumed (or reported ``expired`` if their time ran
 out while the daemon was down). A request cut by a crash mid-playback is therefore spoken again from
-the start: at least once before ``done``, never after ``done``. A finished row keeps only its id (for
-duplicate suppression across restarts, e.g. a QoS 1 redelivery); its text is cleared.
+the start: at least once before ``done``, never after ``done``. A finished row keeps its protocol, id
+and a digest of its content, not its text: within the dedup window the same id with the same content
+from the same protocol (e.g. a QoS 1 redelivery, also across restarts) is a duplicate, and anything
+else a new request.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import time
 from typing import Any
 
-from daemon.events import EventKind, is_terminal
+from daemon.events import EventKind, is_durable, is_terminal
+from daemon.outbox import Message, Outbox, json_bytes
 from daemon.request_queue import Admission, MemoryQueue, Request
 from daemon.state_db import StateDb, StateDbError
 
@@ -27,7 +32,10 @@ log = logging.getLogger(__name__)
 
 ACTIVE = ("queued", "started")
 PRUNE_EVERY = 500  # admissions between deletions of finished rows older than the dedup window
-_FIELDS = {f.name for f in dataclasses.fields(Request)} - {"received_at"}
+_FIELDS = {f.name for f in dataclasses.fields(Request)} - {"received_at", "row"}
+# What a request asks for: the same id with the same content is a repeat of it, with other content a new one.
+CONTENT = ("text", "voice", "lang", "priority", "interrupt", "volume", "speed", "chime", "output", "format",
+           "site_id", "session_id")
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS requests (
@@ -36,11 +44,14 @@ SCHEMA = (
         received REAL NOT NULL,  -- wall clock, for the dedup window
         state TEXT NOT NULL,  -- queued, started, done, failed, expired, rejected
         updated REAL NOT NULL,
-        body TEXT NOT NULL  -- the request as JSON while active, '' once finished
+        body TEXT NOT NULL,  -- the request as JSON while active, '' once finished
+        source TEXT,  -- the protocol: ids are its own
+        digest TEXT  -- SHA-256 of the CONTENT fields
     )""",
     "CREATE INDEX IF NOT EXISTS requests_id ON requests(id)",
     "CREATE INDEX IF NOT EXISTS requests_state ON requests(state)",
 )
+ADDED_COLUMNS = ("source", "digest")  # absent from databases made before them: rows without them match nothing
 
 
 def _to_json(request: Request) -> str:
@@ -52,11 +63,16 @@ def _from_json(body: str) -> Request:
     return Request(**{k: v for k, v in data.items() if k in _FIELDS})
 
 
+def content_digest(request: Request) -> str:
+    content = {name: getattr(request, name) for name in CONTENT}
+    return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
+
+
 class DurableQueue:
     """A :class:`~daemon.request_queue.RequestQueue` whose admissions and outcomes are in SQLite.
 
     ``resumed`` and ``expired_while_down`` hold what the last run left unfinished; the service reports
-    them once it starts.
+    them once it starts. ``outbox`` holds the messages that announce what :meth:`record` wrote.
     """
 
     def __init__(self, db: StateDb, max_depth: int, dedup_window_s: float) -> None:
@@ -69,6 +85,11 @@ class DurableQueue:
         with db.transaction() as conn:
             for statement in SCHEMA:
                 conn.execute(statement)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(requests)")}
+            for column in ADDED_COLUMNS:
+                if column not in columns:
+                    conn.execute(f"ALTER TABLE requests ADD COLUMN {column} TEXT")
+        self.outbox = Outbox(db)
         self.resumed: list[Request] = []
         self.expired_while_down: list[Request] = []
         self._recover()
@@ -77,22 +98,25 @@ class DurableQueue:
     # -- RequestQueue ---------------------------------------------------------------------------
 
     def put(self, request: Request) -> Admission:
-        """Admit and commit; raises :class:`StateDbError` (nothing admitted) when the disk refuses."""
+        """Admit and commit; raises :class:`StateDbError` (nothing admitted) when the disk refuses.
+
+        A displaced request keeps its row until its ``rejected`` event is recorded, so that the event and
+        the state change are committed together."""
         with self._db.lock:
-            if self._seen(request.id):
-                return Admission("duplicate")
+            digest = content_digest(request)
+            if (state := self._seen(request, digest)) is not None:
+                return Admission("duplicate", state=state)
             admission = self._memory.put(request)
             if admission.status != "queued":
                 return admission
             now = time.time()
             try:
                 with self._db.transaction() as conn:
-                    conn.execute(
-                        "INSERT INTO requests (id, received, state, updated, body) VALUES (?, ?, 'queued', ?, ?)",
-                        (request.id, now, now, _to_json(request)),
-                    )
-                    if admission.displaced is not None:
-                        self._finish(conn, admission.displaced.id, "rejected", now)
+                    request.row = conn.execute(
+                        "INSERT INTO requests (id, source, digest, received, state, updated, body)"
+                        " VALUES (?, ?, ?, ?, 'queued', ?, ?)",
+                        (request.id, request.source, digest, now, now, _to_json(request)),
+                    ).lastrowid
             except StateDbError:
                 self._void.append(request)
                 if admission.displaced is not None:
@@ -116,10 +140,7 @@ class DurableQueue:
 
     def remove_expired(self, now: float | None = None) -> list[Request]:
         with self._db.lock:
-            expired = [r for r in self._memory.remove_expired(now) if not self._is_void(r)]
-            for request in expired:
-                self.mark(request.id, "expired")
-            return expired
+            return [r for r in self._memory.remove_expired(now) if not self._is_void(r)]
 
     def __len__(self) -> int:
         with self._db.lock:
@@ -127,34 +148,41 @@ class DurableQueue:
 
     # -- states ---------------------------------------------------------------------------------
 
-    def observe(self, request: Request, kind: EventKind, fields: dict[str, Any]) -> None:
-        """Record the state an event reports; called before the event is published."""
-        if kind is EventKind.STARTED:
-            self.mark(request.id, "started")
-        elif kind is not EventKind.QUEUED and is_terminal(kind, fields):
-            self.mark(request.id, kind.value)
+    def record(
+        self, request: Request, kind: EventKind, fields: dict[str, Any], messages: list[tuple[str, dict[str, Any]]]
+    ) -> list[Message]:
+        """Record the state an event reports and the messages (topic, JSON body) announcing it, in one
+        transaction; returns the messages to publish, after this and only after this.
 
-    def mark(self, request_id: str, state: str) -> None:
-        """Move an active request to ``state``; a failure is logged, never raised (the event must go out)."""
-        try:
-            with self._db.transaction() as conn:
-                if state == "started":
-                    conn.execute(
-                        "UPDATE requests SET state = 'started', updated = ? WHERE id = ? AND state = 'queued'",
-                        (time.time(), request_id),
-                    )
-                else:
-                    self._finish(conn, request_id, state, time.time())
-        except StateDbError as exc:
-            self.write_errors += 1
-            log.error("cannot record request %s as %s: %s", request_id, state, exc)
+        Progress reports (``first_audio``, a retrying failure) change nothing and skip the outbox. A failure
+        to write is logged, never raised: the messages then go out without the outbox.
+        """
+        if is_durable(kind, fields):
+            try:
+                with self._db.transaction() as conn:
+                    self._set_state(conn, request, kind, fields)
+                    return [self.outbox.add(conn, topic, body) for topic, body in messages]
+            except StateDbError as exc:
+                self.write_errors += 1
+                log.error("cannot record request %s as %s: %s", request.id, kind.value, exc)
+        return [Message(topic, json_bytes(body)) for topic, body in messages]
 
     @staticmethod
-    def _finish(conn: Any, request_id: str, state: str, now: float) -> None:
-        conn.execute(
-            "UPDATE requests SET state = ?, updated = ?, body = '' WHERE id = ? AND state IN ('queued', 'started')",
-            (state, now, request_id),
-        )
+    def _set_state(conn: Any, request: Request, kind: EventKind, fields: dict[str, Any]) -> None:
+        if request.row is None:  # never admitted (refused, or expired before it was queued)
+            return
+        now = time.time()
+        if kind is EventKind.STARTED:
+            conn.execute(
+                "UPDATE requests SET state = 'started', updated = ? WHERE seq = ? AND state = 'queued'",
+                (now, request.row),
+            )
+        elif kind is not EventKind.QUEUED and is_terminal(kind, fields):
+            conn.execute(
+                "UPDATE requests SET state = ?, updated = ?, body = ''"
+                " WHERE seq = ? AND state IN ('queued', 'started')",
+                (kind.value, now, request.row),
+            )
 
     def states(self, request_id: str) -> list[str]:
         """Every recorded state of ``request_id``, oldest first (for tests and diagnostics)."""
@@ -162,12 +190,16 @@ class DurableQueue:
 
     # -- internals ------------------------------------------------------------------------------
 
-    def _seen(self, request_id: str) -> bool:
+    def _seen(self, request: Request, digest: str) -> str | None:
+        """The state of the latest request this one repeats within the dedup window, or None."""
         if self._dedup_window_s <= 0:
-            return False
-        since = time.time() - self._dedup_window_s
-        rows = self._db.query("SELECT 1 FROM requests WHERE id = ? AND received >= ? LIMIT 1", (request_id, since))
-        return bool(rows)
+            return None
+        rows = self._db.query(
+            "SELECT state FROM requests WHERE id = ? AND source = ? AND digest = ? AND received >= ?"
+            " ORDER BY seq DESC LIMIT 1",
+            (request.id, request.source, digest, time.time() - self._dedup_window_s),
+        )
+        return rows[0][0] if rows else None
 
     def _is_void(self, request: Request) -> bool:
         for index, voided in enumerate(self._void):
@@ -183,7 +215,7 @@ class DurableQueue:
         now = time.time()
         for seq, body in rows:
             try:
-                request = _from_json(body)
+                request = dataclasses.replace(_from_json(body), row=seq)
             except (ValueError, TypeError) as exc:
                 log.error("state database row %d is unreadable (%s); dropping it", seq, exc)
                 with self._db.transaction() as conn:
@@ -191,8 +223,7 @@ class DurableQueue:
                 continue
             # a Wyoming client's connection died with the daemon: nobody is left to hear its audio
             if request.expired(now) or request.source == "wyoming":
-                self.expired_while_down.append(request)
-                self.mark(request.id, "expired")
+                self.expired_while_down.append(request)  # the row changes with its event's record
             elif self._memory.put(request).status == "queued":
                 self.resumed.append(request)
             else:  # the configured depth shrank below what was waiting
@@ -206,7 +237,7 @@ class DurableQueue:
             )
 
     def _prune(self) -> None:
-        """Drop finished rows once the dedup window has passed; they carry no text, only ids."""
+        """Drop finished rows once the dedup window has passed; they carry no text, only ids and digests."""
         horizon = time.time() - max(self._dedup_window_s, 60.0)
         try:
             with self._db.transaction() as conn:

@@ -3,7 +3,8 @@
 A persistent session (fixed client id, clean_session off) and QoS 1 keep ``say`` requests sent while
 the daemon was offline; subscriptions are (re)made in on_connect; paho reconnects with backoff.
 The retained availability topic reads ``online`` while connected and, through the last will,
-``offline`` when the daemon vanishes.
+``offline`` when the daemon vanishes. Every publish is QoS 1; the broker's acknowledgement of a message
+from the :mod:`~daemon.outbox` deletes it there.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -26,7 +27,9 @@ from daemon import topics as t
 from daemon.config import Settings
 from daemon.events import EventKind, event_payload, is_terminal
 from daemon.ha_discovery import discovery_messages
-from daemon.payloads import IntakePolicy, RejectedPayload, parse_hermes, parse_native
+from daemon.outbox import Message
+from daemon.outbox import json_bytes as _json
+from daemon.payloads import IntakePolicy, RejectedPayload, parse_hermes, parse_native, refusal
 from daemon.pipeline import AudioStream
 from daemon.rate_limit import RateLimiter
 from daemon.request_queue import Request
@@ -56,9 +59,21 @@ class RequestHandler(Protocol):
         """A payload refused before it became a request (audit trail, metrics)."""
         ...
 
+    def delivered(self, seq: int) -> None:
+        """The broker acknowledged outbox message ``seq``: it need not be sent again."""
+        ...
 
-def _json(data: Any) -> bytes:
-    return json.dumps(data, ensure_ascii=False).encode("utf-8")
+
+def _hermes_end(
+    request_id: str | None, site_id: str | None, session_id: str | None, error: str | None
+) -> list[tuple[str, dict[str, Any]]]:
+    """``hermes/error/tts`` on failure, and ``sayFinished`` always, as Rhasspy's own TTS does."""
+    site = site_id or "default"
+    finished = (t.HERMES_SAY_FINISHED, {"id": request_id, "siteId": site, "sessionId": session_id})
+    if error is None:
+        return [finished]
+    failed = {"error": error, "siteId": site, "context": request_id, "sessionId": session_id}
+    return [(t.HERMES_ERROR, failed), finished]
 
 
 class _WavStream:
@@ -129,6 +144,11 @@ class MqttService:
         self.ready = threading.Event()  # connected and subscribed
         self._play_waiters: dict[str, threading.Event] = {}
         self._waiters_lock = threading.Lock()
+        # Every publish until its PUBACK: mid -> outbox seq (None: not from the outbox). paho may report the
+        # PUBACK before publish() has returned the mid, hence the mids acknowledged early.
+        self._unacknowledged: dict[int, int | None] = {}
+        self._acknowledged_early: set[int] = set()
+        self._acks_lock = threading.Lock()
         cfg = settings.mqtt
         self._v5 = bool(cfg.share_group)  # shared subscriptions are MQTT 5
         self._voices_payload: bytes | None = None  # last voices list published, to republish only changes
@@ -153,6 +173,7 @@ class MqttService:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_connect_fail = self._on_connect_fail
         self._client.on_message = self._on_message
+        self._client.on_publish = self._on_publish
         self._client.on_subscribe = lambda *_: self.ready.set()
         self._routes: dict[str, Callable[[mqtt.MQTTMessage], None]] = {self.topics.say: self._on_native_say}
         self._routes[self.topics.voice_register] = self._on_voice_register
@@ -194,8 +215,7 @@ class MqttService:
     def stop(self) -> None:
         self.leave_share_group()
         if self._client.is_connected():
-            info = self._client.publish(self.topics.availability, "offline", qos=QOS, retain=True)
-            info.wait_for_publish(timeout=2)
+            self.publish(self.topics.availability, b"offline", retain=True).wait_for_publish(timeout=2)
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -243,8 +263,38 @@ class MqttService:
 
     # -- outgoing -------------------------------------------------------------------------------
 
-    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        self._client.publish(topic, payload, qos=QOS, retain=retain)
+    def publish(
+        self, topic: str, payload: bytes, retain: bool = False, seq: int | None = None
+    ) -> mqtt.MQTTMessageInfo:
+        """Publish at QoS 1 (queued by paho while disconnected); ``seq``: the outbox row it comes from."""
+        info = self._client.publish(topic, payload, qos=QOS, retain=retain)
+        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):  # not queued: no PUBACK will come
+            log.warning("cannot publish on %s: %s", topic, mqtt.error_string(info.rc))
+            return info
+        with self._acks_lock:
+            early = info.mid in self._acknowledged_early
+            if early:
+                self._acknowledged_early.discard(info.mid)
+            else:
+                self._unacknowledged[info.mid] = seq
+        if early and seq is not None:
+            self._handler.delivered(seq)
+        return info
+
+    def _on_publish(self, _client: mqtt.Client, _userdata: Any, mid: int, reason: Any, _props: Any) -> None:
+        with self._acks_lock:
+            if mid not in self._unacknowledged:
+                self._acknowledged_early.add(mid)
+                return
+            seq = self._unacknowledged.pop(mid)
+        if reason.is_failure:  # MQTT 5: the broker refused it (not authorised ...); sending it again will not help
+            log.warning("the broker refused message %s: %s", mid if seq is None else f"seq {seq}", reason)
+        if seq is not None:
+            self._handler.delivered(seq)
+
+    def send(self, messages: Iterable[Message]) -> None:
+        for message in messages:
+            self.publish(message.topic, message.payload, seq=message.seq)
 
     def publish_status(self, status: dict[str, Any]) -> None:
         self.publish(self.topics.status, _json(status), retain=True)
@@ -264,36 +314,27 @@ class MqttService:
         """An event not tied to a speech request (voice registration)."""
         self.publish(self.topics.events, _json(payload))
 
-    def emit(self, request: Request, kind: EventKind, **fields: Any) -> None:
-        """Publish a lifecycle event; for Hermes requests also end them the Hermes way."""
-        payload = event_payload(request.id, kind, source=request.source, **fields)
-        self.publish(self.topics.events, _json(payload))
+    def messages(self, request: Request, kind: EventKind, fields: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        """A lifecycle event as MQTT messages (topic, JSON body); for Hermes requests also ending them the
+        Hermes way."""
+        messages = [(self.topics.events, event_payload(request.id, kind, source=request.source, **fields))]
         if request.source == "hermes" and is_terminal(kind, fields):
-            self._end_hermes(
-                request.id,
-                request.site_id,
-                request.session_id,
-                None if kind is EventKind.DONE else fields.get("reason", kind.value),
-            )
+            error = None if kind is EventKind.DONE else fields.get("reason", kind.value)
+            messages += _hermes_end(request.id, request.site_id, request.session_id, error)
+        return messages
 
     def _reject(self, source: str, rejection: RejectedPayload) -> None:
+        """A payload refused before it became a request. Its answer goes out while the say is being handled,
+        before paho acknowledges it: a daemon killed before the broker has the answer gets the say again."""
         log.info("rejected %s say %s: %s", source, rejection.request_id, rejection.reason)
         topic = t.HERMES_SAY if source == "hermes" else self.topics.say
         self._handler.rejected(source, topic, rejection)
-        payload = event_payload(rejection.request_id, EventKind.REJECTED, source=source, reason=rejection.reason)
-        self.publish(self.topics.events, _json(payload))
+        event = event_payload(rejection.request_id, EventKind.REJECTED, source=source, reason=rejection.reason)
+        messages = [(self.topics.events, event)]
         if source == "hermes":
-            self._end_hermes(rejection.request_id, rejection.site_id, rejection.session_id, rejection.reason)
-
-    def _end_hermes(
-        self, request_id: str | None, site_id: str | None, session_id: str | None, error: str | None
-    ) -> None:
-        """``hermes/error/tts`` on failure, and ``sayFinished`` always, as Rhasspy's own TTS does."""
-        site = site_id or "default"
-        if error is not None:
-            body = {"error": error, "siteId": site, "context": request_id, "sessionId": session_id}
-            self.publish(t.HERMES_ERROR, _json(body))
-        self.publish(t.HERMES_SAY_FINISHED, _json({"id": request_id, "siteId": site, "sessionId": session_id}))
+            messages += _hermes_end(rejection.request_id, rejection.site_id, rejection.session_id, rejection.reason)
+        for message_topic, body in messages:
+            self.publish(message_topic, _json(body))
 
     def open(self, request: Request, sample_rate: int) -> AudioStream:
         if request.source == "hermes":
@@ -330,14 +371,19 @@ class MqttService:
             log.exception("error handling a message on %s", msg.topic)
 
     def _admissible(self, msg: mqtt.MQTTMessage) -> bool:
-        """Size and rate limits, checked before a say payload is even parsed."""
-        source = "hermes" if msg.topic == t.HERMES_SAY else "native"
+        """Size and rate limits, checked before a say payload is parsed in full (a refusal by rate only
+        reads what names the request, so that whoever waits for it hears of it)."""
+        hermes = msg.topic == t.HERMES_SAY
+        source = "hermes" if hermes else "native"
         limit = self.settings.queue.max_payload_bytes
         if len(msg.payload) > limit:
             self._reject(source, RejectedPayload(f"payload too large ({len(msg.payload)} > {limit} bytes)"))
             return False
         if not self._rate.allow(msg.topic):
-            self._reject(source, RejectedPayload(f"rate limit: more than {self._rate.rate_per_s:g}/s on {msg.topic}"))
+            reason = f"rate limit: more than {self._rate.rate_per_s:g}/s on {msg.topic}"
+            rejection = refusal(msg.payload, reason, hermes, self.settings.hermes.site_ids)
+            if rejection is not None:  # None: a Hermes say for another site, not ours to answer
+                self._reject(source, rejection)
             return False
         return True
 

@@ -94,19 +94,57 @@ def _decode(payload: bytes) -> str:
         raise RejectedPayload("payload is not valid UTF-8") from exc
 
 
-def _load_object(text: str) -> dict[str, Any]:
+_JSON_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+               list: "an array", dict: "an object"}
+
+
+def _load_json(text: str) -> Any:
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise RejectedPayload(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from exc
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise RejectedPayload(f"invalid JSON: {exc}") from exc
+
+
+def _object(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
-        raise RejectedPayload("JSON payload must be an object")
+        raise RejectedPayload(f"JSON payload must be an object, not {_JSON_KINDS[type(data)]}")
     return data
 
 
+def _load_object(text: str) -> dict[str, Any]:
+    return _object(_load_json(text))
+
+
+def _native_object(text: str) -> dict[str, Any] | None:
+    """The JSON object of a native payload, or None for plain text (anything that is not JSON at all)."""
+    if text.lstrip().startswith("{"):  # meant as JSON: an error in it is reported, not spoken
+        return _load_object(text)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return _object(data)
+
+
 def _raw_id(data: dict[str, Any]) -> str | None:
+    """The id as given, for naming the request in a rejection; a number is named by its JSON text."""
     raw = data.get("id")
-    return raw[:MAX_NAME_CHARS] if isinstance(raw, str) else None
+    if isinstance(raw, str):
+        return raw[:MAX_NAME_CHARS]
+    if isinstance(raw, bool | int | float):
+        return json.dumps(raw)[:MAX_NAME_CHARS]
+    return None
+
+
+def _normalize_id(data: dict[str, Any], context: dict[str, Any]) -> None:
+    """Integer ids become their decimal string; any other non-string id is refused (bools, floats, ...)."""
+    raw = data.get("id")
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        data["id"] = str(raw)
+    elif raw is not None and not isinstance(raw, str):
+        raise RejectedPayload("id: must be a string or an integer", **context)
 
 
 class NativeSay(BaseModel):
@@ -151,8 +189,8 @@ def parse_native(payload: bytes, policy: IntakePolicy, now: float | None = None)
     """A native ``say``: a JSON object, or any other UTF-8 payload as the text itself."""
     now = time.time() if now is None else now
     text = _decode(payload)
-    if text.lstrip().startswith("{"):
-        data = _load_object(text)
+    if (data := _native_object(text)) is not None:
+        _normalize_id(data, {"request_id": _raw_id(data)})
         try:
             say = NativeSay.model_validate(data)
         except ValidationError as exc:
@@ -203,20 +241,42 @@ class HermesSay(BaseModel):
     volume: float | None = Field(None, ge=0.0, le=1.0)
 
 
+def _for_us(data: dict[str, Any], site_ids: Collection[str]) -> bool:
+    return not site_ids or data.get("siteId", "default") in site_ids
+
+
+def _hermes_context(data: dict[str, Any]) -> dict[str, Any]:
+    """What names a Hermes say in its ``error/tts`` and ``sayFinished``, as far as the payload is usable."""
+    site = data.get("siteId", "default")
+    return {
+        "request_id": _raw_id(data),
+        "site_id": site if isinstance(site, str) and not name_problem(site, "siteId") else None,
+        "session_id": data.get("sessionId") if isinstance(data.get("sessionId"), str) else None,
+    }
+
+
+def refusal(payload: bytes, reason: str, hermes: bool, site_ids: Collection[str] = ()) -> RejectedPayload | None:
+    """A say refused before it is parsed in full (rate limit), named as far as its payload says: the
+    refusal must reach whoever waits for that request. None for a Hermes say to another site."""
+    try:
+        data = _load_object(_decode(payload))
+    except RejectedPayload:  # plain text, or nothing readable: nothing names it
+        return RejectedPayload(reason)
+    if not hermes:
+        return RejectedPayload(reason, _raw_id(data))
+    return RejectedPayload(reason, **_hermes_context(data)) if _for_us(data, site_ids) else None
+
+
 def parse_hermes(
     payload: bytes, policy: IntakePolicy, site_ids: Collection[str], priority: Priority, now: float | None = None
 ) -> Request | None:
     """A Hermes ``say`` for one of our sites, or None when it is for another site."""
     now = time.time() if now is None else now
     data = _load_object(_decode(payload))
-    site = data.get("siteId", "default")
-    if site_ids and site not in site_ids:
+    if not _for_us(data, site_ids):
         return None
-    context = {
-        "request_id": _raw_id(data),
-        "site_id": site if isinstance(site, str) and not name_problem(site, "siteId") else None,
-        "session_id": data.get("sessionId") if isinstance(data.get("sessionId"), str) else None,
-    }
+    context = _hermes_context(data)
+    _normalize_id(data, context)
     try:
         say = HermesSay.model_validate(data)
     except ValidationError as exc:

@@ -228,7 +228,8 @@ class Pipeline:
                 self._events.emit(stale, EventKind.EXPIRED, reason="ttl elapsed while queued")
             admission = self._queue.put(request)
         if admission.status == "duplicate":
-            log.info("ignoring duplicate request id %s", request.id)
+            log.info("request %s repeats one already admitted (%s)", request.id, admission.state)
+            self._events.emit(request, EventKind.DUPLICATE, state=admission.state)
             return
         if admission.status == "full":
             self._events.emit(request, EventKind.REJECTED, reason="queue full", queue_depth=len(self._queue))

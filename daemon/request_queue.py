@@ -43,6 +43,7 @@ class Request:
     session_id: str | None = None  # Hermes sessionId
     topic: str | None = None  # MQTT topic it arrived on (for the audit trail)
     client: str | None = None  # Wyoming peer address; MQTT 3.1.1 does not say who published
+    row: int | None = None  # its row in the state database once admitted (ids may repeat, rows do not)
     received_at: float = field(default_factory=time.monotonic)
 
     @property
@@ -62,11 +63,13 @@ class Request:
 class Admission:
     """What :meth:`RequestQueue.put` did: queued, ignored as a duplicate, or refused as full.
 
-    ``displaced`` is a lower-priority request pushed out to make room for this one.
+    ``displaced`` is a lower-priority request pushed out to make room for this one; ``state`` is, for a
+    duplicate, the state of the request it repeats where the queue knows it.
     """
 
     status: Literal["queued", "duplicate", "full"]
     displaced: Request | None = None
+    state: str | None = None
 
 
 class RequestQueue(Protocol):
@@ -105,7 +108,7 @@ class MemoryQueue:
             now = time.monotonic()
             while self._seen and next(iter(self._seen.values())) < now - self._dedup_window_s:
                 self._seen.popitem(last=False)
-            if request.id in self._seen:
+            if self._dedup_window_s > 0 and request.id in self._seen:
                 return Admission("duplicate")
             displaced = None
             if len(self._heap) >= self._max_depth:
@@ -115,7 +118,8 @@ class MemoryQueue:
                 self._heap.remove(worst)
                 heapq.heapify(self._heap)
                 displaced = worst[3]
-            self._seen[request.id] = now
+            if self._dedup_window_s > 0:
+                self._seen[request.id] = now
             heapq.heappush(self._heap, (request.rank, not request.interrupt, next(self._seq), request))
             return Admission("queued", displaced)
 

@@ -96,8 +96,9 @@ class Service:
                 broker_connected=lambda: float(self.mqtt.connected),
                 state_errors=lambda: self.queue.write_errors + self.audit.write_errors,
             )
-        # Told of every event before it is published: a "done" is on disk before anyone hears it.
-        self._observers = [o for o in (self.queue, self.audit, self.metrics) if o is not None]
+        # Told of every event after the queue recorded it and before it is published: a "done" is on disk
+        # before anyone hears it.
+        self._observers = [o for o in (self.audit, self.metrics) if o is not None]
         try:
             self.pipeline = Pipeline(
                 self.queue,
@@ -144,6 +145,9 @@ class Service:
         self.audit.rejected(protocol, topic, rejection.request_id, rejection.site_id, rejection.reason)
         if self.metrics is not None:
             self.metrics.rejected(protocol)
+
+    def delivered(self, seq: int) -> None:
+        self.queue.outbox.delivered(seq)
 
     def intake_policy(self) -> IntakePolicy:
         """Built per message so voices added while running are accepted at once."""
@@ -260,12 +264,13 @@ class Service:
         return self.mqtt.open(request, sample_rate)
 
     def emit(self, request: Request, kind: EventKind, **fields: Any) -> None:
+        messages = self.queue.record(request, kind, fields, self.mqtt.messages(request, kind, fields))
         for observer in self._observers:
             observer.observe(request, kind, fields)
         if request.source == "wyoming" and self.wyoming is not None:
             self.wyoming.emit(request, kind, **fields)
-        self.mqtt.emit(request, kind, **fields)
-        if kind not in (EventKind.STARTED, EventKind.FIRST_AUDIO):
+        self.mqtt.send(messages)
+        if kind not in (EventKind.STARTED, EventKind.FIRST_AUDIO, EventKind.DUPLICATE):
             self.mqtt.publish_status(self.status())
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -284,6 +289,7 @@ class Service:
             self.wyoming.start()  # first: a port that cannot be served stops start-up before anything runs
         if self.metrics is not None:
             self.metrics.serve(self.settings.metrics)
+        self.mqtt.send(self.queue.outbox.left())  # committed by the last run, never acknowledged: first
         for request in self.queue.expired_while_down:
             self.emit(request, EventKind.EXPIRED, reason="ttl elapsed while the daemon was down")
         for request in self.queue.resumed:

@@ -58,6 +58,24 @@ class StateDb:
                     raise StateDbError(f"{self.path}: {exc}") from exc
                 raise
 
+    @contextmanager
+    def unsynced_transaction(self) -> Iterator[sqlite3.Connection]:
+        """A transaction whose commit does not wait for the disk (``synchronous=NORMAL``): it survives a killed
+        process but may be lost with the power. Only for writes that are safe to lose."""
+        with self.lock:
+            self._pragma("synchronous=NORMAL")
+            try:
+                with self.transaction() as conn:
+                    yield conn
+            finally:
+                self._pragma("synchronous=FULL")
+
+    def _pragma(self, setting: str) -> None:
+        try:
+            self._conn.execute(f"PRAGMA {setting}")
+        except sqlite3.Error as exc:
+            raise StateDbError(f"{self.path}: {exc}") from exc
+
     def query(self, sql: str, params: tuple[object, ...] = ()) -> list[tuple]:
         with self.lock:
             try:

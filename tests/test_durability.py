@@ -28,8 +28,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from daemon.durable_queue import DurableQueue
+from daemon.events import EventKind
+from daemon.outbox import Message
 from daemon.request_queue import Request
-from daemon.state_db import StateDb, StateDbError
+from daemon.state_db import StateDb, StateDbError, open_read_only
 from tests.conftest import AlsaCapture, Broker, Recorder, to_toml
 from tests.demo_fixtures import demo_bundle  # noqa: F401 - fixture
 from tests.doubles import ToneEngine
@@ -79,8 +81,11 @@ def test_unfinished_requests_resume_and_finished_ones_do_not(tmp_path: Path) -> 
         assert queue.put(_request(request_id, ttl_s=0.3 if request_id == "d" else 60)).status == "queued"
     first = queue.pop()
     assert first is not None and first.id == "a"
-    queue.mark("a", "done")
-    queue.mark("b", "started")
+    second = queue.pop()
+    assert second is not None and second.id == "b"
+    queue.record(first, EventKind.DONE, {}, [])
+    queue.record(second, EventKind.STARTED, {}, [])
+    queue.requeue(second)
     db.close()  # as good as a crash: nothing is flushed at close that was not committed already
     time.sleep(0.35)
 
@@ -88,7 +93,9 @@ def test_unfinished_requests_resume_and_finished_ones_do_not(tmp_path: Path) -> 
     again = DurableQueue(db, max_depth=10, dedup_window_s=600)
     assert [r.id for r in again.resumed] == ["b", "c"]
     assert [r.id for r in again.expired_while_down] == ["d"]
-    assert again.put(_request("a")).status == "duplicate"  # a QoS 1 redelivery of a finished request
+    duplicate = again.put(_request("a"))  # a QoS 1 redelivery of a finished request
+    assert (duplicate.status, duplicate.state) == ("duplicate", "done")
+    again.record(again.expired_while_down[0], EventKind.EXPIRED, {}, [])
     assert again.states("a") == ["done"] and again.states("d") == ["expired"]
     assert [again.pop().id, again.pop().id, again.pop()] == ["b", "c", None]  # type: ignore[union-attr]
     resumed = db.query("SELECT body FROM requests WHERE id = 'a'")
@@ -104,18 +111,52 @@ def test_wyoming_requests_are_not_resumed_after_a_crash(tmp_path: Path) -> None:
     db.close()
     again = DurableQueue(StateDb.in_dir(tmp_path), max_depth=10, dedup_window_s=600)
     assert [r.id for r in again.resumed] == ["n1"]
-    assert [r.id for r in again.expired_while_down] == ["w1"] and again.states("w1") == ["expired"]
+    assert [r.id for r in again.expired_while_down] == ["w1"]
+
+
+def test_an_event_stays_in_the_outbox_until_delivered_and_survives_a_restart(tmp_path: Path) -> None:
+    db = StateDb.in_dir(tmp_path)
+    queue = DurableQueue(db, max_depth=10, dedup_window_s=600)
+    request = _request("o1")
+    queue.put(request)
+    queue.pop()
+    events = [("events", {"id": "o1", "event": "done"}), ("hermes/tts/sayFinished", {"id": "o1"})]
+    done, finished = queue.record(request, EventKind.DONE, {}, events)
+    assert json.loads(done.payload) == {"id": "o1", "event": "done", "seq": done.seq} and finished.seq == done.seq + 1
+    queue.outbox.delivered(done.seq)
+    db.close()
+    again = DurableQueue(StateDb.in_dir(tmp_path), max_depth=10, dedup_window_s=600)
+    assert again.outbox.left() == [finished] and again.states("o1") == ["done"]
+    first_audio = again.record(request, EventKind.FIRST_AUDIO, {}, [("events", {"id": "o1"})])
+    assert first_audio[0].seq is None and again.outbox.left() == [finished]  # progress is not kept
+
+
+def test_a_state_database_from_before_content_digests_is_upgraded(tmp_path: Path) -> None:
+    """Rows written before protocols and digests were recorded match no new request; they are not lost."""
+    db = StateDb.in_dir(tmp_path)
+    with db.transaction() as conn:
+        conn.execute("CREATE TABLE requests (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, received REAL "
+                     "NOT NULL, state TEXT NOT NULL, updated REAL NOT NULL, body TEXT NOT NULL)")
+        conn.execute("INSERT INTO requests (id, received, state, updated, body) VALUES ('old', ?, 'done', ?, '')",
+                     (time.time(), time.time()))
+    queue = DurableQueue(db, max_depth=10, dedup_window_s=600)
+    assert queue.put(_request("old")).status == "queued"
+    assert queue.put(_request("old")).status == "duplicate"
+    assert queue.states("old") == ["done", "queued"]
 
 
 def test_a_request_that_cannot_be_committed_is_not_admitted(tmp_path: Path) -> None:
     db = StateDb.in_dir(tmp_path)
     queue = DurableQueue(db, max_depth=10, dedup_window_s=600)
-    queue.put(_request("kept"))
+    kept = _request("kept")
+    queue.put(kept)
     db.query("PRAGMA query_only = ON")  # every write now fails, as on a full or read-only disk
     with pytest.raises(StateDbError):
         queue.put(_request("lost"))
     assert len(queue) == 1 and queue.write_errors == 1
-    queue.mark("kept", "done")  # logged, not raised: the event still goes out
+    event = ("topic", {"id": "kept", "event": "done"})
+    assert queue.record(kept, EventKind.DONE, {}, [event]) == [Message("topic", b'{"id": "kept", "event": "done"}')]
+    assert queue.write_errors == 2  # logged, not raised: the event still goes out, without the outbox
     db.query("PRAGMA query_only = OFF")
     assert [queue.pop().id, queue.pop()] == ["kept", None]  # type: ignore[union-attr]
 
@@ -267,6 +308,56 @@ def test_kill_mid_synthesis_resumes_once(daemon_process: Any) -> None:
     assert [e["id"] for e in done] == ["long", "next"] and all(e["audio_sha256"] for e in done)
     print(f"\nkill -9 mid-synthesis: online again in {online_s:.2f} s, both done "
           f"{time.monotonic() - killed:.2f} s after the kill")
+
+
+def _states(state_dir: Path, ids: tuple[str, ...]) -> dict[str, str]:
+    conn = open_read_only(state_dir)
+    try:
+        rows = conn.execute(f"SELECT id, state FROM requests WHERE id IN ({', '.join('?' * len(ids))})", ids)
+        return dict(rows.fetchall())
+    finally:
+        conn.close()
+
+
+def test_an_event_committed_but_never_acknowledged_is_published_after_a_crash(
+    daemon_process: Any, mosquitto_broker: Broker, recorder: Recorder
+) -> None:
+    """The state database says ``done`` but the broker never had the event (nor Hermes' sayFinished) when
+    the daemon died: the restarted daemon publishes both, the event with the sequence number it was
+    committed under."""
+    recorder.subscribe("hermes/#")
+    daemon = daemon_process(queue={"max_text_chars": 20000}, hermes={"play_finished_margin_s": 0})
+    daemon.start()
+    long_text = " ".join(SENTENCE.format(n=n) for n in range(150))  # about 1 s of eSpeak NG work
+    daemon.say({"id": "long", "text": long_text, "lang": "en"})
+    recorder.publish("hermes/tts/say", json.dumps({"text": "Short.", "id": "h-crash", "sessionId": "s"}))
+    daemon.wait_event("long", "started")
+    mosquitto_broker.stop()  # from here on nothing the daemon publishes can be acknowledged
+    assert not [e for e in daemon.events() if e["event"] == "done"], "synthesis was too quick"
+    deadline = time.monotonic() + 60
+    while _states(daemon.state_dir, ("long", "h-crash")) != {"long": "done", "h-crash": "done"}:
+        assert time.monotonic() < deadline, _states(daemon.state_dir, ("long", "h-crash"))
+        time.sleep(0.05)
+    daemon.kill()
+    conn = open_read_only(daemon.state_dir)
+    committed = [json.loads(payload) for (payload,) in conn.execute("SELECT payload FROM outbox ORDER BY seq")]
+    conn.close()
+    seq = next(e["seq"] for e in committed if e.get("id") == "long" and e.get("event") == "done")
+
+    mosquitto_broker.start()
+    deadline = time.monotonic() + 15
+    while not recorder.client.is_connected():
+        assert time.monotonic() < deadline, "the recorder did not reconnect"
+        time.sleep(0.02)
+    recorder.subscribe(f"{daemon.base}/#", "hermes/#")
+    daemon.start()
+    assert daemon.wait_event("long", "done")["seq"] == seq
+    finished = recorder.wait_for("hermes/tts/sayFinished", lambda m: m.json()["id"] == "h-crash").json()
+    assert finished["sessionId"] == "s"
+    daemon.say({"id": "after", "text": "Serving again.", "lang": "en"})
+    events = daemon.wait_terminal({"long", "h-crash", "after"})
+    check_exactly_once(events, {"long", "h-crash", "after"})
+    assert [m.json()["id"] for m in recorder.on("hermes/tts/sayFinished")] == ["h-crash"]
 
 
 def test_expired_while_down_reports_expired(daemon_process: Any, alsa: AlsaCapture) -> None:

@@ -84,6 +84,24 @@ def test_only_configured_sites_are_served(start_daemon, recorder: Recorder) -> N
     assert not recorder.on("hermes/audioServer/garage/#")
 
 
+def test_ids_are_per_protocol_and_a_repeated_say_finishes_once(start_daemon, recorder: Recorder) -> None:
+    """A native h1 does not swallow a Hermes h1; a redelivered Hermes say gets no second sayFinished."""
+    _subscribe_hermes(recorder)
+    daemon = start_daemon(synth=ToneEngine(seconds=0.05), hermes={"play_finished_margin_s": 0})
+    daemon.say({"id": "h1", "text": "Native first."})
+    daemon.wait_event("h1", "done")
+    say = TtsSay(text="Hermes next.", id="h1", site_id="default").to_json()
+    recorder.publish(TtsSay.topic(), say)
+    finished = TtsSayFinished.from_json(recorder.wait_for(TtsSayFinished.topic()).payload)
+    assert finished.id == "h1" and daemon.wait_event("h1", "done", source="hermes")
+    recorder.publish(TtsSay.topic(), say)  # the same say again, as a QoS 1 redelivery brings it
+    assert daemon.wait_event("h1", "duplicate", source="hermes")["state"] == "done"
+    recorder.publish(TtsSay.topic(), TtsSay(text="Later.", id="h2").to_json())
+    recorder.wait_for(TtsSayFinished.topic(), lambda m: m.json()["id"] == "h2")
+    assert [m.json()["id"] for m in recorder.on(TtsSayFinished.topic())] == ["h1", "h2"]
+    assert len(recorder.on(AudioPlayBytes.topic(site_id="default", request_id="h1"))) == 1
+
+
 def test_get_voices(start_daemon, recorder: Recorder) -> None:
     _subscribe_hermes(recorder)
     start_daemon(synth=ToneEngine())

@@ -118,7 +118,11 @@ BAD_PAYLOADS = [
     (b'{"id": "a\\u0000b", "text": "hi"}', "id contains a forbidden character"),
     (b'{"text": "hi", "ttl_s": 5, "expires_at": 1}', "not both"),
     (b'{"text": "hi", "output": "play"}', "needs an audio device"),
-    (b'["text"]', None),  # not an object: spoken as plain text, so a control that this is not rejected
+    (b"null", "JSON payload must be an object, not null"),
+    (b"42", "JSON payload must be an object, not a number"),
+    (b"[1, 2, 3]", "JSON payload must be an object, not an array"),
+    (b'"a string"', "JSON payload must be an object, not a string"),
+    (b"[beep] Plain text that only starts like JSON.", None),  # not JSON at all: spoken as plain text
 ]
 
 

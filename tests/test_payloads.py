@@ -58,3 +58,38 @@ def test_arbitrary_json_objects(body: dict) -> None:
     _check(lambda: parse_native(payload, POLICY))
     hermes = {("siteId" if k == "voice" else k): v for k, v in body.items()}
     _check(lambda: parse_hermes(json.dumps(hermes).encode(), POLICY, [], "normal"))
+
+
+def test_integer_ids_are_accepted_as_their_decimal_string() -> None:
+    assert parse_native(b'{"id": 42, "text": "hi"}', POLICY).id == "42"
+    hermes = parse_hermes(b'{"id": -7, "text": "hi", "siteId": "default"}', POLICY, [], "normal")
+    assert hermes is not None and hermes.id == "-7"
+    for raw, named in ((b"1.5", "1.5"), (b"true", "true"), (b"[1]", None)):
+        try:
+            parse_native(b'{"id": ' + raw + b', "text": "hi"}', POLICY)
+        except RejectedPayload as rejection:
+            assert rejection.reason == "id: must be a string or an integer" and rejection.request_id == named
+        else:
+            raise AssertionError(f"id {raw!r} accepted")
+
+
+def test_json_that_is_not_an_object_is_refused_and_plain_text_spoken() -> None:
+    for payload, kind in ((b"null", "null"), (b" 42", "a number"), (b"[1, 2, 3]", "an array"), (b'"hi"', "a string")):
+        try:
+            parse_native(payload, POLICY)
+        except RejectedPayload as rejection:
+            assert rejection.reason == f"JSON payload must be an object, not {kind}"
+        else:
+            raise AssertionError(f"{payload!r} was spoken")
+    assert parse_native(b"[beep] the door is open", POLICY).text == "[beep] the door is open"
+
+
+def test_an_integer_beyond_pythons_digit_limit_is_invalid_json_not_a_crash() -> None:
+    payload = b'{"text": "hi", "id": ' + b"1" * 5000 + b"}"
+    for parse in (lambda: parse_native(payload, POLICY), lambda: parse_hermes(payload, POLICY, [], "normal")):
+        try:
+            parse()
+        except RejectedPayload as rejection:
+            assert rejection.reason.startswith("invalid JSON: Exceeds the limit")
+        else:
+            raise AssertionError("accepted")

@@ -115,15 +115,23 @@ def test_expired_requests_are_dropped_with_an_event(start_daemon) -> None:
     assert [e["event"] for e in daemon.events("stale")] == ["queued", "expired"]
 
 
-def test_duplicate_id_is_ignored(start_daemon, recorder: Recorder) -> None:
+def test_a_redelivery_is_answered_as_a_duplicate_and_new_content_under_the_same_id_is_spoken(
+    start_daemon, recorder: Recorder
+) -> None:
     daemon = start_daemon(synth=ToneEngine(seconds=0.05))
     daemon.say({"id": "dup", "text": "Once."})
-    daemon.wait_event("dup", "done")
+    first = daemon.wait_event("dup", "done")
     daemon.say({"id": "dup", "text": "Once."})  # e.g. a QoS 1 redelivery
-    daemon.say({"id": "after", "text": "Next."})
-    daemon.wait_event("after", "done")
-    assert [e["event"] for e in daemon.events("dup")] == ["queued", "started", "first_audio", "done"]
-    assert len(recorder.on(daemon.topics.audio("dup"))) == 1
+    assert daemon.wait_event("dup", "duplicate")["state"] == "done"
+    daemon.say({"id": "dup", "text": "Something else."})  # the same id, other content: a new request
+    recorder.wait_for(
+        daemon.topics.events,
+        lambda m: m.json()["id"] == "dup" and m.json()["event"] == "done" and m.json().get("seq") != first.get("seq"),
+    )
+    kinds = [e["event"] for e in daemon.events("dup")]
+    assert kinds == ["queued", "started", "first_audio", "done", "duplicate"] + ["queued", "started", "first_audio",
+                                                                                 "done"]
+    assert len(recorder.on(daemon.topics.audio("dup"))) == 2
 
 
 def test_full_queue_rejects_and_emergency_displaces(start_daemon) -> None:

@@ -210,6 +210,25 @@ def test_rate_limit_per_topic(start_daemon: Any, recorder: Recorder) -> None:
     daemon.wait_event("later", "done")
 
 
+def test_rate_limited_requests_are_refused_by_name(start_daemon: Any, recorder: Recorder) -> None:
+    """Each refusal names its request, and a refused Hermes say still gets its error and sayFinished."""
+    recorder.subscribe("hermes/#")
+    daemon = start_daemon(synth=ToneEngine(seconds=0.01), queue={"rate_limit_per_s": 0.01, "rate_limit_burst": 1},
+                          hermes={"play_finished_margin_s": 0})
+    daemon.say({"id": "first", "text": "Allowed."})
+    daemon.say({"id": "flood", "text": "Refused."})
+    assert "rate limit" in daemon.wait_event("flood", "rejected")["reason"]
+    for n in range(2):
+        body = {"text": "Hermes.", "id": f"h-{n}", "siteId": "hall", "sessionId": f"s-{n}"}
+        recorder.publish("hermes/tts/say", json.dumps(body))
+    finished = recorder.wait_for("hermes/tts/sayFinished", lambda m: m.json()["id"] == "h-1").json()
+    assert (finished["siteId"], finished["sessionId"]) == ("hall", "s-1")
+    error = recorder.wait_for("hermes/error/tts").json()
+    assert error["context"] == "h-1" and "rate limit" in error["error"] and error["sessionId"] == "s-1"
+    assert daemon.wait_event("h-1", "rejected")["source"] == "hermes"
+    assert not [e for e in daemon.events() if e["event"] == "rejected" and e["id"] is None]
+
+
 @pytest.mark.parametrize("bad", ["a+b", "a#b", "a/b", "..", "a\u0000b", "../../etc/passwd"])
 def test_ids_and_voices_that_would_break_topics_or_paths(start_daemon: Any, recorder: Recorder, bad: str) -> None:
     daemon = start_daemon(synth=ToneEngine(seconds=0.05))
