@@ -360,6 +360,7 @@ def _builds_tensorrt_engines(settings: Settings) -> bool:
     try:
         from daemon.hardware import TENSORRT, HardwareProfile
 
-        return TENSORRT in HardwareProfile.load(settings.engine.hardware_profile).providers
+        engine = settings.engine
+        return TENSORRT in HardwareProfile.load(engine.hardware_profile, engine.hardware_profile_dir).providers
     except (ImportError, ValueError):  # the engine's own loading reports what is wrong
         return False
