@@ -120,7 +120,9 @@ class MqttSettings(_Section):
 
 class EngineSettings(_Section):
     bundle: Path | None = None  # GPT-SoVITS ONNX bundle; empty = eSpeak NG fallback only
-    hardware_profile: str = "x86-cpu"  # name in hardware/ or a path: providers and precision
+    hardware_profile: str = "x86-cpu"  # a profile name or a path: providers and precision
+    # NAME.toml here is found by name and wins over the shipped profile of that name
+    hardware_profile_dir: Path = Path("/etc/gsv-edge/hardware")
     g2pw_model: Path | None = None  # optional user-supplied G2PWModel directory for Chinese polyphones
     lexicon: Path | None = None  # user pronunciations (JSON or TSV: word -> phones / pinyin), override built-ins
     # > 0: vocode in chunks of up to N semantic tokens (25 = 1 s of speech; the first is a quarter) for

@@ -450,7 +450,7 @@ def engine_from_settings(settings, bundle: Path | None = None, profile: str | No
     """An engine as the config describes it (``engine.*``); ``bundle`` / ``profile`` override the config.
     ``shared_threads``: this process's sessions are all the engine's (the daemon), so they share one
     onnxruntime thread pool (:func:`daemon.hardware.use_global_thread_pool`)."""
-    hardware = HardwareProfile.load(profile or settings.engine.hardware_profile)
+    hardware = HardwareProfile.load(profile or settings.engine.hardware_profile, settings.engine.hardware_profile_dir)
     if shared_threads:
         use_global_thread_pool(hardware)
     engine = Engine(

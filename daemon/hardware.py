@@ -1,4 +1,4 @@
-"""Hardware profiles (``hardware/*.toml``) and the onnxruntime sessions they describe.
+"""Hardware profiles (``hardware/*.toml``, installed as package data) and the onnxruntime sessions they describe.
 
 A profile names the execution providers to try in order, thread counts and memory caps. Providers this
 onnxruntime build lacks, or that fail to start, are skipped with a logged reason, ending on the CPU, which
@@ -12,8 +12,9 @@ import ctypes
 import logging
 import sys
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
 
@@ -22,9 +23,12 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10 (JetPack 6)
     import tomli as tomllib
 
+if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable
+
 log = logging.getLogger(__name__)
 
-PROFILE_DIR = Path(__file__).resolve().parent.parent / "hardware"
+PROFILE_PACKAGE = "hardware"  # the profiles shipped with the code (package data)
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
@@ -55,19 +59,19 @@ class HardwareProfile:
     cpu_mem_arena: bool = True
     cuda: dict[str, Any] = field(default_factory=dict)
     tensorrt: dict[str, Any] = field(default_factory=dict)
-    source: Path | None = None
+    source: Path | Traversable | None = None
 
     @classmethod
-    def load(cls, name_or_path: str | Path) -> HardwareProfile:
-        """A profile by file path, or by name from the ``hardware/`` directory (``x86-cpu``, ...)."""
-        path = Path(name_or_path)
-        if not path.suffix:
-            path = PROFILE_DIR / f"{name_or_path}.toml"
-        if not path.is_file():
-            known = ", ".join(sorted(p.stem for p in PROFILE_DIR.glob("*.toml")))
-            raise ProfileError(f"{path}: hardware profile not found (known profiles: {known})")
+    def load(cls, name_or_path: str | Path, user_dir: Path | None = None) -> HardwareProfile:
+        """A profile by file path, or by name: ``user_dir/NAME.toml`` when it exists (the user's own or
+        changed profiles), else the one shipped with the code (``x86-cpu``, ...)."""
+        path: Path | Traversable = Path(name_or_path)
+        if not path.suffix and len(path.parts) == 1:
+            path = _find_profile(str(name_or_path), user_dir)
+        elif not path.is_file():
+            raise ProfileError(f"{path}: hardware profile not found")
         try:
-            data = tomllib.loads(path.read_text())
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as exc:
             raise ProfileError(f"{path}: not valid TOML ({exc})") from exc
         allowed = set(cls.__dataclass_fields__) - {"source"}
@@ -80,6 +84,25 @@ class HardwareProfile:
         if not isinstance(data["providers"], list) or not data["providers"]:
             raise ProfileError(f"{path}: field 'providers' must be a non-empty list")
         return cls(**data, source=path)
+
+
+def known_profiles(user_dir: Path | None = None) -> list[str]:
+    """Names of the shipped profiles and of those in ``user_dir``."""
+    names = {p.name.removesuffix(".toml") for p in files(PROFILE_PACKAGE).iterdir() if p.name.endswith(".toml")}
+    if user_dir is not None and user_dir.is_dir():
+        names.update(p.stem for p in user_dir.glob("*.toml"))
+    return sorted(names)
+
+
+def _find_profile(name: str, user_dir: Path | None) -> Path | Traversable:
+    if user_dir is not None and (user_dir / f"{name}.toml").is_file():
+        return user_dir / f"{name}.toml"
+    shipped = files(PROFILE_PACKAGE) / f"{name}.toml"
+    if shipped.is_file():
+        return shipped
+    where = f" in {user_dir} nor among the shipped ones" if user_dir is not None else ""
+    known = ", ".join(known_profiles(user_dir))
+    raise ProfileError(f"{name}: hardware profile not found{where} (known profiles: {known})")
 
 
 def gpu_name() -> str:

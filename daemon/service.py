@@ -120,8 +120,8 @@ class Service:
             return self.fallback
         try:
             from daemon.engine import load_engine
-        except ImportError as exc:
-            self.engine_error = f"GPT-SoVITS engine unavailable in this build: {exc}"
+        except Exception as exc:  # a missing package, or a data file missing from the installation
+            self.engine_error = f"GPT-SoVITS engine unavailable in this installation: {type(exc).__name__}: {exc}"
         else:
             try:
                 return load_engine(self.settings, self._shared_threads)
@@ -295,8 +295,15 @@ class Service:
         for request in self.queue.resumed:
             self.emit(request, EventKind.QUEUED, resumed=True, queue_depth=len(self.queue), priority=request.priority)
         self.pipeline.start()
+        self._publish_engine_down()
         self.mqtt.start()
         self._relist.start()
+
+    def _publish_engine_down(self) -> None:
+        """A configured bundle the daemon cannot use is news for whoever watches the events, not only the log."""
+        if self.engine_error:
+            event = {"id": None, "event": "engine_down", "reason": self.engine_error, "ts": round(time.time(), 3)}
+            self.mqtt.publish_event(event)
 
     def drain(self, timeout_s: float) -> None:
         """Graceful stop (SIGTERM): fleet requests go to the other boxes, the announcement in progress may
@@ -380,6 +387,7 @@ def _builds_tensorrt_engines(settings: Settings) -> bool:
     try:
         from daemon.hardware import TENSORRT, HardwareProfile
 
-        return TENSORRT in HardwareProfile.load(settings.engine.hardware_profile).providers
+        engine = settings.engine
+        return TENSORRT in HardwareProfile.load(engine.hardware_profile, engine.hardware_profile_dir).providers
     except (ImportError, ValueError):  # the engine's own loading reports what is wrong
         return False

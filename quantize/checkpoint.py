@@ -19,6 +19,7 @@ import pickletools
 import warnings
 import zipfile
 from dataclasses import dataclass, field
+from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +44,7 @@ V1_TEXT_SYMBOLS = 322
 
 _READ_ERRORS = (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSError, KeyError, IndexError,
                 TypeError, AttributeError)
-_OFFICIAL = Path(__file__).with_name("data") / "official_weights.json"
+_OFFICIAL = files(__package__) / "data" / "official_weights.json"  # package data
 
 
 class CheckpointError(ValueError):
@@ -108,7 +109,7 @@ class Checkpoint:
 
 def official_match(sha256: str) -> OfficialFile | None:
     """The official pretrained file with this digest, if any."""
-    table = json.loads(_OFFICIAL.read_text())
+    table = json.loads(_OFFICIAL.read_text(encoding="utf-8"))
     for entry in table["files"]:
         if entry["sha256"] == sha256:
             return OfficialFile(entry["path"], entry["kind"], entry.get("version"), entry["sha256"])

@@ -23,7 +23,7 @@ from .t2s import T2SConfig, Text2SemanticDecoder
 from .vits import CODEBOOK_SIZE, SovitsConfig, SynthesizerTrn
 
 DEMO_SEED = 1234
-DEFAULT_OUT = Path(__file__).resolve().parent.parent / "models" / "demo"
+DEFAULT_OUT = Path("models") / "demo"  # relative to the working directory, never into the installed package
 
 T2S_DEMO = T2SConfig(vocab_size=1025, phoneme_vocab_size=732, embedding_dim=64, hidden_dim=64, n_head=4, n_layer=2)
 
@@ -160,7 +160,8 @@ def make_demo(out: Path = DEFAULT_OUT, seed: int = DEMO_SEED, log=None) -> Path:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "--out", type=Path, default=DEFAULT_OUT, help=f"bundle directory (default {DEFAULT_OUT})")
+    parser.add_argument("-o", "--out", type=Path, default=DEFAULT_OUT,
+                        help=f"bundle directory (default ./{DEFAULT_OUT}, in the current directory)")
     parser.add_argument("--seed", type=int, default=DEMO_SEED, help="random seed (fixed: same seed, same weights)")
 
 

@@ -13,18 +13,21 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
+from daemon.config import load_settings
+from daemon.engine import engine_from_settings
 from daemon.hardware import (
-    PROFILE_DIR,
     HardwareProfile,
     ProfileError,
     create_session,
+    known_profiles,
     provider_chain,
     session_options,
     trt_shape_ranges,
 )
 from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
 
-PROFILES = sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+REPO = Path(__file__).resolve().parents[1]
+PROFILES = known_profiles()
 
 
 def test_the_five_profiles_exist() -> None:
@@ -45,6 +48,38 @@ def test_unknown_field_and_missing_profile_are_named(tmp_path: Path) -> None:
         HardwareProfile.load(bad)
     with pytest.raises(ProfileError, match="not found.*x86-cpu"):
         HardwareProfile.load("no-such-box")
+
+
+def test_every_profile_in_the_checkout_is_shipped() -> None:
+    assert PROFILES == sorted(p.stem for p in (REPO / "hardware").glob("*.toml"))
+
+
+def test_a_user_profile_wins_by_name_and_a_path_still_works(tmp_path: Path) -> None:
+    (tmp_path / "x86-cpu.toml").write_text('name = "mine"\nproviders = ["CPUExecutionProvider"]\n')
+    (tmp_path / "my-box.toml").write_text('name = "my box"\nproviders = ["CPUExecutionProvider"]\n')
+    assert HardwareProfile.load("x86-cpu", tmp_path).name == "mine"
+    assert HardwareProfile.load("x86-cpu").name == "x86 CPU"  # the shipped one, without the user's directory
+    assert HardwareProfile.load("jetson-agx-orin", tmp_path).providers[0] == "TensorrtExecutionProvider"
+    assert HardwareProfile.load("my-box", tmp_path).name == "my box"
+    assert HardwareProfile.load(tmp_path / "my-box.toml").name == "my box"
+    assert {"my-box", "x86-cpu", "jetson-agx-orin"} <= set(known_profiles(tmp_path))
+    with pytest.raises(ProfileError, match=f"no-such-box: hardware profile not found in {tmp_path}.*my-box"):
+        HardwareProfile.load("no-such-box", tmp_path)
+    with pytest.raises(ProfileError, match="gone.toml: hardware profile not found"):
+        HardwareProfile.load(tmp_path / "gone.toml")
+
+
+def test_the_engine_finds_profiles_in_the_configured_directory(
+    demo_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    user = tmp_path / "profiles"
+    user.mkdir()
+    (user / "lab-box.toml").write_text('name = "lab box"\nproviders = ["CPUExecutionProvider"]\nintra_op_threads = 1\n')
+    monkeypatch.setenv("GSV_EDGE_ENGINE__HARDWARE_PROFILE_DIR", str(user))
+    monkeypatch.setenv("GSV_EDGE_ENGINE__HARDWARE_PROFILE", "lab-box")
+    monkeypatch.setenv("GSV_EDGE_STATE_DIR", str(tmp_path / "state"))
+    engine = engine_from_settings(load_settings(None), demo_bundle)
+    assert engine.profile.name == "lab box" and engine.profile.source == user / "lab-box.toml"
 
 
 def test_gpu_profile_falls_back_to_cpu_with_reason(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -132,7 +167,7 @@ print(rss_mb() - before)
 
 
 def _kept_after_free(*args: str) -> float:
-    done = subprocess.run([sys.executable, "-c", FRAGMENTATION, *args], cwd=PROFILE_DIR.parent,
+    done = subprocess.run([sys.executable, "-c", FRAGMENTATION, *args], cwd=REPO,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     return float(done.stdout.split()[-1])
@@ -184,7 +219,7 @@ def test_the_daemons_engine_runs_every_session_on_one_thread_pool(demo_bundle: P
     env = {**os.environ, "GSV_EDGE_STATE_DIR": str(state)}
     profile = tmp_path / "three.toml"
     profile.write_text('name = "three"\nproviders = ["CPUExecutionProvider"]\nintra_op_threads = 3\n')
-    done = subprocess.run([sys.executable, "-c", THREADS, str(demo_bundle), str(profile)], cwd=PROFILE_DIR.parent,
+    done = subprocess.run([sys.executable, "-c", THREADS, str(demo_bundle), str(profile)], cwd=REPO,
                           capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr
     sessions, workers, later, samples = (int(x) for x in done.stdout.split())

@@ -8,9 +8,9 @@ instead of silently shifting every phone id.
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
+from importlib.resources import files
 
-DATA_DIR = Path(__file__).resolve().parent / "data"
+DATA_DIR = files(__package__) / "data"  # package data: installed with the code, read wherever that is
 
 SYMBOLS_V2_SHA256 = "0771f6cd6f6201e8c2b0de921dc69cc04caf3f346c599d4a41413967d5674da7"
 
