@@ -258,6 +258,22 @@ class Pipeline:
             current.cancel(f"interrupted by {request.id}")
         return requeued
 
+    def cancel(self, request: Request, reason: str) -> None:
+        """Drop ``request`` wherever it is: out of the queue, or its synthesis and delivery stopped at the
+        next chunk. It ends ``failed`` with ``reason``; nothing happens if it has already ended."""
+        with self._cond:
+            current, pending = self._current, self._next
+            if current is not None and current.request is request:
+                current.cancel(reason)  # the playback loop reports it
+                return
+            if pending is not None and pending.request is request:
+                pending.cancel(reason)
+                self._next = None
+            elif not self._queue.remove(request):
+                return
+            self._cond.notify_all()
+        self._events.emit(request, EventKind.FAILED, reason=reason)
+
     # -- synthesis ------------------------------------------------------------------------------
 
     def _synth_loop(self) -> None:

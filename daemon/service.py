@@ -141,6 +141,9 @@ class Service:
             log.error("cannot accept %s: %s", request.id, exc)
             self.emit(request, EventKind.REJECTED, reason=f"cannot record the request (state directory full?): {exc}")
 
+    def cancel(self, request: Request, reason: str) -> None:
+        self.pipeline.cancel(request, reason)
+
     def rejected(self, protocol: str, topic: str, rejection: RejectedPayload) -> None:
         self.audit.rejected(protocol, topic, rejection.request_id, rejection.site_id, rejection.reason)
         if self.metrics is not None:
