@@ -380,7 +380,8 @@ def test_sigterm_mid_synthesis_fails_the_request_and_resumes_the_queue(daemon_pr
 
     daemon.start()
     events = daemon.wait_terminal({"next"})
-    # not check_exactly_once: events published before the restarted daemon reaches the broker may arrive reordered
+    # not check_exactly_once: events committed before the restarted daemon reaches the broker can arrive after
+    # later ones (their seq orders them)
     assert sorted(e["id"] for e in events if is_terminal(e)) == ["long", "next"]
     resumed = [e for e in events[before:] if e["id"] == "next"]
     assert {e["event"] for e in resumed} == {"queued", "started", "first_audio", "done"}
