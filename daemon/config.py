@@ -179,7 +179,7 @@ class QueueSettings(_Section):
     max_payload_bytes: int = Field(65536, ge=256, le=16 * 1024 * 1024)  # larger say payloads are refused unread
     rate_limit_per_s: float = Field(10.0, gt=0)  # say requests per second per topic, sustained
     rate_limit_burst: int = Field(50, ge=1)  # ... and in a burst
-    drain_s: float = Field(10.0, ge=0, le=600)  # on SIGTERM: time the announcement in progress gets to finish
+    drain_s: float = Field(10.0, ge=0, le=600)  # on SIGTERM: time the announcement in progress gets to play out
 
 
 class HermesSettings(_Section):

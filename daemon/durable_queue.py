@@ -138,6 +138,11 @@ class DurableQueue:
                     return request
             return None
 
+    def remove(self, request: Request) -> bool:
+        """Out of the memory queue; the row follows the terminal event the caller reports."""
+        with self._db.lock:
+            return self._memory.remove(request) and not self._is_void(request)
+
     def remove_expired(self, now: float | None = None) -> list[Request]:
         with self._db.lock:
             return [r for r in self._memory.remove_expired(now) if not self._is_void(r)]

@@ -28,6 +28,8 @@ from daemon.wav import read_wav, to_pcm16
 
 log = logging.getLogger(__name__)
 
+STOPPING = "daemon stopping"  # why a request is cut or left unfinished by a stop
+
 
 class AudioStream(Protocol):
     def write(self, audio: np.ndarray) -> None: ...
@@ -49,6 +51,9 @@ class Job:
         self.sample_rate = sample_rate
         self.cancelled = threading.Event()
         self.cancel_reason = ""
+        self.halted = threading.Event()  # synthesis stops at the next chunk; what is synthesised is still delivered
+        self.halt_reason = ""
+        self.truncated = False  # synthesis stopped before the end of the text
         self.engine = ""
         self.fallback_reason: str | None = None
         self.cached = False  # played from the rendered-audio cache, not synthesised
@@ -66,6 +71,13 @@ class Job:
                 self.cancel_reason = reason
                 self.cancelled.set()
             self._cond.notify_all()
+
+    def halt(self, reason: str) -> None:
+        """Synthesise nothing more (no effect once synthesis has finished)."""
+        with self._cond:
+            if not self._finished and not self.halted.is_set():
+                self.halt_reason = reason
+                self.halted.set()
 
     def add(self, chunk: np.ndarray) -> None:
         with self._cond:
@@ -190,15 +202,17 @@ class Pipeline:
             self._running = False
             for job in (self._current, self._next):
                 if job is not None:
-                    job.cancel("daemon stopping")
+                    job.cancel(STOPPING)
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout=5)
         self._threads.clear()
 
     def drain(self, timeout_s: float) -> bool:
-        """Let the announcement being delivered finish (for up to ``timeout_s``) but start nothing new.
+        """Synthesise nothing more and start nothing new; the audio of the announcement being delivered
+        that is already synthesised may play out for up to ``timeout_s``.
 
+        That announcement ends ``done`` if its synthesis had finished, else ``failed: daemon stopping``.
         A request synthesised but not yet started goes back to the queue, as do requests arriving
         meanwhile: the queue keeps them for the next start. True if nothing was left playing.
         """
@@ -207,9 +221,11 @@ class Pipeline:
             self._draining = True
             pending = self._next
             if pending is not None:
-                pending.cancel("daemon stopping")
+                pending.cancel(STOPPING)
                 self._next = None
                 self._queue.requeue(pending.request)
+            if self._current is not None:
+                self._current.halt(STOPPING)
             self._cond.notify_all()
             while self._current is not None and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(left)
@@ -258,6 +274,22 @@ class Pipeline:
             current.cancel(f"interrupted by {request.id}")
         return requeued
 
+    def cancel(self, request: Request, reason: str) -> None:
+        """Drop ``request`` wherever it is: out of the queue, or its synthesis and delivery stopped at the
+        next chunk. It ends ``failed`` with ``reason``; nothing happens if it has already ended."""
+        with self._cond:
+            current, pending = self._current, self._next
+            if current is not None and current.request is request:
+                current.cancel(reason)  # the playback loop reports it
+                return
+            if pending is not None and pending.request is request:
+                pending.cancel(reason)
+                self._next = None
+            elif not self._queue.remove(request):
+                return
+            self._cond.notify_all()
+        self._events.emit(request, EventKind.FAILED, reason=reason)
+
     # -- synthesis ------------------------------------------------------------------------------
 
     def _synth_loop(self) -> None:
@@ -302,7 +334,8 @@ class Pipeline:
             return
         with self.engine_lock:
             self._synthesize_with(job, engine)
-        if key is not None and self._cache is not None and not (job.cancelled.is_set() or job.fallback_reason):
+        if key is not None and self._cache is not None and not (job.cancelled.is_set() or job.truncated
+                                                                or job.fallback_reason):
             if job.error is None:
                 self._cache.put(key, list(job.chunks()))
 
@@ -311,7 +344,7 @@ class Pipeline:
         try:
             self._run_engine(job, engine, request.voice)
         except Exception as exc:
-            if self._fallback is engine or job.cancelled.is_set():
+            if self._fallback is engine or job.cancelled.is_set() or job.halted.is_set():
                 job.finish(exc)
                 return
             log.warning("engine %s failed on %s, using the fallback voice: %s", engine.name, request.id, exc)
@@ -347,6 +380,9 @@ class Pipeline:
                 job.add(np.clip(resampler.process(audio), -1.0, 1.0))
                 produced += audio.size
                 self.heartbeat.beat("synthesis")
+                if job.halted.is_set():
+                    job.truncated = True
+                    return
         finally:
             getattr(stream, "close", lambda: None)()
         if produced == 0 and not job.cancelled.is_set():
@@ -477,6 +513,8 @@ class Pipeline:
             fields["cached"] = True
         if job.cancelled.is_set():
             return EventKind.FAILED, {"reason": job.cancel_reason, **fields}
+        if job.truncated:
+            return EventKind.FAILED, {"reason": job.halt_reason, **fields}
         if job.error is not None:
             return EventKind.FAILED, {"reason": f"synthesis failed: {job.error}", **fields}
         fields["audio_sha256"] = self._audio_sha256(job)

@@ -83,6 +83,10 @@ class RequestQueue(Protocol):
         """The most urgent, oldest request, or None when empty; never blocks."""
         ...
 
+    def remove(self, request: Request) -> bool:
+        """Take ``request`` out of the queue; False if it is not there."""
+        ...
+
     def remove_expired(self, now: float | None = None) -> list[Request]: ...
 
     def __len__(self) -> int: ...
@@ -130,6 +134,15 @@ class MemoryQueue:
     def pop(self) -> Request | None:
         with self._lock:
             return heapq.heappop(self._heap)[3] if self._heap else None
+
+    def remove(self, request: Request) -> bool:
+        with self._lock:
+            kept = [entry for entry in self._heap if entry[3] is not request]
+            if len(kept) == len(self._heap):
+                return False
+            self._heap = kept
+            heapq.heapify(self._heap)
+            return True
 
     def remove_expired(self, now: float | None = None) -> list[Request]:
         with self._lock:

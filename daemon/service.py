@@ -141,6 +141,9 @@ class Service:
             log.error("cannot accept %s: %s", request.id, exc)
             self.emit(request, EventKind.REJECTED, reason=f"cannot record the request (state directory full?): {exc}")
 
+    def cancel(self, request: Request, reason: str) -> None:
+        self.pipeline.cancel(request, reason)
+
     def rejected(self, protocol: str, topic: str, rejection: RejectedPayload) -> None:
         self.audit.rejected(protocol, topic, rejection.request_id, rejection.site_id, rejection.reason)
         if self.metrics is not None:
@@ -306,8 +309,9 @@ class Service:
             self.mqtt.publish_event(event)
 
     def drain(self, timeout_s: float) -> None:
-        """Graceful stop (SIGTERM): fleet requests go to the other boxes, the announcement in progress may
-        finish for ``timeout_s``, nothing new starts; queued requests stay in the durable queue."""
+        """Graceful stop (SIGTERM): fleet requests go to the other boxes, nothing more is synthesised, the
+        announcement in progress may play out what is synthesised for ``timeout_s``; queued requests stay in
+        the durable queue."""
         self.mqtt.leave_share_group()
         if not self.pipeline.drain(timeout_s):
             log.warning("the announcement in progress did not finish within queue.drain_s (%g s): cut", timeout_s)

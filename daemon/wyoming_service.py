@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 
 WIDTH = 2  # 16-bit PCM
 CHANNELS = 1
+CLIENT_GONE = "client disconnected"  # why the request of a client that hung up ends failed
 GSV_ATTRIBUTION = Attribution(name="RVC-Boss/GPT-SoVITS", url="https://github.com/RVC-Boss/GPT-SoVITS")
 ESPEAK_ATTRIBUTION = Attribution(name="eSpeak NG", url="https://github.com/espeak-ng/espeak-ng")
 # The engine's text modes that are not language codes, as the languages Home Assistant groups voices by.
@@ -77,6 +78,8 @@ class SpeechService(Protocol):
     fallback: Synthesizer
 
     def submit(self, request: Request) -> None: ...
+
+    def cancel(self, request: Request, reason: str) -> None: ...
 
     def intake_policy(self) -> IntakePolicy: ...
 
@@ -262,7 +265,7 @@ class _Connection(AsyncEventHandler):
         self._sender.cancel()
         if self._admitted:
             self._server.connection_closed()
-        for reply in self._pending:  # nobody will take their audio: let the pipeline skip them
+        for reply in self._pending:  # nobody will take their audio: stop synthesising it
             self._server.forget(reply.request)
         self._pending.clear()
 
@@ -434,10 +437,10 @@ class WyomingServer:
         self._service.submit(request)
 
     def forget(self, request: Request) -> None:
-        """The client is gone: expire the request so the pipeline drops it unless it is already speaking."""
+        """The client is gone: its request is taken out of the queue, or its synthesis stopped."""
         with self._lock:
             self._replies.pop(request.id, None)
-        request.expires_at = 0.0
+        self._service.cancel(request, CLIENT_GONE)
 
     # -- what the pipeline hands back (its threads) ---------------------------------------------
 

@@ -18,7 +18,11 @@ def tone(seconds: float, sample_rate: int, freq: float = 440.0, amplitude: float
 
 
 class ToneEngine:
-    """Speaks every sentence as a tone of ``seconds``; can wait on a gate or raise, to stage scenarios."""
+    """Speaks every sentence as a tone of ``seconds``; can wait on a gate or raise, to stage scenarios.
+
+    With ``pace``, each sentence waits for one release of the semaphore, so a test decides how far
+    synthesis gets; ``sentences`` lists those synthesised.
+    """
 
     sample_rate = 16000
 
@@ -28,12 +32,15 @@ class ToneEngine:
         gate: threading.Event | None = None,
         error: Exception | None = None,
         name: str = "tone",
+        pace: threading.Semaphore | None = None,
     ) -> None:
         self.name = name
         self.seconds = seconds
         self.gate = gate
         self.error = error
+        self.pace = pace
         self.calls: list[str] = []
+        self.sentences: list[str] = []
 
     def voices(self) -> list[VoiceInfo]:
         return [VoiceInfo("tone-a", ["en"], "test tone A"), VoiceInfo("tone-b", ["en"], "test tone B")]
@@ -46,6 +53,9 @@ class ToneEngine:
             raise self.error
         for sentence in text.split("."):
             if sentence.strip():
+                if self.pace is not None:
+                    self.pace.acquire(timeout=10)
+                self.sentences.append(sentence.strip())
                 yield tone(self.seconds / speed, self.sample_rate)
 
 

@@ -35,6 +35,7 @@ from daemon.state_db import StateDb, StateDbError, open_read_only
 from tests.conftest import AlsaCapture, Broker, Recorder, to_toml
 from tests.demo_fixtures import demo_bundle  # noqa: F401 - fixture
 from tests.doubles import ToneEngine
+from tests.test_systemd import unit_settings
 
 REPO = Path(__file__).resolve().parent.parent
 TERMINAL = {"done", "failed", "expired", "rejected"}
@@ -358,6 +359,33 @@ def test_an_event_committed_but_never_acknowledged_is_published_after_a_crash(
     events = daemon.wait_terminal({"long", "h-crash", "after"})
     check_exactly_once(events, {"long", "h-crash", "after"})
     assert [m.json()["id"] for m in recorder.on("hermes/tts/sayFinished")] == ["h-crash"]
+
+
+def test_sigterm_mid_synthesis_fails_the_request_and_resumes_the_queue(daemon_process: Any) -> None:
+    """A clean stop synthesises nothing more: the request being synthesised ends ``failed: daemon stopping``
+    (not spoken again), the waiting one is spoken after the restart, and the process exits 0 within the
+    unit's TimeoutStopSec."""
+    daemon = daemon_process(queue={"max_text_chars": 20000})
+    daemon.start()
+    long_text = " ".join(SENTENCE.format(n=n) for n in range(40))  # seconds of eSpeak NG work: well within drain_s
+    daemon.say({"id": "long", "text": long_text, "lang": "en"})
+    daemon.say({"id": "next", "text": "And then this one.", "lang": "en"})
+    daemon.wait_event("long", "started")
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGTERM)
+    assert daemon.proc.wait(timeout=float(unit_settings()["TimeoutStopSec"][0])) == 0
+    assert daemon.wait_event("long", "failed")["reason"] == "daemon stopping"
+    before = len(daemon.events())
+    assert not [e for e in daemon.events() if e["id"] == "next" and is_terminal(e)]
+
+    daemon.start()
+    events = daemon.wait_terminal({"next"})
+    # not check_exactly_once: events committed before the restarted daemon reaches the broker can arrive after
+    # later ones (their seq orders them)
+    assert sorted(e["id"] for e in events if is_terminal(e)) == ["long", "next"]
+    resumed = [e for e in events[before:] if e["id"] == "next"]
+    assert {e["event"] for e in resumed} == {"queued", "started", "first_audio", "done"}
+    assert any(e.get("resumed") for e in resumed) and not [e for e in events[before:] if e["id"] == "long"]
 
 
 def test_expired_while_down_reports_expired(daemon_process: Any, alsa: AlsaCapture) -> None:

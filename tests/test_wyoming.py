@@ -19,6 +19,7 @@ from wyoming.event import Event
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped, SynthesizeVoice
 
+from daemon.audit import read_records
 from daemon.bundle import Bundle
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.engine import Engine
@@ -84,11 +85,13 @@ async def describe(client: AsyncClient) -> Info:
 def wyoming_daemon(start_daemon: Callable[..., Daemon]) -> Callable[..., tuple[Daemon, Callable[[], AsyncClient]]]:
     """A daemon with a Wyoming port on 127.0.0.1, and a factory of clients connected to it."""
 
-    def start(synth=None, fallback=None, queue=None, **wyoming) -> tuple[Daemon, Callable[[], AsyncClient]]:
+    def start(synth=None, fallback=None, queue=None, audio=None, **wyoming) -> tuple[Daemon, Callable[[], AsyncClient]]:
         port = free_port()
         sections = {"wyoming": {"uri": f"tcp://127.0.0.1:{port}", **wyoming}}
         if queue:
             sections["queue"] = queue
+        if audio:
+            sections["audio"] = audio
         daemon = start_daemon(synth, fallback, **sections)
         return daemon, lambda: AsyncTcpClient("127.0.0.1", port, connect_timeout=5, read_timeout=TIMEOUT_S)
 
@@ -276,7 +279,22 @@ def test_wyoming_shares_the_queue_and_an_emergency_goes_first(wyoming_daemon) ->
     assert engine.calls == ["Blocking the engine.", "Emergency.", "From Home Assistant."]
 
 
+def wyoming_event(daemon: Daemon, event: str) -> dict:
+    """The first ``event`` of a Wyoming request on the events topic."""
+    wanted = lambda m: m.json()["event"] == event and m.json()["source"] == "wyoming"  # noqa: E731
+    return daemon.recorder.wait_for(daemon.topics.events, wanted).json()
+
+
+def wait_for_hang_up(daemon: Daemon) -> None:
+    wyoming = daemon.service.wyoming
+    assert wyoming is not None
+    deadline = time.monotonic() + 5
+    while wyoming._connections and time.monotonic() < deadline:  # the server has seen the hang-up
+        time.sleep(0.01)
+
+
 def test_a_client_that_hangs_up_is_not_spoken_for(wyoming_daemon) -> None:
+    """Its queued request is taken out of the queue at once, not left for the engine to find."""
     gate = threading.Event()
     engine = ToneEngine(seconds=0.1, gate=gate)
     daemon, connect = wyoming_daemon(engine)
@@ -286,22 +304,103 @@ def test_a_client_that_hangs_up_is_not_spoken_for(wyoming_daemon) -> None:
     async def hang_up() -> None:
         async with connect() as client:
             await client.write_event(Synthesize(text="Nobody will hear this.").event())
-            queued = lambda m: m.json()["event"] == "queued" and m.json()["source"] == "wyoming"  # noqa: E731
-            await asyncio.to_thread(daemon.recorder.wait_for, daemon.topics.events, queued)
+            await asyncio.to_thread(wyoming_event, daemon, "queued")
 
-    asyncio.run(hang_up())
-    wyoming = daemon.service.wyoming
-    assert wyoming is not None
-    deadline = time.monotonic() + 5
-    while wyoming._connections and time.monotonic() < deadline:  # the server has seen the hang-up
-        time.sleep(0.01)
-    gate.set()
-    expired = daemon.recorder.wait_for(
-        daemon.topics.events, lambda m: m.json()["event"] == "expired" and m.json()["source"] == "wyoming"
-    )
-    assert expired.json()["reason"]
+    try:
+        asyncio.run(hang_up())
+        wait_for_hang_up(daemon)
+        failed = wyoming_event(daemon, "failed")  # while the engine is still busy with "first"
+    finally:
+        gate.set()
+    assert failed["reason"] == "client disconnected"
     daemon.wait_event("first", "done")
     assert engine.calls == ["Blocking the engine."]
+    assert daemon.service.queue.states(failed["id"]) == ["failed"]
+    [record] = [r for r in read_records(daemon.service.settings.state_dir) if r["request_id"] == failed["id"]]
+    assert (record["outcome"], record["reason"], record["protocol"]) == ("failed", "client disconnected", "wyoming")
+
+
+def test_a_client_that_hangs_up_mid_answer_stops_its_synthesis(wyoming_daemon) -> None:
+    pace = threading.Semaphore(0)
+    engine = ToneEngine(seconds=0.1, pace=pace)
+    daemon, connect = wyoming_daemon(engine)
+
+    async def hang_up() -> Event | None:
+        async with connect() as client:
+            await client.write_event(Synthesize(text="One. Two. Three. Four.").event())
+            pace.release()  # the first sentence only
+            return await client.read_event()
+
+    first = asyncio.run(hang_up())
+    assert first is not None and AudioStart.is_type(first.type)
+    wait_for_hang_up(daemon)
+    pace.release(3)  # enough for the rest of the text, should synthesis go on
+    failed = wyoming_event(daemon, "failed")
+    assert failed["reason"] == "client disconnected"
+    assert engine.sentences[0] == "One" and "Three" not in engine.sentences  # stopped at the next sentence
+    assert not [e for e in daemon.events(failed["id"]) if e["event"] == "done"]
+    assert daemon.service.queue.states(failed["id"]) == ["failed"]
+
+
+def test_a_client_that_hangs_up_while_synthesised_ahead_is_dropped(wyoming_daemon, alsa) -> None:
+    """Its request is synthesised while the speaker still plays another: the hang-up stops that too."""
+    pace = threading.Semaphore(1)  # the announcement on the speaker: one sentence
+    engine = ToneEngine(seconds=2.0, pace=pace)
+    daemon, connect = wyoming_daemon(engine, audio={"output_device": "gsvtest", "lead_in_ms": 50, "tail_ms": 50})
+    daemon.say({"id": "playing", "text": "Two seconds of tone.", "output": "play"})
+    daemon.wait_event("playing", "first_audio")
+
+    async def hang_up() -> None:
+        async with connect() as client:
+            await client.write_event(Synthesize(text="One. Two. Three.").event())
+            await asyncio.to_thread(wyoming_event, daemon, "started")
+            pace.release()  # its first sentence, synthesised ahead of playback
+
+            def first_sentence() -> None:
+                deadline = time.monotonic() + 5
+                while engine.sentences[1:] != ["One"] and time.monotonic() < deadline:
+                    time.sleep(0.01)
+
+            await asyncio.to_thread(first_sentence)
+
+    asyncio.run(hang_up())
+    wait_for_hang_up(daemon)
+    pace.release(2)  # enough for the rest of the text, should synthesis go on
+    failed = wyoming_event(daemon, "failed")
+    assert failed["reason"] == "client disconnected"
+    assert daemon.wait_event("playing", "done")["audio_ms"] == 2000
+    assert engine.sentences[1] == "One" and "Three" not in engine.sentences
+    assert daemon.service.queue.states(failed["id"]) == ["failed"]
+
+
+def test_audio_start_is_sent_once_the_request_is_started(wyoming_daemon) -> None:
+    """A request waiting in the queue gets nothing yet: Home Assistant's timeout runs from audio-start."""
+    gate = threading.Event()
+    engine = ToneEngine(seconds=0.1, gate=gate)
+    daemon, connect = wyoming_daemon(engine)
+    daemon.say({"id": "first", "text": "Blocking the engine."})
+    daemon.wait_event("first", "started")
+
+    async def talk() -> tuple[bool, str, Answer]:
+        async with connect() as client:
+            await client.write_event(Synthesize(text="When it is my turn.").event())
+            queued = await asyncio.to_thread(wyoming_event, daemon, "queued")
+            try:
+                early = await asyncio.wait_for(client.read_event(), 1.0)
+            except TimeoutError:
+                early = None
+            gate.set()
+            answer = await read_until(client, AudioStop)
+            return early is None, queued["id"], answer
+
+    try:
+        nothing_early, request_id, answer = asyncio.run(talk())
+    finally:
+        gate.set()
+    assert nothing_early, "the client heard from a request still waiting in the queue"
+    assert answer.types == ["audio-start", "audio-stop"]
+    daemon.wait_event(request_id, "done")
+    assert [e["event"] for e in daemon.events(request_id)] == ["queued", "started", "first_audio", "done"]
 
 
 def test_unix_socket(start_daemon, tmp_path: Path) -> None:
