@@ -136,6 +136,31 @@ def _check_readable(path: Path) -> bytes:
     return data
 
 
+def _looks_like(data: bytes) -> str:
+    """What a file that is not a PyTorch pickle seems to be, so the message says more than its first bytes."""
+    if data[:4] == b"RIFF" and data[8:12] == b"WAVE":
+        return "a WAV audio file"
+    if data[8:10] == b'{"':  # a little-endian header length, then the JSON header
+        return "a safetensors file (gsv-edge reads upstream's torch files)"
+    head = data[:4096]
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return f"an unknown format (first bytes {data[:8]!r})"
+    if all(c.isprintable() or c in "\r\n\t" for c in text):
+        return "a text file"
+    return f"an unknown format (first bytes {data[:8]!r})"
+
+
+def _not_a_checkpoint(path: Path, data: bytes, expected: str) -> CheckpointError:
+    return CheckpointError(path, f"is {_looks_like(data)}, not {expected}")
+
+
+def _is_pickle(data: bytes) -> bool:
+    """A torch.save file: a zip archive (torch >= 1.6) or a legacy pickle stream (protocol 2+)."""
+    return data[:2] == b"PK" or data[:1] == b"\x80"
+
+
 def _unpickle(path: Path, data: bytes) -> Any:
     """torch.load through the restricted unpickler; every failure becomes a CheckpointError."""
     if data[:2] == b"PK":
@@ -156,17 +181,24 @@ def _unpickle(path: Path, data: bytes) -> Any:
             return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except _READ_ERRORS as exc:
         msg = str(exc)
+        found = _pickle_globals(data)
+        if UNREADABLE_PICKLE in found:
+            raise CheckpointError(
+                path, f"is truncated or corrupt: its pickle data cannot be parsed; size {len(data)} bytes"
+            ) from exc
         if "weights only load failed" in msg.lower():
-            imports = [g for g in _pickle_globals(data) if not g.startswith(_ALLOWED_PREFIXES)]
+            imports = [g for g in found if not g.startswith(_ALLOWED_PREFIXES)]
             what = ", ".join(sorted(set(imports))[:5]) or "an operation outside the allow-list"
             raise CheckpointError(
                 path,
                 f"refused: the pickle asks to import {what}; gsv-edge never runs code from a weight file "
                 "(only tensors, plain containers and upstream's HParams config are accepted)",
             ) from exc
-        raise CheckpointError(path, f"cannot be read as a PyTorch checkpoint: {msg.splitlines()[0]}") from exc
+        first_line = (msg.splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(path, f"cannot be read as a PyTorch checkpoint: {first_line}") from exc
 
 
+UNREADABLE_PICKLE = "<unreadable pickle>"
 _ALLOWED_PREFIXES = ("torch.", "collections.OrderedDict", "utils.HParams", "builtins.set", "_codecs.encode")
 
 
@@ -190,7 +222,7 @@ def _pickle_globals(data: bytes) -> list[str]:
                 elif isinstance(arg, str):
                     strings.append(arg)
         except Exception:  # noqa: BLE001 - a malformed pickle still gets the generic refusal
-            found.append("<unreadable pickle>")
+            found.append(UNREADABLE_PICKLE)
     return found
 
 
@@ -201,8 +233,8 @@ def read_state_dict(path: Path | str) -> dict[str, torch.Tensor]:
     """A plain ``torch.save(state_dict)`` file (HuBERT/BERT ``pytorch_model.bin``, the SV ``.ckpt``)."""
     path = Path(path)
     data = _check_readable(path)
-    if data[:2] != b"PK" and data[:1] != b"\x80":
-        raise CheckpointError(path, f"is not a PyTorch weight file (first bytes {data[:8]!r})")
+    if not _is_pickle(data):
+        raise _not_a_checkpoint(path, data, "a PyTorch weight file")
     obj = _unpickle(path, data)
     if isinstance(obj, dict) and "weight" in obj and isinstance(obj["weight"], dict) and "config" in obj:
         raise CheckpointError(path, "is a GPT-SoVITS model checkpoint (GPT or SoVITS), not a helper-model state dict")
@@ -217,8 +249,8 @@ def _load_model_file(path: Path) -> tuple[dict, bytes, bytes]:
     """Returns (unpickled dict, header bytes, raw bytes) for a GPT or SoVITS file."""
     data = _check_readable(path)
     header = data[:2]
-    if header != b"PK" and header not in SOVITS_HEADERS and data[:1] != b"\x80":
-        raise CheckpointError(path, f"is not a GPT-SoVITS checkpoint (unknown first bytes {data[:8]!r})")
+    if header not in SOVITS_HEADERS and not _is_pickle(data):
+        raise _not_a_checkpoint(path, data, "a GPT-SoVITS checkpoint")
     if header in SOVITS_HEADERS:
         version = SOVITS_HEADERS[header]
         if version not in SUPPORTED_SOVITS:
@@ -310,7 +342,9 @@ def describe(path: Path | str) -> Checkpoint:
     data = _check_readable(path)
     if data[:2] in SOVITS_HEADERS:
         return read_sovits(path)
-    obj = _unpickle(path, data if data[:2] == b"PK" or data[:1] == b"\x80" else b"")
+    if not _is_pickle(data):
+        raise _not_a_checkpoint(path, data, "a GPT-SoVITS checkpoint or a PyTorch weight file")
+    obj = _unpickle(path, data)
     if isinstance(obj, dict) and isinstance(obj.get("weight"), dict):
         return read_gpt(path) if _is_gpt(obj["weight"]) else read_sovits(path)
     sd = read_state_dict(path)
