@@ -23,6 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from daemon import exit_codes
 from daemon.config import DEFAULT_CONFIG_PATH, AuditSettings, ConfigError, load_settings
 from daemon.events import EventKind, is_terminal
 from daemon.request_queue import Request
@@ -201,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
         records = read_records(settings.state_dir, args.since)
     except (ConfigError, StateDbError) as exc:
         print(f"gsv-edge audit: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.SETUP
     for record in records:
         print(json.dumps(record, ensure_ascii=False) if args.json else _format(record))
-    return 0
+    return exit_codes.OK

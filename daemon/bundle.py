@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -212,13 +213,38 @@ class Bundle:
         return self.path / asset["file"] if asset else None
 
 
+class OutputPathError(ValueError):
+    """A bundle cannot be written where the user asked; the message names the path."""
+
+
+def check_output_dir(out: Path) -> Path:
+    """Refuse an output path before minutes of work: one that would replace something that is not a bundle (a
+    home directory given by mistake is never deleted), or whose parent cannot be written."""
+    out = Path(out).absolute()
+    if out.exists() and not out.is_dir():
+        raise OutputPathError(f"{out}: exists and is a file, not a bundle directory")
+    if out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).is_file():
+        raise OutputPathError(f"{out}: exists and is not a gsv-edge bundle; refusing to replace it "
+                              "(name a new directory)")
+    parent = out.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{out}: cannot create it, {parent} is not a writable directory")
+    return out
+
+
 @contextlib.contextmanager
 def building(out: Path) -> Iterator[Path]:
     """A directory to build a bundle in (``<out>.partial``). When the block ends it must load as a bundle, and
     only then replaces ``out``; on any failure it is removed, so nothing half-made ever looks like a bundle."""
+    out = check_output_dir(out)
     work = out.with_name(out.name + ".partial")
     shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
+    try:
+        work.mkdir(parents=True)
+    except OSError as exc:
+        raise OutputPathError(f"{work}: cannot create the bundle's build directory: {exc.strerror or exc}") from exc
     try:
         yield work
         Bundle.load(work)

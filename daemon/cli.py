@@ -10,6 +10,8 @@ import argparse
 import importlib
 import sys
 
+from . import exit_codes
+
 # subcommand -> "module:function" taking the parsed args and returning an exit code.
 # Each module also provides ``add_arguments(parser)`` named after the subcommand: ``add_<name>_arguments``.
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
@@ -24,12 +26,12 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "quantize": ("quantize.quantization", "make an int8 / fp16 / mixed bundle from an fp32 one, with its fidelity"),
 }
 
-EXIT_USAGE = 2
-
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     """All subcommands are listed; only the chosen one's module is imported (torch stays out of ``serve``)."""
     parser = argparse.ArgumentParser(prog="gsv-edge", description="Offline GPT-SoVITS speech appliance.")
+    parser.add_argument("--traceback", action="store_true",
+                        help="on an unexpected error, print the Python traceback (for a bug report)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     chosen = next((a for a in argv if not a.startswith("-")), None)
     for name, (module_name, help_text) in SUBCOMMANDS.items():
@@ -52,15 +54,24 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(argv).parse_args(argv)
     if not getattr(args, "command", None):
         build_parser([]).print_help()
-        return EXIT_USAGE
+        return exit_codes.USAGE
     error = getattr(args, "_import_error", None)
     if error is not None:
         print(f"gsv-edge {args.command}: cannot load {args._module}: {error}", file=sys.stderr)
         if args._module.startswith("quantize"):
             print('  the conversion tooling needs torch: pip install "gsv-edge[convert]"', file=sys.stderr)
-        return 1
-    module = importlib.import_module(args._module)
-    return int(module.run(args) or 0)
+        return exit_codes.SETUP
+    try:
+        return int(importlib.import_module(args._module).run(args) or 0)
+    except KeyboardInterrupt:
+        print(f"gsv-edge {args.command}: interrupted", file=sys.stderr)
+        return exit_codes.INTERRUPTED
+    except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, told in one line
+        if args.traceback:
+            raise
+        print(f"gsv-edge {args.command}: unexpected error: {type(exc).__name__}: {exc} "
+              "(a bug: please report it with the output of the same command run with --traceback)", file=sys.stderr)
+        return exit_codes.FAILED
 
 
 if __name__ == "__main__":

@@ -295,8 +295,10 @@ def _describe(error: ValidationError) -> str:
         detail = f"{key}: {item['msg']}"
         if item["type"] not in ("missing", "extra_forbidden"):
             detail += f" (got {item['input']!r})"
-        lines.append(f"  {detail} [env {env_name(loc)}]")
-    return "invalid configuration:\n" + "\n".join(lines)
+        lines.append(f"{detail} [env {env_name(loc)}]")
+    if len(lines) == 1:  # the common case stays one line, as a log line or a CLI error should be
+        return f"invalid configuration: {lines[0]}"
+    return "invalid configuration:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def load_settings(config_file: Path | None = None) -> Settings:

@@ -11,6 +11,7 @@ import json
 import sys
 from pathlib import Path
 
+from . import exit_codes
 from .bundle import MANIFEST, Bundle, BundleError
 
 
@@ -41,11 +42,15 @@ def describe_bundle(path: Path) -> str:
     return "\n".join(lines)
 
 
+class ToolingMissing(RuntimeError):
+    """Reading upstream checkpoints needs torch, which the appliance does not install."""
+
+
 def describe_checkpoint(path: Path) -> str:
     try:
         from quantize.checkpoint import describe
     except ImportError as exc:
-        raise RuntimeError(f"reading checkpoint files needs torch: pip install 'gsv-edge[convert]' ({exc})") from exc
+        raise ToolingMissing(f"reading checkpoint files needs torch: pip install 'gsv-edge[convert]' ({exc})") from exc
     ckpt = describe(path)
     kind = {"t2s": "GPT (text-to-semantic) checkpoint", "sovits": "SoVITS checkpoint",
             "state_dict": "plain state dict (helper model)"}[ckpt.kind]
@@ -68,6 +73,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """A bundle that fails its checks is a setup problem (as in ``say``); a file that is not a checkpoint is bad
+    input (a ``CheckpointError`` is a ``ValueError``)."""
     path: Path = args.path
     try:
         if path.is_dir() and (path / MANIFEST).exists():
@@ -76,10 +83,13 @@ def run(args: argparse.Namespace) -> int:
             raise BundleError(f"{path}: a directory without {MANIFEST}: not a gsv-edge bundle")
         else:
             print(describe_checkpoint(path))
-    except (BundleError, ValueError, RuntimeError) as exc:
+    except (BundleError, ToolingMissing) as exc:
         print(f"gsv-edge inspect: {exc}", file=sys.stderr)
-        return 1
-    return 0
+        return exit_codes.SETUP
+    except ValueError as exc:
+        print(f"gsv-edge inspect: {exc}", file=sys.stderr)
+        return exit_codes.INPUT
+    return exit_codes.OK
 
 
 def _grouped_inputs(inputs: list[dict]) -> list[str]:

@@ -1,8 +1,4 @@
-"""What ``gsv-edge say`` and ``gsv-edge voice`` share: settings, the engine they build, their exit codes.
-
-Exit codes a script can rely on: 0 done; 1 synthesis or audio failed; 2 usage error; 3 bad input (empty text,
-unknown voice, unusable clip); 4 configuration, bundle or hardware-profile problem.
-"""
+"""What ``gsv-edge say`` and ``gsv-edge voice`` share: settings and the engine they build."""
 
 from __future__ import annotations
 
@@ -14,11 +10,9 @@ from .config import ConfigError, load_settings
 from .engine import Engine, engine_from_settings
 from .hardware import ProfileError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT, EXIT_SETUP = 0, 1, 2, 3, 4
-
 
 class SetupError(RuntimeError):
-    """Configuration, bundle or profile cannot be used (exit code 4)."""
+    """Configuration, bundle or profile cannot be used (``exit_codes.SETUP``)."""
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from daemon import exit_codes
 from daemon.bundle import Bundle
 from daemon.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
 from daemon.state_db import DB_NAME, StateDbError, open_read_only
@@ -226,9 +227,9 @@ def _daemon_config(state_dir: Path, pid: int) -> Path | None:
     return Path(row[0]) if row[0] is not None else None
 
 
-def _not_sent(reason: str) -> int:
+def _not_sent(reason: str, code: int = exit_codes.SETUP) -> int:
     print(f"gsv-edge reload: not sent, {reason}", file=sys.stderr)
-    return 2
+    return code
 
 
 def run(args: argparse.Namespace) -> int:
@@ -246,12 +247,12 @@ def run(args: argparse.Namespace) -> int:
         daemon_config = _daemon_config(state_dir, pid)
     except (OSError, ValueError, StateDbError) as exc:
         print(f"gsv-edge reload: no running daemon found through {pid_file}: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     runs_with = daemon_config or DEFAULT_CONFIG_PATH  # started without --config, it reads the default file
     if args.config is not None and args.config.resolve() != runs_with.resolve():
         what = daemon_config or f"none given, so {DEFAULT_CONFIG_PATH} when present"
         return _not_sent(f"{args.config} is not the config file the daemon (pid {pid}) re-reads ({what}); "
-                         "edit that one")
+                         "edit that one", exit_codes.USAGE)
     if args.config is None and daemon_config is not None:
         try:
             settings = load_settings(daemon_config)
@@ -267,17 +268,17 @@ def run(args: argparse.Namespace) -> int:
         os.kill(pid, signal.SIGHUP)
     except OSError as exc:
         print(f"gsv-edge reload: no running daemon found through {pid_file}: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         outcome = _last_reload(state_dir)
         if outcome is not None and outcome[0] >= sent:
             print(f"gsv-edge reload: {outcome[2]}", file=sys.stdout if outcome[1] else sys.stderr)
-            return 0 if outcome[1] else 1
+            return exit_codes.OK if outcome[1] else exit_codes.FAILED
         time.sleep(0.2)
     print(f"gsv-edge reload: sent SIGHUP to {pid}, no outcome within {WAIT_S:.0f} s; see the daemon's log",
           file=sys.stderr)
-    return 1
+    return exit_codes.FAILED
 
 
 def serve_with_reload(service: Service, config_file: Path | None) -> Reloader:

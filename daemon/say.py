@@ -7,13 +7,17 @@ audio starts with the first synthesized segment (streaming).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from . import exit_codes
+from .audio_out import AudioDeviceError
 from .engine import SynthesisOptions
-from .engine_cli import EXIT_FAILED, EXIT_INPUT, EXIT_OK, EXIT_SETUP, SetupError, add_engine_arguments, build_engine
+from .engine_cli import SetupError, add_engine_arguments, build_engine
 from .synthesizer import SynthesisError, UnknownVoice
 from .voices import VoiceError
 from .wav import encode_wav
@@ -36,13 +40,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     text = sys.stdin.read() if args.text == "-" else args.text
-    if not text.strip():
-        print("gsv-edge say: text is empty", file=sys.stderr)
-        return EXIT_INPUT
-    if not args.out and not args.play:
-        print("gsv-edge say: give -o FILE.wav and/or --play", file=sys.stderr)
-        return EXIT_INPUT
     try:
+        _check_request(text, args.out, args.play)
+    except ValueError as exc:
+        print(f"gsv-edge say: {exc}", file=sys.stderr)
+        return exit_codes.INPUT
+    try:
+        if args.play:
+            _check_sound_card()  # before the model loads: no sound card, no wait
         engine = build_engine(args)
         name = args.voice or engine.default_voice()
         lang = args.lang or engine.voices_store.meta(name).lang
@@ -52,31 +57,85 @@ def run(args: argparse.Namespace) -> int:
         for chunk in engine.stream(text, name, lang, options):
             chunks.append(chunk)
             if player is not None:
-                player.write(chunk.reshape(-1, 1))
+                _play(player, chunk)
         if player is not None:
             player.stop()
             player.close()
     except SetupError as exc:
         print(f"gsv-edge say: {exc}", file=sys.stderr)
-        return EXIT_SETUP
+        return exit_codes.SETUP
     except (UnknownVoice, VoiceError, ValueError) as exc:
         print(f"gsv-edge say: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    except (SynthesisError, OSError) as exc:
+        return exit_codes.INPUT
+    except (SynthesisError, AudioDeviceError) as exc:
         print(f"gsv-edge say: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return exit_codes.FAILED
     audio = np.concatenate(chunks)
     if args.out:
-        args.out.write_bytes(encode_wav(audio, engine.sample_rate))
+        try:
+            args.out.write_bytes(encode_wav(audio, engine.sample_rate))
+        except OSError as exc:
+            print(f"gsv-edge say: {args.out}: cannot write the WAV: {exc.strerror or exc}", file=sys.stderr)
+            return exit_codes.FAILED
         print(f"{args.out}: {len(audio) / engine.sample_rate:.2f} s at {engine.sample_rate} Hz"
               + ("  [demo bundle: untrained weights, noise]" if engine.bundle.untrained else ""))
-    return EXIT_OK
+    return exit_codes.OK
 
 
-def _player(rate: int):
-    """A blocking output stream on the default device; sounddevice is imported only when playing."""
-    import sounddevice as sd
+def _check_request(text: str, out: Path | None, play: bool) -> None:
+    """What can be refused before the engine loads: nothing is synthesised for an output that cannot take it."""
+    if not text.strip():
+        raise ValueError("text is empty")
+    if not out and not play:
+        raise ValueError("give -o FILE.wav and/or --play")
+    if out is None:
+        return
+    if out.is_dir():
+        raise ValueError(f"{out}: is a directory; give a file name such as {out / 'announcement.wav'}")
+    parent = out.absolute().parent
+    if not parent.is_dir():
+        raise ValueError(f"{out}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ValueError(f"{out}: not writable (permission denied)")
 
-    stream = sd.OutputStream(samplerate=rate, channels=1, dtype="float32")
-    stream.start()
+
+def _sounddevice() -> Any:
+    """sounddevice is imported only when playing: ``say -o`` works where PortAudio is not installed."""
+    try:
+        import sounddevice as sd
+    except OSError as exc:
+        raise AudioDeviceError(f"--play: default sound card: cannot load PortAudio ({exc})") from exc
+    return sd
+
+
+def _card_error(exc: Exception) -> AudioDeviceError:
+    return AudioDeviceError(f"--play: default sound card: {exc} (is a sound card present? "
+                            "use -o FILE.wav to write the audio instead)")
+
+
+def _check_sound_card() -> None:
+    sd = _sounddevice()
+    try:
+        sd.query_devices(kind="output")
+    except (sd.PortAudioError, ValueError) as exc:
+        raise _card_error(exc) from exc
+
+
+def _player(rate: int) -> Any:
+    """A blocking output stream on the default sound card."""
+    sd = _sounddevice()
+    try:
+        stream = sd.OutputStream(samplerate=rate, channels=1, dtype="float32")
+        stream.start()
+    except (sd.PortAudioError, ValueError) as exc:
+        raise _card_error(exc) from exc
     return stream
+
+
+def _play(stream: Any, chunk: np.ndarray) -> None:
+    sd = _sounddevice()
+
+    try:
+        stream.write(chunk.reshape(-1, 1))
+    except sd.PortAudioError as exc:
+        raise AudioDeviceError(f"--play: default sound card: {exc}") from exc

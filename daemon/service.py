@@ -19,6 +19,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
+from daemon import exit_codes
 from daemon.audio_cache import AudioCache
 from daemon.audio_out import AudioOutput
 from daemon.audit import AuditLog
@@ -40,7 +41,6 @@ from daemon.wyoming_service import WyomingServer
 
 log = logging.getLogger("gsv-edge")
 
-EXIT_CONFIG = 2
 VOICES_RELIST_S = 30.0  # voices added or removed with the CLI while the daemon runs show up this soon
 TENSORRT_EXTEND_S = 60.0  # while TensorRT engines build, keep systemd's start timeout this far ahead ...
 TENSORRT_BUILD_LIMIT_S = 3600.0  # ... for at most this long (a first build on an Orin Nano takes minutes)
@@ -51,6 +51,11 @@ def _version() -> str:
         return version("gsv-edge")
     except PackageNotFoundError:
         return "unknown"
+
+
+class StartFault(Exception):
+    """The box, not its configuration, stops the daemon starting (a full or failing disk): it exits FAILED, which
+    systemd retries, where a configuration error (SETUP) waits for someone to edit the file."""
 
 
 class Service:
@@ -78,12 +83,12 @@ class Service:
             self.queue = DurableQueue(self.state, settings.queue.max_depth, settings.queue.dedup_window_s)
             self.audit = AuditLog(self.state, settings.audit)
         except (StateDbError, OSError) as exc:
-            raise ConfigError(f"state_dir: {exc}") from exc
+            raise StartFault(f"state_dir {settings.state_dir}: {exc}") from exc
         try:
             cache_dir = settings.state_dir / "cache" / "audio"
             cache = AudioCache(cache_dir, settings.cache.max_mb << 20) if settings.cache.max_mb else None
         except OSError as exc:
-            raise ConfigError(f"cache.max_mb: cannot use {cache_dir}: {exc}") from exc
+            raise StartFault(f"cache.max_mb: cannot use {cache_dir}: {exc}") from exc
         self._voice_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsv-voice-register")
         self._relist_stop = threading.Event()
         self._relist = threading.Thread(target=self._relist_voices, name="gsv-voices", daemon=True)
@@ -343,7 +348,7 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings(args.config)
     except ConfigError as exc:
         print(f"gsv-edge serve: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_codes.SETUP
     setup_logging(settings.log_level)
     notifier = Notifier.from_environ()
     notifier.status("loading the engine")
@@ -357,7 +362,10 @@ def run(args: argparse.Namespace) -> int:
             service = Service(settings, shared_threads=True)
     except ConfigError as exc:
         print(f"gsv-edge serve: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_codes.SETUP
+    except StartFault as exc:
+        print(f"gsv-edge serve: {exc}", file=sys.stderr)
+        return exit_codes.FAILED
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
@@ -365,7 +373,7 @@ def run(args: argparse.Namespace) -> int:
         service.start()
     except ConfigError as exc:
         print(f"gsv-edge serve: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exit_codes.SETUP
     reloader = serve_with_reload(service, args.config)
     notifier.status(f"waiting for the MQTT broker {settings.mqtt.host}:{settings.mqtt.port}")
     while not stopping.is_set() and not service.mqtt.ready.wait(0.5):

@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .engine_cli import EXIT_INPUT, EXIT_OK, EXIT_SETUP, SetupError, add_engine_arguments, build_engine
+from . import exit_codes
+from .engine_cli import SetupError, add_engine_arguments, build_engine
 from .reference_audio import AudioError
 from .voices import VoiceError
 
@@ -46,8 +47,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"voice '{args.name}' removed")
     except SetupError as exc:
         print(f"gsv-edge voice: {exc}", file=sys.stderr)
-        return EXIT_SETUP
+        return exit_codes.SETUP
     except (AudioError, VoiceError, ValueError) as exc:
         print(f"gsv-edge voice: {exc}", file=sys.stderr)
-        return EXIT_INPUT
-    return EXIT_OK
+        return exit_codes.INPUT
+    return exit_codes.OK

@@ -21,7 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from daemon.bundle import FORMAT, FORMAT_VERSION, MANIFEST, building, graph_files, graph_size, weights_file
+from daemon import exit_codes
+from daemon.bundle import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST,
+    OutputPathError,
+    building,
+    check_output_dir,
+    graph_files,
+    graph_size,
+    weights_file,
+)
 from daemon.bundle import sha256_of as file_sha256
 
 from .onnx_io import describe_io
@@ -46,6 +57,10 @@ OUTPUT_KINDS: dict[str, str] = {
 
 class ConversionError(RuntimeError):
     """A conversion that cannot go on; the message says which file or graph and why."""
+
+
+class ParityError(ConversionError):
+    """The graphs do not compute what the PyTorch modules do: the conversion failed, the inputs were fine."""
 
 
 @dataclass
@@ -118,7 +133,7 @@ def check_parity(parity: dict[str, dict[str, Any]], bounds: dict[str, float] = P
     failures = parity_failures(parity, bounds)
     if failures:
         shown = "; ".join(failures[:4]) + (f"; and {len(failures) - 4} more" if len(failures) > 4 else "")
-        raise ConversionError(f"parity check failed, no bundle written (ONNX graph vs PyTorch module on fixed "
+        raise ParityError(f"parity check failed, no bundle written (ONNX graph vs PyTorch module on fixed "
                               f"inputs): {shown}")
 
 
@@ -260,14 +275,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Bad source files or output path: ``INPUT``; graphs outside their parity bounds: ``FAILED``."""
     from .checkpoint import CheckpointError
 
     files = SourceFiles(args.gpt, args.sovits, args.hubert, args.roberta, args.sv)
     try:
+        check_output_dir(args.out)
         manifest = convert(files, args.out, args.name)
-    except (CheckpointError, ConversionError) as exc:
+    except ParityError as exc:
         print(f"gsv-edge convert: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.FAILED
+    except (CheckpointError, ConversionError, OutputPathError) as exc:
+        print(f"gsv-edge convert: {exc}", file=sys.stderr)
+        return exit_codes.INPUT
     for name, g in manifest["graphs"].items():
         print(f"{name:24s} {graph_size(g) / 1e6:8.2f} MB  sha256 {g['sha256'][:16]}")
-    return 0
+    return exit_codes.OK

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import torch
 
+from daemon import exit_codes
+from daemon.bundle import OutputPathError, check_output_dir
+
 from .convert import SourceFiles, convert
 from .hubert import HubertConfig, HubertModel
 from .t2s import T2SConfig, Text2SemanticDecoder
@@ -166,6 +169,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    make_demo(args.out, args.seed)
+    try:
+        check_output_dir(args.out)
+        make_demo(args.out, args.seed)
+    except OutputPathError as exc:
+        print(f"gsv-edge make-demo: {exc}", file=sys.stderr)
+        return exit_codes.INPUT
     print(f"demo bundle written to {args.out} (UNTRAINED: it produces noise; it proves the pipeline)")
-    return 0
+    return exit_codes.OK

@@ -35,7 +35,18 @@ from typing import Any
 
 import numpy as np
 
-from daemon.bundle import MANIFEST, Bundle, BundleError, building, graph_files, graph_size, weights_file
+from daemon import exit_codes
+from daemon.bundle import (
+    MANIFEST,
+    Bundle,
+    BundleError,
+    OutputPathError,
+    building,
+    check_output_dir,
+    graph_files,
+    graph_size,
+    weights_file,
+)
 
 PRECISIONS = ("fp32", "fp16", "int8")
 KV_CACHES = ("fp32", "int8")
@@ -303,12 +314,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """A bundle that fails its checks: ``SETUP`` (as everywhere); a bad option or output path: ``INPUT``."""
     try:
+        check_output_dir(args.out)
         manifest = quantize_bundle(args.bundle, args.out, args.precision, dict(args.graph), kv_cache=args.kv_cache)
-    except (BundleError, QuantizeError) as exc:
+    except BundleError as exc:
         print(f"gsv-edge quantize: {exc}", file=sys.stderr)
-        return 1
+        return exit_codes.SETUP
+    except (QuantizeError, OutputPathError) as exc:
+        print(f"gsv-edge quantize: {exc}", file=sys.stderr)
+        return exit_codes.INPUT
     from .fidelity import format_report
 
     print(format_report(manifest["fidelity"]))
-    return 0
+    return exit_codes.OK

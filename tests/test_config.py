@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from daemon import exit_codes
 from daemon.config import ConfigError, default_node_id, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -95,7 +96,7 @@ def test_serve_refuses_to_start_and_names_the_key(tmp_path: Path) -> None:
         text=True,
         timeout=60,
     )
-    assert result.returncode == 2
+    assert result.returncode == exit_codes.SETUP
     assert "mqtt.port" in result.stderr and "GSV_EDGE_MQTT__PORT" in result.stderr
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from daemon import exit_codes
 from daemon.bundle import Bundle
 from daemon.engine import Engine
 from daemon.hardware import HardwareProfile
@@ -264,7 +265,7 @@ def test_an_unregistered_default_voice_stops_serve_naming_the_key(
         proc.kill()
         proc.communicate()
         pytest.fail("serve started with an unregistered engine.default_voice")
-    assert proc.returncode == 2
+    assert proc.returncode == exit_codes.SETUP
     text = stderr.decode()
     assert "gsv-edge serve: engine.default_voice: no voice 'nobody' is registered for bundle" in text
     assert "Traceback" not in text

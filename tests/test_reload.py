@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from daemon import exit_codes
 from tests.conftest import AlsaCapture
 from tests.demo_fixtures import demo_bundle  # noqa: F401 - fixture
 from tests.test_durability import REPO, DaemonProcess, check_exactly_once, daemon_process  # noqa: F401
@@ -50,7 +51,7 @@ def test_broken_bundle_is_refused_and_the_old_one_keeps_serving(
         graph.seek(len(good) // 2)
         graph.write(b"corrupted")
     checked = reload(daemon)  # the command checks the bundle's digests itself and signals nothing
-    assert checked.returncode == 2, checked
+    assert checked.returncode == exit_codes.SETUP, checked
     assert "not sent" in checked.stderr and "SHA-256" in checked.stderr
     assert str(bundle / "t2s_step.onnx") in checked.stderr and not checked.stdout
     assert daemon.proc is not None
@@ -81,7 +82,8 @@ def test_invalid_config_is_not_signalled_and_sighup_refuses_it(daemon_process: A
     original = daemon.config.read_text()
     daemon.config.write_text(original + "\n[queue]\nmax_depth = -1\n")
     checked = reload(daemon)
-    assert checked.returncode == 2 and "queue.max_depth" in checked.stderr and "not sent" in checked.stderr
+    assert checked.returncode == exit_codes.SETUP
+    assert "queue.max_depth" in checked.stderr and "not sent" in checked.stderr
 
     daemon.config.write_text(original + "\nthis is not toml = = =\n")
     assert daemon.proc is not None
@@ -102,14 +104,15 @@ def test_reload_refuses_a_config_file_the_daemon_does_not_run_with(daemon_proces
     other = tmp_path / "other.toml"
     other.write_text(original + "\n[queue]\nmax_text_chars = 500\n")
     refused = reload(daemon, other)
-    assert refused.returncode == 2, refused
+    assert refused.returncode == exit_codes.USAGE, refused
     [line] = refused.stderr.splitlines()
     assert "not sent" in line and str(other) in line and str(daemon.config) in line
     assert not refused.stdout
 
     daemon.config.write_text(original + "\n[queue]\nmax_depth = -1\n")
     checked = reload(daemon, own=False)  # no --config: the daemon's own file is the one checked
-    assert checked.returncode == 2 and "queue.max_depth" in checked.stderr and str(daemon.config) in checked.stderr
+    assert checked.returncode == exit_codes.SETUP
+    assert "queue.max_depth" in checked.stderr and str(daemon.config) in checked.stderr
 
     daemon.config.write_text(original + "\n[queue]\nmax_text_chars = 500\n")
     accepted = reload(daemon, own=False)
