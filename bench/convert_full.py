@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.sources import build_full_sources  # noqa: E402
-from daemon.bundle import graph_size  # noqa: E402
+from daemon.model.bundle import graph_size  # noqa: E402
 from quantize.demo import _randomize  # noqa: E402
 from quantize.roberta import _RENAMES, BertConfig, BertModel  # noqa: E402
 

@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from bench import workload as w
-from daemon.bundle import Bundle
-from daemon.engine import PAUSE_SECONDS, Engine, SynthesisOptions
-from daemon.hardware import CPU, CUDA, HardwareProfile, use_global_thread_pool
-from daemon.sampling import SamplingParams
-from daemon.t2s_runner import Decode
-from daemon.wav import encode_wav
+from daemon.audio.wav import encode_wav
+from daemon.model.bundle import Bundle
+from daemon.model.engine import PAUSE_SECONDS, Engine, SynthesisOptions
+from daemon.model.hardware import CPU, CUDA, HardwareProfile, use_global_thread_pool
+from daemon.model.sampling import SamplingParams
+from daemon.model.t2s import Decode
 
 VOICE = "bench"
 

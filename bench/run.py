@@ -84,7 +84,7 @@ def usable(bundle: Path, source: Path | None = None, plan: dict[str, str] | None
            kv_cache: str = "fp32") -> bool:
     """A bundle left by an earlier run is reused only if this version reads it (and, for a quantized one, it
     was made from the current fp32 bundle with the same per-graph precisions and K/V cache)."""
-    from daemon.bundle import Bundle, BundleError
+    from daemon.model.bundle import Bundle, BundleError
 
     try:
         loaded = Bundle.load(bundle, verify=False)
@@ -135,7 +135,7 @@ def build(work: Path, variants: list[str]) -> dict[str, Path]:
         log("building full-size v2 sources (random weights)")
         files = build_full_sources(sources)
         convert(files, bundles["fp32"], name="bench v2 full size (random weights)", untrained=True, log=log)
-    from daemon.bundle import Bundle
+    from daemon.model.bundle import Bundle
     from quantize.quantization import graph_plan
 
     source = Bundle.load(bundles["fp32"], verify=False)

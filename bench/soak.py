@@ -99,7 +99,7 @@ class Daemon:
     def start(self) -> None:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "daemon.cli", "serve", "--config", str(self.config)],
+                [sys.executable, "-m", "daemon", "serve", "--config", str(self.config)],
                 cwd=REPO, stdout=log, stderr=log,
             )
 

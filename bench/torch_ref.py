@@ -17,7 +17,7 @@ import torch
 from bench import workload as w
 from bench.measure import peak_rss_mb
 from daemon.frontend import text_to_phones
-from daemon.spectrogram import decoded_frames, spectrogram
+from daemon.model.spectrogram import decoded_frames, spectrogram
 from quantize.checkpoint import read_gpt, read_sovits
 from quantize.t2s import Text2SemanticDecoder, cache_length, grown, logits_to_probs
 from quantize.vits import load_sovits

@@ -27,7 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from daemon.request_queue import Priority
+from daemon.vocabulary import Priority
 
 if sys.version_info >= (3, 11):
     import tomllib

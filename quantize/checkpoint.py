@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from daemon.bundle import sha256_of as file_sha256
+from daemon.model.bundle import sha256_of as file_sha256
 
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/v1"
 

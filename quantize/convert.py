@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from daemon import exit_codes
-from daemon.bundle import (
+from daemon.commands import exit_codes
+from daemon.model.bundle import (
     FORMAT,
     FORMAT_VERSION,
     MANIFEST,
@@ -33,9 +33,8 @@ from daemon.bundle import (
     graph_size,
     weights_file,
 )
-from daemon.bundle import sha256_of as file_sha256
-
-from .onnx_io import describe_io
+from daemon.model.bundle import sha256_of as file_sha256
+from quantize.onnx_io import describe_io
 
 CONVERTER_VERSION = "0.1.0"
 HUBERT_FILES = ("config.json", "pytorch_model.bin")
@@ -161,13 +160,13 @@ def convert(files: SourceFiles, out: Path, name: str | None = None, untrained: b
     nothing at ``out``, when a graph's parity is outside ``parity_bounds``."""
     import torch
 
-    from .checkpoint import read_gpt, read_helper_folder, read_sovits
-    from .graphs import export_graph
-    from .hubert import hubert_graphs, load_hubert
-    from .roberta import load_roberta, roberta_graphs
-    from .sv import load_sv, sv_graphs
-    from .t2s import Text2SemanticDecoder, t2s_graphs
-    from .vits import is_training_only, load_sovits, sovits_graphs
+    from quantize.checkpoint import read_gpt, read_helper_folder, read_sovits
+    from quantize.graphs import export_graph
+    from quantize.hubert import hubert_graphs, load_hubert
+    from quantize.roberta import load_roberta, roberta_graphs
+    from quantize.sv import load_sv, sv_graphs
+    from quantize.t2s import Text2SemanticDecoder, t2s_graphs
+    from quantize.vits import is_training_only, load_sovits, sovits_graphs
 
     torch.manual_seed(0)
     started = time.monotonic()
@@ -276,7 +275,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Bad source files or output path: ``INPUT``; graphs outside their parity bounds: ``FAILED``."""
-    from .checkpoint import CheckpointError
+    from quantize.checkpoint import CheckpointError
 
     files = SourceFiles(args.gpt, args.sovits, args.hubert, args.roberta, args.sv)
     try:

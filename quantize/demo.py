@@ -17,13 +17,12 @@ from pathlib import Path
 
 import torch
 
-from daemon import exit_codes
-from daemon.bundle import OutputPathError, check_output_dir
-
-from .convert import SourceFiles, convert
-from .hubert import HubertConfig, HubertModel
-from .t2s import T2SConfig, Text2SemanticDecoder
-from .vits import CODEBOOK_SIZE, SovitsConfig, SynthesizerTrn
+from daemon.commands import exit_codes
+from daemon.model.bundle import OutputPathError, check_output_dir
+from quantize.convert import SourceFiles, convert
+from quantize.hubert import HubertConfig, HubertModel
+from quantize.t2s import T2SConfig, Text2SemanticDecoder
+from quantize.vits import CODEBOOK_SIZE, SovitsConfig, SynthesizerTrn
 
 DEMO_SEED = 1234
 DEFAULT_OUT = Path("models") / "demo"  # relative to the working directory, never into the installed package

@@ -22,8 +22,8 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from daemon.bundle import Bundle
-from daemon.t2s_runner import StepBinding, cache_dtype, prefilled_cache
+from daemon.model.bundle import Bundle
+from daemon.model.t2s import StepBinding, cache_dtype, prefilled_cache
 
 SEED = 20240611
 T2S_STEPS = 32

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from .onnx_io import weights_beside
+from quantize.onnx_io import weights_beside
 
 OPSET = 17
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .onnx_io import save_with_weights_beside
+from quantize.onnx_io import save_with_weights_beside
 
 KV_HEADROOM = 1.25  # range above the prefill's largest value, for later tokens
 MIN_SCALE = 1e-8  # a channel that is zero everywhere still divides safely

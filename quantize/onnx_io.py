@@ -1,12 +1,12 @@
 """Reading and writing a bundle's ONNX files without torch: a graph's inputs and outputs as the manifest
-records them, and a graph saved with its weights in the file beside it (see :mod:`daemon.bundle`)."""
+records them, and a graph saved with its weights in the file beside it (see :mod:`daemon.model.bundle`)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
-from daemon.bundle import weights_file
+from daemon.model.bundle import weights_file
 
 WEIGHTS_MIN_BYTES = 1024  # smaller constants stay in the graph file
 

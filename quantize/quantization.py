@@ -35,8 +35,8 @@ from typing import Any
 
 import numpy as np
 
-from daemon import exit_codes
-from daemon.bundle import (
+from daemon.commands import exit_codes
+from daemon.model.bundle import (
     MANIFEST,
     Bundle,
     BundleError,
@@ -171,7 +171,7 @@ def quantize_generator_static(src: Path, dst: Path, work: Path, calibration: lis
 def decoder_calibration(bundle: Bundle) -> list[dict[str, Any]]:
     """Seeded decoder inputs for static calibration: random codes and phones with the style the bundle's own
     ``sovits_ref_style`` gives a random reference spectrogram (what the fidelity report also uses)."""
-    from .fidelity import decoder_feeds, graph_session, style_feeds
+    from quantize.fidelity import decoder_feeds, graph_session, style_feeds
 
     rng = np.random.default_rng(CALIBRATION_SEED)
     style = graph_session(bundle, "sovits_ref_style")
@@ -195,7 +195,7 @@ def convert_fp16(src: Path, dst: Path) -> None:
 
 def reduce_graph(bundle: Bundle, name: str, dst: Path, precision: str, work: Path) -> None:
     """``dst``: graph ``name`` at ``precision``, its weights in the weights file beside it."""
-    from .onnx_io import weights_beside
+    from quantize.onnx_io import weights_beside
 
     src = bundle.graph_path(name)
     if precision == "int8" and name == "sovits_decoder":
@@ -214,8 +214,8 @@ def reduce_graph(bundle: Bundle, name: str, dst: Path, precision: str, work: Pat
 
 def int8_kv_cache(work: Path, manifest: dict[str, Any], plan: dict[str, str], log: Log) -> None:
     """Rewrite the T2S graphs in ``work`` for an int8 K/V cache and record it in ``manifest``."""
-    from .kv_cache import MIN_ONNXRUNTIME, quantize_prefill_outputs, quantize_step_cache
-    from .onnx_io import describe_io
+    from quantize.kv_cache import MIN_ONNXRUNTIME, quantize_prefill_outputs, quantize_step_cache
+    from quantize.onnx_io import describe_io
 
     for name in ("t2s_prefill", "t2s_step"):
         if plan[name] not in ("fp32", "int8"):
@@ -238,8 +238,8 @@ def quantize_bundle(source: Path | str, out: Path | str, preset: str, overrides:
     """Write the ``preset`` version of the bundle at ``source`` to ``out``; returns its manifest.
 
     Built in ``out.partial`` and renamed into place only once it loads as a bundle, like ``convert``."""
-    from .fidelity import measure_fidelity
-    from .onnx_io import describe_io
+    from quantize.fidelity import measure_fidelity
+    from quantize.onnx_io import describe_io
 
     started = time.monotonic()
     src = Bundle.load(source)
@@ -324,7 +324,7 @@ def run(args: argparse.Namespace) -> int:
     except (QuantizeError, OutputPathError) as exc:
         print(f"gsv-edge quantize: {exc}", file=sys.stderr)
         return exit_codes.INPUT
-    from .fidelity import format_report
+    from quantize.fidelity import format_report
 
     print(format_report(manifest["fidelity"]))
     return exit_codes.OK

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .graphs import GraphSpec
+from quantize.graphs import GraphSpec
 
 BERT_DIM = 1024
 NO_EOS_STEPS = 11  # upstream slices EOS off the logits while idx < 11

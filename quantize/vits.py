@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from daemon.spectrogram import decoded_frames
+from daemon.model.spectrogram import decoded_frames
 from quantize.graphs import GraphSpec
 
 # Sizes upstream hard-codes (module/models.py, mrte_model.py, modules.py); not in the hps.

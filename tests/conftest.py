@@ -21,9 +21,9 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from daemon.app.service import Service
 from daemon.config import load_settings
-from daemon.service import Service
-from daemon.synthesizer import Synthesizer
+from daemon.speech.synthesizer import Synthesizer
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 

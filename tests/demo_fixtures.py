@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def demo_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``models/demo`` when it is a valid bundle, else a fresh one in a temporary directory."""
-    from daemon.bundle import Bundle, BundleError
+    from daemon.model.bundle import Bundle, BundleError
 
     shipped = Path(__file__).resolve().parents[1] / "models" / "demo"
     try:

@@ -1,4 +1,4 @@
-"""Test doubles of the engine interface (:class:`daemon.synthesizer.Synthesizer`)."""
+"""Test doubles of the engine interface (:class:`daemon.speech.synthesizer.Synthesizer`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from daemon.synthesizer import SynthesisError, VoiceInfo
+from daemon.speech.synthesizer import SynthesisError, VoiceInfo
 
 
 def tone(seconds: float, sample_rate: int, freq: float = 440.0, amplitude: float = 0.5) -> np.ndarray:

@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.audio_cache import AudioCache, CacheKey, cache_key, engine_identity, espeak_version
-from daemon.bundle import Bundle
-from daemon.engine import Engine
-from daemon.fallback_voice import EspeakVoice
-from daemon.hardware import HardwareProfile
-from daemon.request_queue import Request
-from daemon.synthesizer import SynthesisError
+from daemon.core.audio_cache import AudioCache, CacheKey, cache_key, engine_identity, espeak_version
+from daemon.core.request_queue import Request
+from daemon.model.bundle import Bundle
+from daemon.model.engine import Engine
+from daemon.model.hardware import HardwareProfile
+from daemon.speech.espeak import EspeakVoice
+from daemon.speech.synthesizer import SynthesisError
 from tests.conftest import Recorder
 from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
 from tests.doubles import ToneEngine

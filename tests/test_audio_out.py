@@ -8,8 +8,8 @@ import warnings
 import numpy as np
 import pytest
 
-from daemon.audio_out import fade_out
-from daemon.resample import Resampler, resample
+from daemon.audio.output import fade_out
+from daemon.audio.resample import Resampler, resample
 from tests.conftest import AlsaCapture, Recorder
 from tests.doubles import ToneEngine, tone
 

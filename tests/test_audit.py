@@ -16,9 +16,10 @@ from typing import Any
 
 import pytest
 
-from daemon.audit import AuditLog, parse_since, read_records, text_sha256
 from daemon.config import AuditSettings
-from daemon.state_db import StateDb
+from daemon.commands.audit import parse_since
+from daemon.core.audit import AuditLog, read_records, text_sha256
+from daemon.core.state_db import StateDb
 from tests.conftest import Recorder
 from tests.doubles import ToneEngine
 from tests.test_durability import REPO, DaemonProcess, daemon_process  # noqa: F401 - fixture
@@ -67,7 +68,7 @@ def test_audit_survives_kill_9_and_the_cli_reads_it(daemon_process: Any, recorde
     published = recorder.wait_for(f"{daemon.base}/audio/kept").payload
     daemon.kill()
 
-    command = [sys.executable, "-m", "daemon.cli", "audit", "--config", str(daemon.config), "--json", "--since", "1h"]
+    command = [sys.executable, "-m", "daemon", "audit", "--config", str(daemon.config), "--json", "--since", "1h"]
     out = subprocess.run(command, cwd=REPO, capture_output=True, text=True, check=True).stdout
     (record,) = [json.loads(line) for line in out.splitlines() if json.loads(line)["request_id"] == "kept"]
     assert record["outcome"] == "done" and record["audio_sha256"] == done["audio_sha256"] == wav_data_sha256(published)

@@ -1,7 +1,7 @@
 """Every ``gsv-edge`` command meets everyday mistakes with one line and its documented exit code.
 
 Each case runs the real command in a subprocess, as a user would, and checks: the exit status from
-``daemon.exit_codes``, no Python traceback, exactly one line on stderr, and that the line names what is at
+``daemon.commands.exit_codes``, no Python traceback, exactly one line on stderr, and that the line names what is at
 fault (the file, the directory, the voice, the device). Where a mistake could cost data (an ``-o`` that is
 an existing directory of other files) the test also checks the files are still there.
 """
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon import exit_codes
-from daemon.bundle import Bundle, OutputPathError, building, check_output_dir
-from daemon.wav import encode_wav
+from daemon.audio.wav import encode_wav
+from daemon.commands import exit_codes
+from daemon.model.bundle import Bundle, OutputPathError, building, check_output_dir
 
 pytest_plugins = ["tests.demo_fixtures"]
 
@@ -70,7 +70,7 @@ def gsv(ws: Workspace, *args: str | Path, env: dict[str, str] | None = None) -> 
         **(env or {}),
     }
     return subprocess.run(
-        [sys.executable, "-m", "daemon.cli", *map(str, args)],
+        [sys.executable, "-m", "daemon", *map(str, args)],
         cwd=ws.root, env=environ, capture_output=True, text=True, timeout=300,
     )
 
@@ -206,7 +206,7 @@ def test_a_bug_or_ctrl_c_is_one_line(
     raised: str, expected: int, words: list[str],
 ) -> None:
     """The last line of defence: what no command handles still reaches the user as one line."""
-    from daemon import cli
+    from daemon.commands import cli
 
     module = f"gsv_failing_command_{expected}"
     source = f"def add_arguments(parser):\n    pass\n\ndef run(args):\n    raise {raised}\n"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon import exit_codes
+from daemon.commands import exit_codes
 from daemon.config import ConfigError, default_node_id, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -90,7 +90,7 @@ def test_unreadable_files(tmp_path: Path) -> None:
 def test_serve_refuses_to_start_and_names_the_key(tmp_path: Path) -> None:
     path = _write(tmp_path, "[mqtt]\nport = -1\n")
     result = subprocess.run(
-        [sys.executable, "-m", "daemon.cli", "serve", "--config", str(path)],
+        [sys.executable, "-m", "daemon", "serve", "--config", str(path)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -101,7 +101,7 @@ def test_serve_refuses_to_start_and_names_the_key(tmp_path: Path) -> None:
 
 
 def test_unknown_fallback_voice_names_the_key(tmp_path: Path) -> None:
-    from daemon.service import Service
+    from daemon.app.service import Service
 
     settings = load_settings(_write(tmp_path, '[engine]\nfallback_voice = "klingon"\n'))
     with pytest.raises(ConfigError, match="engine.fallback_voice"):

@@ -27,11 +27,11 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from daemon.durable_queue import DurableQueue
-from daemon.events import EventKind
-from daemon.outbox import Message
-from daemon.request_queue import Request
-from daemon.state_db import StateDb, StateDbError, open_read_only
+from daemon.core.durable_queue import DurableQueue
+from daemon.core.events import EventKind
+from daemon.core.outbox import Message
+from daemon.core.request_queue import Request
+from daemon.core.state_db import StateDb, StateDbError, open_read_only
 from tests.conftest import AlsaCapture, Broker, Recorder, to_toml
 from tests.demo_fixtures import demo_bundle  # noqa: F401 - fixture
 from tests.doubles import ToneEngine
@@ -188,7 +188,7 @@ class DaemonProcess:
         count = len(self.recorder.on(f"{self.base}/availability"))
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "daemon.cli", "serve", "--config", str(self.config)],
+                [sys.executable, "-m", "daemon", "serve", "--config", str(self.config)],
                 cwd=REPO, stdout=log, stderr=log,
             )
         self.recorder.wait_for(
@@ -467,8 +467,8 @@ def test_broker_restart_mid_stream(tmp_path: Path) -> None:
 
 
 def _broker_restart(broker: Broker, recorder: Recorder, tmp_path: Path) -> None:
+    from daemon.app.service import Service
     from daemon.config import load_settings
-    from daemon.service import Service
 
     node_id = f"b{uuid.uuid4().hex[:8]}"
     config = tmp_path / "broker-restart.toml"

@@ -14,13 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.bundle import Bundle, BundleError
-from daemon.cli import main as cli_main
-from daemon.engine import Engine, SynthesisOptions
-from daemon.hardware import HardwareProfile
-from daemon.reference_audio import AudioError
-from daemon.synthesizer import SynthesisError, UnknownVoice
-from daemon.voices import VoiceError
+from daemon.audio.reference import AudioError
+from daemon.commands.cli import main as cli_main
+from daemon.model.bundle import Bundle, BundleError
+from daemon.model.engine import Engine, SynthesisOptions
+from daemon.model.hardware import HardwareProfile
+from daemon.model.voices import VoiceError
+from daemon.speech.synthesizer import SynthesisError, UnknownVoice
 from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
 
 MIXED = "各位旅客请注意，开往上海的G12次列车即将进站。Please stand behind the yellow line. 谢谢合作！"
@@ -229,7 +229,7 @@ def test_say_cli_with_network_blocked(demo_bundle: Path, tmp_path: Path, monkeyp
 def test_lexicon_from_config_changes_pronunciation(demo_bundle: Path, tmp_path: Path,  # noqa: F811
                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     """``engine.lexicon`` reaches the front end of the engine that ``say`` builds."""
-    from daemon.engine_cli import build_engine
+    from daemon.commands.engine_options import build_engine
 
     lex = tmp_path / "lexicon.tsv"
     lex.write_text("gizmo\tG IH1 Z M OW0\n")
@@ -248,7 +248,7 @@ def test_lexicon_from_config_changes_pronunciation(demo_bundle: Path, tmp_path: 
 def test_chunk_sizes_start_short_and_grow_to_the_chunk() -> None:
     """A quarter-size first chunk (never under FIRST_CHUNK_TOKENS), then growth by at most CHUNK_GROWTH per
     chunk, capped at chunk_tokens."""
-    from daemon.engine import CHUNK_GROWTH, FIRST_CHUNK_TOKENS, MIN_CHUNK_TOKENS, chunk_sizes
+    from daemon.model.engine import CHUNK_GROWTH, FIRST_CHUNK_TOKENS, MIN_CHUNK_TOKENS, chunk_sizes
 
     assert list(islice(chunk_sizes(25), 6)) == [6, 9, 14, 21, 25, 25]
     for chunk in (MIN_CHUNK_TOKENS, 20, 25, 50, 100, 500):
@@ -261,7 +261,7 @@ def test_chunk_sizes_start_short_and_grow_to_the_chunk() -> None:
 def test_chunked_streaming_starts_early_and_keeps_the_tokens(voiced: Engine) -> None:
     """chunk_tokens vocodes while decoding: more, shorter pieces following chunk_sizes; same tokens, so about
     the same length."""
-    from daemon.engine import chunk_sizes
+    from daemon.model.engine import chunk_sizes
 
     text = "Please stand behind the yellow line."
     whole = list(voiced.stream(text, "alice", "en", SynthesisOptions(seed=5)))
@@ -292,7 +292,7 @@ def test_long_segments_are_vocoded_in_windows(voiced: Engine) -> None:
     """A segment longer than vocode_window_tokens goes through the vocoder window by window (bounded memory):
     no run sees more than a window plus context on both sides, the audio keeps every token's length, and,
     without noise, it matches the whole-segment decode (the context makes the seams exact)."""
-    from daemon.engine import CHUNK_CONTEXT_TOKENS, PAUSE_SECONDS, VOCODE_WINDOW_TOKENS
+    from daemon.model.engine import CHUNK_CONTEXT_TOKENS, PAUSE_SECONDS, VOCODE_WINDOW_TOKENS
 
     text = "Please stand behind the yellow line."
     options = SynthesisOptions(seed=5, noise_scale=0.0)
@@ -326,7 +326,7 @@ def test_long_segments_are_vocoded_in_windows(voiced: Engine) -> None:
 
 
 def test_building_a_bundle_is_all_or_nothing(demo_bundle: Path, tmp_path: Path) -> None:  # noqa: F811
-    from daemon.bundle import building
+    from daemon.model.bundle import building
 
     out = tmp_path / "made"
     with pytest.raises(RuntimeError), building(out) as work:
@@ -342,7 +342,7 @@ def test_building_a_bundle_is_all_or_nothing(demo_bundle: Path, tmp_path: Path) 
 
 
 def test_inspect_groups_the_step_graphs_cache_inputs(demo_bundle: Path) -> None:  # noqa: F811
-    from daemon.describe import describe_bundle
+    from daemon.commands.inspect import describe_bundle
 
     text = describe_bundle(demo_bundle)
     step = next(line for line in text.splitlines() if line.strip().startswith("t2s_step"))

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from daemon.bundle import Bundle, graph_files, sha256_of
-from daemon.engine import Engine
-from daemon.hardware import HardwareProfile
+from daemon.model.bundle import Bundle, graph_files, sha256_of
+from daemon.model.engine import Engine
+from daemon.model.hardware import HardwareProfile
 from quantize.graphs import export_graph
 from quantize.roberta import BertConfig, BertModel, bert_feature, roberta_graphs
 from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)

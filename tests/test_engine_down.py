@@ -54,7 +54,7 @@ def test_an_installation_missing_a_front_end_file_degrades_loudly(
     log = tmp_path / "daemon.log"
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(site)}
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "serve", "--config", str(config)],
+        proc = subprocess.Popen([sys.executable, "-m", "daemon", "serve", "--config", str(config)],
                                 cwd=tmp_path, env=env, stdout=out, stderr=out)
     try:
         down = recorder.wait_for(f"{base}/events", lambda m: m.json()["event"] == "engine_down", 60).json()

@@ -8,8 +8,8 @@ import wave
 import numpy as np
 import pytest
 
-from daemon.fallback_voice import EspeakVoice
-from daemon.synthesizer import UnknownVoice
+from daemon.speech.espeak import EspeakVoice
+from daemon.speech.synthesizer import UnknownVoice
 from tests.conftest import Recorder
 from tests.doubles import ToneEngine, failing_engine
 

@@ -16,8 +16,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from daemon.bert_tokenizer import BertTokenizer
 from daemon.frontend import text_to_phones
+from daemon.frontend.bert_tokenizer import BertTokenizer
 from daemon.frontend.g2pw import G2PW
 
 # (character as the model sees it, i.e. traditional, bopomofo label with digit tone)

@@ -225,7 +225,7 @@ def test_in_process_socket_block(monkeypatch: pytest.MonkeyPatch) -> None:
                          [("Please stand clear.", "en", False), ("请注意安全。", "zh", True)])
 def test_chinese_dictionaries_load_with_the_first_chinese_text(text: str, lang: str, loaded: bool) -> None:
     """jieba and pypinyin (~170 MB of dictionaries) stay out of a process that only speaks English."""
-    code = ("import sys; import daemon.engine; from daemon.frontend import text_to_phones; "
+    code = ("import sys; import daemon.model.engine; from daemon.frontend import text_to_phones; "
             f"text_to_phones({text!r}, {lang!r}); "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'jieba', 'pypinyin'}))")
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, capture_output=True, text=True, check=True)

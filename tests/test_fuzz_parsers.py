@@ -15,10 +15,10 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from daemon.audio.reference import AudioError, read_wav
 from daemon.config import ConfigError, Settings, load_settings
-from daemon.payloads import IntakePolicy, RejectedPayload, name_problem, parse_hermes, parse_native
-from daemon.reference_audio import AudioError, read_wav
-from daemon.request_queue import Request
+from daemon.core.request_queue import Request
+from daemon.protocols.payloads import IntakePolicy, RejectedPayload, name_problem, parse_hermes, parse_native
 
 POLICY = IntakePolicy(max_text_chars=200, default_ttl_s=60, voices=frozenset({"alice", "bob"}), has_audio_device=False)
 FAST = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -14,8 +14,8 @@ import pytest
 from onnx import TensorProto, helper
 
 from daemon.config import load_settings
-from daemon.engine import engine_from_settings
-from daemon.hardware import (
+from daemon.model.engine import engine_from_settings
+from daemon.model.hardware import (
     HardwareProfile,
     ProfileError,
     create_session,
@@ -151,9 +151,9 @@ def rss_mb():
     return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmRSS:")) / 1024
 
 if sys.argv[1] != "none":
-    from daemon.bundle import Bundle
-    from daemon.engine import Engine
-    from daemon.hardware import HardwareProfile
+    from daemon.model.bundle import Bundle
+    from daemon.model.engine import Engine
+    from daemon.model.hardware import HardwareProfile
     Engine(Bundle.load(Path(sys.argv[1])), HardwareProfile.load("x86-cpu"), Path(sys.argv[2]))
 big = np.ones(8 << 20, np.uint8)
 del big
@@ -190,9 +190,9 @@ import logging, os, sys
 from pathlib import Path
 import numpy as np
 from daemon.config import load_settings
-from daemon.engine import SynthesisOptions, engine_from_settings
-from daemon.hardware import CPU, HardwareProfile, create_session
-from daemon.wav import encode_wav
+from daemon.model.engine import SynthesisOptions, engine_from_settings
+from daemon.model.hardware import CPU, HardwareProfile, create_session
+from daemon.audio.wav import encode_wav
 
 def threads():
     return len(os.listdir("/proc/self/task"))

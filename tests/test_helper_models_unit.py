@@ -10,9 +10,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from daemon.bert_features import phone_level_features
-from daemon.bert_tokenizer import BertTokenizer
-from daemon.fbank import kaldi_fbank as np_kaldi_fbank
+from daemon.frontend.bert_tokenizer import BertTokenizer
+from daemon.model.bert_features import phone_level_features
+from daemon.model.fbank import kaldi_fbank as np_kaldi_fbank
 from quantize.graphs import export_graph
 from quantize.hubert import HubertConfig, HubertModel, hubert_graphs
 from quantize.roberta import BertConfig, BertModel, bert_feature, roberta_graphs

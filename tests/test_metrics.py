@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from daemon.synthesizer import SynthesisError
+from daemon.speech.synthesizer import SynthesisError
 from tests.conftest import _free_port
 from tests.doubles import ToneEngine, failing_engine
 

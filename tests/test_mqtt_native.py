@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon import exit_codes
-from daemon.bundle import Bundle
-from daemon.engine import Engine
-from daemon.hardware import HardwareProfile
+from daemon.commands import exit_codes
+from daemon.model.bundle import Bundle
+from daemon.model.engine import Engine
+from daemon.model.hardware import HardwareProfile
 from tests.conftest import Broker, Recorder, to_toml
 from tests.demo_fixtures import demo_bundle  # noqa: F401 - fixture
 from tests.doubles import ToneEngine
@@ -181,7 +181,7 @@ def test_reconnects_and_resubscribes_after_a_broker_restart(
 
 def _serve(config: Path, tmp_path: Path) -> subprocess.Popen[bytes]:
     env = {**os.environ, "GSV_EDGE_STATE_DIR": str(tmp_path / "state")}
-    command = [sys.executable, "-m", "daemon.cli", "serve", "--config", str(config)]
+    command = [sys.executable, "-m", "daemon", "serve", "--config", str(config)]
     return subprocess.Popen(command, cwd=REPO, env=env, stderr=subprocess.PIPE)
 
 

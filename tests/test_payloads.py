@@ -7,7 +7,7 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from daemon.payloads import IntakePolicy, RejectedPayload, name_problem, parse_hermes, parse_native
+from daemon.protocols.payloads import IntakePolicy, RejectedPayload, name_problem, parse_hermes, parse_native
 
 POLICY = IntakePolicy(max_text_chars=200, default_ttl_s=60, voices={"alto"}, has_audio_device=False)
 

@@ -31,10 +31,10 @@ import pytest
 
 pytest.importorskip("torch")
 
-from daemon.bundle import Bundle, BundleError, version_tuple  # noqa: E402
-from daemon.engine import Engine, SynthesisOptions  # noqa: E402
-from daemon.hardware import HardwareProfile  # noqa: E402
-from daemon.wav import encode_wav  # noqa: E402
+from daemon.audio.wav import encode_wav  # noqa: E402
+from daemon.model.bundle import Bundle, BundleError, version_tuple  # noqa: E402
+from daemon.model.engine import Engine, SynthesisOptions  # noqa: E402
+from daemon.model.hardware import HardwareProfile  # noqa: E402
 from quantize.fidelity import graph_session, log_mel, snr_db  # noqa: E402
 from quantize.kv_cache import KV_HEADROOM  # noqa: E402
 from quantize.onnx_io import describe_io  # noqa: E402
@@ -178,7 +178,7 @@ def test_fp32_prefill_feeds_an_fp16_step_cache(demo: Path, tmp_path: Path):
 
 
 def test_cli_mixed_override_and_refusals(demo: Path, int8: Path, tmp_path: Path, capsys):
-    from daemon.cli import main
+    from daemon.commands.cli import main
 
     out = tmp_path / "mixed"
     assert main(["quantize", str(demo), "--precision", "mixed", "--graph", "hubert=fp16", "-o", str(out)]) == 0
@@ -250,7 +250,7 @@ def test_int8_kv_cache_is_recorded_and_within_bounds(kv8: Path):
     outputs = {o["name"]: o["dtype"] for o in bundle.graphs["t2s_prefill"].outputs}
     assert outputs == {"logits": "float", "present_k": "int8", "present_v": "int8",
                        "present_k_scale": "float", "present_v_scale": "float"}
-    from daemon.describe import describe_bundle
+    from daemon.commands.inspect import describe_bundle
 
     text = describe_bundle(kv8)
     assert "T2S K/V cache int8 (needs onnxruntime >= 1.32)" in text and f"k_scale_0..{n_layer - 1}[" in text

@@ -6,7 +6,7 @@ import threading
 import time
 import warnings
 
-from daemon.request_queue import MemoryQueue, Request
+from daemon.core.request_queue import MemoryQueue, Request
 from tests.conftest import Recorder
 from tests.doubles import ToneEngine
 

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from daemon import exit_codes
+from daemon.commands import exit_codes
 from tests.conftest import AlsaCapture
 from tests.demo_fixtures import demo_bundle  # noqa: F401 - fixture
 from tests.test_durability import REPO, DaemonProcess, check_exactly_once, daemon_process  # noqa: F401
@@ -25,7 +25,7 @@ def reload(daemon: DaemonProcess, config: Path | None = None, *, own: bool = Tru
     (the daemon then found through GSV_EDGE_STATE_DIR)."""
     options = ["--config", str(config or daemon.config)] if own or config else []
     env = {**os.environ, "GSV_EDGE_STATE_DIR": str(daemon.state_dir)}
-    command = [sys.executable, "-m", "daemon.cli", "reload", *options]
+    command = [sys.executable, "-m", "daemon", "reload", *options]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
 
 

@@ -30,7 +30,7 @@ def _checkout(root: Path) -> Path:
     shutil.copy2(SCRIPT, root / "scripts" / "run-local.sh")
     launcher = root / ".venv" / "bin" / "gsv-edge"
     launcher.parent.mkdir(parents=True)
-    launcher.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m daemon.cli "$@"\n')
+    launcher.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} -m daemon "$@"\n')
     launcher.chmod(0o755)
     return root / "scripts" / "run-local.sh"
 

@@ -20,8 +20,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
+from daemon.app.service import Service
 from daemon.config import load_settings
-from daemon.service import Service
 from tests.conftest import MOSQUITTO, Broker, Recorder, to_toml
 from tests.doubles import ToneEngine
 
@@ -166,7 +166,7 @@ def test_wrong_password_is_logged_clearly_and_retried(
         creds = {"tls_ca_file": str(certs["ca.crt"]), "username": "latecomer", "password": "not-yet"}
         service = _service(tmp_path, broker, creds)
         services.append(service)
-        with caplog.at_level(logging.ERROR, logger="daemon.mqtt_service"):
+        with caplog.at_level(logging.ERROR, logger="daemon.protocols.mqtt"):
             service.start()
             deadline = time.monotonic() + 10
             while not any("refused the connection" in r.message for r in caplog.records):

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from daemon.app.systemd_notify import Notifier, Watchdog
 from daemon.config import Settings
-from daemon.systemd_notify import Notifier, Watchdog
 from tests.conftest import AlsaCapture, Broker, to_toml
 from tests.doubles import ToneEngine
 
@@ -176,7 +176,7 @@ def test_serve_notifies_systemd(mosquitto_broker: Broker, tmp_path: Path) -> Non
     }
     with log_file.open("wb") as stderr:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "daemon.cli", "serve", "--config", str(config)], cwd=REPO, env=env, stderr=stderr
+            [sys.executable, "-m", "daemon", "serve", "--config", str(config)], cwd=REPO, env=env, stderr=stderr
         )
     try:
         listener.wait_for("STATUS=loading the engine")

@@ -6,7 +6,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from daemon.t2s_runner import KVCache, StepBinding, cache_device, prefilled_cache
+from daemon.model.t2s import KVCache, StepBinding, cache_device, prefilled_cache
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16, np.int8])

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from daemon.spectrogram import spectrogram as np_spectrogram
+from daemon.model.spectrogram import spectrogram as np_spectrogram
 from quantize.graphs import export_graph
 from quantize.vits import (
     ConvAttention,

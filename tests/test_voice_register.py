@@ -7,9 +7,9 @@ import base64
 import json
 from pathlib import Path
 
-from daemon.bundle import Bundle
-from daemon.engine import Engine
-from daemon.hardware import HardwareProfile
+from daemon.model.bundle import Bundle
+from daemon.model.engine import Engine
+from daemon.model.hardware import HardwareProfile
 from tests.conftest import Daemon, Recorder
 from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
 from tests.test_engine import make_wav

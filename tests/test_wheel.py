@@ -148,7 +148,7 @@ def test_say_speaks_with_the_neural_engine(voiced: Box, lang: str, text: str) ->
 
 @pytest.mark.wheel
 def test_hardware_profiles_load_by_name_from_the_installed_package(box: Box) -> None:
-    code = ("from daemon.hardware import HardwareProfile, known_profiles; "
+    code = ("from daemon.model.hardware import HardwareProfile, known_profiles; "
             "p = HardwareProfile.load('jetson-orin-nano-8gb'); "
             "print(' '.join(known_profiles())); print(p.providers[0], p.source)")
     names, loaded = _run([box.venv / "bin" / "python", "-c", code], cwd=box.work, env=box.env).stdout.splitlines()

@@ -19,13 +19,13 @@ from wyoming.event import Event
 from wyoming.info import Describe, Info
 from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, SynthesizeStop, SynthesizeStopped, SynthesizeVoice
 
-from daemon.audit import read_records
-from daemon.bundle import Bundle
+from daemon.app.service import Service
 from daemon.config import ConfigError, Settings, load_settings
-from daemon.engine import Engine
-from daemon.hardware import HardwareProfile
-from daemon.service import Service
-from daemon.wyoming_service import complete_sentences
+from daemon.core.audit import read_records
+from daemon.model.bundle import Bundle
+from daemon.model.engine import Engine
+from daemon.model.hardware import HardwareProfile
+from daemon.protocols.wyoming import complete_sentences
 from tests.conftest import Daemon, to_toml
 from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
 from tests.doubles import ToneEngine, failing_engine

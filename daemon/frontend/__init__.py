@@ -8,6 +8,8 @@ and redo the whole call on ``"." + text`` when fewer than 6 phones came out. BER
 are computed elsewhere from each Chinese segment's ``norm_text`` and ``word2ph``.
 
 Offline only: no module here opens a socket or fetches data at run time.
+
+May import: ``daemon.config``, ``daemon.vocabulary`` (today it needs neither).
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import en_normalize, english
-from .language import split_languages
-from .sentences import split_sentences
-from .symbols import SYMBOL_TO_ID, SYMBOLS, phones_to_ids
+from daemon.frontend import en_normalize, english
+from daemon.frontend.language import split_languages
+from daemon.frontend.sentences import split_sentences
+from daemon.frontend.symbols import SYMBOL_TO_ID, SYMBOLS, phones_to_ids
 
 if TYPE_CHECKING:  # optional; build one with daemon.frontend.g2pw.G2PW(model_dir)
-    from .g2pw import G2PW
+    from daemon.frontend.g2pw import G2PW
 
 __all__ = [
     "FrontendResult",
@@ -115,7 +117,7 @@ def _clean_segment(text: str, lang: str, lexicon: Lexicon | None, g2pw: G2PW | N
     if lang == "zh":
         # imported on first Chinese text: jieba and pypinyin hold ~170 MB of dictionaries that an
         # English-only box never needs
-        from . import chinese
+        from daemon.frontend import chinese
 
         zh_lexicon = lexicon.chinese if lexicon else None
         for mark, pause in _SPECIAL_PAUSES:

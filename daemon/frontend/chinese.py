@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from functools import cache
 from typing import TYPE_CHECKING
 
-from . import zh_dictionaries
+from daemon.frontend import zh_dictionaries
 
 zh_dictionaries.install()  # before jieba and pypinyin load their own dictionaries
 
@@ -25,12 +25,12 @@ import jieba.posseg as psg  # noqa: E402
 from pypinyin import Style, lazy_pinyin  # noqa: E402
 from pypinyin.contrib.tone_convert import to_finals_tone3, to_initials  # noqa: E402
 
-from . import tone_sandhi  # noqa: E402
-from .symbols import DATA_DIR, PUNCTUATION  # noqa: E402
-from .zh_normalize import normalize  # noqa: E402
+from daemon.frontend import tone_sandhi  # noqa: E402
+from daemon.frontend.symbols import DATA_DIR, PUNCTUATION  # noqa: E402
+from daemon.frontend.zh_normalize import normalize  # noqa: E402
 
 if TYPE_CHECKING:  # g2pW is optional: its module is only imported by whoever builds one
-    from .g2pw import G2PW
+    from daemon.frontend.g2pw import G2PW
 
 jieba.setLogLevel(logging.CRITICAL)
 

@@ -13,7 +13,7 @@ import unicodedata
 from functools import cache
 from typing import TYPE_CHECKING
 
-from .symbols import PUNCTUATION
+from daemon.frontend.symbols import PUNCTUATION
 
 if TYPE_CHECKING:
     import inflect

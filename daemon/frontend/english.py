@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import wordsegment
 
-from .symbols import DATA_DIR, SYMBOL_TO_ID
+from daemon.frontend.symbols import DATA_DIR, SYMBOL_TO_ID
 
 # Entries of upstream's engdict-hot.rep, which overrides its dictionary.
 _HOT_ENTRIES = {

@@ -33,9 +33,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from ..bert_tokenizer import BertTokenizer
-from . import zh_dictionaries
-from .zh_normalize import traditional_to_simplified
+from daemon.frontend import zh_dictionaries
+from daemon.frontend.bert_tokenizer import BertTokenizer
+from daemon.frontend.zh_normalize import traditional_to_simplified
 
 zh_dictionaries.install()  # before pypinyin loads its own phrase dictionary
 

@@ -12,7 +12,7 @@ from functools import cache
 import jieba
 from pypinyin import Style, lazy_pinyin
 
-from .symbols import DATA_DIR
+from daemon.frontend.symbols import DATA_DIR
 
 Segment = list[str]  # [word, pos]
 

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 from functools import cache
 
-from .symbols import DATA_DIR
+from daemon.frontend.symbols import DATA_DIR
 
 DIGITS = dict(zip("0123456789", "零一二三四五六七八九", strict=True))
 # Digit-count exponent -> unit character, smallest first.

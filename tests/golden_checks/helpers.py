@@ -10,9 +10,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from daemon.bert_features import phone_level_features
-from daemon.bert_tokenizer import BertTokenizer
-from daemon.fbank import kaldi_fbank as np_kaldi_fbank
+from daemon.frontend.bert_tokenizer import BertTokenizer
+from daemon.model.bert_features import phone_level_features
+from daemon.model.fbank import kaldi_fbank as np_kaldi_fbank
 from quantize.graphs import export_graph
 from quantize.hubert import HubertModel, hubert_graphs, load_hubert
 from quantize.roberta import BertModel, bert_feature, load_roberta, roberta_graphs

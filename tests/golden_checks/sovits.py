@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from daemon.spectrogram import spectrogram as np_spectrogram
+from daemon.model.spectrogram import spectrogram as np_spectrogram
 from quantize.checkpoint import read_sovits
 from quantize.graphs import export_graph
 from quantize.vits import SynthesizerTrn, decoded_frames, load_sovits, sovits_graphs, spectrogram

@@ -9,9 +9,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from daemon.sampling import SamplingParams
-from daemon.sampling import logits_to_probs as np_logits_to_probs
-from daemon.t2s_runner import T2SRunner
+from daemon.model.sampling import SamplingParams
+from daemon.model.sampling import logits_to_probs as np_logits_to_probs
+from daemon.model.t2s import T2SRunner
 from quantize.checkpoint import read_gpt
 from quantize.graphs import export_graph
 from quantize.t2s import Text2SemanticDecoder, logits_to_probs, t2s_graphs

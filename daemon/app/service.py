@@ -1,0 +1,327 @@
+"""The daemon: wires configuration, engines, queue, playback and the protocols into one :class:`Service`.
+
+The neural engine is built only when ``engine.bundle`` is set; without it, or when it cannot be
+loaded, the daemon still speaks with the eSpeak NG fallback and says so in its status.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import wave
+from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from daemon.audio.output import AudioOutput
+from daemon.config import ConfigError, Settings
+from daemon.core.audio_cache import AudioCache
+from daemon.core.audit import AuditLog
+from daemon.core.durable_queue import DurableQueue
+from daemon.core.events import EventKind
+from daemon.core.pipeline import AudioStream, Pipeline
+from daemon.core.request_queue import Request
+from daemon.core.state_db import StateDb, StateDbError
+from daemon.protocols.mqtt import MqttService
+from daemon.protocols.payloads import IntakePolicy, RejectedPayload
+from daemon.protocols.voice_registration import (
+    RegistrationRejected,
+    VoiceRegistration,
+    parse_registration,
+    registration_event,
+)
+from daemon.protocols.wyoming import WyomingServer
+from daemon.speech.espeak import EspeakVoice
+from daemon.speech.synthesizer import Synthesizer, UnknownVoice, VoiceInfo
+
+log = logging.getLogger("gsv-edge")
+
+VOICES_RELIST_S = 30.0  # voices added or removed with the CLI while the daemon runs show up this soon
+
+
+def _version() -> str:
+    try:
+        return version("gsv-edge")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+class StartFault(Exception):
+    """The box, not its configuration, stops the daemon starting (a full or failing disk): it exits FAILED, which
+    systemd retries, where a configuration error (SETUP) waits for someone to edit the file."""
+
+
+class Service:
+    """The running daemon. ``engine``/``fallback`` may be given (tests, embedding); else built from settings."""
+
+    def __init__(
+        self, settings: Settings, engine: Synthesizer | None = None, fallback: Synthesizer | None = None,
+        shared_threads: bool = False,
+    ) -> None:
+        """``shared_threads``: this process is the daemon, its onnxruntime sessions all the engine's, so they
+        share one thread pool (``gsv-edge serve``)."""
+        self.settings = settings
+        self._shared_threads = shared_threads
+        try:
+            self.fallback = fallback or EspeakVoice(settings.engine.fallback_voice)
+        except UnknownVoice as exc:
+            raise ConfigError(f"engine.fallback_voice: {exc}") from exc
+        self.engine_error: str | None = None
+        self.engine = engine or self._load_engine()
+        audio = AudioOutput(settings.audio) if settings.audio.output_device else None
+        self._has_audio_device = audio is not None
+        self.mqtt = MqttService(settings, self, _version())
+        try:
+            self.state = StateDb.in_dir(settings.state_dir)
+            self.queue = DurableQueue(self.state, settings.queue.max_depth, settings.queue.dedup_window_s)
+            self.audit = AuditLog(self.state, settings.audit)
+        except (StateDbError, OSError) as exc:
+            raise StartFault(f"state_dir {settings.state_dir}: {exc}") from exc
+        try:
+            cache_dir = settings.state_dir / "cache" / "audio"
+            cache = AudioCache(cache_dir, settings.cache.max_mb << 20) if settings.cache.max_mb else None
+        except OSError as exc:
+            raise StartFault(f"cache.max_mb: cannot use {cache_dir}: {exc}") from exc
+        self._voice_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsv-voice-register")
+        self._relist_stop = threading.Event()
+        self._relist = threading.Thread(target=self._relist_voices, name="gsv-voices", daemon=True)
+        self.metrics = None
+        if settings.metrics.port is not None:
+            from daemon.core.metrics import Metrics
+
+            self.metrics = Metrics(
+                queue_depth=lambda: self.pipeline.depth(),
+                broker_connected=lambda: float(self.mqtt.connected),
+                state_errors=lambda: self.queue.write_errors + self.audit.write_errors,
+            )
+        # Told of every event after the queue recorded it and before it is published: a "done" is on disk
+        # before anyone hears it.
+        self._observers = [o for o in (self.audit, self.metrics) if o is not None]
+        try:
+            self.pipeline = Pipeline(
+                self.queue,
+                self.engine,
+                self.fallback,
+                events=self,
+                publisher=self,
+                audio=audio,
+                audio_settings=settings.audio,
+                cache=cache,
+            )
+        except (OSError, ValueError, wave.Error) as exc:
+            raise ConfigError(f"audio.chime_file: cannot use {settings.audio.chime_file}: {exc}") from exc
+        self.wyoming = WyomingServer(settings, self, _version()) if settings.wyoming.uri else None
+
+    def _load_engine(self) -> Synthesizer:
+        bundle = self.settings.engine.bundle
+        if bundle is None:
+            return self.fallback
+        try:
+            from daemon.model.engine import load_engine
+        except Exception as exc:  # a missing package, or a data file missing from the installation
+            self.engine_error = f"GPT-SoVITS engine unavailable in this installation: {type(exc).__name__}: {exc}"
+        else:
+            try:
+                return load_engine(self.settings, self._shared_threads)
+            except ConfigError:  # the engine works, the configuration asks for what it lacks: do not start
+                raise
+            except Exception as exc:
+                self.engine_error = f"cannot load bundle {bundle}: {exc}"
+        log.error("%s; speaking with the %s", self.engine_error, self.fallback.name)
+        return self.fallback
+
+    # -- what the MQTT side asks for ------------------------------------------------------------
+
+    def submit(self, request: Request) -> None:
+        try:
+            self.pipeline.submit(request)
+        except StateDbError as exc:  # not on disk, so not acknowledged
+            log.error("cannot accept %s: %s", request.id, exc)
+            self.emit(request, EventKind.REJECTED, reason=f"cannot record the request (state directory full?): {exc}")
+
+    def cancel(self, request: Request, reason: str) -> None:
+        self.pipeline.cancel(request, reason)
+
+    def rejected(self, protocol: str, topic: str, rejection: RejectedPayload) -> None:
+        self.audit.rejected(protocol, topic, rejection.request_id, rejection.site_id, rejection.reason)
+        if self.metrics is not None:
+            self.metrics.rejected(protocol)
+
+    def delivered(self, seq: int) -> None:
+        self.queue.outbox.delivered(seq)
+
+    def intake_policy(self) -> IntakePolicy:
+        """Built per message so voices added while running are accepted at once."""
+        return IntakePolicy(
+            max_text_chars=self.settings.queue.max_text_chars,
+            default_ttl_s=self.settings.queue.default_ttl_s,
+            voices=frozenset(v.name for v in self.voices()),
+            has_audio_device=self._has_audio_device,
+            default_chime=self.settings.audio.chime_default,
+        )
+
+    def voices(self) -> list[VoiceInfo]:
+        """The one voice list: what MQTT accepts and lists, Hermes lists and Wyoming describes."""
+        return [voice for voice, _ in self.offered_voices()]
+
+    def offered_voices(self) -> list[tuple[VoiceInfo, bool]]:
+        """Every voice a request may name, and whether eSpeak NG speaks it: the engine's voices and, beside a
+        neural engine, the configured fallback voice (the pipeline hands a request naming it to the fallback).
+        Read per call: voices come and go."""
+        engine, fallback = self.engine, self.fallback
+        voices = [(voice, engine is fallback) for voice in engine.voices()]
+        name = self.settings.engine.fallback_voice
+        if engine is not fallback and all(voice.name != name for voice, _ in voices):
+            voices.append((VoiceInfo(name, [name], f"{fallback.name} ({name})"), True))
+        return voices
+
+    def register_voice(self, payload: bytes) -> None:
+        """Read the payload here (cheap); clone on a worker thread, as the engine needs seconds for it."""
+        try:
+            registration = parse_registration(payload)
+            if not hasattr(self.engine, "register_voice"):
+                raise RegistrationRejected(
+                    f"voice registration needs the GPT-SoVITS engine (engine_state {self.engine_state()})",
+                    registration.id,
+                )
+        except RegistrationRejected as exc:
+            log.info("voice registration %s rejected: %s", exc.request_id, exc.reason)
+            self.mqtt.publish_event(registration_event(exc.request_id, "rejected", reason=exc.reason))
+            return
+        self._voice_worker.submit(self._register_voice, registration)
+
+    def _register_voice(self, reg: VoiceRegistration) -> None:
+        engine: Any = self.engine
+        try:
+            with self.pipeline.engine_lock:
+                voice = engine.register_voice(reg.name, reg.wav, reg.text, reg.lang, f"mqtt:{reg.id}", reg.description)
+        except ValueError as exc:  # VoiceError, AudioError: the clip or the transcript
+            log.info("voice registration %s rejected: %s", reg.id, exc)
+            self.mqtt.publish_event(registration_event(reg.id, "rejected", reason=str(exc), voice=reg.name))
+            return
+        except Exception as exc:
+            log.exception("registering voice %s failed", reg.name)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            self.mqtt.publish_event(registration_event(reg.id, "rejected", reason=reason, voice=reg.name))
+            return
+        log.info("voice %s registered over MQTT (%.1f s clip)", voice.name, voice.meta.seconds)
+        event = registration_event(reg.id, "voice_registered", voice=voice.name, lang=reg.lang,
+                                   seconds=voice.meta.seconds)
+        self.mqtt.publish_event(event)
+        self.mqtt.publish_voices(only_if_changed=True)
+
+    def _relist_voices(self) -> None:
+        while not self._relist_stop.wait(VOICES_RELIST_S):
+            if self.mqtt.connected:
+                self.mqtt.publish_voices(only_if_changed=True)
+
+    # -- health, for systemd --------------------------------------------------------------------
+
+    def problems(self, max_silence_s: float) -> list[str]:
+        """What keeps the daemon from working; the systemd watchdog withholds its ping while there is any."""
+        stale = self.pipeline.heartbeat.stale(max_silence_s)
+        found = [f"{loop} loop silent for over {max_silence_s:g} s" for loop in stale]
+        if not self.mqtt.network_alive():
+            found.append("MQTT network thread died")
+        return found
+
+    def status_line(self) -> str:
+        """One line for ``systemctl status`` (``STATUS=``)."""
+        cfg = self.settings.mqtt
+        broker = "connected" if self.mqtt.connected else "not connected"
+        return (
+            f"{'speaking' if self.pipeline.busy else 'idle'}, queue {self.pipeline.depth()}; "
+            f"engine {self.engine_state()} ({self.engine.name}); broker {cfg.host}:{cfg.port} {broker}"
+        )
+
+    def engine_state(self) -> str:
+        if self.engine is not self.fallback:
+            return "ready"
+        return "degraded" if self.engine_error else "fallback-only"
+
+    def status(self) -> dict[str, Any]:
+        neural = self.engine is not self.fallback
+        status: dict[str, Any] = {
+            "state": "speaking" if self.pipeline.busy else "idle",
+            "engine_state": self.engine_state(),
+            "model": self.engine.name,
+            # Facts the neural engine exposes (daemon.model.engine.Engine); eSpeak NG has neither.
+            "precision": getattr(self.engine, "precision", None) if neural else None,
+            "provider": getattr(self.engine, "provider", None) if neural else None,
+            "fallback": self.fallback.name,
+            "sample_rate": self.engine.sample_rate,
+            "queue_depth": self.pipeline.depth(),
+            "last_latency_ms": self.pipeline.last_latency_ms,
+            "ts": round(time.time(), 3),
+        }
+        if self.engine_error:
+            status["engine_error"] = self.engine_error
+        return status
+
+    def open(self, request: Request, sample_rate: int) -> AudioStream:
+        """Where the pipeline sends a request's audio: back to its Wyoming client, else over MQTT."""
+        if request.source == "wyoming" and self.wyoming is not None:
+            return self.wyoming.open(request, sample_rate)
+        return self.mqtt.open(request, sample_rate)
+
+    def emit(self, request: Request, kind: EventKind, **fields: Any) -> None:
+        messages = self.queue.record(request, kind, fields, self.mqtt.messages(request, kind, fields))
+        for observer in self._observers:
+            observer.observe(request, kind, fields)
+        if request.source == "wyoming" and self.wyoming is not None:
+            self.wyoming.emit(request, kind, **fields)
+        self.mqtt.send(messages)
+        if kind not in (EventKind.STARTED, EventKind.FIRST_AUDIO, EventKind.DUPLICATE):
+            self.mqtt.publish_status(self.status())
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        log.info(
+            "gsv-edge %s: node %s, engine %s (%s), broker %s:%d",
+            _version(),
+            self.settings.mqtt.node_id,
+            self.engine.name,
+            self.engine_state(),
+            self.settings.mqtt.host,
+            self.settings.mqtt.port,
+        )
+        if self.wyoming is not None:
+            self.wyoming.start()  # first: a port that cannot be served stops start-up before anything runs
+        if self.metrics is not None:
+            self.metrics.serve(self.settings.metrics)
+        self.mqtt.send(self.queue.outbox.left())  # committed by the last run, never acknowledged: first
+        for request in self.queue.expired_while_down:
+            self.emit(request, EventKind.EXPIRED, reason="ttl elapsed while the daemon was down")
+        for request in self.queue.resumed:
+            self.emit(request, EventKind.QUEUED, resumed=True, queue_depth=len(self.queue), priority=request.priority)
+        self.pipeline.start()
+        self._publish_engine_down()
+        self.mqtt.start()
+        self._relist.start()
+
+    def _publish_engine_down(self) -> None:
+        """A configured bundle the daemon cannot use is news for whoever watches the events, not only the log."""
+        if self.engine_error:
+            event = {"id": None, "event": "engine_down", "reason": self.engine_error, "ts": round(time.time(), 3)}
+            self.mqtt.publish_event(event)
+
+    def drain(self, timeout_s: float) -> None:
+        """Graceful stop (SIGTERM): fleet requests go to the other boxes, nothing more is synthesised, the
+        announcement in progress may play out what is synthesised for ``timeout_s``; queued requests stay in
+        the durable queue."""
+        self.mqtt.leave_share_group()
+        if not self.pipeline.drain(timeout_s):
+            log.warning("the announcement in progress did not finish within queue.drain_s (%g s): cut", timeout_s)
+
+    def stop(self) -> None:
+        self._relist_stop.set()
+        self._voice_worker.shutdown(wait=True, cancel_futures=True)
+        if self.wyoming is not None:
+            self.wyoming.stop()
+        self.pipeline.stop()
+        self.mqtt.stop()
+        if self.metrics is not None:
+            self.metrics.close()
+        self.state.close()

@@ -1,0 +1,165 @@
+"""The audit trail: one row per request in the state database, written when the request ends.
+
+Rows are only ever inserted (a trigger refuses updates); the oldest are deleted to keep the table
+within ``audit.max_rows`` and ``audit.max_age_days``. A row records where the request came from
+(protocol, topic, Wyoming peer; MQTT 3.1.1 does not tell a subscriber who published, so ``client`` is
+empty for MQTT), what was asked (site, id, voice, SHA-256 of the text; the text itself only with
+``audit.store_text``) and what happened (outcome, reason, engine, SHA-256 of the audio produced). The
+``done`` row is committed before the ``done`` event is published, so it survives a crash.
+
+``gsv-edge audit [--since WHEN] [--json]`` prints it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from daemon.config import AuditSettings
+from daemon.core.events import EventKind, is_terminal
+from daemon.core.request_queue import Request
+from daemon.core.state_db import StateDb, StateDbError, open_read_only
+
+log = logging.getLogger(__name__)
+
+PRUNE_EVERY = 1000  # rows written between enforcements of the caps
+COLUMNS = (
+    "ts",
+    "outcome",
+    "protocol",
+    "topic",
+    "client",
+    "site_id",
+    "request_id",
+    "voice",
+    "text_sha256",
+    "text",
+    "reason",
+    "engine",
+    "audio_sha256",
+    "audio_ms",
+)
+
+SCHEMA = (
+    """CREATE TABLE IF NOT EXISTS audit (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts REAL NOT NULL,
+        outcome TEXT NOT NULL,
+        protocol TEXT,
+        topic TEXT,
+        client TEXT,
+        site_id TEXT,
+        request_id TEXT,
+        voice TEXT,
+        text_sha256 TEXT,
+        text TEXT,
+        reason TEXT,
+        engine TEXT,
+        audio_sha256 TEXT,
+        audio_ms INTEGER
+    )""",
+    "CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts)",
+    """CREATE TRIGGER IF NOT EXISTS audit_append_only BEFORE UPDATE ON audit
+       BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END""",
+)
+
+
+def text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+class AuditLog:
+    """Writes the trail; a write failure (disk full) is logged and counted, never raised."""
+
+    def __init__(self, db: StateDb, settings: AuditSettings) -> None:
+        self._db = db
+        self.settings = settings
+        self._written = 0
+        self.write_errors = 0
+        with db.transaction() as conn:
+            for statement in SCHEMA:
+                conn.execute(statement)
+        self.prune()
+
+    def observe(self, request: Request, kind: EventKind, fields: dict[str, Any]) -> None:
+        """Record a request's terminal event (called before it is published)."""
+        if kind is EventKind.QUEUED or not is_terminal(kind, fields):
+            return
+        self.write(
+            outcome=kind.value,
+            protocol=request.source,
+            topic=request.topic,
+            client=request.client,
+            site_id=request.site_id,
+            request_id=request.id,
+            voice=request.voice,
+            text_sha256=text_sha256(request.text),
+            text=request.text if self.settings.store_text else None,
+            reason=fields.get("reason"),
+            engine=fields.get("engine"),
+            audio_sha256=fields.get("audio_sha256"),
+            audio_ms=fields.get("audio_ms"),
+        )
+
+    def rejected(self, protocol: str, topic: str, request_id: str | None, site_id: str | None, reason: str) -> None:
+        """A payload refused before it became a request (nothing of its text is trusted or kept)."""
+        self.write(
+            outcome="rejected", protocol=protocol, topic=topic, request_id=request_id, site_id=site_id, reason=reason
+        )
+
+    def write(self, **row: Any) -> None:
+        values = [row.get(column) for column in COLUMNS]
+        values[0] = time.time()
+        try:
+            with self._db.transaction() as conn:
+                conn.execute(
+                    f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})", values
+                )
+        except StateDbError as exc:
+            self.write_errors += 1
+            log.error("cannot write the audit record of %s: %s", row.get("request_id"), exc)
+            return
+        self._written += 1
+        if self._written % PRUNE_EVERY == 0:
+            self.prune()
+
+    def prune(self) -> None:
+        """Enforce the age and size caps, oldest rows first."""
+        horizon = time.time() - self.settings.max_age_days * 86400
+        try:
+            with self._db.transaction() as conn:
+                conn.execute("DELETE FROM audit WHERE ts < ?", (horizon,))
+                conn.execute(
+                    "DELETE FROM audit WHERE seq <= (SELECT MAX(seq) FROM audit) - ?", (self.settings.max_rows,)
+                )
+        except StateDbError as exc:
+            log.warning("cannot prune the audit trail: %s", exc)
+
+
+def read_records(state_dir: Path, since: float | None = None) -> list[dict[str, Any]]:
+    """Audit rows, oldest first, from ``since`` (Unix seconds) on."""
+    conn = open_read_only(state_dir)
+    try:
+        rows = conn.execute(
+            f"SELECT {', '.join(COLUMNS)} FROM audit WHERE ts >= ? ORDER BY seq", (since or 0.0,)
+        ).fetchall()
+    except Exception as exc:  # sqlite3.Error: no audit table yet, a locked or damaged file
+        raise StateDbError(f"cannot read the audit trail in {state_dir}: {exc}") from exc
+    finally:
+        conn.close()
+    return [dict(zip(COLUMNS, row, strict=True)) for row in rows]
+
+
+# -- gsv-edge audit ---------------------------------------------------------------------------------
+
+
+
+
+
+
+
+
+

@@ -1,0 +1,240 @@
+"""The autoregressive semantic-token decode on the ``t2s_prefill`` / ``t2s_step`` ONNX graphs.
+
+The K/V cache lives in per-layer buffers ``[1, heads, capacity, head_dim]``. Each is bound to the step graph
+twice, as its ``past_*`` input and its ``present_*`` output, so the graph's fused attention node writes the new
+token's row in place and nothing is copied per step. The first ``length`` rows are valid (``seqlens_k``); the
+capacity is sized for the decode's token limit up front and doubles if ever exceeded. A bundle quantized with
+``--kv-cache int8`` keeps the buffers as int8: its prefill returns them quantized with a scale per layer and
+channel, which are bound to the step graph beside them; an fp16 bundle keeps them as float16, on the GPU
+when onnxruntime's CUDA provider runs the step (:func:`cache_device`). Stop rules are upstream's
+``infer_panel``: no EOS in the first 11 steps, EOS when the penalised argmax or the sampled token is EOS,
+``early_stop_num``, 1500 steps.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnxruntime as ort
+
+from daemon.model.sampling import SamplingParams, sample
+
+NO_EOS_STEPS = 11
+MAX_STEPS = 1500
+INITIAL_SLACK = 128
+MAX_SLACK = 512  # room allocated up front for generated tokens; more grows the buffers (rare)
+
+
+@dataclass
+class DecodeResult:
+    y: np.ndarray  # [1, P + generated] int64, upstream's returned sequence
+    idx: int  # upstream's second return value (0 when reference-free)
+    stopped_by: str  # "eos" | "early_stop" | "max_steps"
+    step_logits: list[np.ndarray] = field(default_factory=list)  # raw logits per step, when recorded
+
+    @property
+    def semantic(self) -> np.ndarray:
+        """What upstream hands to SoVITS: ``y[:, -idx:]`` ([T] int64; the prompt is never included)."""
+        return self.y[0, -self.idx:] if self.idx else self.y[0]
+
+
+class KVCache:
+    """Per-layer K and V buffers [1, heads, capacity, head_dim]; the first ``length`` rows are valid. float32,
+    or int8 with per-layer scales [1, heads, 1, head_dim] (``k_scale`` / ``v_scale``, from the prefill)."""
+
+    def __init__(self, n_layer: int, n_head: int, head_dim: int, capacity: int, dtype: type = np.float32):
+        self.n_layer, self.n_head, self.head_dim, self.dtype = n_layer, n_head, head_dim, dtype
+        self.length = 0
+        self.k: list[np.ndarray] = []
+        self.v: list[np.ndarray] = []
+        self.k_scale: list[np.ndarray] | None = None
+        self.v_scale: list[np.ndarray] | None = None
+        self.grow(capacity)
+
+    @property
+    def capacity(self) -> int:
+        return self.k[0].shape[2]
+
+    def grow(self, capacity: int) -> None:
+        """New buffers of ``capacity`` rows holding the valid history (callers rebind them to the graph)."""
+        def resized(old: np.ndarray | None) -> np.ndarray:
+            new = np.zeros((1, self.n_head, capacity, self.head_dim), self.dtype)
+            if old is not None:
+                new[:, :, : self.length] = old[:, :, : self.length]
+            return new
+
+        self.k = [resized(self.k[i] if self.k else None) for i in range(self.n_layer)]
+        self.v = [resized(self.v[i] if self.v else None) for i in range(self.n_layer)]
+
+    def append(self, k: np.ndarray, v: np.ndarray) -> None:
+        """Rows computed outside the step graph (the prefill's); k, v: [layers, 1, heads, T, head_dim]."""
+        t = k.shape[3]
+        if self.length + t > self.capacity:
+            self.grow(max(2 * self.capacity, self.length + t))
+        for layer in range(self.n_layer):
+            self.k[layer][:, :, self.length : self.length + t] = k[layer]
+            self.v[layer][:, :, self.length : self.length + t] = v[layer]
+        self.length += t
+
+
+CACHE_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(int8)": np.int8}
+
+
+def cache_dtype(step: ort.InferenceSession) -> type:
+    """What the step graph keeps its K/V cache in (the type of its ``past_key_0`` input)."""
+    kind = next(i.type for i in step.get_inputs() if i.name == "past_key_0")
+    if kind not in CACHE_TYPES:
+        raise ValueError(f"t2s_step: past_key_0 is {kind}; the K/V cache can be {', '.join(CACHE_TYPES)}")
+    return CACHE_TYPES[kind]
+
+
+def cache_device(providers: list[str], dtype: type) -> str:
+    """Where the cache buffers live while the step graph runs: on the GPU when onnxruntime's CUDA provider
+    runs its attention, which it does for a float16 cache only (its ``GroupQueryAttention`` has no float32
+    form); otherwise in host memory, where the CPU provider writes each new row in place."""
+    return "cuda" if "CUDAExecutionProvider" in providers and dtype == np.float16 else "cpu"
+
+
+def prefilled_cache(session: ort.InferenceSession, feeds: dict[str, np.ndarray], room: int,
+                    dtype: type | None = None) -> tuple[np.ndarray, KVCache]:
+    """The prefill's first logits [1, V] and its K/V rows in a new cache with ``room`` more rows, held as
+    ``dtype`` (the step graph's, :func:`cache_dtype`; default: as the prefill returns them). A float cache
+    converts rows from a prefill of another float precision (a bundle quantized with per-graph overrides)."""
+    names = [o.name for o in session.get_outputs()]
+    out = dict(zip(names, session.run(None, feeds), strict=True))
+    k, v = out["present_k"], out["present_v"]
+    dtype = dtype or k.dtype.type
+    if dtype != k.dtype.type and (dtype == np.int8 or k.dtype == np.int8):
+        raise ValueError(f"t2s_prefill returns its K/V cache as {k.dtype}, t2s_step takes {np.dtype(dtype)}: "
+                         "an int8 cache needs both graphs rewritten together (gsv-edge quantize --kv-cache int8)")
+    n_layer, _, n_head, rows, head_dim = k.shape
+    cache = KVCache(n_layer, n_head, head_dim, rows + room, dtype)
+    cache.append(k, v)  # the buffers are of ``dtype``: assigning the rows converts them
+    if "present_k_scale" in out:  # int8 rows: the scales they were quantized with
+        cache.k_scale, cache.v_scale = list(out["present_k_scale"]), list(out["present_v_scale"])
+    return out["logits"], cache
+
+
+class StepBinding:
+    """The step graph bound to a cache: each ``run`` feeds one token, onnxruntime writes its K/V row into the
+    cache buffers (bound as both past input and present output) and the logits into a fixed array.
+
+    On the CPU the bound values are the cache's own arrays. On a GPU (:func:`cache_device`) they are device
+    copies made once per binding, so a step moves only the token in and the logits out; the host arrays are
+    brought up to date only when the cache must grow."""
+
+    def __init__(self, session: ort.InferenceSession, cache: KVCache, vocab: int):
+        self.session, self.cache = session, cache
+        self.device = cache_device(session.get_providers(), cache.dtype)
+        self.device_id = int(session.get_provider_options().get("CUDAExecutionProvider", {}).get("device_id", 0))
+        self.logits = np.zeros((1, vocab), np.float32)
+        self.binding = session.io_binding()
+        self.binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.logits))
+        self._bind_cache()
+
+    def _bind_cache(self) -> None:
+        self._values: list[ort.OrtValue] = []  # K then V per layer; on the CPU they point into the arrays
+        self._bound = self.cache.k + self.cache.v
+        for i in range(self.cache.n_layer):
+            for kind, buffer in (("key", self.cache.k[i]), ("value", self.cache.v[i])):
+                value = ort.OrtValue.ortvalue_from_numpy(buffer, self.device, self.device_id)
+                self._values.append(value)
+                self.binding.bind_ortvalue_input(f"past_{kind}_{i}", value)
+                self.binding.bind_ortvalue_output(f"present_{kind}_{i}", value)
+            if self.cache.k_scale is not None:
+                self.binding.bind_cpu_input(f"k_scale_{i}", self.cache.k_scale[i])
+                self.binding.bind_cpu_input(f"v_scale_{i}", self.cache.v_scale[i])
+
+    def run(self, token: int, position: int) -> np.ndarray:
+        """Logits [1, V] for ``token`` at audio ``position``; the cache gains one row."""
+        cache = self.cache
+        if cache.length + 1 > cache.capacity:
+            if self.device != "cpu":  # the valid rows are on the device
+                cache.k = [v.numpy() for v in self._values[0::2]]
+                cache.v = [v.numpy() for v in self._values[1::2]]
+            cache.grow(2 * cache.capacity)
+            self._bind_cache()
+        b = self.binding
+        b.bind_cpu_input("token", np.array([[token]], np.int64))
+        b.bind_cpu_input("position", np.array([position], np.int64))
+        b.bind_cpu_input("seqlens_k", np.array([cache.length], np.int32))
+        b.bind_cpu_input("total_sequence_length", np.array(cache.length + 1, np.int32))
+        self.session.run_with_iobinding(b)
+        cache.length += 1
+        return self.logits
+
+
+class T2SRunner:
+    def __init__(self, prefill: ort.InferenceSession, step: ort.InferenceSession, eos: int):
+        self.prefill_session = prefill
+        self.step_session = step
+        self.eos = eos
+        self.vocab = int(step.get_outputs()[0].shape[1])
+        self.cache_dtype = cache_dtype(step)
+
+    def decode(
+        self,
+        phone_ids: np.ndarray,
+        bert: np.ndarray,
+        prompt: np.ndarray | None,
+        params: SamplingParams,
+        rng: np.random.Generator,
+        early_stop_num: int = -1,
+        record_logits: bool = False,
+    ) -> DecodeResult:
+        """phone_ids [1, N] int64, bert [1, 1024, N] float32, prompt [1, P] int64 or None (reference-free)."""
+        run = Decode(self, phone_ids, bert, prompt, params, rng, early_stop_num, record_logits)
+        for _ in run:
+            pass
+        return run.result
+
+
+class Decode:
+    """One decode in progress: iterating yields each kept token as soon as it is sampled (for streaming);
+    ``result`` holds upstream's return values once the iteration ends."""
+
+    def __init__(self, runner: T2SRunner, phone_ids: np.ndarray, bert: np.ndarray, prompt: np.ndarray | None,
+                 params: SamplingParams, rng: np.random.Generator, early_stop_num: int = -1,
+                 record_logits: bool = False):
+        self.runner, self.params, self.rng = runner, params, rng
+        self.early_stop_num, self.record_logits = early_stop_num, record_logits
+        self.ref_free = prompt is None
+        self.prompt = np.zeros((1, 0), np.int64) if self.ref_free else prompt.astype(np.int64)
+        self.phone_ids, self.bert = phone_ids.astype(np.int64), bert.astype(np.float32)
+        self.result: DecodeResult | None = None
+
+    def __iter__(self) -> Iterator[int]:
+        r = self.runner
+        n_prompt = self.prompt.shape[1]
+        expected = self.early_stop_num + 2 if self.early_stop_num != -1 else INITIAL_SLACK
+        feeds = {"phone_ids": self.phone_ids, "bert": self.bert, "prompt": self.prompt}
+        logits, cache = prefilled_cache(r.prefill_session, feeds, min(expected, MAX_SLACK), r.cache_dtype)
+        step = StepBinding(r.step_session, cache, r.vocab)
+        tokens = list(self.prompt[0])
+        recorded: list[np.ndarray] = []
+        stopped_by = "max_steps"
+        idx = 0
+        for idx in range(MAX_STEPS):
+            if idx > 0:
+                logits = step.run(tokens[-1], n_prompt + idx - 1)
+            if self.record_logits:
+                recorded.append(logits.copy())
+            work = logits[:, :-1].copy() if idx < NO_EOS_STEPS else logits.copy()
+            token = sample(work, np.asarray(tokens, np.int64), self.params, self.rng)
+            tokens.append(token)
+            stop = self.early_stop_num != -1 and (len(tokens) - n_prompt) > self.early_stop_num
+            if stop:
+                stopped_by = "early_stop"
+            if int(np.argmax(work[0])) == r.eos or token == r.eos:
+                stop, stopped_by = True, "eos"
+                tokens.pop()
+            else:
+                yield token
+            if stop:
+                break
+        if not tokens:
+            tokens = [0]
+        y = np.asarray(tokens, np.int64)[None, :]
+        self.result = DecodeResult(y, 0 if self.ref_free else idx, stopped_by, recorded)

@@ -1,0 +1,306 @@
+"""Turning MQTT payloads (native JSON or plain text, Hermes ``say``) into validated requests.
+
+Anything a broker can deliver is either a :class:`~daemon.core.request_queue.Request` or a
+:class:`RejectedPayload` with a reason for the ``rejected`` event; nothing here may raise anything
+else, because the daemon must keep serving after any payload.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import unicodedata
+import uuid
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from daemon.core.request_queue import Request
+from daemon.vocabulary import AudioFormat, Output, Priority
+
+MAX_NAME_CHARS = 128
+_LANG = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{1,8})*$")
+
+
+class RejectedPayload(ValueError):
+    """A payload the daemon will not speak; ``reason`` goes into the ``rejected`` event."""
+
+    def __init__(
+        self,
+        reason: str,
+        request_id: str | None = None,
+        site_id: str | None = None,
+        session_id: str | None = None,
+    ) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.request_id = request_id
+        self.site_id = site_id
+        self.session_id = session_id
+
+
+@dataclass(frozen=True)
+class IntakePolicy:
+    """What the running daemon accepts: limits, defaults and what it can actually do."""
+
+    max_text_chars: int
+    default_ttl_s: float
+    voices: Collection[str]
+    has_audio_device: bool
+    default_chime: bool = False
+
+
+def name_problem(value: str, what: str) -> str | None:
+    """Why an id, voice or site name is unsafe (it may end up in a topic), or None if it is fine."""
+    if not value:
+        return f"{what} is empty"
+    if len(value) > MAX_NAME_CHARS:
+        return f"{what} is longer than {MAX_NAME_CHARS} characters"
+    for bad in ("+", "#", "/", "\0"):
+        if bad in value:
+            return f"{what} contains a forbidden character {bad!r}"
+    if ".." in value:
+        return f"{what} contains '..'"
+    if any(unicodedata.category(c) in ("Cc", "Cs") for c in value):
+        return f"{what} contains control characters"
+    return None
+
+
+def _text_problem(text: str, max_chars: int) -> str | None:
+    stripped = text.strip()
+    if not stripped:
+        return "empty text"
+    if len(stripped) > max_chars:
+        return f"text too long ({len(stripped)} > {max_chars} characters)"
+    if any(unicodedata.category(c) in ("Cc", "Cs") and c not in "\t\n\r" for c in stripped):
+        return "text contains control characters"
+    return None
+
+
+def _first_error(error: ValidationError) -> str:
+    item = error.errors()[0]
+    loc = ".".join(str(part) for part in item["loc"])
+    return f"{loc}: {item['msg']}" if loc else item["msg"]
+
+
+def _decode(payload: bytes) -> str:
+    try:
+        return payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RejectedPayload("payload is not valid UTF-8") from exc
+
+
+_JSON_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a number", str: "a string",
+               list: "an array", dict: "an object"}
+
+
+def _load_json(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RejectedPayload(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from exc
+    except ValueError as exc:  # e.g. an integer beyond Python's digit limit
+        raise RejectedPayload(f"invalid JSON: {exc}") from exc
+
+
+def _object(data: Any) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise RejectedPayload(f"JSON payload must be an object, not {_JSON_KINDS[type(data)]}")
+    return data
+
+
+def _load_object(text: str) -> dict[str, Any]:
+    return _object(_load_json(text))
+
+
+def _native_object(text: str) -> dict[str, Any] | None:
+    """The JSON object of a native payload, or None for plain text (anything that is not JSON at all)."""
+    if text.lstrip().startswith("{"):  # meant as JSON: an error in it is reported, not spoken
+        return _load_object(text)
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return _object(data)
+
+
+def _raw_id(data: dict[str, Any]) -> str | None:
+    """The id as given, for naming the request in a rejection; a number is named by its JSON text."""
+    raw = data.get("id")
+    if isinstance(raw, str):
+        return raw[:MAX_NAME_CHARS]
+    if isinstance(raw, bool | int | float):
+        return json.dumps(raw)[:MAX_NAME_CHARS]
+    return None
+
+
+def _normalize_id(data: dict[str, Any], context: dict[str, Any]) -> None:
+    """Integer ids become their decimal string; any other non-string id is refused (bools, floats, ...)."""
+    raw = data.get("id")
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        data["id"] = str(raw)
+    elif raw is not None and not isinstance(raw, str):
+        raise RejectedPayload("id: must be a string or an integer", **context)
+
+
+class NativeSay(BaseModel):
+    """The JSON body of ``<prefix>/<node_id>/say``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    id: str | None = None
+    text: str
+    voice: str | None = None
+    lang: str | None = None
+    priority: Priority = "normal"
+    interrupt: bool = False
+    ttl_s: float | None = Field(None, gt=0, le=7 * 86400)
+    expires_at: float | str | None = None  # Unix seconds or ISO 8601 with a time zone
+    volume: float = Field(1.0, ge=0.0, le=2.0)
+    speed: float = Field(1.0, ge=0.25, le=4.0)
+    chime: bool | None = None
+    output: Output | None = None
+    format: AudioFormat = "wav"
+
+
+def _expiry(say: NativeSay, now: float, default_ttl_s: float) -> float:
+    if say.ttl_s is not None and say.expires_at is not None:
+        raise RejectedPayload("give ttl_s or expires_at, not both", say.id)
+    if say.ttl_s is not None:
+        return now + say.ttl_s
+    if isinstance(say.expires_at, str):
+        try:
+            moment = datetime.fromisoformat(say.expires_at.replace("Z", "+00:00"))
+        except ValueError as exc:
+            raise RejectedPayload("expires_at: not an ISO 8601 time", say.id) from exc
+        if moment.tzinfo is None:
+            raise RejectedPayload("expires_at: needs a time zone", say.id)
+        return moment.timestamp()
+    if say.expires_at is not None:
+        return float(say.expires_at)
+    return now + default_ttl_s
+
+
+def parse_native(payload: bytes, policy: IntakePolicy, now: float | None = None) -> Request:
+    """A native ``say``: a JSON object, or any other UTF-8 payload as the text itself."""
+    now = time.time() if now is None else now
+    text = _decode(payload)
+    if (data := _native_object(text)) is not None:
+        _normalize_id(data, {"request_id": _raw_id(data)})
+        try:
+            say = NativeSay.model_validate(data)
+        except ValidationError as exc:
+            raise RejectedPayload(_first_error(exc), _raw_id(data)) from exc
+    else:
+        say = NativeSay(text=text)
+    if say.id is not None and (problem := name_problem(say.id, "id")):
+        raise RejectedPayload(problem, say.id[:MAX_NAME_CHARS])
+    request_id = say.id or uuid.uuid4().hex
+    if problem := _text_problem(say.text, policy.max_text_chars):
+        raise RejectedPayload(problem, request_id)
+    if say.voice is not None:
+        if problem := name_problem(say.voice, "voice"):
+            raise RejectedPayload(problem, request_id)
+        if say.voice not in policy.voices:
+            raise RejectedPayload(f"unknown voice {say.voice!r}", request_id)
+    if say.lang is not None and not _LANG.match(say.lang):
+        raise RejectedPayload(f"invalid lang {say.lang[:32]!r}", request_id)
+    output = say.output or ("play" if policy.has_audio_device else "publish")
+    if output != "publish" and not policy.has_audio_device:
+        raise RejectedPayload(f"output {output!r} needs an audio device (audio.output_device)", request_id)
+    return Request(
+        id=request_id,
+        text=say.text.strip(),
+        expires_at=_expiry(say, now, policy.default_ttl_s),
+        voice=say.voice,
+        lang=say.lang,
+        priority=say.priority,
+        interrupt=say.interrupt,
+        volume=say.volume,
+        speed=say.speed,
+        chime=policy.default_chime if say.chime is None else say.chime,
+        output=output,
+        format=say.format,
+    )
+
+
+class HermesSay(BaseModel):
+    """``hermes/tts/say`` as Rhasspy sends it (camelCase keys; unknown keys ignored)."""
+
+    model_config = ConfigDict(extra="ignore", strict=True, alias_generator=AliasGenerator(validation_alias=to_camel))
+
+    text: str
+    site_id: str = "default"
+    lang: str | None = None
+    id: str | None = None
+    session_id: str | None = None
+    volume: float | None = Field(None, ge=0.0, le=1.0)
+
+
+def _for_us(data: dict[str, Any], site_ids: Collection[str]) -> bool:
+    return not site_ids or data.get("siteId", "default") in site_ids
+
+
+def _hermes_context(data: dict[str, Any]) -> dict[str, Any]:
+    """What names a Hermes say in its ``error/tts`` and ``sayFinished``, as far as the payload is usable."""
+    site = data.get("siteId", "default")
+    return {
+        "request_id": _raw_id(data),
+        "site_id": site if isinstance(site, str) and not name_problem(site, "siteId") else None,
+        "session_id": data.get("sessionId") if isinstance(data.get("sessionId"), str) else None,
+    }
+
+
+def refusal(payload: bytes, reason: str, hermes: bool, site_ids: Collection[str] = ()) -> RejectedPayload | None:
+    """A say refused before it is parsed in full (rate limit), named as far as its payload says: the
+    refusal must reach whoever waits for that request. None for a Hermes say to another site."""
+    try:
+        data = _load_object(_decode(payload))
+    except RejectedPayload:  # plain text, or nothing readable: nothing names it
+        return RejectedPayload(reason)
+    if not hermes:
+        return RejectedPayload(reason, _raw_id(data))
+    return RejectedPayload(reason, **_hermes_context(data)) if _for_us(data, site_ids) else None
+
+
+def parse_hermes(
+    payload: bytes, policy: IntakePolicy, site_ids: Collection[str], priority: Priority, now: float | None = None
+) -> Request | None:
+    """A Hermes ``say`` for one of our sites, or None when it is for another site."""
+    now = time.time() if now is None else now
+    data = _load_object(_decode(payload))
+    if not _for_us(data, site_ids):
+        return None
+    context = _hermes_context(data)
+    _normalize_id(data, context)
+    try:
+        say = HermesSay.model_validate(data)
+    except ValidationError as exc:
+        raise RejectedPayload(_first_error(exc), **context) from exc
+    for value, what in ((say.id, "id"), (say.site_id, "siteId")):
+        if value is not None and (problem := name_problem(value, what)):
+            raise RejectedPayload(problem, **context)
+    request_id = say.id or uuid.uuid4().hex
+    context["request_id"] = request_id
+    if problem := _text_problem(say.text, policy.max_text_chars):
+        raise RejectedPayload(problem, **context)
+    if say.lang is not None and not _LANG.match(say.lang):
+        raise RejectedPayload(f"invalid lang {say.lang[:32]!r}", **context)
+    return Request(
+        id=request_id,
+        text=say.text.strip(),
+        expires_at=now + policy.default_ttl_s,
+        lang=say.lang,
+        priority=priority,
+        volume=1.0 if say.volume is None else say.volume,
+        chime=policy.default_chime,
+        output="play" if policy.has_audio_device else "publish",
+        source="hermes",
+        site_id=say.site_id,
+        session_id=say.session_id,
+    )
