@@ -29,6 +29,8 @@ import numpy as np
 import onnx
 import pytest
 
+from daemon import exit_codes
+
 pytest.importorskip("torch")
 
 from daemon.audio.wav import encode_wav  # noqa: E402
@@ -189,7 +191,8 @@ def test_cli_mixed_override_and_refusals(demo: Path, int8: Path, tmp_path: Path,
         "t2s_prefill": "int8", "t2s_step": "int8", "hubert": "fp16"}
     assert not (tmp_path / "mixed.partial").exists()
 
-    assert main(["quantize", str(demo), "--precision", "int8", "--graph", "nope=int8", "-o", str(tmp_path / "x")]) == 1
+    unknown_graph = ["quantize", str(demo), "--precision", "int8", "--graph", "nope=int8", "-o", str(tmp_path / "x")]
+    assert main(unknown_graph) == exit_codes.INPUT
     assert "no graph 'nope'" in capsys.readouterr().err
     with pytest.raises(QuantizeError, match="already int8"):
         quantize_bundle(int8, tmp_path / "again", "int8", **QUIET)
