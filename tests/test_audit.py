@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
-from daemon.config import AuditSettings
 from daemon.commands.audit import parse_since
+from daemon.config import AuditSettings
 from daemon.core.audit import AuditLog, read_records, text_sha256
 from daemon.core.state_db import StateDb
 from tests.conftest import Recorder

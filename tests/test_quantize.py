@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 import pytest
 
-from daemon import exit_codes
+from daemon.commands import exit_codes
 
 pytest.importorskip("torch")
 
