@@ -10,9 +10,7 @@ Live: ``engine.*``, ``audit.*``, ``log_level`` and the per-message limits ``queu
 ``restart_needed`` and takes effect at the next start.
 
 The daemon writes its pid to ``<state_dir>/gsv-edge.pid`` and records in the state database which config
-file it re-reads. ``gsv-edge reload`` checks that file (a ``--config`` naming another one is refused: the
-daemon would never read it) and the bundle's digests, signals the daemon, and waits for the outcome the
-daemon records in the state database.
+file it re-reads and each reload's outcome; ``gsv-edge reload`` (:mod:`daemon.commands.reload`) reads them.
 """
 
 from __future__ import annotations
@@ -181,18 +179,6 @@ class Reloader:
             raise RefusedReload(str(exc)) from exc
         except Exception as exc:
             raise RefusedReload(f"cannot load bundle {settings.engine.bundle}: {exc}") from exc
-
-
-# -- gsv-edge reload --------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
 
 
 
