@@ -181,7 +181,6 @@ class Reloader:
             raise RefusedReload(f"cannot load bundle {settings.engine.bundle}: {exc}") from exc
 
 
-
 def serve_with_reload(service: Service, config_file: Path | None) -> Reloader:
     """Install the SIGHUP handler and start the reload thread (called by ``gsv-edge serve``)."""
     reloader = Reloader(service, config_file)
