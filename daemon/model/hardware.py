@@ -164,12 +164,12 @@ _pool_mismatch_logged: set[str] = set()
 
 
 def use_global_thread_pool(profile: HardwareProfile) -> None:
-    """One set of onnxruntime worker threads for every session of this process, sized by ``profile``; from
-    then on :func:`session_options` puts every session on it. With a pool per session, the pool that just
-    finished (the prefill, a decode step) keeps spinning while the next session's threads start, and on two
-    cores they take turns (measured gain: docs/performance.md, levers kept). Only for processes whose every session comes from here (``gsv-edge serve``, the benchmark's
-    measuring process): once such a pool exists onnxruntime refuses sessions that ask for their own (the
-    quantization tooling's, for one), and it cannot be resized."""
+    """One set of onnxruntime worker threads for every session of this process, sized by ``profile``; from then on
+    :func:`session_options` puts every session on it. With a pool per session, the pool that just finished (the
+    prefill, a decode step) keeps spinning while the next session's threads start, and on two cores they take turns
+    (measured gain: docs/performance.md, levers kept). Only for processes whose every session comes from here
+    (``gsv-edge serve``, the benchmark's measuring process): once such a pool exists onnxruntime refuses sessions
+    that ask for their own (the quantization tooling's, for one), and it cannot be resized."""
     global _thread_pool
     if _thread_pool is not None:
         return
