@@ -2,8 +2,8 @@
 
 jieba keeps its prefix dictionary (~500k words and word prefixes with frequencies) and its part-of-speech table as
 Python dicts, and pypinyin its phrase readings as nested lists: a large share of every process that speaks Chinese
-(docs/performance.md, levers kept). Here the same entries sit in sorted tables (one string of keys plus offset and value
-arrays, ~20 bytes a key), looked up by bisection in a few microseconds. The tables are built once, from the installed libraries'
+(docs/performance.md, levers kept). Here the same entries sit in sorted tables (one string of keys plus offset and
+value arrays), looked up by bisection in a few microseconds. The tables are built once, from the installed libraries'
 own loaders, in a child process (so this process never holds both copies), and cached as one ``.npz`` in the
 directory given to :func:`use_cache_dir` (the engine passes its state cache; default: the temp directory, as
 jieba's own cache). Same keys and values as the libraries' dicts: the tests compare every entry.
