@@ -24,7 +24,8 @@ import pytest
 from daemon.audio.wav import encode_wav
 from daemon.commands import exit_codes
 from daemon.model.bundle import Bundle, OutputPathError, building, check_output_dir
-from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
+
+pytest_plugins = ["tests.demo_fixtures"]
 
 REPO = Path(__file__).resolve().parents[1]
 # ALSA as on a box whose only card is gone: the system configuration, its default pointing at no card.
