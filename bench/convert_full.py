@@ -10,7 +10,6 @@ peak memory of the conversion and the size of every graph.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import shutil
 import subprocess
@@ -25,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.sources import build_full_sources  # noqa: E402
-from daemon.model.bundle import graph_size  # noqa: E402
+from daemon.model.bundle import Bundle  # noqa: E402
 from quantize.demo import _randomize  # noqa: E402
 from quantize.roberta import _RENAMES, BertConfig, BertModel  # noqa: E402
 
@@ -65,11 +64,11 @@ def main() -> int:
     subprocess.run(cmd, check=True)
     wall = time.monotonic() - t0
     peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    manifest = json.loads((work / "bundle" / "manifest.json").read_text())
-    total = sum(graph_size(g) for g in manifest["graphs"].values())
+    graphs = Bundle.load(work / "bundle", verify=False).graphs
+    total = sum(g.size for g in graphs.values())
     print(f"\nconvert: {wall:.0f} s wall, peak RSS {peak_mb:.0f} MB, bundle {total / 1e6:.0f} MB")
-    for name, g in manifest["graphs"].items():
-        print(f"  {name:24s} {graph_size(g) / 1e6:8.1f} MB")
+    for name, g in graphs.items():
+        print(f"  {name:24s} {g.size / 1e6:8.1f} MB")
     if args.work is None:
         shutil.rmtree(work)
     return 0

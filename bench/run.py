@@ -89,12 +89,13 @@ def usable(bundle: Path, source: Path | None = None, plan: dict[str, str] | None
     try:
         loaded = Bundle.load(bundle, verify=False)
         if source is not None:
-            made = loaded.manifest["provenance"]
-            return (made.get("quantized_from") == Bundle.load(source, verify=False).digest
-                    and made["quantization"]["graphs"] == plan
-                    and made["quantization"].get("kv_cache", "fp32") == kv_cache)
+            made = loaded.manifest.provenance
+            return (made.quantized_from == Bundle.load(source, verify=False).digest
+                    and made.quantization is not None
+                    and made.quantization.graphs == plan
+                    and made.quantization.kv_cache == kv_cache)
         return True
-    except (BundleError, KeyError):
+    except BundleError:
         return False
 
 

@@ -9,7 +9,6 @@ interrupted conversion never leaves something that looks like a bundle.
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import sys
 import time
@@ -22,18 +21,18 @@ from typing import Any
 import numpy as np
 
 from daemon.commands import exit_codes
-from daemon.model.bundle import (
-    FORMAT,
-    FORMAT_VERSION,
-    MANIFEST,
-    OutputPathError,
-    building,
-    check_output_dir,
-    graph_files,
-    graph_size,
-    weights_file,
-)
+from daemon.model.bundle import OutputPathError, building, check_output_dir, graph_files, weights_file
 from daemon.model.bundle import sha256_of as file_sha256
+from daemon.model.manifest import (
+    MANIFEST,
+    Asset,
+    GraphInfo,
+    Manifest,
+    Provenance,
+    Source,
+    SovitsSection,
+    T2SSection,
+)
 from quantize.onnx_io import describe_io
 
 CONVERTER_VERSION = "0.1.0"
@@ -136,26 +135,19 @@ def check_parity(parity: dict[str, dict[str, Any]], bounds: dict[str, float] = P
                               f"inputs): {shown}")
 
 
-def _graph_entry(spec, path: Path, parity: dict[str, Any]) -> dict[str, Any]:
+def _graph_entry(spec, path: Path) -> GraphInfo:
     inputs, outputs = describe_io(path)
-    return {
-        **graph_files(path),
-        "precision": "fp32",
-        "inputs": inputs,
-        "outputs": outputs,
-        "description": spec.description,
-    }, parity
+    return GraphInfo(**graph_files(path), precision="fp32", inputs=inputs, outputs=outputs,
+                     description=spec.description)
 
 
-def _source_entry(ckpt) -> dict[str, Any]:
-    entry = {"file": ckpt.path.name, "sha256": ckpt.sha256, "kind": ckpt.kind, "version": ckpt.version}
-    if ckpt.official is not None:
-        entry["official"] = ckpt.official.path
-    return entry
+def _source_entry(ckpt) -> Source:
+    return Source(file=ckpt.path.name, sha256=ckpt.sha256, kind=ckpt.kind, version=ckpt.version,
+                  official=ckpt.official.path if ckpt.official is not None else None)
 
 
 def convert(files: SourceFiles, out: Path, name: str | None = None, untrained: bool = False,
-            log: Log = _stderr, parity_bounds: dict[str, float] = PARITY_BOUNDS) -> dict[str, Any]:
+            log: Log = _stderr, parity_bounds: dict[str, float] = PARITY_BOUNDS) -> Manifest:
     """Convert ``files`` into a bundle at ``out``; returns the manifest. Raises :class:`ConversionError`, leaving
     nothing at ``out``, when a graph's parity is outside ``parity_bounds``."""
     import torch
@@ -201,20 +193,20 @@ def convert(files: SourceFiles, out: Path, name: str | None = None, untrained: b
     hubert = load_hubert(files.hubert)
     parts.append(("hubert", hubert_graphs(hubert)))
     sources = {"gpt": _source_entry(gpt), "sovits": _source_entry(sovits)}
-    sources["hubert"] = {"file": f"{files.hubert.name}/pytorch_model.bin",
-                         "sha256": file_sha256(files.hubert / "pytorch_model.bin")}
+    sources["hubert"] = Source(file=f"{files.hubert.name}/pytorch_model.bin",
+                               sha256=file_sha256(files.hubert / "pytorch_model.bin"))
     if files.roberta is not None:
         parts.append(("roberta", roberta_graphs(load_roberta(files.roberta))))
-        sources["roberta"] = {"file": f"{files.roberta.name}/pytorch_model.bin",
-                              "sha256": file_sha256(files.roberta / "pytorch_model.bin")}
+        sources["roberta"] = Source(file=f"{files.roberta.name}/pytorch_model.bin",
+                                    sha256=file_sha256(files.roberta / "pytorch_model.bin"))
     if sovits.version in PRO_VERSIONS:
         parts.append(("sv", sv_graphs(load_sv(files.sv))))
-        sources["sv"] = {"file": files.sv.name, "sha256": file_sha256(files.sv)}
+        sources["sv"] = Source(file=files.sv.name, sha256=file_sha256(files.sv))
 
     with building(Path(out)) as work:
         specs = [spec for _, group in parts for spec in group]
         log(f"[3/{stages}] exporting {len(specs)} ONNX graphs")
-        graphs: dict[str, Any] = {}
+        graphs: dict[str, GraphInfo] = {}
         parity: dict[str, Any] = {}
         exported = []
         for i, spec in enumerate(specs, 1):
@@ -225,40 +217,38 @@ def convert(files: SourceFiles, out: Path, name: str | None = None, untrained: b
             log(f"  ({i}/{len(specs)}) {spec.name}: {size_mb:.1f} MB in {time.monotonic() - t0:.1f} s")
         log(f"[4/{stages}] measuring parity (PyTorch module vs onnxruntime, fixed inputs)")
         for spec, path in exported:
-            graphs[spec.name], parity[spec.name] = _graph_entry(spec, path, measure_parity(spec, path))
+            graphs[spec.name], parity[spec.name] = _graph_entry(spec, path), measure_parity(spec, path)
             log(f"  {spec.name}: " + ", ".join(
                 f"{k} {'identical' if v.get('identical') else 'DIFFERENT'}" if "identical" in v
                 else f"{k} max|diff| {v['max_abs_diff']:.2e}" for k, v in parity[spec.name].items()))
         check_parity(parity, parity_bounds)
-        assets = {}
+        assets: dict[str, Asset] = {}
         if files.roberta is not None:
             shutil.copyfile(files.roberta / "tokenizer.json", work / TOKENIZER_FILE)
-            assets["roberta_tokenizer"] = {"file": TOKENIZER_FILE, "sha256": file_sha256(work / TOKENIZER_FILE)}
+            assets["roberta_tokenizer"] = Asset(file=TOKENIZER_FILE, sha256=file_sha256(work / TOKENIZER_FILE))
 
         log(f"[5/{stages}] writing manifest")
-        manifest = {
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "name": name or out.name,
-            "untrained": untrained,
-            "model_version": sovits.version,
-            "sample_rate": vits.cfg.sampling_rate,
-            "precision": "fp32",
-            "t2s": {**asdict(t2s.cfg), "head_dim": t2s.cfg.head_dim, "hz": 50,
-                    "max_sec": int(gpt.config.get("data", {}).get("max_sec", 54))},
-            "sovits": {**asdict(vits.cfg), "filter_length": 2 * (vits.cfg.spec_channels - 1)},
-            "graphs": graphs,
-            "assets": assets,
-            "parity": parity,
-            "provenance": {
-                "converter": f"gsv-edge {CONVERTER_VERSION}",
-                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "torch": torch.__version__,
-                "sources": sources,
-            },
-        }
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    total = sum(graph_size(g) for g in graphs.values())
+        manifest = Manifest(
+            name=name or out.name,
+            untrained=untrained,
+            model_version=sovits.version,
+            sample_rate=vits.cfg.sampling_rate,
+            precision="fp32",
+            t2s=T2SSection(**asdict(t2s.cfg), head_dim=t2s.cfg.head_dim, hz=50,
+                           max_sec=int(gpt.config.get("data", {}).get("max_sec", 54))),
+            sovits=SovitsSection(**asdict(vits.cfg), filter_length=2 * (vits.cfg.spec_channels - 1)),
+            graphs=graphs,
+            assets=assets,
+            parity=parity,
+            provenance=Provenance(
+                converter=f"gsv-edge {CONVERTER_VERSION}",
+                created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                torch=torch.__version__,
+                sources=sources,
+            ),
+        )
+        manifest.write(work / MANIFEST)
+    total = sum(g.size for g in graphs.values())
     log(f"done: {out} ({len(graphs)} graphs, {total / 1e6:.1f} MB) in {time.monotonic() - started:.0f} s")
     return manifest
 
@@ -287,6 +277,6 @@ def run(args: argparse.Namespace) -> int:
     except (CheckpointError, ConversionError, OutputPathError) as exc:
         print(f"gsv-edge convert: {exc}", file=sys.stderr)
         return exit_codes.INPUT
-    for name, g in manifest["graphs"].items():
-        print(f"{name:24s} {graph_size(g) / 1e6:8.2f} MB  sha256 {g['sha256'][:16]}")
+    for name, g in manifest.graphs.items():
+        print(f"{name:24s} {g.size / 1e6:8.2f} MB  sha256 {g.sha256[:16]}")
     return exit_codes.OK

@@ -23,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 from daemon.model.bundle import Bundle
+from daemon.model.manifest import Fidelity, GraphSize
 from daemon.model.t2s import StepBinding, cache_dtype, prefilled_cache
 
 SEED = 20240611
@@ -55,7 +56,7 @@ def teacher_forced_logits(bundle: Bundle, phones: np.ndarray, bert: np.ndarray, 
     """Logits [steps, V] of the prefill and ``steps - 1`` KV-cache steps. Each step is fed ``tokens[i]``, or
     when ``tokens`` is None the greedy choice (EOS excluded), which is returned as the sequence fed."""
     prefill, step = graph_session(bundle, "t2s_prefill"), graph_session(bundle, "t2s_step")
-    eos = bundle.manifest["t2s"]["eos"]
+    eos = bundle.manifest.t2s.eos
     feeds = {"phone_ids": phones, "bert": bert, "prompt": prompt}
     logits, cache = prefilled_cache(prefill, feeds, steps, cache_dtype(step))
     bound = StepBinding(step, cache, logits.shape[1])
@@ -70,10 +71,10 @@ def teacher_forced_logits(bundle: Bundle, phones: np.ndarray, bert: np.ndarray, 
 
 
 def t2s_fidelity(ref: Bundle, test: Bundle, rng: np.random.Generator, steps: int = T2S_STEPS) -> dict[str, Any]:
-    cfg = ref.manifest["t2s"]
-    phones = rng.integers(0, cfg["phoneme_vocab_size"], (1, T2S_PHONES)).astype(np.int64)
+    cfg = ref.manifest.t2s
+    phones = rng.integers(0, cfg.phoneme_vocab_size, (1, T2S_PHONES)).astype(np.int64)
     bert = (0.5 * rng.standard_normal((1, BERT_DIM, T2S_PHONES))).astype(np.float32)
-    prompt = rng.integers(0, cfg["eos"], (1, T2S_PROMPT)).astype(np.int64)
+    prompt = rng.integers(0, cfg.eos, (1, T2S_PROMPT)).astype(np.int64)
     want, fed = teacher_forced_logits(ref, phones, bert, prompt, None, steps)
     got, _ = teacher_forced_logits(test, phones, bert, prompt, fed, steps)
     cosines = [_cosine(w, g) for w, g in zip(want, got, strict=True)]
@@ -122,7 +123,7 @@ def _ref_spectrogram(rng: np.random.Generator, bins: int, frames: int = 100) -> 
 
 def style_feeds(bundle: Bundle, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """``sovits_ref_style`` inputs: a random reference spectrogram (+ speaker embedding for v2Pro*)."""
-    feeds = {"refer_spec": _ref_spectrogram(rng, bundle.manifest["sovits"]["spec_channels"])}
+    feeds = {"refer_spec": _ref_spectrogram(rng, bundle.manifest.sovits.spec_channels)}
     if bundle.model_version in ("v2Pro", "v2ProPlus"):
         feeds["sv_emb"] = rng.standard_normal((1, 20480)).astype(np.float32)
     return feeds
@@ -131,25 +132,25 @@ def style_feeds(bundle: Bundle, rng: np.random.Generator) -> dict[str, np.ndarra
 def decoder_feeds(bundle: Bundle, rng: np.random.Generator, ge: np.ndarray, codes: int = SOVITS_CODES,
                   phones: int = SOVITS_PHONES) -> dict[str, np.ndarray]:
     """``sovits_decoder`` inputs: random codes and phones, the style ``ge``, noise at upstream's scale."""
-    cfg = bundle.manifest["sovits"]
+    cfg = bundle.manifest.sovits
     return {
         "codes": rng.integers(0, 1024, (1, 1, codes)).astype(np.int64),
-        "text": rng.integers(0, cfg["n_symbols"], (1, phones)).astype(np.int64),
+        "text": rng.integers(0, cfg.n_symbols, (1, phones)).astype(np.int64),
         "ge": ge,
-        "noise": rng.standard_normal((1, cfg["inter_channels"], 2 * codes)).astype(np.float32),
+        "noise": rng.standard_normal((1, cfg.inter_channels, 2 * codes)).astype(np.float32),
         "noise_scale": np.array([0.5], np.float32),
     }
 
 
 def sovits_fidelity(ref: Bundle, test: Bundle, rng: np.random.Generator) -> dict[str, Any]:
-    cfg = ref.manifest["sovits"]
+    cfg = ref.manifest.sovits
     style = style_feeds(ref, rng)
     ge_ref = graph_session(ref, "sovits_ref_style").run(None, style)[0]
     ge_test = graph_session(test, "sovits_ref_style").run(None, style)[0]
     feeds = decoder_feeds(ref, rng, ge_ref)
     want = graph_session(ref, "sovits_decoder").run(None, feeds)[0].ravel()
     got = graph_session(test, "sovits_decoder").run(None, feeds)[0].ravel()
-    sr, n_fft, hop = cfg["sampling_rate"], cfg["filter_length"], cfg["hop_length"]
+    sr, n_fft, hop = cfg.sampling_rate, cfg.filter_length, cfg.hop_length
     return {
         "sovits_decoder": {
             "seconds": round(want.size / sr, 3),
@@ -183,21 +184,21 @@ def helper_fidelity(ref: Bundle, test: Bundle, rng: np.random.Generator) -> dict
     return report
 
 
-def measure_fidelity(ref: Bundle, test: Bundle, seed: int = SEED) -> dict[str, Any]:
+def measure_fidelity(ref: Bundle, test: Bundle, seed: int = SEED) -> Fidelity:
     """The ``fidelity`` section of ``test``'s manifest, measured against ``ref`` (its fp32 source)."""
     rng = np.random.default_rng(seed)
     graphs: dict[str, Any] = {"t2s": t2s_fidelity(ref, test, rng)}
     graphs.update(sovits_fidelity(ref, test, rng))
     graphs.update(helper_fidelity(ref, test, rng))
-    sizes = {name: {"precision": info.precision, "bytes": info.size, "source_bytes": ref.graphs[name].size,
-                    "ratio": round(info.size / ref.graphs[name].size, 4)}
+    sizes = {name: GraphSize(precision=info.precision, bytes=info.size, source_bytes=ref.graphs[name].size,
+                             ratio=round(info.size / ref.graphs[name].size, 4))
              for name, info in test.graphs.items()}
-    return {"reference": ref.digest, "seed": seed, "graphs": graphs, "sizes": sizes}
+    return Fidelity(reference=ref.digest, seed=seed, graphs=graphs, sizes=sizes)
 
 
-def format_report(fidelity: dict[str, Any]) -> str:
+def format_report(fidelity: Fidelity) -> str:
     """A few lines for the terminal."""
-    g = fidelity["graphs"]
+    g = fidelity.graphs
     t2s, voc = g["t2s"], g["sovits_decoder"]
     lines = [
         f"t2s decoder ({t2s['steps']} teacher-forced steps): logit cosine mean {t2s['logit_cosine_mean']:.5f} "
@@ -209,6 +210,6 @@ def format_report(fidelity: dict[str, Any]) -> str:
         if name in g:
             lines.append(f"{name}: cosine {g[name]['cosine']:.5f}")
     lines.append(f"sovits_extract_latent: {g['sovits_extract_latent']['codes_identical']:.1%} codes identical")
-    for name, s in fidelity["sizes"].items():
-        lines.append(f"{name:24s} {s['precision']:5s} {s['bytes'] / 1e6:8.2f} MB ({s['ratio']:.0%} of fp32)")
+    for name, s in fidelity.sizes.items():
+        lines.append(f"{name:24s} {s.precision:5s} {s.bytes / 1e6:8.2f} MB ({s.ratio:.0%} of fp32)")
     return "\n".join(lines)

@@ -22,13 +22,12 @@ digests, ``provenance.quantized_from`` and a ``fidelity`` section measured again
 from __future__ import annotations
 
 import argparse
-import copy
-import json
 import shutil
 import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -37,16 +36,15 @@ import numpy as np
 
 from daemon.commands import exit_codes
 from daemon.model.bundle import (
-    MANIFEST,
     Bundle,
     BundleError,
     OutputPathError,
     building,
     check_output_dir,
     graph_files,
-    graph_size,
     weights_file,
 )
+from daemon.model.manifest import MANIFEST, Manifest, Quantization, RuntimeRequirement
 
 PRECISIONS = ("fp32", "fp16", "int8")
 KV_CACHES = ("fp32", "int8")
@@ -88,8 +86,8 @@ def graph_plan(bundle: Bundle, preset: str, overrides: dict[str, str] | None = N
             raise QuantizeError(f"--graph {name}={precision}: precision must be one of {', '.join(PRECISIONS)}")
         plan[name] = precision
     reduced = {name: g.precision for name, g in bundle.graphs.items() if g.precision != "fp32"}
-    if bundle.manifest["t2s"].get("kv_cache", "fp32") != "fp32":
-        reduced["t2s_step"] = f"{bundle.manifest['t2s']['kv_cache']} K/V cache"
+    if bundle.manifest.t2s.kv_cache != "fp32":
+        reduced["t2s_step"] = f"{bundle.manifest.t2s.kv_cache} K/V cache"
     if reduced:  # precisions are recorded relative to fp32, and fidelity is measured against it
         name, precision = next(iter(reduced.items()))
         raise QuantizeError(f"{bundle.path}: graph {name!r} is already {precision}; quantize the fp32 bundle")
@@ -212,29 +210,31 @@ def reduce_graph(bundle: Bundle, name: str, dst: Path, precision: str, work: Pat
     weights_beside(dst)
 
 
-def int8_kv_cache(work: Path, manifest: dict[str, Any], plan: dict[str, str], log: Log) -> None:
-    """Rewrite the T2S graphs in ``work`` for an int8 K/V cache and record it in ``manifest``."""
+def int8_kv_cache(work: Path, manifest: Manifest, plan: dict[str, str], log: Log) -> Manifest:
+    """Rewrite the T2S graphs in ``work`` for an int8 K/V cache; returns ``manifest`` recording it."""
     from quantize.kv_cache import MIN_ONNXRUNTIME, quantize_prefill_outputs, quantize_step_cache
     from quantize.onnx_io import describe_io
 
     for name in ("t2s_prefill", "t2s_step"):
         if plan[name] not in ("fp32", "int8"):
             raise QuantizeError(f"--kv-cache int8: graph {name} is {plan[name]}; the int8 cache needs it fp32 or int8")
+    graphs = dict(manifest.graphs)
     for name, rewrite in (("t2s_prefill", quantize_prefill_outputs), ("t2s_step", quantize_step_cache)):
-        entry = manifest["graphs"][name]
-        path = work / entry["file"]
+        entry = graphs[name]
+        path = work / entry.file
         rewrite(path)
         inputs, outputs = describe_io(path)
-        entry.update(inputs=inputs, outputs=outputs, **graph_files(path))
-        entry["description"] += "; int8 K/V with per-channel scales"
-    manifest["t2s"]["kv_cache"] = "int8"
-    manifest["requires_onnxruntime"] = {"version": MIN_ONNXRUNTIME,
-                                        "for": "the int8 K/V cache (GroupQueryAttention kv_cache_bit_width)"}
+        graphs[name] = replace(entry, inputs=inputs, outputs=outputs, **graph_files(path),
+                               description=entry.description + "; int8 K/V with per-channel scales")
     log(f"  t2s K/V cache: int8 (needs onnxruntime >= {MIN_ONNXRUNTIME})")
+    return replace(manifest, graphs=graphs, t2s=replace(manifest.t2s, kv_cache="int8"),
+                   requires_onnxruntime=RuntimeRequirement(
+                       version=MIN_ONNXRUNTIME,
+                       purpose="the int8 K/V cache (GroupQueryAttention kv_cache_bit_width)"))
 
 
 def quantize_bundle(source: Path | str, out: Path | str, preset: str, overrides: dict[str, str] | None = None,
-                    fidelity: bool = True, log: Log = _stderr, kv_cache: str = "fp32") -> dict[str, Any]:
+                    fidelity: bool = True, log: Log = _stderr, kv_cache: str = "fp32") -> Manifest:
     """Write the ``preset`` version of the bundle at ``source`` to ``out``; returns its manifest.
 
     Built in ``out.partial`` and renamed into place only once it loads as a bundle, like ``convert``."""
@@ -248,45 +248,49 @@ def quantize_bundle(source: Path | str, out: Path | str, preset: str, overrides:
         raise QuantizeError(f"--kv-cache {kv_cache}: expected one of {', '.join(KV_CACHES)}")
     out = Path(out)
     with building(out) as work:
-        manifest = copy.deepcopy(src.manifest)
+        graphs = dict(src.graphs)
         with tempfile.TemporaryDirectory(prefix="gsv-edge-quantize-") as tmp:
             for name, precision in plan.items():
                 info = src.graphs[name]
                 t0 = time.monotonic()
                 reduce_graph(src, name, work / info.file, precision, Path(tmp))
-                entry = manifest["graphs"][name]
                 inputs, outputs = describe_io(work / info.file)
-                entry.update(precision=precision, inputs=inputs, outputs=outputs, **graph_files(work / info.file))
-                log(f"  {name}: {precision}, {info.size / 1e6:.1f} -> {graph_size(entry) / 1e6:.1f} MB "
+                graphs[name] = replace(info, precision=precision, inputs=inputs, outputs=outputs,
+                                       **graph_files(work / info.file))
+                log(f"  {name}: {precision}, {info.size / 1e6:.1f} -> {graphs[name].size / 1e6:.1f} MB "
                     f"in {time.monotonic() - t0:.1f} s")
+        manifest = replace(src.manifest, graphs=graphs)
         if kv_cache == "int8":
-            int8_kv_cache(work, manifest, plan, log)
-        for asset in src.manifest.get("assets", {}).values():
-            shutil.copyfile(src.path / asset["file"], work / asset["file"])
-        # PyTorch-vs-graph parity describes the source graphs; it stays only for graphs copied unchanged.
-        manifest["parity"] = {k: v for k, v in src.manifest.get("parity", {}).items() if plan.get(k) == "fp32"}
-        manifest["precision"] = preset
-        manifest["provenance"] = {
-            **src.manifest.get("provenance", {}),
-            "quantized_from": src.digest,
-            "quantized_from_name": src.name,
-            "quantized": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "quantization": {
-                "preset": preset,
-                "graphs": plan,
-                "int8": "dynamic; per-tensor QInt8 MatMul/Gemm weights after basic-level graph optimisation "
-                        "(sovits_decoder: static, per-channel QInt8 generator convolutions, QUInt8 activations "
-                        f"calibrated on {CALIBRATION_INPUTS} seeded random-code inputs)",
-                "fp16": "half precision inside, float32 graph inputs and outputs",
-                "kv_cache": kv_cache,
-            },
-        }
-        (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+            manifest = int8_kv_cache(work, manifest, plan, log)
+        for asset in src.manifest.assets.values():
+            shutil.copyfile(src.path / asset.file, work / asset.file)
+        manifest = replace(
+            manifest,
+            # PyTorch-vs-graph parity describes the source graphs; it stays only for graphs copied unchanged.
+            parity={k: v for k, v in src.manifest.parity.items() if plan.get(k) == "fp32"},
+            precision=preset,
+            provenance=replace(
+                src.manifest.provenance,
+                quantized_from=src.digest,
+                quantized_from_name=src.name,
+                quantized=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                quantization=Quantization(
+                    preset=preset,
+                    graphs=plan,
+                    int8="dynamic; per-tensor QInt8 MatMul/Gemm weights after basic-level graph optimisation "
+                         "(sovits_decoder: static, per-channel QInt8 generator convolutions, QUInt8 activations "
+                         f"calibrated on {CALIBRATION_INPUTS} seeded random-code inputs)",
+                    fp16="half precision inside, float32 graph inputs and outputs",
+                    kv_cache=kv_cache,
+                ),
+            ),
+        )
+        manifest.write(work / MANIFEST)
         if fidelity:
             log("  measuring fidelity against the source bundle (fixed inputs)")
-            manifest["fidelity"] = measure_fidelity(src, Bundle.load(work))
-            (work / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-    total = sum(graph_size(g) for g in manifest["graphs"].values())
+            manifest = replace(manifest, fidelity=measure_fidelity(src, Bundle.load(work)))
+            manifest.write(work / MANIFEST)
+    total = sum(g.size for g in manifest.graphs.values())
     log(f"done: {out} ({preset}, {total / 1e6:.1f} MB) in {time.monotonic() - started:.0f} s")
     return manifest
 
@@ -326,5 +330,5 @@ def run(args: argparse.Namespace) -> int:
         return exit_codes.INPUT
     from quantize.fidelity import format_report
 
-    print(format_report(manifest["fidelity"]))
+    print(format_report(manifest.fidelity))
     return exit_codes.OK

@@ -157,12 +157,12 @@ def test_graph_weights_live_beside_each_graph_and_are_verified(demo_bundle: Path
 
     bundle = Bundle.load(demo_bundle)
     for name, graph in bundle.graphs.items():
-        assert graph.data and graph.data["file"] == f"{graph.file}.data", name
+        assert graph.data and graph.data.file == f"{graph.file}.data", name
         model = onnx.load(str(demo_bundle / graph.file), load_external_data=False)
         inline = [t.name for t in model.graph.initializer
                   if t.data_location != onnx.TensorProto.EXTERNAL and len(t.raw_data) >= 1024]
         assert not inline, f"{name}: weights left in the graph file: {inline[:3]}"
-        assert graph.size == graph.bytes + (demo_bundle / graph.data["file"]).stat().st_size
+        assert graph.size == graph.bytes + (demo_bundle / graph.data.file).stat().st_size
     other = tmp_path / "other"
     shutil.copytree(demo_bundle, other)
     weights = other / "t2s_step.onnx.data"
@@ -346,6 +346,6 @@ def test_inspect_groups_the_step_graphs_cache_inputs(demo_bundle: Path) -> None:
 
     text = describe_bundle(demo_bundle)
     step = next(line for line in text.splitlines() if line.strip().startswith("t2s_step"))
-    n = Bundle.load(demo_bundle).manifest["t2s"]["n_layer"]
+    n = Bundle.load(demo_bundle).manifest.t2s.n_layer
     assert f"past_key_0..{n - 1}[" in step and f"past_value_0..{n - 1}[" in step
     assert "past_key_1[" not in step and "seqlens_k[1]" in step

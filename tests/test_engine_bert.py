@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import torch
 from daemon.model.bundle import Bundle, graph_files, sha256_of
 from daemon.model.engine import Engine
 from daemon.model.hardware import HardwareProfile
+from daemon.model.manifest import MANIFEST, Asset, GraphInfo, Manifest
 from quantize.graphs import export_graph
 from quantize.roberta import BertConfig, BertModel, bert_feature, roberta_graphs
 from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
@@ -34,15 +36,13 @@ def bundle_with_roberta(demo_bundle: Path, tmp_path: Path) -> tuple[Path, BertMo
     spec = roberta_graphs(model)[0]
     path = export_graph(spec, out)
     shutil.copy(TOKENIZER / "tokenizer.json", out / "roberta_tokenizer.json")
-    manifest = json.loads((out / "manifest.json").read_text())
-    manifest["graphs"]["roberta"] = {
-        **graph_files(path), "precision": "fp32",
-        "inputs": [{"name": "input_ids", "dtype": "int64", "shape": [1, "tokens"]}],
-        "outputs": [{"name": "hidden", "dtype": "float", "shape": ["tokens", 1024]}],
-    }
-    manifest["assets"] = {"roberta_tokenizer": {"file": "roberta_tokenizer.json",
-                                                "sha256": sha256_of(out / "roberta_tokenizer.json")}}
-    (out / "manifest.json").write_text(json.dumps(manifest))
+    manifest = Manifest.read(out / MANIFEST)
+    roberta = GraphInfo(**graph_files(path), precision="fp32",
+                        inputs=[{"name": "input_ids", "dtype": "int64", "shape": [1, "tokens"]}],
+                        outputs=[{"name": "hidden", "dtype": "float", "shape": ["tokens", 1024]}])
+    tokenizer = Asset(file="roberta_tokenizer.json", sha256=sha256_of(out / "roberta_tokenizer.json"))
+    replace(manifest, graphs={**manifest.graphs, "roberta": roberta},
+            assets={"roberta_tokenizer": tokenizer}).write(out / MANIFEST)
     return out, model
 
 

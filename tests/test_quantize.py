@@ -69,7 +69,7 @@ def fp16(demo: Path) -> Path:
 def test_int8_manifest_records_precision_provenance_and_sizes(demo: Path, int8: Path):
     source, bundle = Bundle.load(demo), Bundle.load(int8)
     assert bundle.precision == "int8"
-    assert bundle.manifest["provenance"]["quantized_from"] == source.digest
+    assert bundle.manifest.provenance.quantized_from == source.digest
     assert bundle.digest != source.digest
     expected = {"t2s_prefill": "int8", "t2s_step": "int8", "hubert": "int8", "sovits_decoder": "fp32",
                 "sovits_ref_style": "fp32", "sovits_extract_latent": "fp32"}
@@ -79,9 +79,8 @@ def test_int8_manifest_records_precision_provenance_and_sizes(demo: Path, int8: 
             assert graph.size < 0.6 * source.graphs[name].size, name
         else:
             assert graph.sha256 == source.graphs[name].sha256, f"{name} should be copied unchanged"
-    sizes = bundle.manifest["fidelity"]["sizes"]
-    assert sizes["t2s_step"]["bytes"] == bundle.graphs["t2s_step"].size
-    assert set(bundle.manifest["parity"]) == {n for n, p in expected.items() if p == "fp32"}
+    assert bundle.manifest.fidelity.sizes["t2s_step"].bytes == bundle.graphs["t2s_step"].size
+    assert set(bundle.manifest.parity) == {n for n, p in expected.items() if p == "fp32"}
 
 
 LAYOUT_OPS = {"Transpose", "Reshape", "Slice", "Unsqueeze", "Squeeze", "Identity", "Cast", "Split", "Flatten"}
@@ -113,7 +112,7 @@ def test_int8_quantizes_every_constant_weight_matmul(int8: Path):
 
 
 def test_int8_fidelity_within_bounds(int8: Path):
-    g = Bundle.load(int8).manifest["fidelity"]["graphs"]
+    g = Bundle.load(int8).manifest.fidelity.graphs
     assert g["t2s"]["steps"] == 32
     assert g["t2s"]["logit_cosine_min"] >= 0.99
     assert g["t2s"]["top1_agreement"] >= 0.8
@@ -127,7 +126,7 @@ def test_fp16_fidelity_within_bounds(fp16: Path):
     bundle = Bundle.load(fp16)
     assert bundle.precision == "fp16" and bundle.graphs["sovits_decoder"].precision == "fp16"
     assert bundle.graphs["sovits_extract_latent"].precision == "fp32"
-    g = bundle.manifest["fidelity"]["graphs"]
+    g = bundle.manifest.fidelity.graphs
     assert g["t2s"]["logit_cosine_min"] >= 0.9999
     assert g["t2s"]["top1_agreement"] >= 0.95
     assert g["sovits_decoder"]["snr_db"] >= 40
@@ -173,9 +172,9 @@ def test_fp32_prefill_feeds_an_fp16_step_cache(demo: Path, tmp_path: Path):
     the step's float16 cache, and the decode stays within the fp16 bounds."""
     out = tmp_path / "fp16-step"
     manifest = quantize_bundle(demo, out, "fp16", {"t2s_prefill": "fp32"}, **QUIET)
-    outputs = {o["name"]: o["dtype"] for o in manifest["graphs"]["t2s_prefill"]["outputs"]}
+    outputs = {o["name"]: o["dtype"] for o in manifest.graphs["t2s_prefill"].outputs}
     assert outputs["present_k"] == "float"
-    t2s = manifest["fidelity"]["graphs"]["t2s"]
+    t2s = manifest.fidelity.graphs["t2s"]
     assert t2s["logit_cosine_min"] >= 0.9999 and t2s["top1_agreement"] >= 0.95 and t2s["logit_max_abs_diff"] > 0
 
 
@@ -214,7 +213,7 @@ def test_static_int8_vocoder_is_opt_in_measured_and_speaks(demo: Path, tmp_path:
     waveform against fp32 and the engine speaks with it."""
     out = tmp_path / "int8-vocoder"
     manifest = quantize_bundle(demo, out, "int8", {"sovits_decoder": "int8"}, **QUIET)
-    assert manifest["graphs"]["sovits_decoder"]["precision"] == "int8"
+    assert manifest.graphs["sovits_decoder"].precision == "int8"
     graph = onnx.load(str(out / "sovits_decoder.onnx")).graph
     convs = [n for n in graph.node if n.op_type in ("Conv", "ConvTranspose")]
     dequantized = {o for d in graph.node if d.op_type == "DequantizeLinear" for o in d.output}
@@ -222,7 +221,7 @@ def test_static_int8_vocoder_is_opt_in_measured_and_speaks(demo: Path, tmp_path:
     inner = [n for n in convs if n.name.startswith("/dec/") and not n.name.startswith(edges)]
     assert inner and all(n.input[1] in dequantized for n in inner), "generator weights are int8"
     assert all(n.input[1] not in dequantized for n in convs if n not in inner), "encoder, flow, edges stay fp32"
-    voc = manifest["fidelity"]["graphs"]["sovits_decoder"]
+    voc = manifest.fidelity.graphs["sovits_decoder"]
     assert 15 <= voc["snr_db"] < math.inf and voc["log_mel_distance"] <= 0.15
     engine = Engine(Bundle.load(out), HardwareProfile.load("x86-cpu"), tmp_path / "state")
     t = np.arange(4 * 32000) / 32000
@@ -242,11 +241,11 @@ def kv8(demo: Path) -> Path:
 
 def test_int8_kv_cache_is_recorded_and_within_bounds(kv8: Path):
     bundle = Bundle.load(kv8)
-    assert bundle.manifest["t2s"]["kv_cache"] == "int8"
-    assert bundle.manifest["requires_onnxruntime"]["version"] == "1.32"
-    assert bundle.manifest["provenance"]["quantization"]["kv_cache"] == "int8"
+    assert bundle.manifest.t2s.kv_cache == "int8"
+    assert bundle.manifest.requires_onnxruntime.version == "1.32"
+    assert bundle.manifest.provenance.quantization.kv_cache == "int8"
     step = {i["name"]: i for i in bundle.graphs["t2s_step"].inputs}
-    n_layer = bundle.manifest["t2s"]["n_layer"]
+    n_layer = bundle.manifest.t2s.n_layer
     for i in range(n_layer):
         assert step[f"past_key_{i}"]["dtype"] == step[f"past_value_{i}"]["dtype"] == "int8"
         assert step[f"k_scale_{i}"]["dtype"] == "float"
@@ -257,7 +256,7 @@ def test_int8_kv_cache_is_recorded_and_within_bounds(kv8: Path):
 
     text = describe_bundle(kv8)
     assert "T2S K/V cache int8 (needs onnxruntime >= 1.32)" in text and f"k_scale_0..{n_layer - 1}[" in text
-    t2s = bundle.manifest["fidelity"]["graphs"]["t2s"]
+    t2s = bundle.manifest.fidelity.graphs["t2s"]
     assert 0.999 <= t2s["logit_cosine_min"] < 1.0 and t2s["logit_max_abs_diff"] > 0  # measured, not skipped
     assert t2s["top1_agreement"] >= 0.95
 
@@ -266,10 +265,10 @@ def test_int8_prefill_cache_dequantizes_to_the_fp32_rows(demo: Path, kv8: Path):
     """Each int8 row times its channel's scale is the fp32 prefill's row to within half a step, and the
     scale is the channel's largest magnitude times the headroom over 127."""
     rng = np.random.default_rng(3)
-    cfg = Bundle.load(demo).manifest["t2s"]
-    feeds = {"phone_ids": rng.integers(0, cfg["phoneme_vocab_size"], (1, 9)).astype(np.int64),
+    cfg = Bundle.load(demo).manifest.t2s
+    feeds = {"phone_ids": rng.integers(0, cfg.phoneme_vocab_size, (1, 9)).astype(np.int64),
              "bert": rng.standard_normal((1, 1024, 9)).astype(np.float32),
-             "prompt": rng.integers(0, cfg["eos"], (1, 12)).astype(np.int64)}
+             "prompt": rng.integers(0, cfg.eos, (1, 12)).astype(np.int64)}
     _, want_k, want_v = graph_session(Bundle.load(demo), "t2s_prefill").run(None, feeds)
     _, k, v, k_scale, v_scale = graph_session(Bundle.load(kv8), "t2s_prefill").run(None, feeds)
     for want, got, scale in ((want_k, k, k_scale), (want_v, v, v_scale)):
@@ -283,7 +282,7 @@ def test_int8_kv_cache_speaks_through_the_engine(demo: Path, tmp_path: Path):
     """int8 weights and cache together: the bounds of int8, and the engine decodes on int8 buffers."""
     out = tmp_path / "int8-kv"
     manifest = quantize_bundle(demo, out, "int8", kv_cache="int8", **QUIET)
-    t2s = manifest["fidelity"]["graphs"]["t2s"]
+    t2s = manifest.fidelity.graphs["t2s"]
     assert t2s["logit_cosine_min"] >= 0.99 and t2s["top1_agreement"] >= 0.8
     engine = Engine(Bundle.load(out), HardwareProfile.load("x86-cpu"), tmp_path / "state")
     t = np.arange(4 * 32000) / 32000
@@ -321,9 +320,9 @@ def test_demo_conversion_parity_is_within_the_bounds(demo: Path):
     the buffer, which holds whatever the runtime allocated; every figure is within the converter's bounds."""
     from quantize.convert import PARITY_BOUNDS, parity_failures
 
-    parity = Bundle.load(demo).manifest["parity"]
+    parity = Bundle.load(demo).manifest.parity
     kv = {k: v["max_abs_diff"] for k, v in parity["t2s_step"].items() if k.startswith("present_")}
-    assert len(kv) == 2 * Bundle.load(demo).manifest["t2s"]["n_layer"]
+    assert len(kv) == 2 * Bundle.load(demo).manifest.t2s.n_layer
     assert max(kv.values()) <= PARITY_BOUNDS["K/V rows"]
     assert parity_failures(parity) == []
 

@@ -12,33 +12,33 @@ import sys
 from pathlib import Path
 
 from daemon.commands import exit_codes
-from daemon.model.bundle import MANIFEST, Bundle, BundleError
+from daemon.model.bundle import Bundle, BundleError
+from daemon.model.manifest import MANIFEST
 
 
 def describe_bundle(path: Path) -> str:
     bundle = Bundle.load(path)
     m = bundle.manifest
     lines = [
-        f"{path}: gsv-edge model bundle '{bundle.name}' (format {m['format_version']})",
+        f"{path}: gsv-edge model bundle '{bundle.name}' (format {m.format_version})",
         f"  model version {bundle.model_version}, {bundle.sample_rate} Hz, precision {bundle.precision}"
         + ("  [UNTRAINED demo weights: produces noise]" if bundle.untrained else ""),
         f"  digest {bundle.digest}",
         "  all graphs present and match their SHA-256",
     ]
-    if m["t2s"].get("kv_cache", "fp32") != "fp32":
-        needs = m.get("requires_onnxruntime", {}).get("version", "?")
-        lines.append(f"  T2S K/V cache {m['t2s']['kv_cache']} (needs onnxruntime >= {needs})")
+    if m.t2s.kv_cache != "fp32":
+        needs = m.requires_onnxruntime.version if m.requires_onnxruntime else "?"
+        lines.append(f"  T2S K/V cache {m.t2s.kv_cache} (needs onnxruntime >= {needs})")
     for name, g in bundle.graphs.items():
         ins = ", ".join(_grouped_inputs(g.inputs))
         lines.append(f"  {name:22s} {g.size / 1e6:7.2f} MB {g.precision:5s} in: {ins}")
-    for name, report in m.get("parity", {}).items():
+    for name, report in m.parity.items():
         parts = [f"{k} {v['max_abs_diff']:.1e}" if "max_abs_diff" in v else f"{k} {'ok' if v['identical'] else 'DIFF'}"
                  for k, v in report.items()]
         lines.append(f"  parity {name}: {', '.join(parts)}")
-    src = m.get("provenance", {}).get("sources", {})
-    for role, entry in src.items():
-        lines.append(f"  source {role}: {entry.get('file')} sha256 {str(entry.get('sha256'))[:16]}…"
-                     + (f" (official {entry['official']})" if entry.get("official") else ""))
+    for role, entry in m.provenance.sources.items():
+        lines.append(f"  source {role}: {entry.file} sha256 {entry.sha256[:16]}…"
+                     + (f" (official {entry.official})" if entry.official else ""))
     return "\n".join(lines)
 
 

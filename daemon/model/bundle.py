@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -21,16 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-FORMAT = "gsv-edge-bundle"
-FORMAT_VERSION = 3  # 3: the step graph attends with GroupQueryAttention over [1, H, capacity, Dh] buffers
-MANIFEST = "manifest.json"
-
-# Graphs every bundle has; the others depend on the model version and the files converted.
-REQUIRED_GRAPHS = ("t2s_prefill", "t2s_step", "sovits_decoder", "sovits_ref_style", "sovits_extract_latent")
-
-
-class BundleError(ValueError):
-    """The bundle cannot be used; the message names the bundle file and the problem."""
+from daemon.model.manifest import MANIFEST, BundleError, GraphInfo, Manifest, PinnedFile, RuntimeRequirement
 
 
 def version_tuple(version: str) -> tuple[int, ...]:
@@ -44,7 +34,7 @@ def version_tuple(version: str) -> tuple[int, ...]:
     return tuple(parts)
 
 
-def _check_runtime(manifest_path: Path, needs: dict[str, str] | None) -> None:
+def _check_runtime(manifest_path: Path, needs: RuntimeRequirement | None) -> None:
     """A bundle whose graphs need a newer onnxruntime than this box has is refused by name, before any session
     fails on an unknown attribute (the int8 K/V cache: onnxruntime >= 1.32)."""
     if not needs:
@@ -52,29 +42,11 @@ def _check_runtime(manifest_path: Path, needs: dict[str, str] | None) -> None:
     import onnxruntime
 
     have = onnxruntime.__version__
-    if version_tuple(have) < version_tuple(str(needs.get("version", "0"))):
+    if version_tuple(have) < version_tuple(needs.version):
         raise BundleError(
-            f"{manifest_path}: needs onnxruntime >= {needs.get('version')} for {needs.get('for', 'its graphs')}; "
+            f"{manifest_path}: needs onnxruntime >= {needs.version} for {needs.purpose}; "
             f"this box has {have}. Quantize the fp32 bundle again without that option (e.g. --kv-cache fp32)"
         )
-
-
-@dataclass(frozen=True)
-class GraphInfo:
-    name: str
-    file: str
-    sha256: str
-    bytes: int
-    precision: str
-    inputs: list[dict[str, Any]]
-    outputs: list[dict[str, Any]]
-    description: str = ""
-    data: dict[str, Any] | None = None  # weights side file {"file", "sha256", "bytes"}; None: weights inline
-
-    @property
-    def size(self) -> int:
-        """Bytes on disk, graph and weights."""
-        return graph_size({"bytes": self.bytes, "data": self.data})
 
 
 def sha256_of(path: Path) -> str:
@@ -85,55 +57,51 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def graph_size(entry: dict[str, Any]) -> int:
-    """Bytes on disk of a manifest graph entry: the graph file and its weights file."""
-    return int(entry["bytes"]) + (int(entry["data"]["bytes"]) if entry.get("data") else 0)
-
-
 def weights_file(graph: Path) -> Path:
     """Where a graph's weights live when they are kept beside it (``t2s_step.onnx.data``)."""
     return graph.with_name(graph.name + ".data")
 
 
 def graph_files(graph: Path) -> dict[str, Any]:
-    """The manifest fields that pin a graph file and, when there is one, its weights file."""
-    def pinned(path: Path) -> dict[str, Any]:
-        return {"file": path.name, "sha256": sha256_of(path), "bytes": path.stat().st_size}
-
+    """The :class:`GraphInfo` fields that pin a graph file and, when there is one, its weights file."""
     data = weights_file(graph)
-    return {**pinned(graph), "data": pinned(data) if data.is_file() else None}
+    weights = PinnedFile(file=data.name, sha256=sha256_of(data), bytes=data.stat().st_size) if data.is_file() else None
+    return {"file": graph.name, "sha256": sha256_of(graph), "bytes": graph.stat().st_size, "data": weights}
 
 
 @dataclass
 class Bundle:
     path: Path
-    manifest: dict[str, Any]
-    graphs: dict[str, GraphInfo]
+    manifest: Manifest
+
+    @property
+    def graphs(self) -> dict[str, GraphInfo]:
+        return self.manifest.graphs
 
     @property
     def name(self) -> str:
-        return str(self.manifest.get("name", self.path.name))
+        return self.manifest.name
 
     @property
     def model_version(self) -> str:
-        return str(self.manifest["model_version"])
+        return self.manifest.model_version
 
     @property
     def sample_rate(self) -> int:
-        return int(self.manifest["sample_rate"])
+        return self.manifest.sample_rate
 
     @property
     def untrained(self) -> bool:
-        return bool(self.manifest.get("untrained", False))
+        return self.manifest.untrained
 
     @property
     def precision(self) -> str:
-        return str(self.manifest.get("precision", "fp32"))
+        return self.manifest.precision
 
     @property
     def digest(self) -> str:
         """Identity of the weights: stable across copies and renames, changes with any graph."""
-        joined = "\n".join(f"{n}:{g.sha256}" + (f":{g.data['sha256']}" if g.data else "")
+        joined = "\n".join(f"{n}:{g.sha256}" + (f":{g.data.sha256}" if g.data else "")
                            for n, g in sorted(self.graphs.items()))
         return hashlib.sha256(joined.encode()).hexdigest()
 
@@ -153,48 +121,24 @@ class Bundle:
             raise BundleError(f"{path}: bundle directory not found")
         if not manifest_path.is_file():
             raise BundleError(f"{manifest_path}: missing; is {path} a gsv-edge model bundle?")
-        try:
-            manifest = json.loads(manifest_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise BundleError(f"{manifest_path}: not valid JSON ({exc})") from exc
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise BundleError(f"{manifest_path}: field 'format' must be {FORMAT!r}")
-        version = manifest.get("format_version")
-        if version != FORMAT_VERSION:
-            raise BundleError(
-                f"{manifest_path}: format_version {version!r} is not supported (this gsv-edge reads "
-                f"{FORMAT_VERSION}); convert the model again with this version"
-            )
-        for key in ("model_version", "sample_rate", "graphs", "t2s", "sovits"):
-            if key not in manifest:
-                raise BundleError(f"{manifest_path}: field {key!r} is missing")
-        _check_runtime(manifest_path, manifest.get("requires_onnxruntime"))
-        graphs: dict[str, GraphInfo] = {}
-        for name, entry in manifest["graphs"].items():
-            try:
-                graphs[name] = GraphInfo(name=name, **entry)
-            except TypeError as exc:
-                raise BundleError(f"{manifest_path}: graph {name!r} entry is malformed ({exc})") from exc
-        missing = [g for g in REQUIRED_GRAPHS if g not in graphs]
-        if missing:
-            raise BundleError(f"{manifest_path}: required graphs missing: {', '.join(missing)}")
-        bundle = cls(path, manifest, graphs)
+        manifest = Manifest.read(manifest_path)
+        _check_runtime(manifest_path, manifest.requires_onnxruntime)
+        bundle = cls(path, manifest)
         if verify:
             bundle.verify()
         return bundle
 
     def verify(self) -> None:
         """Every graph file (and weights file) present, with its recorded size and digest."""
-        for info in self.graphs.values():
-            self._check(self.path / info.file, f"graph {info.name!r}", info.bytes, info.sha256)
+        for name, info in self.graphs.items():
+            self._check(self.path / info.file, f"graph {name!r}", info.bytes, info.sha256)
             if info.data:
-                self._check(self.path / info.data["file"], f"weights of graph {info.name!r}", int(info.data["bytes"]),
-                            str(info.data["sha256"]))
-        for name, asset in self.manifest.get("assets", {}).items():
-            file = self.path / asset["file"]
+                self._check(self.path / info.data.file, f"weights of graph {name!r}", info.data.bytes, info.data.sha256)
+        for name, asset in self.manifest.assets.items():
+            file = self.path / asset.file
             if not file.is_file():
                 raise BundleError(f"{file}: asset {name!r} listed in the manifest is missing")
-            if sha256_of(file) != asset["sha256"]:
+            if sha256_of(file) != asset.sha256:
                 raise BundleError(f"{file}: asset {name!r} does not match its SHA-256 in the manifest")
 
     @staticmethod
@@ -209,8 +153,8 @@ class Bundle:
             raise BundleError(f"{file}: SHA-256 {digest[:16]}… does not match the manifest ({sha256[:16]}…)")
 
     def asset_path(self, name: str) -> Path | None:
-        asset = self.manifest.get("assets", {}).get(name)
-        return self.path / asset["file"] if asset else None
+        asset = self.manifest.assets.get(name)
+        return self.path / asset.file if asset else None
 
 
 class OutputPathError(ValueError):

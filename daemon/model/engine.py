@@ -122,11 +122,11 @@ class Engine:
         self._sessions: dict = {}
         self.name = f"GPT-SoVITS {bundle.model_version} '{bundle.name}'"
         self.sample_rate = bundle.sample_rate
-        cfg = bundle.manifest["t2s"]
-        self.eos = int(cfg["eos"])
-        self.max_tokens = int(cfg.get("hz", 50)) * int(cfg.get("max_sec", 54))
+        cfg = bundle.manifest.t2s
+        self.eos = cfg.eos
+        self.max_tokens = cfg.hz * cfg.max_sec
         self.vocode_window_tokens = VOCODE_WINDOW_TOKENS
-        self.inter_channels = int(bundle.manifest["sovits"]["inter_channels"])
+        self.inter_channels = bundle.manifest.sovits.inter_channels
         self.is_pro = bundle.model_version in ("v2Pro", "v2ProPlus")
         self.bert_dim = int(next(i for i in bundle.graphs["t2s_prefill"].inputs if i["name"] == "bert")["shape"][1])
         if bundle.has("roberta"):
