@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from daemon.audio.reference import AudioError
+from daemon.audio.wav import AudioError
 from daemon.commands import exit_codes
 from daemon.commands.engine_options import SetupError, add_engine_arguments, build_engine
 from daemon.model.voices import VoiceError

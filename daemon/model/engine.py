@@ -21,7 +21,10 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from daemon.audio.reference import AudioError, read_wav, resample, validate_reference
+from daemon.audio.crossfade import crossfade
+from daemon.audio.reference import validate_reference
+from daemon.audio.resample import resample
+from daemon.audio.wav import AudioError, read_wav
 from daemon.config import ConfigError
 from daemon.frontend import FrontendResult, Lexicon, split_sentences, text_to_phones, zh_dictionaries
 from daemon.frontend.bert_tokenizer import BertTokenizer
@@ -400,8 +403,8 @@ class Engine:
             first, last = round((done - start) * per_token), round((end - start) * per_token)
             piece = audio[first:last]
             if held.size:
-                ramp = np.linspace(0.0, 1.0, min(held.size, piece.size), dtype=np.float32)
-                piece[: ramp.size] = held[: ramp.size] * (1 - ramp) + piece[: ramp.size] * ramp
+                joined = crossfade(held, piece)
+                piece[: joined.size] = joined
             held = audio[last : last + fade]
             yield piece
 
@@ -415,9 +418,8 @@ class Engine:
         skip = int(round((done - start) * per_token))
         if held.size:  # overlap the held tail with the new audio just before the new part
             skip = max(0, skip - held.size)
-            overlap = audio[skip : skip + held.size]
-            ramp = np.linspace(0.0, 1.0, overlap.size, dtype=np.float32)
-            audio = np.concatenate([held[: overlap.size] * (1 - ramp) + overlap * ramp, audio[skip + overlap.size :]])
+            joined = crossfade(held, audio[skip:])
+            audio = np.concatenate([joined, audio[skip + joined.size :]])
         else:
             audio = audio[skip:]
         if last or audio.size <= fade:
