@@ -28,6 +28,7 @@ from daemon.audio.wav import AudioError, read_wav
 from daemon.config import ConfigError
 from daemon.frontend import FrontendResult, Lexicon, split_sentences, text_to_phones, zh_dictionaries
 from daemon.frontend.bert_tokenizer import BertTokenizer
+from daemon.frontend.sentences import SENTENCE_ENDS
 from daemon.model.bert_features import phone_level_features
 from daemon.model.bundle import Bundle, BundleError
 from daemon.model.fbank import kaldi_fbank
@@ -43,12 +44,12 @@ from daemon.model.spectrogram import decoded_frames, spectrogram
 from daemon.model.t2s import Decode, T2SRunner
 from daemon.model.voices import Voice, VoiceError, VoiceMeta, VoiceStore, check_name, voice_key
 from daemon.speech.synthesizer import SynthesisError, UnknownVoice, VoiceInfo
+from daemon.vocabulary import LANGUAGE_MODES
 
 log = logging.getLogger(__name__)
 
 HUBERT_RATE = 16000
 PAUSE_SECONDS = 0.3  # upstream's pause_second between segments, and the pad after the clip for HuBERT
-SENTENCE_END = set("，。？！,.?!~:：—…")
 TOKENS_PER_PHONE = 5  # semantic tokens (25 Hz) per target phone before a runaway decode is cut
 MIN_TOKENS = 40
 NO_TOKEN_RETRIES = 2
@@ -232,8 +233,9 @@ class Engine:
                        description: str = "") -> Voice:
         """Validate the clip, run the speaker-feature graphs once and store the result."""
         check_name(name)
-        if lang not in ("zh", "en", "all_zh", "auto"):
-            raise VoiceError(f"voice language must be zh, en, all_zh or auto, got {lang!r}")
+        if lang not in LANGUAGE_MODES:
+            raise VoiceError(f"voice language must be {', '.join(LANGUAGE_MODES[:-1])} or {LANGUAGE_MODES[-1]}, "
+                             f"got {lang!r}")
         if not text or not text.strip():
             raise VoiceError("the transcript of the reference clip is empty")
         clip = read_wav(wav_bytes, clip_name)
@@ -246,7 +248,7 @@ class Engine:
         finally:
             self.release(VOICE_GRAPHS)
         prompt_text = text.strip("\n")
-        if prompt_text[-1] not in SENTENCE_END:
+        if prompt_text[-1] not in SENTENCE_ENDS:
             prompt_text += "." if lang == "en" else "。"
         phone_ids, bert, _ = self.phones_and_bert(prompt_text, lang)
         clip_sha = hashlib.sha256(wav_bytes).hexdigest()
@@ -435,7 +437,7 @@ class Engine:
             raise SynthesisError(str(exc)) from exc
         if lang is None:
             lang = self.voices_store.meta(name).lang if self.voices_store.exists(name) else "auto"
-        return self.stream(text, name, lang if lang in ("zh", "en", "all_zh", "auto") else "auto", options)
+        return self.stream(text, name, lang if lang in LANGUAGE_MODES else "auto", options)
 
     def default_voice(self) -> str:
         """The voice of a request that names none: ``engine.default_voice``, else the first registered."""

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-LANGUAGES = ("zh", "en", "all_zh", "auto")
 
 
 class VoiceError(ValueError):

@@ -23,6 +23,10 @@ _ESPEAK_CHARS_UTF8 = 1
 _POS_CHARACTER = 1
 _ESPEAK_RATE = 1
 _DEFAULT_WPM = 175
+# eSpeak NG is fed a sentence at a time so the first plays early: cut at the white space after a full stop,
+# question or exclamation mark, colon or semicolon (so "3.5" stays whole). Not GPT-SoVITS's segment
+# marks (daemon.frontend.sentences), which cut at commas too, nor the Wyoming stream's sentence test, which must
+# also find a sentence whose closing mark has nothing after it yet.
 _SENTENCE_END = re.compile(r"(?<=[.!?;:。！？；])\s+")
 
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
