@@ -1,7 +1,7 @@
 """An int8 K/V cache for the T2S graphs (``gsv-edge quantize --kv-cache int8``).
 
-Each decode step reads the whole cache (98 KB per position at full size, 25-45 MB per step), so storing it as
-int8 cuts both the memory and the step's reads by 4x. The graphs are rewritten, not re-exported:
+Each decode step reads the whole cache, so storing it as int8 cuts both the memory and the step's reads by 4x. The
+graphs are rewritten, not re-exported:
 
 * ``t2s_prefill`` quantizes its own K/V output: per layer, one scale per channel (head x head_dim), the
   largest magnitude the prefill saw in that channel times ``KV_HEADROOM``, over 127. The scales are outputs

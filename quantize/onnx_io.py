@@ -13,7 +13,8 @@ WEIGHTS_MIN_BYTES = 1024  # smaller constants stay in the graph file
 
 def save_with_weights_beside(model: Any, path: Path) -> Path:
     """Save ``model`` (an ``onnx.ModelProto``) at ``path`` with its weights in the weights file; returns that
-    file. Measured on the full-size int8 T2S step: session memory 138 -> 88 MB, the same speed."""
+    file. onnxruntime maps that file and drops each weight it repacks, so a session holds one copy, not two
+    (docs/performance.md, levers kept)."""
     import onnx
 
     data = weights_file(path)

@@ -28,7 +28,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from daemon.core.durable_queue import DurableQueue
-from daemon.core.events import EventKind
+from daemon.core.events import Event, EventKind
 from daemon.core.outbox import Message
 from daemon.core.request_queue import Request
 from daemon.core.state_db import StateDb, StateDbError, open_read_only
@@ -84,8 +84,8 @@ def test_unfinished_requests_resume_and_finished_ones_do_not(tmp_path: Path) -> 
     assert first is not None and first.id == "a"
     second = queue.pop()
     assert second is not None and second.id == "b"
-    queue.record(first, EventKind.DONE, {}, [])
-    queue.record(second, EventKind.STARTED, {}, [])
+    queue.record(Event(EventKind.DONE, {}, request=first), [])
+    queue.record(Event(EventKind.STARTED, {}, request=second), [])
     queue.requeue(second)
     db.close()  # as good as a crash: nothing is flushed at close that was not committed already
     time.sleep(0.35)
@@ -96,7 +96,7 @@ def test_unfinished_requests_resume_and_finished_ones_do_not(tmp_path: Path) -> 
     assert [r.id for r in again.expired_while_down] == ["d"]
     duplicate = again.put(_request("a"))  # a QoS 1 redelivery of a finished request
     assert (duplicate.status, duplicate.state) == ("duplicate", "done")
-    again.record(again.expired_while_down[0], EventKind.EXPIRED, {}, [])
+    again.record(Event(EventKind.EXPIRED, {}, request=again.expired_while_down[0]), [])
     assert again.states("a") == ["done"] and again.states("d") == ["expired"]
     assert [again.pop().id, again.pop().id, again.pop()] == ["b", "c", None]  # type: ignore[union-attr]
     resumed = db.query("SELECT body FROM requests WHERE id = 'a'")
@@ -122,13 +122,13 @@ def test_an_event_stays_in_the_outbox_until_delivered_and_survives_a_restart(tmp
     queue.put(request)
     queue.pop()
     events = [("events", {"id": "o1", "event": "done"}), ("hermes/tts/sayFinished", {"id": "o1"})]
-    done, finished = queue.record(request, EventKind.DONE, {}, events)
+    done, finished = queue.record(Event(EventKind.DONE, {}, request=request), events)
     assert json.loads(done.payload) == {"id": "o1", "event": "done", "seq": done.seq} and finished.seq == done.seq + 1
     queue.outbox.delivered(done.seq)
     db.close()
     again = DurableQueue(StateDb.in_dir(tmp_path), max_depth=10, dedup_window_s=600)
     assert again.outbox.left() == [finished] and again.states("o1") == ["done"]
-    first_audio = again.record(request, EventKind.FIRST_AUDIO, {}, [("events", {"id": "o1"})])
+    first_audio = again.record(Event(EventKind.FIRST_AUDIO, {}, request=request), [("events", {"id": "o1"})])
     assert first_audio[0].seq is None and again.outbox.left() == [finished]  # progress is not kept
 
 
@@ -156,7 +156,8 @@ def test_a_request_that_cannot_be_committed_is_not_admitted(tmp_path: Path) -> N
         queue.put(_request("lost"))
     assert len(queue) == 1 and queue.write_errors == 1
     event = ("topic", {"id": "kept", "event": "done"})
-    assert queue.record(kept, EventKind.DONE, {}, [event]) == [Message("topic", b'{"id": "kept", "event": "done"}')]
+    recorded = queue.record(Event(EventKind.DONE, {}, request=kept), [event])
+    assert recorded == [Message("topic", b'{"id": "kept", "event": "done"}')]
     assert queue.write_errors == 2  # logged, not raised: the event still goes out, without the outbox
     db.query("PRAGMA query_only = OFF")
     assert [queue.pop().id, queue.pop()] == ["kept", None]  # type: ignore[union-attr]

@@ -10,14 +10,11 @@ Live: ``engine.*``, ``audit.*``, ``log_level`` and the per-message limits ``queu
 ``restart_needed`` and takes effect at the next start.
 
 The daemon writes its pid to ``<state_dir>/gsv-edge.pid`` and records in the state database which config
-file it re-reads. ``gsv-edge reload`` checks that file (a ``--config`` naming another one is refused: the
-daemon would never read it) and the bundle's digests, signals the daemon, and waits for the outcome the
-daemon records in the state database.
+file it re-reads and each reload's outcome; ``gsv-edge reload`` (:mod:`daemon.commands.reload`) reads them.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -26,12 +23,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from daemon.app.engines import EngineUnavailable, build_engines
 from daemon.config import ConfigError, Settings, load_settings
+from daemon.core.events import Event, EventKind
 from daemon.core.state_db import StateDbError
 
 if TYPE_CHECKING:
     from daemon.app.service import Service
-    from daemon.speech.synthesizer import Synthesizer
 
 log = logging.getLogger(__name__)
 
@@ -121,11 +119,8 @@ class Reloader:
             message, fields, ok = f"reload refused: internal error: {exc}", {}, False
         (log.info if ok else log.error)("%s", message)
         service = self._service
-        if service.metrics is not None:
-            service.metrics.reloads.labels("ok" if ok else "refused").inc()
-        event = {"id": None, "event": "reloaded" if ok else "reload_refused", "ts": round(time.time(), 3)}
-        event.update(fields if ok else {"reason": message})
-        service.mqtt.publish(service.mqtt.topics.events, json.dumps(event).encode())
+        kind = EventKind.RELOADED if ok else EventKind.RELOAD_REFUSED
+        service.bus.publish(Event(kind, fields if ok else {"reason": message}))
         try:
             with service.state.transaction() as conn:
                 conn.execute("INSERT INTO reloads (ts, ok, message) VALUES (?, ?, ?)", (time.time(), ok, message))
@@ -142,58 +137,20 @@ class Reloader:
         old = service.settings
         changed = changed_keys(old, new)
         restart_needed = [key for key in changed if not _is_live(key)]
-        engine, fallback = service.engine, service.fallback
+        engines = service.engines
         if new.engine != old.engine or new.engine.bundle is not None:  # a bundle's files may have been replaced
-            engine, fallback = self._build_engines(new)
+            try:
+                engines = build_engines(new, service.shared_threads, degrade=False)
+            except (ConfigError, EngineUnavailable) as exc:
+                raise RefusedReload(str(exc)) from exc
         queue = old.queue.model_copy(update={key: getattr(new.queue, key) for key in LIVE_QUEUE_KEYS})
-        applied = old.model_copy(update={**{name: getattr(new, name) for name in LIVE_SECTIONS}, "queue": queue})
-        service.settings = applied
-        service.mqtt.settings = applied
-        service.audit.settings = applied.audit
-        logging.getLogger().setLevel(applied.log_level)
-        if engine is not service.engine or fallback is not service.fallback:
-            service.engine, service.fallback, service.engine_error = engine, fallback, None
-            service.pipeline.set_engine(engine, fallback)
-            service.mqtt.publish_voices()
-        service.mqtt.publish_status(service.status())
+        service.apply(old.model_copy(update={**{name: getattr(new, name) for name in LIVE_SECTIONS}, "queue": queue}),
+                      engines)
         live = [key for key in changed if _is_live(key)]
-        message = f"reloaded: engine {engine.name}; changed {', '.join(live) or 'nothing live'}"
+        message = f"reloaded: engine {engines.engine.name}; changed {', '.join(live) or 'nothing live'}"
         if restart_needed:
             message += f"; at the next restart: {', '.join(restart_needed)}"
-        return message, {"engine": engine.name, "changed": live, "restart_needed": restart_needed}
-
-    @staticmethod
-    def _build_engines(settings: Settings) -> tuple[Synthesizer, Synthesizer]:
-        from daemon.speech.espeak import EspeakVoice
-        from daemon.speech.synthesizer import UnknownVoice
-
-        try:
-            fallback = EspeakVoice(settings.engine.fallback_voice)
-        except UnknownVoice as exc:
-            raise RefusedReload(f"engine.fallback_voice: {exc}") from exc
-        if settings.engine.bundle is None:
-            return fallback, fallback
-        try:
-            from daemon.model.engine import load_engine
-
-            return load_engine(settings), fallback
-        except ConfigError as exc:  # engine.default_voice not registered for the bundle
-            raise RefusedReload(str(exc)) from exc
-        except Exception as exc:
-            raise RefusedReload(f"cannot load bundle {settings.engine.bundle}: {exc}") from exc
-
-
-# -- gsv-edge reload --------------------------------------------------------------------------------
-
-
-
-
-
-
-
-
-
-
+        return message, {"engine": engines.engine.name, "changed": live, "restart_needed": restart_needed}
 
 
 def serve_with_reload(service: Service, config_file: Path | None) -> Reloader:

@@ -14,13 +14,15 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
+from daemon.app.engines import Engines, build_engines, fallback_voice
 from daemon.audio.output import AudioOutput
 from daemon.config import ConfigError, Settings
 from daemon.core.audio_cache import AudioCache
 from daemon.core.audit import AuditLog
+from daemon.core.bus import EventBus, OutputRouter
 from daemon.core.durable_queue import DurableQueue
-from daemon.core.events import EventKind
-from daemon.core.pipeline import AudioStream, Pipeline
+from daemon.core.events import Event, EventKind
+from daemon.core.pipeline import Pipeline
 from daemon.core.request_queue import Request
 from daemon.core.state_db import StateDb, StateDbError
 from daemon.protocols.mqtt import MqttService
@@ -29,11 +31,9 @@ from daemon.protocols.voice_registration import (
     RegistrationRejected,
     VoiceRegistration,
     parse_registration,
-    registration_event,
 )
 from daemon.protocols.wyoming import WyomingServer
-from daemon.speech.espeak import EspeakVoice
-from daemon.speech.synthesizer import Synthesizer, UnknownVoice, VoiceInfo
+from daemon.speech.synthesizer import Synthesizer, VoiceInfo
 
 log = logging.getLogger("gsv-edge")
 
@@ -62,13 +62,11 @@ class Service:
         """``shared_threads``: this process is the daemon, its onnxruntime sessions all the engine's, so they
         share one thread pool (``gsv-edge serve``)."""
         self.settings = settings
-        self._shared_threads = shared_threads
-        try:
-            self.fallback = fallback or EspeakVoice(settings.engine.fallback_voice)
-        except UnknownVoice as exc:
-            raise ConfigError(f"engine.fallback_voice: {exc}") from exc
-        self.engine_error: str | None = None
-        self.engine = engine or self._load_engine()
+        self.shared_threads = shared_threads
+        if engine is None:
+            self.engines = build_engines(settings, shared_threads)
+        else:
+            self.engines = Engines(engine, fallback or fallback_voice(settings))
         audio = AudioOutput(settings.audio) if settings.audio.output_device else None
         self._has_audio_device = audio is not None
         self.mqtt = MqttService(settings, self, _version())
@@ -95,41 +93,39 @@ class Service:
                 broker_connected=lambda: float(self.mqtt.connected),
                 state_errors=lambda: self.queue.write_errors + self.audit.write_errors,
             )
-        # Told of every event after the queue recorded it and before it is published: a "done" is on disk
-        # before anyone hears it.
-        self._observers = [o for o in (self.audit, self.metrics) if o is not None]
+        self.wyoming = WyomingServer(settings, self, _version()) if settings.wyoming.uri else None
+        self.bus = EventBus(journal=self.queue, announcer=self.mqtt)
+        self.outputs = OutputRouter(default=self.mqtt)
+        for subscriber in (self.audit, self.metrics, self.wyoming):
+            if subscriber is not None:
+                self.bus.subscribe(subscriber)
+        if self.wyoming is not None:
+            self.outputs.route("wyoming", self.wyoming)
         try:
             self.pipeline = Pipeline(
                 self.queue,
                 self.engine,
                 self.fallback,
-                events=self,
-                publisher=self,
+                events=self.bus,
+                publisher=self.outputs,
                 audio=audio,
                 audio_settings=settings.audio,
                 cache=cache,
             )
         except (OSError, ValueError, wave.Error) as exc:
             raise ConfigError(f"audio.chime_file: cannot use {settings.audio.chime_file}: {exc}") from exc
-        self.wyoming = WyomingServer(settings, self, _version()) if settings.wyoming.uri else None
 
-    def _load_engine(self) -> Synthesizer:
-        bundle = self.settings.engine.bundle
-        if bundle is None:
-            return self.fallback
-        try:
-            from daemon.model.engine import load_engine
-        except Exception as exc:  # a missing package, or a data file missing from the installation
-            self.engine_error = f"GPT-SoVITS engine unavailable in this installation: {type(exc).__name__}: {exc}"
-        else:
-            try:
-                return load_engine(self.settings, self._shared_threads)
-            except ConfigError:  # the engine works, the configuration asks for what it lacks: do not start
-                raise
-            except Exception as exc:
-                self.engine_error = f"cannot load bundle {bundle}: {exc}"
-        log.error("%s; speaking with the %s", self.engine_error, self.fallback.name)
-        return self.fallback
+    @property
+    def engine(self) -> Synthesizer:
+        return self.engines.engine
+
+    @property
+    def fallback(self) -> Synthesizer:
+        return self.engines.fallback
+
+    @property
+    def engine_error(self) -> str | None:
+        return self.engines.error
 
     # -- what the MQTT side asks for ------------------------------------------------------------
 
@@ -138,7 +134,8 @@ class Service:
             self.pipeline.submit(request)
         except StateDbError as exc:  # not on disk, so not acknowledged
             log.error("cannot accept %s: %s", request.id, exc)
-            self.emit(request, EventKind.REJECTED, reason=f"cannot record the request (state directory full?): {exc}")
+            self.bus.emit(request, EventKind.REJECTED,
+                          reason=f"cannot record the request (state directory full?): {exc}")
 
     def cancel(self, request: Request, reason: str) -> None:
         self.pipeline.cancel(request, reason)
@@ -187,7 +184,7 @@ class Service:
                 )
         except RegistrationRejected as exc:
             log.info("voice registration %s rejected: %s", exc.request_id, exc.reason)
-            self.mqtt.publish_event(registration_event(exc.request_id, "rejected", reason=exc.reason))
+            self.bus.publish(Event(EventKind.REJECTED, {"reason": exc.reason}, id=exc.request_id))
             return
         self._voice_worker.submit(self._register_voice, registration)
 
@@ -198,23 +195,36 @@ class Service:
                 voice = engine.register_voice(reg.name, reg.wav, reg.text, reg.lang, f"mqtt:{reg.id}", reg.description)
         except ValueError as exc:  # VoiceError, AudioError: the clip or the transcript
             log.info("voice registration %s rejected: %s", reg.id, exc)
-            self.mqtt.publish_event(registration_event(reg.id, "rejected", reason=str(exc), voice=reg.name))
+            self.bus.publish(Event(EventKind.REJECTED, {"reason": str(exc), "voice": reg.name}, id=reg.id))
             return
         except Exception as exc:
             log.exception("registering voice %s failed", reg.name)
             reason = f"internal error: {type(exc).__name__}: {exc}"
-            self.mqtt.publish_event(registration_event(reg.id, "rejected", reason=reason, voice=reg.name))
+            self.bus.publish(Event(EventKind.REJECTED, {"reason": reason, "voice": reg.name}, id=reg.id))
             return
         log.info("voice %s registered over MQTT (%.1f s clip)", voice.name, voice.meta.seconds)
-        event = registration_event(reg.id, "voice_registered", voice=voice.name, lang=reg.lang,
-                                   seconds=voice.meta.seconds)
-        self.mqtt.publish_event(event)
-        self.mqtt.publish_voices(only_if_changed=True)
+        fields = {"voice": voice.name, "lang": reg.lang, "seconds": voice.meta.seconds}
+        self.bus.publish(Event(EventKind.VOICE_REGISTERED, fields, id=reg.id))
 
     def _relist_voices(self) -> None:
         while not self._relist_stop.wait(VOICES_RELIST_S):
             if self.mqtt.connected:
                 self.mqtt.publish_voices(only_if_changed=True)
+
+    # -- reload ---------------------------------------------------------------------------------
+
+    def apply(self, settings: Settings, engines: Engines) -> None:
+        """Switch to checked settings and engines (reload): the parts that read live settings get them, a
+        request already being synthesised finishes on the old engine, the queue is untouched."""
+        self.settings = settings
+        self.mqtt.settings = settings
+        self.audit.settings = settings.audit
+        logging.getLogger().setLevel(settings.log_level)
+        if engines.engine is not self.engine or engines.fallback is not self.fallback:
+            self.engines = engines
+            self.pipeline.set_engine(engines.engine, engines.fallback)
+            self.mqtt.publish_voices()
+        self.mqtt.publish_status(self.status())
 
     # -- health, for systemd --------------------------------------------------------------------
 
@@ -259,22 +269,6 @@ class Service:
             status["engine_error"] = self.engine_error
         return status
 
-    def open(self, request: Request, sample_rate: int) -> AudioStream:
-        """Where the pipeline sends a request's audio: back to its Wyoming client, else over MQTT."""
-        if request.source == "wyoming" and self.wyoming is not None:
-            return self.wyoming.open(request, sample_rate)
-        return self.mqtt.open(request, sample_rate)
-
-    def emit(self, request: Request, kind: EventKind, **fields: Any) -> None:
-        messages = self.queue.record(request, kind, fields, self.mqtt.messages(request, kind, fields))
-        for observer in self._observers:
-            observer.observe(request, kind, fields)
-        if request.source == "wyoming" and self.wyoming is not None:
-            self.wyoming.emit(request, kind, **fields)
-        self.mqtt.send(messages)
-        if kind not in (EventKind.STARTED, EventKind.FIRST_AUDIO, EventKind.DUPLICATE):
-            self.mqtt.publish_status(self.status())
-
     # -- lifecycle ------------------------------------------------------------------------------
 
     def start(self) -> None:
@@ -293,9 +287,10 @@ class Service:
             self.metrics.serve(self.settings.metrics)
         self.mqtt.send(self.queue.outbox.left())  # committed by the last run, never acknowledged: first
         for request in self.queue.expired_while_down:
-            self.emit(request, EventKind.EXPIRED, reason="ttl elapsed while the daemon was down")
+            self.bus.emit(request, EventKind.EXPIRED, reason="ttl elapsed while the daemon was down")
         for request in self.queue.resumed:
-            self.emit(request, EventKind.QUEUED, resumed=True, queue_depth=len(self.queue), priority=request.priority)
+            self.bus.emit(request, EventKind.QUEUED, resumed=True, queue_depth=len(self.queue),
+                          priority=request.priority)
         self.pipeline.start()
         self._publish_engine_down()
         self.mqtt.start()
@@ -304,8 +299,7 @@ class Service:
     def _publish_engine_down(self) -> None:
         """A configured bundle the daemon cannot use is news for whoever watches the events, not only the log."""
         if self.engine_error:
-            event = {"id": None, "event": "engine_down", "reason": self.engine_error, "ts": round(time.time(), 3)}
-            self.mqtt.publish_event(event)
+            self.bus.publish(Event(EventKind.ENGINE_DOWN, {"reason": self.engine_error}))
 
     def drain(self, timeout_s: float) -> None:
         """Graceful stop (SIGTERM): fleet requests go to the other boxes, nothing more is synthesised, the

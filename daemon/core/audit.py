@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.config import AuditSettings
-from daemon.core.events import EventKind, is_terminal
-from daemon.core.request_queue import Request
+from daemon.core.events import Event, EventKind, is_terminal
 from daemon.core.state_db import StateDb, StateDbError, open_read_only
 
 log = logging.getLogger(__name__)
@@ -84,9 +83,10 @@ class AuditLog:
                 conn.execute(statement)
         self.prune()
 
-    def observe(self, request: Request, kind: EventKind, fields: dict[str, Any]) -> None:
-        """Record a request's terminal event (called before it is published)."""
-        if kind is EventKind.QUEUED or not is_terminal(kind, fields):
+    def on_event(self, event: Event) -> None:
+        """Record a request's terminal event (heard before it is published)."""
+        request, kind, fields = event.request, event.kind, event.fields
+        if request is None or kind is EventKind.QUEUED or not is_terminal(kind, fields):
             return
         self.write(
             outcome=kind.value,

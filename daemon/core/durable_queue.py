@@ -23,7 +23,7 @@ import logging
 import time
 from typing import Any
 
-from daemon.core.events import EventKind, is_durable, is_terminal
+from daemon.core.events import Event, EventKind, is_durable, is_terminal
 from daemon.core.outbox import Message, Outbox, json_bytes
 from daemon.core.request_queue import Admission, MemoryQueue, Request
 from daemon.core.state_db import StateDb, StateDbError
@@ -153,16 +153,15 @@ class DurableQueue:
 
     # -- states ---------------------------------------------------------------------------------
 
-    def record(
-        self, request: Request, kind: EventKind, fields: dict[str, Any], messages: list[tuple[str, dict[str, Any]]]
-    ) -> list[Message]:
+    def record(self, event: Event, messages: list[tuple[str, dict[str, Any]]]) -> list[Message]:
         """Record the state an event reports and the messages (topic, JSON body) announcing it, in one
         transaction; returns the messages to publish, after this and only after this.
 
-        Progress reports (``first_audio``, a retrying failure) change nothing and skip the outbox. A failure
-        to write is logged, never raised: the messages then go out without the outbox.
+        Progress reports (``first_audio``, a retrying failure) and the daemon's own events change nothing and
+        skip the outbox. A failure to write is logged, never raised: the messages then go out without it.
         """
-        if is_durable(kind, fields):
+        request, kind, fields = event.request, event.kind, event.fields
+        if request is not None and is_durable(kind, fields):
             try:
                 with self._db.transaction() as conn:
                     self._set_state(conn, request, kind, fields)

@@ -1,14 +1,19 @@
-"""Lifecycle events of a request, as published on ``<prefix>/<node_id>/events``.
+"""Events, as published on ``<prefix>/<node_id>/events``: a request's lifecycle, and the daemon's own news.
 
 Every request ends in exactly one terminal event (done, failed, expired or rejected); a
 ``failed`` event with ``retrying: true`` is the one exception: it reports a device error and
 the request lives on. ``duplicate`` answers a repeat of a request already admitted (the same id
 and content, e.g. a QoS 1 redelivery); it ends nothing, as the original has its own events.
+
+The daemon's own events carry no request: ``engine_down`` (a configured bundle cannot be used),
+``reloaded`` / ``reload_refused``, and a voice registration's ``voice_registered`` or ``rejected`` (with
+the registration's id). All of them go through one :class:`~daemon.core.bus.EventBus`.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Protocol
 
@@ -24,6 +29,10 @@ class EventKind(str, Enum):
     EXPIRED = "expired"
     REJECTED = "rejected"
     DUPLICATE = "duplicate"
+    ENGINE_DOWN = "engine_down"
+    RELOADED = "reloaded"
+    RELOAD_REFUSED = "reload_refused"
+    VOICE_REGISTERED = "voice_registered"
 
 
 def is_terminal(kind: EventKind, fields: dict[str, Any]) -> bool:
@@ -40,6 +49,30 @@ def is_durable(kind: EventKind, fields: dict[str, Any]) -> bool:
 
 def event_payload(request_id: str | None, kind: EventKind, **fields: Any) -> dict[str, Any]:
     return {"id": request_id, "event": kind.value, "ts": round(time.time(), 3), **fields}
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event: about ``request``, or, without one, about the daemon (``id`` names a voice registration)."""
+
+    kind: EventKind
+    fields: dict[str, Any] = field(default_factory=dict)
+    request: Request | None = None
+    id: str | None = None
+
+    @property
+    def request_id(self) -> str | None:
+        return self.request.id if self.request is not None else self.id
+
+    @property
+    def terminal(self) -> bool:
+        return self.request is not None and is_terminal(self.kind, self.fields)
+
+    def payload(self) -> dict[str, Any]:
+        """The JSON body on the events topic; a request's event says which protocol the request came in on."""
+        if self.request is None:
+            return event_payload(self.id, self.kind, **self.fields)
+        return event_payload(self.request.id, self.kind, source=self.request.source, **self.fields)
 
 
 class EventSink(Protocol):

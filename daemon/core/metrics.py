@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from daemon.config import ConfigError, MetricsSettings
-from daemon.core.events import EventKind, is_terminal
+from daemon.core.events import Event, EventKind, is_terminal
 from daemon.core.request_queue import Request
 
 log = logging.getLogger(__name__)
@@ -66,7 +66,13 @@ class Metrics:
             self.requests.labels(outcome, "native")
         self._server: Any = None
 
-    def observe(self, request: Request, kind: EventKind, fields: dict[str, Any]) -> None:
+    def on_event(self, event: Event) -> None:
+        if event.kind in (EventKind.RELOADED, EventKind.RELOAD_REFUSED):
+            self.reloads.labels("ok" if event.kind is EventKind.RELOADED else "refused").inc()
+        if event.request is not None:
+            self._request_event(event.request, event.kind, event.fields)
+
+    def _request_event(self, request: Request, kind: EventKind, fields: dict[str, Any]) -> None:
         if kind is EventKind.STARTED and "wait_ms" in fields:
             self.queue_wait.observe(fields["wait_ms"] / 1000)
         elif kind is EventKind.FIRST_AUDIO and "latency_ms" in fields:

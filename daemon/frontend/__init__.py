@@ -114,8 +114,8 @@ def _clean_segment(text: str, lang: str, lexicon: Lexicon | None, g2pw: G2PW | N
     if lang not in ("zh", "en"):  # upstream: unknown language -> English of a single space
         lang, text = "en", " "
     if lang == "zh":
-        # imported on first Chinese text: jieba and pypinyin hold ~170 MB of dictionaries that an
-        # English-only box never needs
+        # imported on first Chinese text: jieba's and pypinyin's dictionaries are large, and an English-only
+        # box never needs them
         from daemon.frontend import chinese
 
         zh_lexicon = lexicon.chinese if lexicon else None

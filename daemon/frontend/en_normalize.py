@@ -22,8 +22,8 @@ if TYPE_CHECKING:
 
 @cache
 def _engine() -> inflect.engine:
-    """Imported on the first English number: inflect costs ~13 MB and seconds of start-up that a box
-    speaking only Chinese never needs."""
+    """Imported on the first English number: inflect costs memory and start-up time that a box speaking only
+    Chinese never needs."""
     import inflect
 
     return inflect.engine()

@@ -1,9 +1,9 @@
 """Compact read-only copies of jieba's and pypinyin's dictionaries, installed into both libraries.
 
-jieba keeps its prefix dictionary (~500k words and word prefixes with frequencies) and its part-of-speech table
-as Python dicts, and pypinyin its 47k phrase readings as nested lists: ~120 MB in every process that speaks
-Chinese. Here the same entries sit in sorted tables (one string of keys plus offset and value arrays, ~20 bytes
-a key), looked up by bisection in a few microseconds. The tables are built once, from the installed libraries'
+jieba keeps its prefix dictionary (~500k words and word prefixes with frequencies) and its part-of-speech table as
+Python dicts, and pypinyin its phrase readings as nested lists: a large share of every process that speaks Chinese
+(docs/performance.md, levers kept). Here the same entries sit in sorted tables (one string of keys plus offset and
+value arrays), looked up by bisection in a few microseconds. The tables are built once, from the installed libraries'
 own loaders, in a child process (so this process never holds both copies), and cached as one ``.npz`` in the
 directory given to :func:`use_cache_dir` (the engine passes its state cache; default: the temp directory, as
 jieba's own cache). Same keys and values as the libraries' dicts: the tests compare every entry.
@@ -51,7 +51,7 @@ class SortedKeys:
     def __init__(self, text: str, starts: array):
         self.text, self.starts = text, starts
         self.n = len(starts) - 1
-        # the same fragments recur (jieba looks each one up several times per sentence): ~1 MB remembers them
+        # the same fragments recur (jieba looks each one up several times per sentence): a small cache remembers them
         self.index = functools.lru_cache(maxsize=LOOKUP_CACHE)(self._index)  # type: ignore[method-assign]
 
     def __len__(self) -> int:

@@ -143,7 +143,7 @@ def pin_mmap_threshold() -> bool:
     """Keep glibc's mmap threshold at 128 KiB, so every buffer above it (K/V caches, prefill outputs, audio,
     front-end tables) is mapped on its own and goes back to the system when freed. By default glibc raises the
     threshold to the size of each such buffer freed (up to 32 MiB); later buffers then come from the heap,
-    whose holes are never returned: benchmark peak RSS 541 -> 500 MB, same speed. False where the C library
+    whose holes are never returned (docs/performance.md, levers kept). False where the C library
     has no ``mallopt`` or refuses (not glibc)."""
     mallopt = getattr(ctypes.CDLL(None), "mallopt", None)
     return bool(mallopt and mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES) == 1)
@@ -164,14 +164,12 @@ _pool_mismatch_logged: set[str] = set()
 
 
 def use_global_thread_pool(profile: HardwareProfile) -> None:
-    """One set of onnxruntime worker threads for every session of this process, sized by ``profile``; from
-    then on :func:`session_options` puts every session on it. With a pool per session, the pool that just
-    finished (the prefill, a decode step) keeps spinning while the next session's threads start, and on two
-    cores they take turns. Measured on full-size int8: chunked first audio 451-462 -> 310-375 ms (minimum of
-    six), playback stalls 40-50 -> 0 ms, end-to-end RTF 0.45-0.50 -> 0.43-0.47; each graph alone as fast as
-    before. Only for processes whose every session comes from here (``gsv-edge serve``, the benchmark's
-    measuring process): once such a pool exists onnxruntime refuses sessions that ask for their own (the
-    quantization tooling's, for one), and it cannot be resized."""
+    """One set of onnxruntime worker threads for every session of this process, sized by ``profile``; from then on
+    :func:`session_options` puts every session on it. With a pool per session, the pool that just finished (the
+    prefill, a decode step) keeps spinning while the next session's threads start, and on two cores they take turns
+    (measured gain: docs/performance.md, levers kept). Only for processes whose every session comes from here
+    (``gsv-edge serve``, the benchmark's measuring process): once such a pool exists onnxruntime refuses sessions
+    that ask for their own (the quantization tooling's, for one), and it cannot be resized."""
     global _thread_pool
     if _thread_pool is not None:
         return
@@ -185,7 +183,7 @@ def use_global_thread_pool(profile: HardwareProfile) -> None:
 def session_options(profile: HardwareProfile, repeated_shapes: bool = False) -> ort.SessionOptions:
     """Options for one graph. ``repeated_shapes``: the graph sees the same input shapes on every run (the
     T2S step); only then does onnxruntime's per-shape memory pattern pay. For the other graphs it keeps one
-    extra block per shape ever seen (measured: +100 MB for the full-size vocoder after two texts)."""
+    extra block per shape ever seen."""
     opts = ort.SessionOptions()
     if _thread_pool is None:
         opts.intra_op_num_threads = profile.intra_op_threads

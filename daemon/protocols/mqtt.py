@@ -25,7 +25,7 @@ from paho.mqtt.properties import Properties
 
 from daemon.audio.wav import encode_wav, to_pcm16
 from daemon.config import Settings
-from daemon.core.events import EventKind, event_payload, is_terminal
+from daemon.core.events import Event, EventKind, event_payload
 from daemon.core.outbox import Message
 from daemon.core.outbox import json_bytes as _json
 from daemon.core.pipeline import AudioStream
@@ -38,6 +38,7 @@ from daemon.speech.synthesizer import VoiceInfo
 
 log = logging.getLogger(__name__)
 QOS = 1
+QUIET_FOR_STATUS = (EventKind.STARTED, EventKind.FIRST_AUDIO, EventKind.DUPLICATE)  # change no status
 
 
 class RequestHandler(Protocol):
@@ -310,18 +311,23 @@ class MqttService:
         self._voices_payload = payload
         self.publish(self.topics.voices, payload, retain=True)
 
-    def publish_event(self, payload: dict[str, Any]) -> None:
-        """An event not tied to a speech request (voice registration)."""
-        self.publish(self.topics.events, _json(payload))
-
-    def messages(self, request: Request, kind: EventKind, fields: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        """A lifecycle event as MQTT messages (topic, JSON body); for Hermes requests also ending them the
-        Hermes way."""
-        messages = [(self.topics.events, event_payload(request.id, kind, source=request.source, **fields))]
-        if request.source == "hermes" and is_terminal(kind, fields):
-            error = None if kind is EventKind.DONE else fields.get("reason", kind.value)
+    def messages(self, event: Event) -> list[tuple[str, dict[str, Any]]]:
+        """An event as MQTT messages (topic, JSON body); a Hermes request's end also ends it the Hermes way."""
+        messages = [(self.topics.events, event.payload())]
+        request = event.request
+        if request is not None and request.source == "hermes" and event.terminal:
+            error = None if event.kind is EventKind.DONE else event.fields.get("reason", event.kind.value)
             messages += _hermes_end(request.id, request.site_id, request.session_id, error)
         return messages
+
+    def announce(self, event: Event, messages: list[Message]) -> None:
+        """Publish an event's messages (recorded first: see :class:`~daemon.core.bus.EventBus`), and the
+        retained status or voice list it changes."""
+        self.send(messages)
+        if event.kind is EventKind.VOICE_REGISTERED:
+            self.publish_voices(only_if_changed=True)
+        elif event.request is not None and event.kind not in QUIET_FOR_STATUS:
+            self.publish_status(self._handler.status())
 
     def _reject(self, source: str, rejection: RejectedPayload) -> None:
         """A payload refused before it became a request. Its answer goes out while the say is being handled,
@@ -402,7 +408,7 @@ class MqttService:
     def _on_voice_register(self, msg: mqtt.MQTTMessage) -> None:
         if msg.retain:  # would register again on every reconnect
             reason = "retained voice registrations are ignored"
-            self.publish_event(event_payload(None, EventKind.REJECTED, reason=reason))
+            self.publish(self.topics.events, _json(event_payload(None, EventKind.REJECTED, reason=reason)))
             return
         self._handler.register_voice(msg.payload)
 

@@ -7,7 +7,7 @@ fields beside a binary WAV)::
      "description": "optional", "wav_base64": "<a 3-10 s WAV, base64>"}
 
 The daemon answers on its ``events`` topic with ``voice_registered`` (``voice``, ``seconds``) or
-``rejected`` with the reason. This module only reads the payload and builds the answers; the checks on
+``rejected`` with the reason. This module only reads the payload; the checks on
 the clip and the transcript are the engine's own (:meth:`daemon.model.engine.Engine.register_voice`), the same
 as the CLI's.
 """
@@ -17,10 +17,8 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -84,9 +82,3 @@ def parse_registration(payload: bytes) -> VoiceRegistration:
     except (binascii.Error, ValueError) as exc:
         raise RegistrationRejected(f"wav_base64 is not valid base64: {exc}", request_id) from exc
     return VoiceRegistration(body.id or uuid.uuid4().hex, body.name, body.text, body.lang, body.description, wav)
-
-
-def registration_event(request_id: str | None, event: str, **fields: Any) -> dict[str, Any]:
-    """Shaped like the request events (:func:`daemon.core.events.event_payload`): ``voice_registered`` or
-    ``rejected``."""
-    return {"id": request_id, "event": event, "ts": round(time.time(), 3), **fields}

@@ -31,6 +31,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 
 from daemon.audio.wav import to_pcm16
 from daemon.config import ConfigError, Settings
+from daemon.core import events
 from daemon.core.events import EventKind, is_terminal
 from daemon.core.pipeline import AudioStream
 from daemon.core.request_queue import Request
@@ -454,9 +455,11 @@ class WyomingServer:
         reply.put(AudioStart(sample_rate, WIDTH, CHANNELS).event())
         return _ReplyStream(reply, sample_rate, self.settings.samples_per_chunk, self.settings.sentence_silence_s)
 
-    def emit(self, request: Request, kind: EventKind, **fields: Any) -> None:
-        """A terminal event ends the answer: ``audio-stop`` after audio, an ``error`` naming what went wrong."""
-        if not is_terminal(kind, fields):
+    def on_event(self, event: events.Event) -> None:
+        """A Wyoming request's terminal event ends the answer: ``audio-stop`` after audio, an ``error`` naming
+        what went wrong."""
+        request, kind, fields = event.request, event.kind, event.fields
+        if request is None or request.source != "wyoming" or not is_terminal(kind, fields):
             return
         with self._lock:
             reply = self._replies.pop(request.id, None)
