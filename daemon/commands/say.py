@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             _check_sound_card()  # before the model loads: no sound card, no wait
         engine = build_engine(args)
         name = args.voice or engine.default_voice()
-        lang = args.lang or engine.voices_store.meta(name).lang
+        lang = args.lang or engine.voice_language(name)
         options = SynthesisOptions(speed=args.speed, seed=args.seed, chunk_tokens=args.chunk_tokens)
         player = _player(engine.sample_rate) if args.play else None
         chunks = []

@@ -384,7 +384,7 @@ class Pipeline:
                     job.truncated = True
                     return
         finally:
-            getattr(stream, "close", lambda: None)()
+            stream.close()
         if produced == 0 and not job.cancelled.is_set():
             raise SynthesisError("engine produced no audio")
 

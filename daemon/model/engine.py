@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -101,6 +101,8 @@ def chunk_sizes(chunk_tokens: int) -> Iterator[int]:
 class Engine:
     """One bundle loaded for one box; thread-compatible but not thread-safe (the daemon runs one at a time)."""
 
+    can_register_voices = True
+
     def __init__(
         self,
         bundle: Bundle,
@@ -171,6 +173,11 @@ class Engine:
     @property
     def provider(self) -> str:
         return self.session("t2s_step").get_providers()[0]
+
+    @property
+    def identity(self) -> str:
+        """The bundle, the precision the profile asked for and the provider that runs it: the audio cache's key."""
+        return f"gpt-sovits {self.bundle.digest} {self.profile.precision} {self.provider}"
 
     @property
     def precision(self) -> str | dict[str, str]:
@@ -294,6 +301,20 @@ class Engine:
             if m.bundle_digest == self.bundle.digest
         ]
 
+    def voice_language(self, voice: str) -> str:
+        """The language of the voice's transcript."""
+        try:
+            return self.voices_store.meta(voice).lang
+        except VoiceError as exc:
+            if "unknown voice" in str(exc):
+                raise UnknownVoice(str(exc)) from exc
+            raise
+
+    def voice_identity(self, voice: str | None, lang: str | None) -> str:
+        """The voice's name and registration key (bundle, clip, transcript, language)."""
+        name = voice or self.default_voice()
+        return f"{name} {self.voices_store.meta(name).key}"
+
     # -- synthesis ------------------------------------------------------------------------------------
 
     def _decode_inputs(self, voice: Voice, phone_ids: np.ndarray, bert: np.ndarray
@@ -329,7 +350,7 @@ class Engine:
         return audio / peak if peak > 1 else audio
 
     def stream(self, text: str, voice: str | Voice, lang: str = "auto", options: SynthesisOptions | None = None,
-               on_segment: Callable[[int, int], None] | None = None) -> Iterator[np.ndarray]:
+               on_segment: Callable[[int, int], None] | None = None) -> Generator[np.ndarray, None, None]:
         """Float32 audio per segment (followed by its pause), as soon as each is ready."""
         options = options or SynthesisOptions()
         if not text or not text.strip():
@@ -428,7 +449,8 @@ class Engine:
             return audio, np.zeros(0, np.float32)
         return audio[:-fade], audio[-fade:]
 
-    def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0) -> Iterator[np.ndarray]:
+    def synthesize(self, text: str, voice: str | None, lang: str | None,
+                   speed: float = 1.0) -> Generator[np.ndarray, None, None]:
         """The daemon's ``Synthesizer`` interface."""
         name = voice or self.default_voice()
         try:
@@ -436,7 +458,7 @@ class Engine:
         except ValueError as exc:
             raise SynthesisError(str(exc)) from exc
         if lang is None:
-            lang = self.voices_store.meta(name).lang if self.voices_store.exists(name) else "auto"
+            lang = self.voice_language(name) if self.voices_store.exists(name) else "auto"
         return self.stream(text, name, lang if lang in LANGUAGE_MODES else "auto", options)
 
     def default_voice(self) -> str:

@@ -63,6 +63,10 @@ class Voice:
     def name(self) -> str:
         return self.meta.name
 
+    @property
+    def seconds(self) -> float:
+        return self.meta.seconds
+
 
 class VoiceStore:
     def __init__(self, state_dir: Path):
