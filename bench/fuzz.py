@@ -20,7 +20,7 @@ import atheris
 
 with atheris.instrument_imports():
     from daemon import config  # noqa: F401 - instrumented for coverage
-    from daemon.audio import reference  # noqa: F401
+    from daemon.audio import wav  # noqa: F401
     from daemon.protocols import payloads  # noqa: F401
     from tests.test_fuzz_parsers import (
         load_config_safely,

@@ -19,10 +19,9 @@ from bench.measure import peak_rss_mb
 from daemon.frontend import text_to_phones
 from daemon.model.spectrogram import decoded_frames, spectrogram
 from quantize.checkpoint import read_gpt, read_sovits
-from quantize.t2s import Text2SemanticDecoder, cache_length, grown, logits_to_probs
+from quantize.t2s import BERT_DIM, Text2SemanticDecoder, cache_length, grown, logits_to_probs
 from quantize.vits import load_sovits
 
-BERT_DIM = 1024
 PROMPT_TOKENS_PER_SECOND = 25
 
 

@@ -1,12 +1,13 @@
-"""Words every layer shares: request priorities, outputs, audio formats and the protocols requests arrive on.
+"""Words every layer shares: request priorities, outputs, audio formats, the protocols requests arrive on, the
+front end's language modes and the model versions a bundle is made from.
 
 It sits beside ``config.py`` at the bottom of the daemon and imports nothing of it, so the configuration, the
-queue and the protocol parsers all name these the same way.
+queue, the protocol parsers, the engine, the command line and the offline converter all name these the same way.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 Priority = Literal["emergency", "high", "normal", "low"]
 Output = Literal["play", "publish", "both"]
@@ -14,3 +15,11 @@ AudioFormat = Literal["wav", "pcm"]
 Source = Literal["native", "hermes", "wyoming"]
 
 PRIORITY_RANK: dict[str, int] = {"emergency": 0, "high": 1, "normal": 2, "low": 3}
+
+LanguageMode = Literal["zh", "en", "all_zh", "auto"]
+"""How the GPT-SoVITS front end reads text (upstream's v2 modes): Chinese with English mixed in, English only,
+Chinese only, or decided run by run from the script."""
+LANGUAGE_MODES: tuple[str, ...] = get_args(LanguageMode)
+
+SOVITS_VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus")  # a bundle's model_version; upstream's v3/v4 are not supported
+PRO_VERSIONS = ("v2Pro", "v2ProPlus")  # their voice style also takes a speaker-verification embedding

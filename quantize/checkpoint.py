@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from daemon.model.bundle import sha256_of as file_sha256
+from daemon.vocabulary import SOVITS_VERSIONS
 
 LFS_MAGIC = b"version https://git-lfs.github.com/spec/v1"
 
@@ -39,7 +40,6 @@ SOVITS_HEADERS: dict[bytes, str] = {
     b"05": "v2Pro",
     b"06": "v2ProPlus",
 }
-SUPPORTED_SOVITS = ("v1", "v2", "v2Pro", "v2ProPlus")
 V1_TEXT_SYMBOLS = 322
 
 _READ_ERRORS = (pickle.UnpicklingError, RuntimeError, ValueError, EOFError, OSError, KeyError, IndexError,
@@ -253,9 +253,10 @@ def _load_model_file(path: Path) -> tuple[dict, bytes, bytes]:
         raise _not_a_checkpoint(path, data, "a GPT-SoVITS checkpoint")
     if header in SOVITS_HEADERS:
         version = SOVITS_HEADERS[header]
-        if version not in SUPPORTED_SOVITS:
+        if version not in SOVITS_VERSIONS:
             raise CheckpointError(
-                path, f"is a SoVITS {version} model; gsv-edge supports v1, v2, v2Pro and v2ProPlus, not v3/v4"
+                path, f"is a SoVITS {version} model; gsv-edge supports {', '.join(SOVITS_VERSIONS[:-1])} and "
+                f"{SOVITS_VERSIONS[-1]}, not v3/v4"
             )
         payload = b"PK" + data[2:]
     else:
@@ -306,7 +307,9 @@ def read_sovits(path: Path | str) -> Checkpoint:
     if not _is_sovits(weights):
         raise CheckpointError(path, "is not a SoVITS checkpoint: no 'enc_p.*' / 'dec.*' weights")
     if any(k.startswith("cfm.") for k in weights):
-        raise CheckpointError(path, "is a SoVITS v3/v4 model (CFM decoder); gsv-edge supports v1, v2, v2Pro, v2ProPlus")
+        raise CheckpointError(
+            path, f"is a SoVITS v3/v4 model (CFM decoder); gsv-edge supports {', '.join(SOVITS_VERSIONS)}"
+        )
     if header in SOVITS_HEADERS:
         version = SOVITS_HEADERS[header]
     else:

@@ -33,12 +33,13 @@ from daemon.model.manifest import (
     SovitsSection,
     T2SSection,
 )
+from daemon.model.t2s import DEFAULT_MAX_SEC, HZ
+from daemon.vocabulary import PRO_VERSIONS
 from quantize.onnx_io import describe_io
 
 CONVERTER_VERSION = "0.1.0"
 HUBERT_FILES = ("config.json", "pytorch_model.bin")
 ROBERTA_FILES = ("config.json", "pytorch_model.bin", "tokenizer.json")
-PRO_VERSIONS = ("v2Pro", "v2ProPlus")
 TOKENIZER_FILE = "roberta_tokenizer.json"
 
 # The largest max|onnxruntime - PyTorch| convert accepts on measure_parity's fixed inputs, per kind of output
@@ -234,8 +235,8 @@ def convert(files: SourceFiles, out: Path, name: str | None = None, untrained: b
             model_version=sovits.version,
             sample_rate=vits.cfg.sampling_rate,
             precision="fp32",
-            t2s=T2SSection(**asdict(t2s.cfg), head_dim=t2s.cfg.head_dim, hz=50,
-                           max_sec=int(gpt.config.get("data", {}).get("max_sec", 54))),
+            t2s=T2SSection(**asdict(t2s.cfg), head_dim=t2s.cfg.head_dim, hz=HZ,
+                           max_sec=int(gpt.config.get("data", {}).get("max_sec", DEFAULT_MAX_SEC))),
             sovits=SovitsSection(**asdict(vits.cfg), filter_length=2 * (vits.cfg.spec_channels - 1)),
             graphs=graphs,
             assets=assets,

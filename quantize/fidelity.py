@@ -25,6 +25,7 @@ import onnxruntime as ort
 from daemon.model.bundle import Bundle
 from daemon.model.manifest import Fidelity, GraphSize
 from daemon.model.t2s import StepBinding, cache_dtype, prefilled_cache
+from daemon.vocabulary import PRO_VERSIONS
 
 SEED = 20240611
 T2S_STEPS = 32
@@ -124,7 +125,7 @@ def _ref_spectrogram(rng: np.random.Generator, bins: int, frames: int = 100) -> 
 def style_feeds(bundle: Bundle, rng: np.random.Generator) -> dict[str, np.ndarray]:
     """``sovits_ref_style`` inputs: a random reference spectrogram (+ speaker embedding for v2Pro*)."""
     feeds = {"refer_spec": _ref_spectrogram(rng, bundle.manifest.sovits.spec_channels)}
-    if bundle.model_version in ("v2Pro", "v2ProPlus"):
+    if bundle.model_version in PRO_VERSIONS:
         feeds["sv_emb"] = rng.standard_normal((1, 20480)).astype(np.float32)
     return feeds
 

@@ -17,13 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from daemon.model.fbank import LOW_FREQ, NUM_MEL_BINS, PREEMPHASIS, SAMPLE_RATE
 from quantize.checkpoint import read_state_dict
 from quantize.graphs import GraphSpec
 
 # The TSTP pooling + embedding head (seg_1, and seg_bn_1/seg_2 when two_emb_layer) that forward3 skips.
 UNUSED_PREFIXES = ("seg_1.", "seg_bn_1.", "seg_2.")
-NUM_MEL_BINS = 80  # what SV.compute_embedding3 asks Kaldi fbank for
-SAMPLE_RATE = 16000
 
 
 @dataclass
@@ -164,7 +163,7 @@ def load_sv(path: str | Path) -> ERes2NetV2:
     return model.float().eval()
 
 
-def _mel_banks(num_bins: int, n_fft: int, sample_rate: float, low_freq: float = 20.0) -> torch.Tensor:
+def _mel_banks(num_bins: int, n_fft: int, sample_rate: float, low_freq: float = LOW_FREQ) -> torch.Tensor:
     """Kaldi triangular mel filters [num_bins, n_fft // 2 + 1], in float32 like upstream's kaldi.py
     (high_freq = Nyquist, no VTLN warp; the Nyquist column is zero)."""
     mel_low = 1127.0 * math.log(1.0 + low_freq / 700.0)
@@ -196,7 +195,7 @@ def kaldi_fbank(
         raise ValueError(f"need at least {size} samples, got {wav.shape[0]}")
     frames = wav.unfold(0, size, shift)
     frames = frames - frames.mean(dim=1, keepdim=True)
-    frames = frames - 0.97 * torch.cat((frames[:, :1], frames[:, :-1]), dim=1)
+    frames = frames - PREEMPHASIS * torch.cat((frames[:, :1], frames[:, :-1]), dim=1)
     window = torch.hann_window(size, periodic=False, dtype=wav.dtype).pow(0.85)
     frames = F.pad(frames * window, (0, n_fft - size))
     power = torch.fft.rfft(frames).abs().pow(2.0)

@@ -24,11 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from daemon.model.t2s import DEFAULT_MAX_SEC, MAX_STEPS, NO_EOS_STEPS
 from quantize.graphs import GraphSpec
 
 BERT_DIM = 1024
-NO_EOS_STEPS = 11  # upstream slices EOS off the logits while idx < 11
-MAX_STEPS = 1500  # upstream's hard limit
 
 # Checkpoint prefixes that exist only for training; none are known for upstream's GPT files today, but the
 # rule is explicit so a future training-only tensor is reported as ignored rather than silently skipped.
@@ -77,7 +76,7 @@ class T2SConfig:
                 "dropout": 0,
                 "EOS": self.eos,
             },
-            "data": {"max_sec": 54, "pad_val": self.eos},
+            "data": {"max_sec": DEFAULT_MAX_SEC, "pad_val": self.eos},
         }
 
     @property

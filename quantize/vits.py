@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from daemon.model.spectrogram import decoded_frames
+from daemon.vocabulary import PRO_VERSIONS
 from quantize.graphs import GraphSpec
 
 # Sizes upstream hard-codes (module/models.py, mrte_model.py, modules.py); not in the hps.
@@ -43,7 +44,6 @@ FLOW_WN_LAYERS = 4
 FLOW_KERNEL = 5
 LRELU_SLOPE = 0.1
 TEXT_SYMBOLS = {"v1": 322, "v2": 732, "v2Pro": 732, "v2ProPlus": 732}
-PRO_VERSIONS = ("v2Pro", "v2ProPlus")
 
 # Checkpoint entries inference never reads. Dropped by name in SynthesizerTrn.load_state_dict so the
 # strict check still covers everything else.

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 
 import numpy as np
 
-from daemon.speech.synthesizer import SynthesisError, VoiceInfo
+from daemon.speech.synthesizer import RegisteredVoice, SynthesisError, UnknownVoice, VoiceInfo
 
 
 def tone(seconds: float, sample_rate: int, freq: float = 440.0, amplitude: float = 0.5) -> np.ndarray:
@@ -21,10 +21,14 @@ class ToneEngine:
     """Speaks every sentence as a tone of ``seconds``; can wait on a gate or raise, to stage scenarios.
 
     With ``pace``, each sentence waits for one release of the semaphore, so a test decides how far
-    synthesis gets; ``sentences`` lists those synthesised.
+    synthesis gets; ``sentences`` lists those synthesised. Not cached unless a subclass gives an ``identity``.
     """
 
     sample_rate = 16000
+    can_register_voices = False
+    identity: str | None = None
+    precision = None
+    provider = None
 
     def __init__(
         self,
@@ -45,7 +49,24 @@ class ToneEngine:
     def voices(self) -> list[VoiceInfo]:
         return [VoiceInfo("tone-a", ["en"], "test tone A"), VoiceInfo("tone-b", ["en"], "test tone B")]
 
-    def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0) -> Iterator[np.ndarray]:
+    def default_voice(self) -> str:
+        return self.voices()[0].name
+
+    def voice_language(self, voice: str) -> str:
+        for info in self.voices():
+            if info.name == voice:
+                return info.languages[0]
+        raise UnknownVoice(voice)
+
+    def voice_identity(self, voice: str | None, lang: str | None) -> str | None:
+        return voice  # every voice sounds the same
+
+    def register_voice(self, name: str, wav_bytes: bytes, text: str, lang: str, clip_name: str = "clip",
+                       description: str = "") -> RegisteredVoice:
+        raise SynthesisError("a tone cannot be cloned")
+
+    def synthesize(self, text: str, voice: str | None, lang: str | None,
+                   speed: float = 1.0) -> Generator[np.ndarray, None, None]:
         self.calls.append(text)
         if self.gate is not None:
             self.gate.wait(10)

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import time
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from daemon.audio.crossfade import crossfade
 from daemon.audio.output import fade_out
-from daemon.audio.resample import Resampler, resample
+from daemon.audio.resample import LinearResampler, resample
+from daemon.audio.wav import encode_wav
 from tests.conftest import AlsaCapture, Recorder
 from tests.doubles import ToneEngine, tone
+from tests.test_mqtt_native import read_wav
 
 with warnings.catch_warnings():  # rhasspy-hermes imports audioop, deprecated since Python 3.11
     warnings.simplefilter("ignore", DeprecationWarning)
@@ -23,13 +27,43 @@ QUIET = {"lead_in_ms": 100, "tail_ms": 100}
 
 def test_resampler_is_seamless_across_chunks() -> None:
     audio = tone(1.0, 22050)
-    whole = resample(audio, 22050, 48000)
-    streamed = Resampler(22050, 48000)
+    whole = LinearResampler(22050, 48000).process(audio)
+    streamed = LinearResampler(22050, 48000)
     pieces = np.split(audio, [100, 101, 5000, 12345])
     joined = np.concatenate([streamed.process(p) for p in pieces])
     assert abs(whole.size - 48000) <= 3  # the stream ends on the last input sample
     np.testing.assert_allclose(joined, whole, atol=1e-6)
     assert np.abs(np.diff(joined)).max() < 0.05  # a 440 Hz sine at 48 kHz, no seams
+
+
+def test_crossfade_fades_the_tail_out_under_the_head() -> None:
+    joined = crossfade(np.ones(100, np.float32), np.zeros(40, np.float32))
+    assert joined.size == 40 and joined[0] == 1.0 and joined[-1] == 0.0  # as long as the shorter piece
+    assert np.all(np.diff(joined) < 0)
+    np.testing.assert_allclose(crossfade(np.full(8, 0.5, np.float32), np.full(8, 0.5, np.float32)), 0.5, atol=1e-7)
+
+
+def spectrum_peak(audio: np.ndarray, rate: int, hz: float) -> float:
+    spectrum = np.abs(np.fft.rfft(audio * np.hanning(audio.size)))
+    return float(spectrum[np.abs(np.fft.rfftfreq(audio.size, 1 / rate) - hz) < 50].max())
+
+
+def test_a_chime_file_at_another_rate_is_resampled_without_aliasing(
+    start_daemon, recorder: Recorder, tmp_path: Path
+) -> None:
+    """The chime goes through the same band-limited resampler as a voice's reference clip: a 12 kHz overtone
+    of a 44.1 kHz chime is filtered out at the voice's 16 kHz, not folded back to 4 kHz as linear
+    interpolation would (-2 dB there, measured)."""
+    t = np.arange(int(0.5 * 44100)) / 44100
+    chime = (0.3 * np.sin(2 * np.pi * 1000 * t) + 0.3 * np.sin(2 * np.pi * 12000 * t)).astype(np.float32)
+    (tmp_path / "ding.wav").write_bytes(encode_wav(chime, 44100))
+    daemon = start_daemon(synth=ToneEngine(seconds=0.2), audio={"chime_file": str(tmp_path / "ding.wav")})
+    daemon.say({"id": "chimed", "text": "Attention.", "chime": True})
+    assert daemon.wait_event("chimed", "done")["audio_ms"] == 500 + 200
+    samples, rate = read_wav(recorder.wait_for(daemon.topics.audio("chimed")).payload)
+    played = samples[: rate // 2] / 32767.0
+    assert rate == RATE and spectrum_peak(played, rate, 4000) < 1e-3 * spectrum_peak(played, rate, 1000)
+    np.testing.assert_allclose(played, resample(chime, 44100, RATE), atol=1e-4)
 
 
 def test_fade_out_reaches_silence_without_a_jump() -> None:

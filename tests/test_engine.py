@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.audio.reference import AudioError
+from daemon.audio.wav import AudioError
 from daemon.commands.cli import main as cli_main
 from daemon.model.bundle import Bundle, BundleError
 from daemon.model.engine import Engine, SynthesisOptions

@@ -15,7 +15,7 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from daemon.audio.reference import AudioError, read_wav
+from daemon.audio.wav import AudioError, read_wav
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.core.request_queue import Request
 from daemon.protocols.payloads import IntakePolicy, RejectedPayload, name_problem, parse_hermes, parse_native

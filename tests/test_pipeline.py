@@ -230,7 +230,7 @@ def test_expired_requests_are_never_spoken() -> None:
 
 
 class CachedTone(ToneEngine):
-    cache_identity = "tone v1"
+    identity = "tone v1"
 
 
 def test_the_cache_serves_a_repeat_and_never_keeps_a_fallback(tmp_path: Path) -> None:

@@ -177,7 +177,7 @@ class Service:
         """Read the payload here (cheap); clone on a worker thread, as the engine needs seconds for it."""
         try:
             registration = parse_registration(payload)
-            if not hasattr(self.engine, "register_voice"):
+            if not self.engine.can_register_voices:
                 raise RegistrationRejected(
                     f"voice registration needs the GPT-SoVITS engine (engine_state {self.engine_state()})",
                     registration.id,
@@ -189,7 +189,7 @@ class Service:
         self._voice_worker.submit(self._register_voice, registration)
 
     def _register_voice(self, reg: VoiceRegistration) -> None:
-        engine: Any = self.engine
+        engine = self.engine
         try:
             with self.pipeline.engine_lock:
                 voice = engine.register_voice(reg.name, reg.wav, reg.text, reg.lang, f"mqtt:{reg.id}", reg.description)
@@ -202,8 +202,8 @@ class Service:
             reason = f"internal error: {type(exc).__name__}: {exc}"
             self.bus.publish(Event(EventKind.REJECTED, {"reason": reason, "voice": reg.name}, id=reg.id))
             return
-        log.info("voice %s registered over MQTT (%.1f s clip)", voice.name, voice.meta.seconds)
-        fields = {"voice": voice.name, "lang": reg.lang, "seconds": voice.meta.seconds}
+        log.info("voice %s registered over MQTT (%.1f s clip)", voice.name, voice.seconds)
+        fields = {"voice": voice.name, "lang": reg.lang, "seconds": voice.seconds}
         self.bus.publish(Event(EventKind.VOICE_REGISTERED, fields, id=reg.id))
 
     def _relist_voices(self) -> None:
@@ -251,14 +251,12 @@ class Service:
         return "degraded" if self.engine_error else "fallback-only"
 
     def status(self) -> dict[str, Any]:
-        neural = self.engine is not self.fallback
         status: dict[str, Any] = {
             "state": "speaking" if self.pipeline.busy else "idle",
             "engine_state": self.engine_state(),
             "model": self.engine.name,
-            # Facts the neural engine exposes (daemon.model.engine.Engine); eSpeak NG has neither.
-            "precision": getattr(self.engine, "precision", None) if neural else None,
-            "provider": getattr(self.engine, "provider", None) if neural else None,
+            "precision": self.engine.precision,
+            "provider": self.engine.provider,
             "fallback": self.fallback.name,
             "sample_rate": self.engine.sample_rate,
             "queue_depth": self.pipeline.depth(),

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from daemon.audio.resample import Resampler
+from daemon.audio.resample import LinearResampler
 from daemon.config import AudioSettings
 
 _BLOCK_S = 0.02
@@ -112,7 +112,7 @@ class AudioOutput:
         on_start: Callable[[], None],
     ) -> None:
         block = max(1, int(rate * _BLOCK_S))
-        resampler = Resampler(src_rate, rate)
+        resampler = LinearResampler(src_rate, rate)
         gain = self._settings.volume
         started = time.monotonic()
         written = 0

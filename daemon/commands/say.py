@@ -21,13 +21,14 @@ from daemon.commands.engine_options import SetupError, add_engine_arguments, bui
 from daemon.model.engine import SynthesisOptions
 from daemon.model.voices import VoiceError
 from daemon.speech.synthesizer import SynthesisError, UnknownVoice
+from daemon.vocabulary import LANGUAGE_MODES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("text", nargs="?", default="-", help="text to speak; '-' or absent reads standard input")
     parser.add_argument("--voice",
                         help="registered voice (default: engine.default_voice, else the first one for the bundle)")
-    parser.add_argument("--lang", choices=["zh", "en", "all_zh", "auto"], help="text language (default: voice's)")
+    parser.add_argument("--lang", choices=LANGUAGE_MODES, help="text language (default: voice's)")
     parser.add_argument("-o", "--out", type=Path, help="write a 16-bit WAV here")
     parser.add_argument("--play", action="store_true", help="play on the default sound card as it is synthesized")
     parser.add_argument("--speed", type=float, default=1.0, help="speaking rate, 0.25-4.0")
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             _check_sound_card()  # before the model loads: no sound card, no wait
         engine = build_engine(args)
         name = args.voice or engine.default_voice()
-        lang = args.lang or engine.voices_store.meta(name).lang
+        lang = args.lang or engine.voice_language(name)
         options = SynthesisOptions(speed=args.speed, seed=args.seed, chunk_tokens=args.chunk_tokens)
         player = _player(engine.sample_rate) if args.play else None
         chunks = []

@@ -6,10 +6,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from daemon.audio.reference import AudioError
+from daemon.audio.wav import AudioError
 from daemon.commands import exit_codes
 from daemon.commands.engine_options import SetupError, add_engine_arguments, build_engine
 from daemon.model.voices import VoiceError
+from daemon.vocabulary import LANGUAGE_MODES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -18,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add.add_argument("name", help="voice name (letters, digits, '_', '-', '.')")
     add.add_argument("--ref", type=Path, required=True, help="reference clip (WAV, 3-10 s, any rate)")
     add.add_argument("--text", required=True, help="exactly what the clip says")
-    add.add_argument("--lang", required=True, choices=["zh", "en", "all_zh", "auto"], help="language of the clip")
+    add.add_argument("--lang", required=True, choices=LANGUAGE_MODES, help="language of the clip")
     add.add_argument("--description", default="", help="shown in voice lists (MQTT, Wyoming, Home Assistant)")
     add_engine_arguments(add)
     lst = sub.add_parser("list", help="list the voices registered for the bundle")

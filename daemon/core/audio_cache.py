@@ -3,8 +3,9 @@
 An entry is the audio exactly as the engine produced it (float32 chunks, one per sentence), keyed by
 everything that shapes it: text, voice (for a cloned voice also its registration key, so a voice
 registered again under the same name is a new voice), language, speed, the engine's identity (bundle
-digest, hardware precision and provider for GPT-SoVITS; ``espeak-ng <version>`` for the fallback) and
-the sample rate. Volume and chime are applied on output, so they are not part of the key.
+digest, hardware precision and provider for GPT-SoVITS; ``espeak-ng <version>`` for the fallback; see
+:attr:`~daemon.speech.synthesizer.Synthesizer.identity`) and the sample rate. Volume and chime are applied
+on output, so they are not part of the key.
 
 Files are ``<state_dir>/cache/audio/<sha256 of the key>.npz``, written to a temporary name and renamed
 into place, so a crash never leaves half an entry under a real name. The cache is a size-capped LRU:
@@ -14,7 +15,6 @@ the cap. An entry that cannot be read back (truncated, foreign, damaged) is dele
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 import json
 import logging
@@ -23,7 +23,6 @@ import threading
 import zipfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -53,57 +52,15 @@ class CacheKey:
         return hashlib.sha256(self.as_json().encode("utf-8")).hexdigest()
 
 
-@cache
-def espeak_version() -> str:
-    """The version of the libespeak-ng the fallback voice runs (its output changes between versions)."""
-    import espeakng_loader
-
-    lib = ctypes.CDLL(espeakng_loader.get_library_path())
-    lib.espeak_Info.restype = ctypes.c_char_p
-    lib.espeak_Info.argtypes = [ctypes.c_void_p]
-    return (lib.espeak_Info(None) or b"unknown").decode("ascii", "replace")
-
-
-def engine_identity(engine: Synthesizer) -> str | None:
-    """What makes this engine's audio what it is; None for an engine the cache does not know (not cached).
-
-    Engines other than GPT-SoVITS and eSpeak NG may opt in with a ``cache_identity`` attribute.
-    """
-    from daemon.speech.espeak import EspeakVoice
-
-    bundle = getattr(engine, "bundle", None)
-    if bundle is not None:
-        profile = getattr(engine, "profile", None)
-        precision = getattr(profile, "precision", "?")
-        return f"gpt-sovits {bundle.digest} {precision} {getattr(engine, 'provider', '?')}"
-    if isinstance(engine, EspeakVoice):
-        return f"espeak-ng {espeak_version()}"
-    return getattr(engine, "cache_identity", None)
-
-
-def voice_identity(engine: Synthesizer, voice: str | None, lang: str | None) -> str | None:
-    """The voice the engine will actually use; None when it cannot be told (the engine will then fail)."""
-    from daemon.speech.espeak import EspeakVoice
-
-    try:
-        store = getattr(engine, "voices_store", None)
-        if store is not None:
-            name = voice or engine.default_voice()  # type: ignore[attr-defined]
-            return f"{name} {store.meta(name).key}"
-        if isinstance(engine, EspeakVoice):
-            return engine.pick_voice(voice, lang)
-    except ValueError:  # UnknownVoice, VoiceError
-        return None
-    return voice
-
-
 def cache_key(engine: Synthesizer, request: Request, sample_rate: int) -> CacheKey | None:
-    """The key of ``request`` rendered by ``engine`` at ``sample_rate``; None when it must not be cached."""
-    identity = engine_identity(engine)
+    """The key of ``request`` rendered by ``engine`` at ``sample_rate``; None when it must not be cached (an
+    engine without an identity, or a voice the engine could not speak)."""
+    identity = engine.identity
     if identity is None:
         return None
-    voice = voice_identity(engine, request.voice, request.lang)
-    if voice is None and (request.voice is not None or getattr(engine, "voices_store", None) is not None):
+    try:
+        voice = engine.voice_identity(request.voice, request.lang)
+    except ValueError:  # UnknownVoice, VoiceError: the engine will fail on it
         return None
     return CacheKey(request.text, voice, request.lang, float(request.speed), identity, int(sample_rate))
 

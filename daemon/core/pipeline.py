@@ -17,7 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from daemon.audio.output import AudioDeviceError, AudioOutput
-from daemon.audio.resample import Resampler, resample
+from daemon.audio.resample import LinearResampler, resample
 from daemon.audio.wav import read_wav, to_pcm16
 from daemon.config import AudioSettings
 from daemon.core.audio_cache import AudioCache, cache_key
@@ -173,8 +173,8 @@ class Pipeline:
     def _load_chime(settings: AudioSettings, sample_rate: int) -> np.ndarray:
         if settings.chime_file is None:
             return builtin_chime(sample_rate)
-        audio, rate = read_wav(settings.chime_file)
-        return resample(audio, rate, sample_rate)
+        chime = read_wav(settings.chime_file.read_bytes(), str(settings.chime_file))
+        return resample(chime.samples, chime.sample_rate, sample_rate)
 
     @property
     def busy(self) -> bool:
@@ -367,7 +367,7 @@ class Pipeline:
     def _run_engine(self, job: Job, engine: Synthesizer, voice: str | None) -> None:
         request = job.request
         job.engine = engine.name
-        resampler = Resampler(engine.sample_rate, job.sample_rate)
+        resampler = LinearResampler(engine.sample_rate, job.sample_rate)
         produced = 0
         stream = engine.synthesize(request.text, voice, request.lang, request.speed)
         try:
@@ -384,7 +384,7 @@ class Pipeline:
                     job.truncated = True
                     return
         finally:
-            getattr(stream, "close", lambda: None)()
+            stream.close()
         if produced == 0 and not job.cancelled.is_set():
             raise SynthesisError("engine produced no audio")
 

@@ -9,7 +9,7 @@ are computed elsewhere from each Chinese segment's ``norm_text`` and ``word2ph``
 
 Offline only: no module here opens a socket or fetches data at run time.
 
-May import: ``daemon.config``, ``daemon.vocabulary`` (today it needs neither).
+May import: ``daemon.config``, ``daemon.vocabulary`` (its language modes are the vocabulary's).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from daemon.frontend import en_normalize, english
 from daemon.frontend.language import split_languages
 from daemon.frontend.sentences import split_sentences
 from daemon.frontend.symbols import SYMBOL_TO_ID, SYMBOLS, phones_to_ids
+from daemon.vocabulary import LANGUAGE_MODES
 
 if TYPE_CHECKING:  # optional; build one with daemon.frontend.g2pw.G2PW(model_dir)
     from daemon.frontend.g2pw import G2PW
@@ -36,8 +37,6 @@ __all__ = [
     "split_sentences",
     "text_to_phones",
 ]
-
-LANGUAGE_MODES = ("zh", "all_zh", "en", "auto")
 
 # Full-width yen / caret in Chinese text: every "," phone becomes this pause symbol instead.
 _SPECIAL_PAUSES = (("￥", "SP2"), ("^", "SP3"))

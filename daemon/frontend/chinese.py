@@ -26,7 +26,7 @@ from pypinyin import Style, lazy_pinyin  # noqa: E402
 from pypinyin.contrib.tone_convert import to_finals_tone3, to_initials  # noqa: E402
 
 from daemon.frontend import tone_sandhi  # noqa: E402
-from daemon.frontend.symbols import DATA_DIR, PUNCTUATION  # noqa: E402
+from daemon.frontend.symbols import DATA_DIR, PUNCTUATION, PUNCTUATION_CLASS  # noqa: E402
 from daemon.frontend.zh_normalize import normalize  # noqa: E402
 
 if TYPE_CHECKING:  # g2pW is optional: its module is only imported by whoever builds one
@@ -34,7 +34,6 @@ if TYPE_CHECKING:  # g2pW is optional: its module is only imported by whoever bu
 
 jieba.setLogLevel(logging.CRITICAL)
 
-_PUNCT_CLASS = "".join(re.escape(p) for p in PUNCTUATION)
 
 # Punctuation mapping applied after number normalisation (upstream ``rep_map``).
 _PUNCT_MAP = {
@@ -42,9 +41,9 @@ _PUNCT_MAP = {
     "、": ",", "...": "…", "$": ".", "/": ",", "—": "-", "~": "…", "～": "…",
 }  # fmt: skip
 _PUNCT_MAP_RE = re.compile("|".join(re.escape(k) for k in _PUNCT_MAP))
-_NOT_KEPT_RE = re.compile(r"[^\u4e00-\u9fa5" + _PUNCT_CLASS + r"]+")
-_REPEATED_PUNCT_RE = re.compile(f"([{_PUNCT_CLASS}])([{_PUNCT_CLASS}])+")
-_SENTENCE_CUT_RE = re.compile(f"(?<=[{_PUNCT_CLASS}])\\s*")
+_NOT_KEPT_RE = re.compile(r"[^\u4e00-\u9fa5" + PUNCTUATION_CLASS + r"]+")
+_REPEATED_PUNCT_RE = re.compile(f"([{PUNCTUATION_CLASS}])([{PUNCTUATION_CLASS}])+")
+_SENTENCE_CUT_RE = re.compile(f"(?<=[{PUNCTUATION_CLASS}])\\s*")
 
 # Words that always / never take erhua (upstream ``must_erhua`` / ``not_erhua``).
 MUST_ERHUA = frozenset({"小院儿", "胡同儿", "范儿", "老汉儿", "撒欢儿", "寻老礼儿", "妥妥儿", "媳妇儿"})

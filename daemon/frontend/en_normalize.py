@@ -13,7 +13,8 @@ import unicodedata
 from functools import cache
 from typing import TYPE_CHECKING
 
-from daemon.frontend.symbols import PUNCTUATION
+from daemon.frontend.symbols import PUNCTUATION_CLASS
+from daemon.frontend.zh_normalize import OPERAND
 
 if TYPE_CHECKING:
     import inflect
@@ -55,8 +56,7 @@ _DECIMAL_RE = re.compile(r"([0-9]+\.\s*[0-9]+)")
 _FRACTION_RE = re.compile(r"([0-9]+/[0-9]+)")
 _ORDINAL_RE = re.compile(r"[0-9]+(st|nd|rd|th)")
 _NUMBER_RE = re.compile(r"[0-9]+")
-_OPERAND = r"((-?)((\d+)(\.\d+)?[⁰¹²³⁴⁵⁶⁷⁸⁹ˣʸⁿ]*)|(\.\d+[⁰¹²³⁴⁵⁶⁷⁸⁹ˣʸⁿ]*)|([A-Za-z][⁰¹²³⁴⁵⁶⁷⁸⁹ˣʸⁿ]*))"
-_ASMD_RE = re.compile(_OPERAND + r"\s+([\+\-\×÷=])\s+" + _OPERAND)
+_ASMD_RE = re.compile(OPERAND + r"\s+([\+\-\×÷=])\s+" + OPERAND)
 _ASMD_WORDS = {"+": " plus ", "-": " minus ", "×": " times ", "÷": " divided by ", "=": " Equals "}
 _NEGATIVE_RE = re.compile(r"(?:^|\s+)(-)(\d+)")
 _NOT_KEPT_RE = re.compile(r"[^ A-Za-z'.,?!\-]")
@@ -66,8 +66,7 @@ _INNER_CAPITAL_RE = re.compile(r"(?<!^)(?<![\s])([A-Z])")
 # the literal strings below (never a lone ";" or ":") and the three full-width marks map.
 _PUNCT_MAP = {"[;:：，；]": ",", '["’]': "'", "。": ".", "！": "!", "？": "?"}
 _PUNCT_MAP_RE = re.compile("|".join(re.escape(k) for k in _PUNCT_MAP))
-_PUNCT_CLASS = "".join(re.escape(p) for p in PUNCTUATION)
-_REPEATED_PUNCT_RE = re.compile(f"([{_PUNCT_CLASS}\\s])([{_PUNCT_CLASS}])+")
+_REPEATED_PUNCT_RE = re.compile(f"([{PUNCTUATION_CLASS}\\s])([{PUNCTUATION_CLASS}])+")
 
 
 def _ordinal_number(m: re.Match[str]) -> str:

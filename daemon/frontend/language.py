@@ -24,6 +24,8 @@ _HANGUL_RE = re.compile(r"[\uac00-\ud7af]")
 _FULL_EN_RE = re.compile(
     r"^(?=.*[A-Za-z])[A-Za-z0-9\s\u0020-\u007E\u2000-\u206F\u3000-\u303F\uFF00-\uFFEF]+$", re.DOTALL
 )
+# split-lang's marks for giving a digit run its neighbour's language, verbatim for parity (not the segment
+# marks of daemon.frontend.sentences, which include "~", ":" and "…").
 _SENTENCE_MARKS = (",", ".", "!", "?", "，", "。", "！", "？")
 
 # Run kinds (split-lang's LangSectionType).

@@ -12,7 +12,9 @@ from __future__ import annotations
 import re
 
 _CONSECUTIVE = re.compile(r"([!?…,.\-])([!?…,.\-])+")
-_SPLITS = frozenset("，。？！,.?!~:：—…")
+# Upstream's ``splits``: the marks a segment may end with (else one is added); the engine closes a voice's
+# transcript with one the same way.
+SENTENCE_ENDS = frozenset("，。？！,.?!~:：—…")
 _CUT5_MARKS = frozenset(",.;?!、，。？！;：…")
 _CUT0_PUNCT = frozenset("!?…,.- ")
 _MAX_CHUNK = 510
@@ -40,7 +42,7 @@ def _cut0(text: str) -> list[str]:
 
 
 def _split_big(text: str) -> list[str]:
-    pieces = re.split("([" + re.escape("".join(sorted(_SPLITS))) + "])", text)
+    pieces = re.split("([" + re.escape("".join(sorted(SENTENCE_ENDS))) + "])", text)
     out: list[str] = []
     current = ""
     for piece in pieces:
@@ -80,8 +82,8 @@ def split_sentences(text: str, language: str = "zh", method: str = "cut5") -> li
     text = _CONSECUTIVE.sub(r"\1", text).strip("\n")
     if not text:
         return []
-    first = re.split("[" + re.escape("".join(sorted(_SPLITS))) + "]", text)[0].strip()
-    if text[0] not in _SPLITS and len(first) < 4:
+    first = re.split("[" + re.escape("".join(sorted(SENTENCE_ENDS))) + "]", text)[0].strip()
+    if text[0] not in SENTENCE_ENDS and len(first) < 4:
         text = mark + text
     joined = "\n".join(_cut5(text) if method == "cut5" else _cut0(text))
     while "\n\n" in joined:
@@ -94,7 +96,7 @@ def split_sentences(text: str, language: str = "zh", method: str = "cut5") -> li
     for chunk in chunks:
         if not chunk.strip() or not re.sub(r"\W+", "", chunk):
             continue
-        if chunk[-1] not in _SPLITS:
+        if chunk[-1] not in SENTENCE_ENDS:
             chunk += mark
         out.extend(_split_big(chunk) if len(chunk) > _MAX_CHUNK else [chunk])
     return out

@@ -8,6 +8,7 @@ instead of silently shifting every phone id.
 from __future__ import annotations
 
 import hashlib
+import re
 from importlib.resources import files
 
 DATA_DIR = files(__package__) / "data"  # package data: installed with the code, read wherever that is
@@ -16,6 +17,7 @@ SYMBOLS_V2_SHA256 = "0771f6cd6f6201e8c2b0de921dc69cc04caf3f346c599d4a41413967d56
 
 # Punctuation marks both language front ends keep as phones.
 PUNCTUATION: tuple[str, ...] = ("!", "?", "…", ",", ".", "-")
+PUNCTUATION_CLASS = "".join(re.escape(p) for p in PUNCTUATION)  # the marks inside a regex "[...]"
 
 
 def _load_symbols() -> list[str]:

@@ -16,7 +16,7 @@ from daemon.frontend.symbols import DATA_DIR
 
 Segment = list[str]  # [word, pos]
 
-_PUNCT = "：，；。？！“”‘’':,;.?!"
+_PUNCT = "：，；。？！“”‘’':,;.?!"  # upstream ToneSandhi.punc, verbatim: what stops 一 taking the 4th tone
 _MODAL_PARTICLES = "吧呢哈啊呐噻嘛吖嗨呐哦哒额滴哩哟喽啰耶喔诶"
 
 

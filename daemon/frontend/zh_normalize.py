@@ -147,8 +147,10 @@ _UNIT_ALT = r"(%|°C|℃|度|摄氏度|cm2|cm²|cm3|cm³|cm|db|ds|kg|km|m2|m²|m
 _NUM = r"((-?)((\d+)(\.\d+)?)|(\.(\d+)))"
 RE_TO_RANGE = re.compile(_NUM + _UNIT_ALT + "[~]" + _NUM + _UNIT_ALT)
 RE_TEMPERATURE = re.compile(r"(-?)(\d+(\.\d+)?)(°C|℃|度|摄氏度)")
-_OPERAND = r"((-?)((\d+)(\.\d+)?[⁰¹²³⁴⁵⁶⁷⁸⁹ˣʸⁿ]*)|(\.\d+[⁰¹²³⁴⁵⁶⁷⁸⁹ˣʸⁿ]*)|([A-Za-z][⁰¹²³⁴⁵⁶⁷⁸⁹ˣʸⁿ]*))"
-RE_ASMD = re.compile(_OPERAND + r"([\+\-\×÷=])" + _OPERAND)
+# An operand of an arithmetic expression (number, decimal or letter, with superscripts); upstream's English
+# normaliser uses the same pattern.
+OPERAND = r"((-?)((\d+)(\.\d+)?[⁰¹²³⁴⁵⁶⁷⁸⁹ˣʸⁿ]*)|(\.\d+[⁰¹²³⁴⁵⁶⁷⁸⁹ˣʸⁿ]*)|([A-Za-z][⁰¹²³⁴⁵⁶⁷⁸⁹ˣʸⁿ]*))"
+RE_ASMD = re.compile(OPERAND + r"([\+\-\×÷=])" + OPERAND)
 RE_POWER = re.compile(r"[⁰¹²³⁴⁵⁶⁷⁸⁹ˣʸⁿ]+")
 RE_FRAC = re.compile(r"(-?)(\d+)/(\d+)")
 RE_PERCENTAGE = re.compile(r"(-?)(\d+(\.\d+)?)%")
@@ -286,6 +288,8 @@ _RULES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
 
 _SPLIT_REMOVE = re.compile(r"[—《》【】<>{}()（）#&@“”^_|\\]")
 _POST_REMOVE = re.compile(r"[-—《》【】<=>{}()（）#&@“”^_|\\]")
+# Upstream TextNormalizer's SENTENCE_SPLITOR, verbatim for parity: it cuts the text before numbers are read,
+# at commas and enumeration marks too, so it is not the segment marks of daemon.frontend.sentences.
 _SENTENCE_END = re.compile(r"([：、，；。？！,;?!][”’]?)")
 
 

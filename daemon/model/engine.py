@@ -13,7 +13,7 @@ import logging
 import math
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,10 +21,14 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from daemon.audio.reference import AudioError, read_wav, resample, validate_reference
+from daemon.audio.crossfade import crossfade
+from daemon.audio.reference import validate_reference
+from daemon.audio.resample import resample
+from daemon.audio.wav import AudioError, read_wav
 from daemon.config import ConfigError
 from daemon.frontend import FrontendResult, Lexicon, split_sentences, text_to_phones, zh_dictionaries
 from daemon.frontend.bert_tokenizer import BertTokenizer
+from daemon.frontend.sentences import SENTENCE_ENDS
 from daemon.model.bert_features import phone_level_features
 from daemon.model.bundle import Bundle, BundleError
 from daemon.model.fbank import kaldi_fbank
@@ -40,12 +44,12 @@ from daemon.model.spectrogram import decoded_frames, spectrogram
 from daemon.model.t2s import Decode, T2SRunner
 from daemon.model.voices import Voice, VoiceError, VoiceMeta, VoiceStore, check_name, voice_key
 from daemon.speech.synthesizer import SynthesisError, UnknownVoice, VoiceInfo
+from daemon.vocabulary import LANGUAGE_MODES, PRO_VERSIONS
 
 log = logging.getLogger(__name__)
 
 HUBERT_RATE = 16000
 PAUSE_SECONDS = 0.3  # upstream's pause_second between segments, and the pad after the clip for HuBERT
-SENTENCE_END = set("，。？！,.?!~:：—…")
 TOKENS_PER_PHONE = 5  # semantic tokens (25 Hz) per target phone before a runaway decode is cut
 MIN_TOKENS = 40
 NO_TOKEN_RETRIES = 2
@@ -97,6 +101,8 @@ def chunk_sizes(chunk_tokens: int) -> Iterator[int]:
 class Engine:
     """One bundle loaded for one box; thread-compatible but not thread-safe (the daemon runs one at a time)."""
 
+    can_register_voices = True
+
     def __init__(
         self,
         bundle: Bundle,
@@ -127,7 +133,7 @@ class Engine:
         self.max_tokens = cfg.hz * cfg.max_sec
         self.vocode_window_tokens = VOCODE_WINDOW_TOKENS
         self.inter_channels = bundle.manifest.sovits.inter_channels
-        self.is_pro = bundle.model_version in ("v2Pro", "v2ProPlus")
+        self.is_pro = bundle.model_version in PRO_VERSIONS
         self.bert_dim = int(next(i for i in bundle.graphs["t2s_prefill"].inputs if i["name"] == "bert")["shape"][1])
         if bundle.has("roberta"):
             width = bundle.graphs["roberta"].outputs[0]["shape"][-1]
@@ -167,6 +173,11 @@ class Engine:
     @property
     def provider(self) -> str:
         return self.session("t2s_step").get_providers()[0]
+
+    @property
+    def identity(self) -> str:
+        """The bundle, the precision the profile asked for and the provider that runs it: the audio cache's key."""
+        return f"gpt-sovits {self.bundle.digest} {self.profile.precision} {self.provider}"
 
     @property
     def precision(self) -> str | dict[str, str]:
@@ -229,8 +240,9 @@ class Engine:
                        description: str = "") -> Voice:
         """Validate the clip, run the speaker-feature graphs once and store the result."""
         check_name(name)
-        if lang not in ("zh", "en", "all_zh", "auto"):
-            raise VoiceError(f"voice language must be zh, en, all_zh or auto, got {lang!r}")
+        if lang not in LANGUAGE_MODES:
+            raise VoiceError(f"voice language must be {', '.join(LANGUAGE_MODES[:-1])} or {LANGUAGE_MODES[-1]}, "
+                             f"got {lang!r}")
         if not text or not text.strip():
             raise VoiceError("the transcript of the reference clip is empty")
         clip = read_wav(wav_bytes, clip_name)
@@ -243,7 +255,7 @@ class Engine:
         finally:
             self.release(VOICE_GRAPHS)
         prompt_text = text.strip("\n")
-        if prompt_text[-1] not in SENTENCE_END:
+        if prompt_text[-1] not in SENTENCE_ENDS:
             prompt_text += "." if lang == "en" else "。"
         phone_ids, bert, _ = self.phones_and_bert(prompt_text, lang)
         clip_sha = hashlib.sha256(wav_bytes).hexdigest()
@@ -289,6 +301,20 @@ class Engine:
             if m.bundle_digest == self.bundle.digest
         ]
 
+    def voice_language(self, voice: str) -> str:
+        """The language of the voice's transcript."""
+        try:
+            return self.voices_store.meta(voice).lang
+        except VoiceError as exc:
+            if "unknown voice" in str(exc):
+                raise UnknownVoice(str(exc)) from exc
+            raise
+
+    def voice_identity(self, voice: str | None, lang: str | None) -> str:
+        """The voice's name and registration key (bundle, clip, transcript, language)."""
+        name = voice or self.default_voice()
+        return f"{name} {self.voices_store.meta(name).key}"
+
     # -- synthesis ------------------------------------------------------------------------------------
 
     def _decode_inputs(self, voice: Voice, phone_ids: np.ndarray, bert: np.ndarray
@@ -324,7 +350,7 @@ class Engine:
         return audio / peak if peak > 1 else audio
 
     def stream(self, text: str, voice: str | Voice, lang: str = "auto", options: SynthesisOptions | None = None,
-               on_segment: Callable[[int, int], None] | None = None) -> Iterator[np.ndarray]:
+               on_segment: Callable[[int, int], None] | None = None) -> Generator[np.ndarray, None, None]:
         """Float32 audio per segment (followed by its pause), as soon as each is ready."""
         options = options or SynthesisOptions()
         if not text or not text.strip():
@@ -400,8 +426,8 @@ class Engine:
             first, last = round((done - start) * per_token), round((end - start) * per_token)
             piece = audio[first:last]
             if held.size:
-                ramp = np.linspace(0.0, 1.0, min(held.size, piece.size), dtype=np.float32)
-                piece[: ramp.size] = held[: ramp.size] * (1 - ramp) + piece[: ramp.size] * ramp
+                joined = crossfade(held, piece)
+                piece[: joined.size] = joined
             held = audio[last : last + fade]
             yield piece
 
@@ -415,16 +441,16 @@ class Engine:
         skip = int(round((done - start) * per_token))
         if held.size:  # overlap the held tail with the new audio just before the new part
             skip = max(0, skip - held.size)
-            overlap = audio[skip : skip + held.size]
-            ramp = np.linspace(0.0, 1.0, overlap.size, dtype=np.float32)
-            audio = np.concatenate([held[: overlap.size] * (1 - ramp) + overlap * ramp, audio[skip + overlap.size :]])
+            joined = crossfade(held, audio[skip:])
+            audio = np.concatenate([joined, audio[skip + joined.size :]])
         else:
             audio = audio[skip:]
         if last or audio.size <= fade:
             return audio, np.zeros(0, np.float32)
         return audio[:-fade], audio[-fade:]
 
-    def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0) -> Iterator[np.ndarray]:
+    def synthesize(self, text: str, voice: str | None, lang: str | None,
+                   speed: float = 1.0) -> Generator[np.ndarray, None, None]:
         """The daemon's ``Synthesizer`` interface."""
         name = voice or self.default_voice()
         try:
@@ -432,8 +458,8 @@ class Engine:
         except ValueError as exc:
             raise SynthesisError(str(exc)) from exc
         if lang is None:
-            lang = self.voices_store.meta(name).lang if self.voices_store.exists(name) else "auto"
-        return self.stream(text, name, lang if lang in ("zh", "en", "all_zh", "auto") else "auto", options)
+            lang = self.voice_language(name) if self.voices_store.exists(name) else "auto"
+        return self.stream(text, name, lang if lang in LANGUAGE_MODES else "auto", options)
 
     def default_voice(self) -> str:
         """The voice of a request that names none: ``engine.default_voice``, else the first registered."""

@@ -11,8 +11,8 @@ from functools import lru_cache
 
 import numpy as np
 
-NUM_MEL_BINS = 80
-SAMPLE_RATE = 16000
+NUM_MEL_BINS = 80  # what upstream SV.compute_embedding3 asks Kaldi fbank for
+SAMPLE_RATE = 16000  # the clip as upstream loads it for HuBERT and speaker verification
 PREEMPHASIS = 0.97
 LOW_FREQ = 20.0
 

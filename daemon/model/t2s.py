@@ -21,8 +21,12 @@ import onnxruntime as ort
 
 from daemon.model.sampling import SamplingParams, sample
 
-NO_EOS_STEPS = 11
-MAX_STEPS = 1500
+NO_EOS_STEPS = 11  # upstream slices EOS off the logits while idx < 11
+MAX_STEPS = 1500  # upstream's hard limit
+# A decode's token cap is hz * max_sec (upstream TTS.py: hz = 50, max_sec from the GPT config's data section);
+# bundles record both in the manifest's t2s section, written by quantize.convert with these defaults.
+HZ = 50
+DEFAULT_MAX_SEC = 54
 INITIAL_SLACK = 128
 MAX_SLACK = 512  # room allocated up front for generated tokens; more grows the buffers (rare)
 

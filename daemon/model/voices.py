@@ -4,6 +4,10 @@ A voice is tied to the bundle it was made with (its digest), the clip's SHA-256,
 language; loading checks the bundle, so features from one model are never fed to another. Files live in
 ``<state_dir>/voices/<name>/`` as ``voice.json`` (what and for which bundle) and ``features.npz`` (arrays).
 Writes go to a temporary directory renamed into place, so a crash never leaves half a voice.
+
+The list of voices is held in memory, as every request asks for it: it is read again only when the voices
+directory has changed. Adding or removing a voice (here, or with ``gsv-edge voice add`` in another process)
+renames or deletes an entry of that directory, which moves its modification time.
 """
 
 from __future__ import annotations
@@ -12,13 +16,18 @@ import hashlib
 import json
 import re
 import shutil
+import stat
+import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-LANGUAGES = ("zh", "en", "all_zh", "auto")
+# A listing is kept only once the directory has been still this long: a file system's clock may be coarse
+# (1-2 s on some), so a change just after the listing could leave the modification time as it was.
+SETTLED_NS = 2_000_000_000
 
 
 class VoiceError(ValueError):
@@ -38,7 +47,7 @@ def voice_key(bundle_digest: str, clip_sha256: str, text: str, lang: str) -> str
     return hashlib.sha256("\n".join([bundle_digest, clip_sha256, text, lang]).encode()).hexdigest()
 
 
-@dataclass
+@dataclass(frozen=True)
 class VoiceMeta:
     name: str
     bundle_digest: str
@@ -64,10 +73,17 @@ class Voice:
     def name(self) -> str:
         return self.meta.name
 
+    @property
+    def seconds(self) -> float:
+        return self.meta.seconds
+
 
 class VoiceStore:
     def __init__(self, state_dir: Path):
         self.root = Path(state_dir) / "voices"
+        self._lock = threading.Lock()
+        self._listed: dict[str, VoiceMeta] | None = None  # directory name -> record, in name order
+        self._listed_mtime: int | None = None  # the directory's st_mtime_ns when listed; None: no directory
 
     def _dir(self, name: str) -> Path:
         return self.root / check_name(name)
@@ -92,10 +108,14 @@ class VoiceStore:
         if final.exists():
             shutil.rmtree(final)
         work.rename(final)
+        self._forget()
         return final
 
     def meta(self, name: str) -> VoiceMeta:
         path = self._dir(name) / "voice.json"
+        listed = self._listing().get(name)
+        if listed is not None:
+            return listed
         if not path.is_file():
             known = ", ".join(m.name for m in self.list()) or "none registered"
             raise VoiceError(f"unknown voice {name!r} (known: {known})")
@@ -120,18 +140,44 @@ class VoiceStore:
             raise VoiceError(f"{path}: voice features are damaged ({exc}); register the voice again") from exc
 
     def list(self) -> list[VoiceMeta]:
-        if not self.root.is_dir():
-            return []
-        out = []
+        """Every readable voice record, in name order (a damaged one is left out; :meth:`meta` says why)."""
+        return list(self._listing().values())
+
+    def _listing(self) -> dict[str, VoiceMeta]:
+        started = time.time_ns()
+        mtime = self._mtime()
+        with self._lock:
+            if self._listed is not None and mtime == self._listed_mtime:
+                return self._listed
+        listed = self._read_all() if mtime is not None else {}
+        with self._lock:
+            if mtime is None or mtime < started - SETTLED_NS:
+                self._listed, self._listed_mtime = listed, mtime
+        return listed
+
+    def _mtime(self) -> int | None:
+        try:
+            status = self.root.stat()
+        except OSError:
+            return None
+        return status.st_mtime_ns if stat.S_ISDIR(status.st_mode) else None
+
+    def _read_all(self) -> dict[str, VoiceMeta]:
+        out = {}
         for d in sorted(self.root.iterdir()):
             if d.is_dir() and not d.name.startswith(".") and (d / "voice.json").is_file():
                 try:
-                    out.append(VoiceMeta(**json.loads((d / "voice.json").read_text())))
+                    out[d.name] = VoiceMeta(**json.loads((d / "voice.json").read_text()))
                 except (json.JSONDecodeError, TypeError):
                     continue
         return out
+
+    def _forget(self) -> None:
+        with self._lock:
+            self._listed = None
 
     def remove(self, name: str) -> None:
         if not self.exists(name):
             raise VoiceError(f"unknown voice {name!r}")
         shutil.rmtree(self._dir(name))
+        self._forget()

@@ -19,11 +19,11 @@ import binascii
 import json
 import uuid
 from dataclasses import dataclass
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from daemon.protocols.payloads import MAX_NAME_CHARS, name_problem
+from daemon.vocabulary import LanguageMode
 
 MAX_PAYLOAD_BYTES = 8 * 1024 * 1024  # a 10 s 48 kHz stereo WAV is under 2.6 MB in base64
 
@@ -53,7 +53,7 @@ class _Body(BaseModel):
     id: str | None = None
     name: str
     text: str
-    lang: Literal["zh", "en", "all_zh", "auto"]
+    lang: LanguageMode
     description: str = ""
     wav_base64: str
 

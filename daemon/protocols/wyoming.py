@@ -48,7 +48,8 @@ ESPEAK_ATTRIBUTION = Attribution(name="eSpeak NG", url="https://github.com/espea
 # The engine's text modes that are not language codes, as the languages Home Assistant groups voices by.
 _LANGUAGES = {"all_zh": ["zh"], "auto": ["zh", "en"]}
 # A streamed sentence ends at . ! ? ; followed by white space (so "3.5" is not cut), at a CJK sentence
-# mark, or at a line break; closing quotes and brackets stay with their sentence.
+# mark, or at a line break; closing quotes and brackets stay with their sentence. It decides when text still
+# arriving may be queued, so it is not the engines' own cutting (daemon.frontend.sentences, the eSpeak NG voice).
 _SENTENCE = re.compile(r".*?(?:[.!?;]+[\"'”’)\]]*\s+|[。！？；]+[”’」』）]*|\n)", re.DOTALL)
 
 

@@ -11,18 +11,22 @@ from __future__ import annotations
 import ctypes
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator
 
 import espeakng_loader
 import numpy as np
 
-from daemon.speech.synthesizer import SynthesisError, UnknownVoice, VoiceInfo
+from daemon.speech.synthesizer import RegisteredVoice, SynthesisError, UnknownVoice, VoiceInfo
 
 _AUDIO_OUTPUT_RETRIEVAL = 1
 _ESPEAK_CHARS_UTF8 = 1
 _POS_CHARACTER = 1
 _ESPEAK_RATE = 1
 _DEFAULT_WPM = 175
+# eSpeak NG is fed a sentence at a time so the first plays early: cut at the white space after a full stop,
+# question or exclamation mark, colon or semicolon (so "3.5" stays whole). Not GPT-SoVITS's segment
+# marks (daemon.frontend.sentences), which cut at commas too, nor the Wyoming stream's sentence test, which must
+# also find a sentence whose closing mark has nothing after it yet.
 _SENTENCE_END = re.compile(r"(?<=[.!?;:。！？；])\s+")
 
 _SYNTH_CALLBACK = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.c_void_p)
@@ -60,11 +64,14 @@ class _Espeak:
             ctypes.c_uint, ctypes.c_uint, ctypes.c_void_p, ctypes.c_void_p,
         ]  # fmt: skip
         lib.espeak_Synth.restype = ctypes.c_int
+        lib.espeak_Info.argtypes = [ctypes.c_void_p]
+        lib.espeak_Info.restype = ctypes.c_char_p
         rate = lib.espeak_Initialize(_AUDIO_OUTPUT_RETRIEVAL, 0, espeakng_loader.get_data_path().encode(), 0)
         if rate <= 0:
             raise SynthesisError(f"espeak_Initialize failed ({rate})")
         self.lib = lib
         self.sample_rate = rate
+        self.version = (lib.espeak_Info(None) or b"unknown").decode("ascii", "replace")
         self.lock = threading.Lock()
         self._chunks: list[np.ndarray] = []
         self._callback = _SYNTH_CALLBACK(self._on_samples)  # kept referenced: the library calls it later
@@ -131,6 +138,9 @@ class EspeakVoice:
     """
 
     name = "espeak-ng fallback"
+    can_register_voices = False
+    precision = None  # no model: nothing is loaded at a precision or on an execution provider
+    provider = None
 
     def __init__(self, default_voice: str = "en") -> None:
         self._espeak = _espeak()
@@ -156,8 +166,26 @@ class EspeakVoice:
         code = code.strip().lower().replace("_", "-")
         return self._aliases.get(code) or self._aliases.get(code.split("-")[0])
 
+    @property
+    def identity(self) -> str:
+        """The library's version: its output changes between versions."""
+        return f"espeak-ng {self._espeak.version}"
+
     def voices(self) -> list[VoiceInfo]:
         return list(self._voices.values())
+
+    def default_voice(self) -> str:
+        return self._default
+
+    def voice_language(self, voice: str) -> str:
+        return self._voices[self.pick_voice(voice, None)].languages[0]
+
+    def voice_identity(self, voice: str | None, lang: str | None) -> str:
+        return self.pick_voice(voice, lang)
+
+    def register_voice(self, name: str, wav_bytes: bytes, text: str, lang: str, clip_name: str = "clip",
+                       description: str = "") -> RegisteredVoice:
+        raise SynthesisError("eSpeak NG speaks its own voices; cloning one needs the GPT-SoVITS engine")
 
     def pick_voice(self, voice: str | None, lang: str | None) -> str:
         """An explicit voice must exist; otherwise the language picks one, else the default voice."""
@@ -168,7 +196,8 @@ class EspeakVoice:
             return chosen
         return (self._resolve(lang) if lang else None) or self._default
 
-    def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0) -> Iterator[np.ndarray]:
+    def synthesize(self, text: str, voice: str | None, lang: str | None,
+                   speed: float = 1.0) -> Generator[np.ndarray, None, None]:
         identifier = self._identifiers[self.pick_voice(voice, lang)]
         for sentence in _SENTENCE_END.split(text.strip()):
             if sentence:

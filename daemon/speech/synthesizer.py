@@ -1,11 +1,13 @@
 """The engine interface: what the daemon needs from any voice (GPT-SoVITS bundle or eSpeak NG fallback).
 
-Keeping it this small lets the service swap engines, fall back between them and test with doubles.
+Everything the pipeline, the audio cache, the status and voice registration ask of an engine is here, so none
+of them has to know which engine it holds; the service swaps engines, falls back between them and is tested
+with doubles through this alone.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -27,12 +29,66 @@ class SynthesisError(RuntimeError):
     """The engine could not turn the text into audio."""
 
 
+class RegisteredVoice(Protocol):
+    """A voice just cloned from a reference clip, as its registration reports it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def seconds(self) -> float:
+        """Length of the reference clip."""
+        ...
+
+
 class Synthesizer(Protocol):
     name: str
     sample_rate: int
+    """The rate of every chunk :meth:`synthesize` yields; fixed for the engine's life."""
+    can_register_voices: bool
+    """Whether :meth:`register_voice` clones voices (GPT-SoVITS) or refuses (eSpeak NG)."""
+
+    @property
+    def identity(self) -> str | None:
+        """What makes this engine's audio what it is (model, weights, precision, library version): the audio
+        cache keys rendered audio by it. None: the cache cannot tell, so nothing is cached."""
+        ...
+
+    @property
+    def precision(self) -> str | dict[str, str] | None:
+        """The loaded model's precision (one name, or per graph when they differ); None without a model."""
+        ...
+
+    @property
+    def provider(self) -> str | None:
+        """The onnxruntime execution provider the model runs on; None without a model."""
+        ...
 
     def voices(self) -> list[VoiceInfo]: ...
 
-    def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0) -> Iterator[np.ndarray]:
-        """Yield float32 mono chunks in [-1, 1] (e.g. one per sentence) so playback can start early."""
+    def default_voice(self) -> str:
+        """The voice of a request that names none; raises UnknownVoice when there is none."""
+        ...
+
+    def voice_language(self, voice: str) -> str:
+        """The language ``voice`` speaks when a request gives none; raises UnknownVoice for a voice not here."""
+        ...
+
+    def voice_identity(self, voice: str | None, lang: str | None) -> str | None:
+        """The voice a request naming ``voice`` (None: the default) in ``lang`` is spoken with, spelled so that
+        other audio means another string (a voice registered again under its name is a new one). Raises a
+        ValueError (UnknownVoice among them) when the engine could not speak it."""
+        ...
+
+    def register_voice(self, name: str, wav_bytes: bytes, text: str, lang: str, clip_name: str = "clip",
+                       description: str = "") -> RegisteredVoice:
+        """Clone a voice from a reference clip and its transcript; raises a ValueError naming what is wrong with
+        the clip or the transcript, or SynthesisError from an engine that cannot (see
+        :attr:`can_register_voices`)."""
+        ...
+
+    def synthesize(self, text: str, voice: str | None, lang: str | None,
+                   speed: float = 1.0) -> Generator[np.ndarray, None, None]:
+        """Yield float32 mono chunks in [-1, 1] at :attr:`sample_rate` (e.g. one per sentence) so playback can
+        start early; closed early when the request is cut."""
         ...
