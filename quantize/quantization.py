@@ -52,8 +52,8 @@ KV_CACHES = ("fp32", "int8")
 # Per preset, the precision of each graph; graphs not named stay fp32.
 # sovits_extract_latent picks codebook entries by nearest distance: any rounding can flip a code, and it
 # runs once per voice, so it is never reduced. The SoVITS decoder stays fp32 in every preset: its int8 form
-# (``--graph sovits_decoder=int8``: static int8 convolutions in the HiFi-GAN generator) takes 0.6x the time
-# on full-size v2 but measured 22-23 dB SNR against fp32, an audible noise floor, so it is opt-in only.
+# (``--graph sovits_decoder=int8``: static int8 convolutions in the HiFi-GAN generator) is faster but leaves an
+# audible noise floor against fp32 (docs/performance.md), so it is opt-in only.
 PRESETS: dict[str, dict[str, str]] = {
     "int8": {"t2s_prefill": "int8", "t2s_step": "int8", "hubert": "int8", "roberta": "int8",
              "sv_embedding": "int8"},
@@ -129,7 +129,7 @@ def quantize_int8(src: Path, dst: Path, work: Path) -> None:
 
 GENERATOR_PREFIX = "/dec/"  # the exporter's node names for the HiFi-GAN generator (upstream's ``dec``)
 # Generator convolutions kept fp32: the first, the style conditioning and the last (1-channel waveform) one
-# touch the latent and the output directly; keeping them measured +1.5 dB SNR at no cost in speed.
+# touch the latent and the output directly; keeping them fp32 gains SNR at no cost in speed.
 GENERATOR_EDGES = ("/dec/conv_pre/", "/dec/cond/", "/dec/conv_post/")
 CACHE_IO_PREFIXES = ("past_", "present_")  # the T2S graphs' K/V cache inputs and outputs
 CALIBRATION_SEED = 20241130
@@ -141,7 +141,7 @@ def quantize_generator_static(src: Path, dst: Path, work: Path, calibration: lis
     """Static int8 for the SoVITS decoder's generator convolutions only (the text encoder and the flow stay
     fp32): per-channel int8 weights, uint8 activations whose ranges come from running ``calibration``
     through the folded graph; onnxruntime then runs each as one ``QLinearConv``. Dynamic int8 (what ``int8``
-    means for the other graphs) has no fused convolution kernel and measured 4x slower."""
+    means for the other graphs) has no fused convolution kernel and measured far slower."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -180,8 +180,8 @@ def decoder_calibration(bundle: Bundle) -> list[dict[str, Any]]:
 def convert_fp16(src: Path, dst: Path) -> None:
     """Half-precision weights and arithmetic with float32 inputs and outputs (the engine's arrays), except
     the T2S K/V cache (``past_*`` / ``present_*``), which stays float16 end to end: converted back and forth
-    at the graph's edges, every decode step would cast the whole cache twice (full-size v2 on 2 CPU threads:
-    21-22 vs 12-14 ms per step), and on a GPU also copy it to and from the host."""
+    at the graph's edges, every decode step would cast the whole cache twice (docs/performance.md), and on a
+    GPU also copy it to and from the host."""
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
@@ -310,7 +310,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(GPU)")
     parser.add_argument("--graph", type=_override, action="append", default=[], metavar="GRAPH=PRECISION",
                         help=f"override one graph's precision ({', '.join(PRECISIONS)}); repeatable. "
-                             "sovits_decoder=int8: static int8 vocoder convolutions, faster on CPU at ~20 dB SNR")
+                             "sovits_decoder=int8: static int8 vocoder convolutions, faster on CPU at a measured loss")
     parser.add_argument("--kv-cache", choices=KV_CACHES, default="fp32",
                         help="int8: keep the T2S decode's K/V cache as int8 with per-channel scales (a quarter of "
                              "its memory and reads; needs onnxruntime >= 1.32, so not for JetPack 6's 1.23)")

@@ -12,7 +12,7 @@ import time
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from daemon.app.engines import Engines, build_engines, fallback_voice
 from daemon.audio.output import AudioOutput
@@ -34,6 +34,9 @@ from daemon.protocols.voice_registration import (
 )
 from daemon.protocols.wyoming import WyomingServer
 from daemon.speech.synthesizer import Synthesizer, VoiceInfo
+
+if TYPE_CHECKING:
+    from daemon.core.metrics import Metrics
 
 log = logging.getLogger("gsv-edge")
 
@@ -63,55 +66,66 @@ class Service:
         share one thread pool (``gsv-edge serve``)."""
         self.settings = settings
         self.shared_threads = shared_threads
-        if engine is None:
-            self.engines = build_engines(settings, shared_threads)
-        else:
-            self.engines = Engines(engine, fallback or fallback_voice(settings))
-        audio = AudioOutput(settings.audio) if settings.audio.output_device else None
-        self._has_audio_device = audio is not None
+        self.engines = build_engines(settings, shared_threads) if engine is None else Engines(
+            engine, fallback or fallback_voice(settings))
         self.mqtt = MqttService(settings, self, _version())
+        self.wyoming = WyomingServer(settings, self, _version()) if settings.wyoming.uri else None
+        self.state, self.queue, self.audit = self._open_state(settings)
+        self.metrics = self._metrics() if settings.metrics.port is not None else None
+        self.bus = self._event_bus()
+        self.outputs = self._output_router()
+        self.pipeline = self._pipeline(settings)
+        self._voice_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsv-voice-register")
+        self._relist_stop = threading.Event()
+        self._relist = threading.Thread(target=self._relist_voices, name="gsv-voices", daemon=True)
+
+    # -- wiring ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def _open_state(settings: Settings) -> tuple[StateDb, DurableQueue, AuditLog]:
         try:
-            self.state = StateDb.in_dir(settings.state_dir)
-            self.queue = DurableQueue(self.state, settings.queue.max_depth, settings.queue.dedup_window_s)
-            self.audit = AuditLog(self.state, settings.audit)
+            state = StateDb.in_dir(settings.state_dir)
+            queue = DurableQueue(state, settings.queue.max_depth, settings.queue.dedup_window_s)
+            return state, queue, AuditLog(state, settings.audit)
         except (StateDbError, OSError) as exc:
             raise StartFault(f"state_dir {settings.state_dir}: {exc}") from exc
+
+    def _metrics(self) -> Metrics:
+        from daemon.core.metrics import Metrics  # prometheus_client is an optional package
+
+        return Metrics(
+            queue_depth=lambda: self.pipeline.depth(),
+            broker_connected=lambda: float(self.mqtt.connected),
+            state_errors=lambda: self.queue.write_errors + self.audit.write_errors,
+        )
+
+    def _event_bus(self) -> EventBus:
+        """Every event is recorded in the queue's database with its MQTT messages, heard by these subscribers,
+        then published over MQTT."""
+        bus = EventBus(journal=self.queue, announcer=self.mqtt)
+        for subscriber in (self.audit, self.metrics, self.wyoming):
+            if subscriber is not None:
+                bus.subscribe(subscriber)
+        return bus
+
+    def _output_router(self) -> OutputRouter:
+        """A request's audio goes back the way it came: Wyoming to its client, everything else over MQTT."""
+        router = OutputRouter(default=self.mqtt)
+        if self.wyoming is not None:
+            router.route("wyoming", self.wyoming)
+        return router
+
+    def _pipeline(self, settings: Settings) -> Pipeline:
+        audio = AudioOutput(settings.audio) if settings.audio.output_device else None
+        self._has_audio_device = audio is not None
         try:
             cache_dir = settings.state_dir / "cache" / "audio"
             cache = AudioCache(cache_dir, settings.cache.max_mb << 20) if settings.cache.max_mb else None
         except OSError as exc:
             raise StartFault(f"cache.max_mb: cannot use {cache_dir}: {exc}") from exc
-        self._voice_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsv-voice-register")
-        self._relist_stop = threading.Event()
-        self._relist = threading.Thread(target=self._relist_voices, name="gsv-voices", daemon=True)
-        self.metrics = None
-        if settings.metrics.port is not None:
-            from daemon.core.metrics import Metrics
-
-            self.metrics = Metrics(
-                queue_depth=lambda: self.pipeline.depth(),
-                broker_connected=lambda: float(self.mqtt.connected),
-                state_errors=lambda: self.queue.write_errors + self.audit.write_errors,
-            )
-        self.wyoming = WyomingServer(settings, self, _version()) if settings.wyoming.uri else None
-        self.bus = EventBus(journal=self.queue, announcer=self.mqtt)
-        self.outputs = OutputRouter(default=self.mqtt)
-        for subscriber in (self.audit, self.metrics, self.wyoming):
-            if subscriber is not None:
-                self.bus.subscribe(subscriber)
-        if self.wyoming is not None:
-            self.outputs.route("wyoming", self.wyoming)
         try:
-            self.pipeline = Pipeline(
-                self.queue,
-                self.engine,
-                self.fallback,
-                events=self.bus,
-                publisher=self.outputs,
-                audio=audio,
-                audio_settings=settings.audio,
-                cache=cache,
-            )
+            return Pipeline(self.queue, self.engine, self.fallback, events=self.bus, publisher=self.outputs,
+                            audio=audio, audio_settings=settings.audio, cache=cache)
         except (OSError, ValueError, wave.Error) as exc:
             raise ConfigError(f"audio.chime_file: cannot use {settings.audio.chime_file}: {exc}") from exc
 

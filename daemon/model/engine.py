@@ -60,9 +60,9 @@ CHUNK_GROWTH = 1.5  # each chunk at most this much longer than the one before, u
 CHUNK_CONTEXT_TOKENS = 8  # left context a chunk is vocoded with (its audio is dropped again)
 CROSSFADE_SECONDS = 0.01
 # Segments longer than this (4 s of speech) are vocoded in windows of this many tokens: the vocoder's
-# activations grow ~15 MB per second of audio, so one long unpunctuated segment (up to 40 + 5 per phone
-# tokens) would otherwise peak at hundreds of MB. Costs up to 16 % more vocoder work on such segments (the
-# context on both sides); shorter segments are vocoded whole, as upstream does.
+# activations grow with the audio, so one long unpunctuated segment (up to 40 + 5 per phone tokens) would
+# otherwise peak far higher. Such segments cost a little more vocoder work (the context on both sides);
+# shorter segments are vocoded whole, as upstream does. Measured: docs/performance.md, levers kept.
 VOCODE_WINDOW_TOKENS = 100
 SYNTHESIS_GRAPHS = ("t2s_prefill", "t2s_step", "sovits_decoder", "roberta")
 VOICE_GRAPHS = ("hubert", "sovits_extract_latent", "sovits_ref_style", "sv_embedding")
@@ -119,9 +119,8 @@ class Engine:
         self.voices_store = VoiceStore(self.state_dir)
         self.graph_runs: Counter[str] = Counter()
         pin_mmap_threshold()
-        # The vocoder hands its activations (~15 MB per second of audio) back to the system after each run
-        # instead of keeping them in the shared arena, where the next decode's K/V buffers would sit on top
-        # of them: benchmark peak 519 -> 502 MB, no speed difference in an interleaved A/B.
+        # The vocoder hands its activations back to the system after each run instead of keeping them in the
+        # shared arena, where the next decode's K/V buffers would sit on top of them (docs/performance.md).
         release = ort.RunOptions()
         release.add_run_config_entry("memory.enable_memory_arena_shrinkage", "cpu:0")
         self._run_options = {"sovits_decoder": release}
@@ -412,8 +411,8 @@ class Engine:
         """A segment's audio: in one piece up to ``vocode_window_tokens``, else window by window, so the
         vocoder's memory does not grow with the segment. Unlike a streamed chunk, a window is vocoded with
         CHUNK_CONTEXT_TOKENS on both sides (the later tokens are known), which makes the joined audio match
-        whole-segment decoding (measured on the full-size model without noise: 78 dB SNR, seams included); the
-        next window fades in over the previous one's right-context audio."""
+        whole-segment decoding (docs/performance.md gives the measured SNR, seams included); the next window
+        fades in over the previous one's right-context audio."""
         fade = int(self.sample_rate * CROSSFADE_SECONDS)
         held = np.zeros(0, np.float32)
         n = len(tokens)
