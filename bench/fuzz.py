@@ -1,7 +1,7 @@
 """Coverage-guided fuzzing of every input parser with atheris (``pip install "gsv-edge[fuzz]"``).
 
 ``python -m bench.fuzz --runs 1000000`` feeds native ``say`` payloads, Hermes ``say`` payloads, voice
-registration WAVs and config files to the same checks as ``tests/test_fuzz_parsers.py``: the first byte
+registration WAVs and config files to the same checks as ``tests/fuzz/test_fuzz_parsers.py``: the first byte
 of each input picks the parser. A parser raising anything but its own rejection is a crash; an input
 taking longer than ``--timeout`` seconds is a hang; libFuzzer stops at the first of either and writes
 the input to ``crash-*`` / ``timeout-*``. ``Done N runs`` at the end means N cases, no crash, no hang.
@@ -22,7 +22,7 @@ with atheris.instrument_imports():
     from daemon import config  # noqa: F401 - instrumented for coverage
     from daemon.audio import wav  # noqa: F401
     from daemon.protocols import payloads  # noqa: F401
-    from tests.test_fuzz_parsers import (
+    from tests.fuzz.test_fuzz_parsers import (
         load_config_safely,
         parse_hermes_safely,
         parse_native_safely,
@@ -48,7 +48,7 @@ def one_input(data: bytes) -> None:
 
 def seeds(directory: Path) -> None:
     """Valid examples of each format, so mutation starts from inputs that get past the first checks."""
-    from tests.test_fuzz_parsers import _valid_wav
+    from tests.fuzz.test_fuzz_parsers import _valid_wav
 
     examples = [
         b"\x00" + json.dumps({"id": "a-1", "text": "Hi.", "voice": "alice", "ttl_s": 30, "priority": "high"}).encode(),

@@ -1,6 +1,6 @@
 """gsv-edge's runtime: text in over MQTT or Wyoming, speech out, all on the box (onnxruntime + numpy, never torch).
 
-Subpackages are layers; each may import only those listed in its own ``__init__`` (tests/test_layers.py checks
+Subpackages are layers; each may import only those listed in its own ``__init__`` (tests/unit/test_layers.py checks
 it). From the bottom up:
 
 - ``config``, ``vocabulary``: the one settings model and the words every layer shares.

@@ -28,6 +28,18 @@ from daemon.speech.synthesizer import Synthesizer
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
+# A test is an integration test when it lives in tests/integration/ or needs a broker (directly or through a
+# daemon): ``pytest -m "not integration"`` is then the quick run of everything else.
+BROKER_FIXTURES = {"mosquitto_broker", "recorder", "start_daemon", "daemon_process"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        needs_broker = BROKER_FIXTURES & set(getattr(item, "fixturenames", ()))
+        if "integration" in item.path.parts or needs_broker:
+            item.add_marker(pytest.mark.integration)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -23,6 +23,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel
+
 from daemon.app.engines import EngineUnavailable, build_engines
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.core.events import Event, EventKind
@@ -50,7 +52,7 @@ def changed_keys(old: Settings, new: Settings) -> list[str]:
     changed = []
     for name in type(old).model_fields:
         before, after = getattr(old, name), getattr(new, name)
-        if hasattr(before, "model_fields"):
+        if isinstance(before, BaseModel):
             fields = type(before).model_fields
             changed += [f"{name}.{key}" for key in fields if getattr(before, key) != getattr(after, key)]
         elif before != after:

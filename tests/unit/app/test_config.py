@@ -1,0 +1,108 @@
+"""Configuration: TOML file + GSV_EDGE_* environment, and errors that name the key."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from daemon.commands import exit_codes
+from daemon.config import ConfigError, default_node_id, load_settings
+from tests.paths import REPO
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in list(os.environ):
+        if name.startswith("GSV_EDGE_"):
+            monkeypatch.delenv(name)
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_defaults_without_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GSV_EDGE_STATE_DIR", str(tmp_path / "state"))
+    settings = load_settings(_write(tmp_path, ""))
+    assert settings.mqtt.prefix == "gsv-edge" and settings.mqtt.port == 1883
+    assert settings.mqtt.node_id == default_node_id() and settings.mqtt.node_id
+    assert settings.engine.bundle is None and settings.audio.output_device is None
+    assert settings.state_dir == tmp_path / "state"
+
+
+def test_file_values_and_environment_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(
+        tmp_path,
+        '[mqtt]\nhost = "broker.lan"\nport = 1884\n[hermes]\nsite_ids = ["kitchen", "hall"]\n'
+        '[engine]\nbundle = ""\n[audio]\noutput_device = "USB Audio"\n',
+    )
+    monkeypatch.setenv("GSV_EDGE_MQTT__PORT", "1999")
+    monkeypatch.setenv("GSV_EDGE_AUDIO__VOLUME", "0.5")
+    settings = load_settings(path)
+    assert (settings.mqtt.host, settings.mqtt.port) == ("broker.lan", 1999)
+    assert settings.hermes.site_ids == ["kitchen", "hall"]
+    assert settings.engine.bundle is None  # empty means fallback only
+    assert settings.audio.output_device == "USB Audio" and settings.audio.volume == 0.5
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ('[mqtt]\nport = "abc"\n', "mqtt.port"),
+        ("[mqtt]\nport = 70000\n", "mqtt.port"),
+        ('[mqtt]\nnode_id = "a/b"\n', "mqtt.node_id"),
+        ('[mqtt]\nprefix = "tts/#"\n', "mqtt.prefix"),
+        ("[audio]\nvolume = 5\n", "audio.volume"),
+        ("[queue]\nmax_depth = 0\n", "queue.max_depth"),
+        ('[hermes]\npriority = "urgent"\n', "hermes.priority"),
+        ("[mqtt]\nprot = 1883\n", "mqtt.prot"),  # typo: unknown keys are errors, not silently ignored
+        ("[mqttt]\nport = 1883\n", "mqttt"),
+        ('[engine]\ndefault_voice = "alice"\n', "engine.default_voice"),  # a neural voice without a bundle
+    ],
+)
+def test_bad_file_value_names_the_key(tmp_path: Path, text: str, key: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(_write(tmp_path, text))
+    assert f"{key}:" in str(err.value)
+
+
+def test_bad_environment_value_names_key_and_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GSV_EDGE_MQTT__PORT", "many")
+    with pytest.raises(ConfigError) as err:
+        load_settings(_write(tmp_path, ""))
+    assert "mqtt.port:" in str(err.value) and "GSV_EDGE_MQTT__PORT" in str(err.value)
+
+
+def test_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not valid TOML.*line 1"):
+        load_settings(_write(tmp_path, "[mqtt\nport = 1"))
+    with pytest.raises(ConfigError, match="cannot read config file"):
+        load_settings(tmp_path / "nope.toml")
+
+
+@pytest.mark.integration  # a fresh Python process
+def test_serve_refuses_to_start_and_names_the_key(tmp_path: Path) -> None:
+    path = _write(tmp_path, "[mqtt]\nport = -1\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "daemon", "serve", "--config", str(path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == exit_codes.SETUP
+    assert "mqtt.port" in result.stderr and "GSV_EDGE_MQTT__PORT" in result.stderr
+
+
+def test_unknown_fallback_voice_names_the_key(tmp_path: Path) -> None:
+    from daemon.app.service import Service
+
+    settings = load_settings(_write(tmp_path, '[engine]\nfallback_voice = "klingon"\n'))
+    with pytest.raises(ConfigError, match="engine.fallback_voice"):
+        Service(settings)
