@@ -21,7 +21,7 @@ from daemon.core.audio_cache import AudioCache
 from daemon.core.audit import AuditLog
 from daemon.core.bus import EventBus, OutputRouter
 from daemon.core.durable_queue import DurableQueue
-from daemon.core.events import Event, EventKind
+from daemon.core.events import Event, EventKind, PayloadOrigin
 from daemon.core.pipeline import Pipeline
 from daemon.core.request_queue import Request
 from daemon.core.state_db import StateDb, StateDbError
@@ -155,9 +155,9 @@ class Service:
         self.pipeline.cancel(request, reason)
 
     def rejected(self, protocol: str, topic: str, rejection: RejectedPayload) -> None:
-        self.audit.rejected(protocol, topic, rejection.request_id, rejection.site_id, rejection.reason)
-        if self.metrics is not None:
-            self.metrics.rejected(protocol)
+        origin = PayloadOrigin(protocol, topic, rejection.site_id, rejection.session_id)
+        self.bus.publish(Event(EventKind.REJECTED, {"reason": rejection.reason}, id=rejection.request_id,
+                               refused=origin))
 
     def delivered(self, seq: int) -> None:
         self.queue.outbox.delivered(seq)

@@ -86,6 +86,10 @@ class AuditLog:
     def on_event(self, event: Event) -> None:
         """Record a request's terminal event (heard before it is published)."""
         request, kind, fields = event.request, event.kind, event.fields
+        if event.refused is not None:
+            origin = event.refused
+            self.rejected(origin.protocol, origin.topic, event.id, origin.site_id, str(fields.get("reason", "")))
+            return
         if request is None or kind is EventKind.QUEUED or not is_terminal(kind, fields):
             return
         self.write(
@@ -104,7 +108,8 @@ class AuditLog:
             audio_ms=fields.get("audio_ms"),
         )
 
-    def rejected(self, protocol: str, topic: str, request_id: str | None, site_id: str | None, reason: str) -> None:
+    def rejected(self, protocol: str, topic: str | None, request_id: str | None, site_id: str | None,
+                 reason: str) -> None:
         """A payload refused before it became a request (nothing of its text is trusted or kept)."""
         self.write(
             outcome="rejected", protocol=protocol, topic=topic, request_id=request_id, site_id=site_id, reason=reason

@@ -52,13 +52,25 @@ def event_payload(request_id: str | None, kind: EventKind, **fields: Any) -> dic
 
 
 @dataclass(frozen=True)
+class PayloadOrigin:
+    """Where a payload refused before it became a request came from, as far as it could be read."""
+
+    protocol: str
+    topic: str | None = None
+    site_id: str | None = None  # Hermes
+    session_id: str | None = None  # Hermes
+
+
+@dataclass(frozen=True)
 class Event:
-    """One event: about ``request``, or, without one, about the daemon (``id`` names a voice registration)."""
+    """One event: about ``request``; or, without one, about the daemon, a voice registration (``id``) or a
+    payload refused before it became a request (``refused``, with the id it carried)."""
 
     kind: EventKind
     fields: dict[str, Any] = field(default_factory=dict)
     request: Request | None = None
     id: str | None = None
+    refused: PayloadOrigin | None = None
 
     @property
     def request_id(self) -> str | None:
@@ -71,7 +83,8 @@ class Event:
     def payload(self) -> dict[str, Any]:
         """The JSON body on the events topic; a request's event says which protocol the request came in on."""
         if self.request is None:
-            return event_payload(self.id, self.kind, **self.fields)
+            source = {"source": self.refused.protocol} if self.refused is not None else {}
+            return event_payload(self.id, self.kind, **source, **self.fields)
         return event_payload(self.request.id, self.kind, source=self.request.source, **self.fields)
 
 

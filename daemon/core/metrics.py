@@ -67,6 +67,8 @@ class Metrics:
         self._server: Any = None
 
     def on_event(self, event: Event) -> None:
+        if event.refused is not None:
+            self.rejected(event.refused.protocol)
         if event.kind in (EventKind.RELOADED, EventKind.RELOAD_REFUSED):
             self.reloads.labels("ok" if event.kind is EventKind.RELOADED else "refused").inc()
         if event.request is not None:

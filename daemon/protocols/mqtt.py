@@ -57,7 +57,8 @@ class RequestHandler(Protocol):
         ...
 
     def rejected(self, protocol: str, topic: str, rejection: RejectedPayload) -> None:
-        """A payload refused before it became a request (audit trail, metrics)."""
+        """A payload refused before it became a request: answered with a ``rejected`` event (and, for Hermes,
+        its end), audited and counted like the rest."""
         ...
 
     def delivered(self, seq: int) -> None:
@@ -314,10 +315,12 @@ class MqttService:
     def messages(self, event: Event) -> list[tuple[str, dict[str, Any]]]:
         """An event as MQTT messages (topic, JSON body); a Hermes request's end also ends it the Hermes way."""
         messages = [(self.topics.events, event.payload())]
-        request = event.request
+        request, refused = event.request, event.refused
         if request is not None and request.source == "hermes" and event.terminal:
             error = None if event.kind is EventKind.DONE else event.fields.get("reason", event.kind.value)
             messages += _hermes_end(request.id, request.site_id, request.session_id, error)
+        elif refused is not None and refused.protocol == "hermes":
+            messages += _hermes_end(event.id, refused.site_id, refused.session_id, event.fields.get("reason"))
         return messages
 
     def announce(self, event: Event, messages: list[Message]) -> None:
@@ -335,12 +338,6 @@ class MqttService:
         log.info("rejected %s say %s: %s", source, rejection.request_id, rejection.reason)
         topic = t.HERMES_SAY if source == "hermes" else self.topics.say
         self._handler.rejected(source, topic, rejection)
-        event = event_payload(rejection.request_id, EventKind.REJECTED, source=source, reason=rejection.reason)
-        messages = [(self.topics.events, event)]
-        if source == "hermes":
-            messages += _hermes_end(rejection.request_id, rejection.site_id, rejection.session_id, rejection.reason)
-        for message_topic, body in messages:
-            self.publish(message_topic, _json(body))
 
     def open(self, request: Request, sample_rate: int) -> AudioStream:
         if request.source == "hermes":

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from daemon.core.bus import EventBus, OutputRouter
-from daemon.core.events import Event, EventKind
+from daemon.core.events import Event, EventKind, PayloadOrigin
 from daemon.core.outbox import Message
 from daemon.core.request_queue import Request
 
@@ -70,6 +70,10 @@ def test_payloads_keep_their_shape() -> None:
     assert {k: v for k, v in registered.items() if k != "ts"} == {"id": "reg-1", "event": "voice_registered",
                                                                  "voice": "alice"}
     assert Event(EventKind.ENGINE_DOWN, {"reason": "x"}).payload()["id"] is None
+    refused = Event(EventKind.REJECTED, {"reason": "bad JSON"}, id="h1",
+                    refused=PayloadOrigin("hermes", "hermes/tts/say", "kitchen")).payload()
+    assert {k: v for k, v in refused.items() if k != "ts"} == {"id": "h1", "event": "rejected", "source": "hermes",
+                                                              "reason": "bad JSON"}
 
 
 class Publisher:
