@@ -21,7 +21,6 @@ from daemon.model.engine import Engine, SynthesisOptions
 from daemon.model.hardware import HardwareProfile
 from daemon.model.voices import VoiceError
 from daemon.speech.synthesizer import SynthesisError, UnknownVoice
-from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
 
 MIXED = "各位旅客请注意，开往上海的G12次列车即将进站。Please stand behind the yellow line. 谢谢合作！"
 
