@@ -26,8 +26,6 @@ from daemon.commands import exit_codes
 from daemon.model.bundle import Bundle, OutputPathError, building, check_output_dir
 from tests.paths import REPO
 
-pytest_plugins = ["tests.demo_fixtures"]
-
 # ALSA as on a box whose only card is gone: the system configuration, its default pointing at no card.
 NO_SOUND_CARD = Path(__file__).resolve().parent / "no_sound_card.asoundrc"
 PROGRESS = re.compile(r"^\[\d+/\d+\] ")  # long commands report their steps on stderr

@@ -33,7 +33,6 @@ from daemon.core.outbox import Message
 from daemon.core.request_queue import Request
 from daemon.core.state_db import StateDb, StateDbError, open_read_only
 from tests.conftest import AlsaCapture, Broker, Recorder, to_toml
-from tests.demo_fixtures import demo_bundle  # noqa: F401 - fixture
 from tests.doubles import ToneEngine
 from tests.integration.test_systemd import unit_settings
 from tests.paths import REPO

@@ -21,7 +21,6 @@ from daemon.model.bundle import Bundle
 from daemon.model.engine import Engine
 from daemon.model.hardware import HardwareProfile
 from tests.conftest import Broker, Recorder, to_toml
-from tests.demo_fixtures import demo_bundle  # noqa: F401 - fixture
 from tests.doubles import ToneEngine
 from tests.paths import REPO
 from tests.unit.model.test_engine import make_wav

@@ -14,7 +14,6 @@ from typing import Any
 
 from daemon.commands import exit_codes
 from tests.conftest import AlsaCapture
-from tests.demo_fixtures import demo_bundle  # noqa: F401 - fixture
 from tests.integration.test_durability import REPO, DaemonProcess, check_exactly_once, daemon_process  # noqa: F401
 
 QUIET = {"lead_in_ms": 50, "tail_ms": 50}

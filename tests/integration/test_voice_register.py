@@ -11,7 +11,6 @@ from daemon.model.bundle import Bundle
 from daemon.model.engine import Engine
 from daemon.model.hardware import HardwareProfile
 from tests.conftest import Daemon, Recorder
-from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
 from tests.unit.model.test_engine import make_wav
 
 

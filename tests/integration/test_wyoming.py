@@ -27,7 +27,6 @@ from daemon.model.engine import Engine
 from daemon.model.hardware import HardwareProfile
 from daemon.protocols.wyoming import complete_sentences
 from tests.conftest import Daemon, to_toml
-from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
 from tests.doubles import ToneEngine, failing_engine
 from tests.unit.model.test_engine import make_wav
 

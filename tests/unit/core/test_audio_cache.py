@@ -18,7 +18,6 @@ from daemon.model.hardware import HardwareProfile
 from daemon.speech.espeak import EspeakVoice
 from daemon.speech.synthesizer import SynthesisError
 from tests.conftest import Recorder
-from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
 from tests.doubles import ToneEngine
 from tests.integration.test_mqtt_native import read_wav
 from tests.unit.model.test_engine import make_wav

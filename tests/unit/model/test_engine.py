@@ -21,7 +21,6 @@ from daemon.model.engine import Engine, SynthesisOptions
 from daemon.model.hardware import HardwareProfile
 from daemon.model.voices import VoiceError
 from daemon.speech.synthesizer import SynthesisError, UnknownVoice
-from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
 
 MIXED = "各位旅客请注意，开往上海的G12次列车即将进站。Please stand behind the yellow line. 谢谢合作！"
 
@@ -53,22 +52,31 @@ def voiced(engine: Engine) -> Engine:
     return engine
 
 
-def test_register_and_speak_mixed_paragraph(voiced: Engine) -> None:
-    audio = np.concatenate(list(voiced.stream(MIXED, "alice", "zh", SynthesisOptions(seed=3))))
-    seconds = len(audio) / voiced.sample_rate
-    phones = sum(len(voiced.phones_and_bert(s, "zh")[0]) for s in voiced.segments(MIXED, "zh"))
+@pytest.fixture(scope="module")
+def speaking(demo_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Engine:
+    """``voiced`` registered once for the module, for tests that only synthesize with it; a test that registers,
+    removes, patches or counts from zero takes its own ``voiced``."""
+    engine = Engine(Bundle.load(demo_bundle), HardwareProfile.load("x86-cpu"), tmp_path_factory.mktemp("state"))
+    engine.register_voice("alice", make_wav(), "这是一段参考录音。", "zh")
+    return engine
+
+
+def test_register_and_speak_mixed_paragraph(speaking: Engine) -> None:
+    audio = np.concatenate(list(speaking.stream(MIXED, "alice", "zh", SynthesisOptions(seed=3))))
+    seconds = len(audio) / speaking.sample_rate
+    phones = sum(len(speaking.phones_and_bert(s, "zh")[0]) for s in speaking.segments(MIXED, "zh"))
     # semantic tokens are 25 Hz (40 ms); the decode is capped at 40 + 5 per phone, plus 0.3 s per pause
-    assert 0.5 < seconds < (40 + 5 * phones) * 0.04 * len(voiced.segments(MIXED, "zh")) + 1
+    assert 0.5 < seconds < (40 + 5 * phones) * 0.04 * len(speaking.segments(MIXED, "zh")) + 1
     assert audio.dtype == np.float32 and np.isfinite(audio).all() and np.abs(audio).max() <= 1.0
     assert np.abs(audio).max() > 0.001, "silence out"
 
 
-def test_streaming_matches_whole_and_has_several_segments(voiced: Engine) -> None:
-    chunks = list(voiced.stream(MIXED, "alice", "zh", SynthesisOptions(seed=7)))
+def test_streaming_matches_whole_and_has_several_segments(speaking: Engine) -> None:
+    chunks = list(speaking.stream(MIXED, "alice", "zh", SynthesisOptions(seed=7)))
     assert len(chunks) > 1
-    again = np.concatenate(list(voiced.stream(MIXED, "alice", "zh", SynthesisOptions(seed=7))))
+    again = np.concatenate(list(speaking.stream(MIXED, "alice", "zh", SynthesisOptions(seed=7))))
     np.testing.assert_array_equal(np.concatenate(chunks), again)
-    other = np.concatenate(list(voiced.stream(MIXED, "alice", "zh", SynthesisOptions(seed=8))))
+    other = np.concatenate(list(speaking.stream(MIXED, "alice", "zh", SynthesisOptions(seed=8))))
     assert other.shape != again.shape or not np.array_equal(other, again), "the seed has no effect"
 
 
@@ -117,11 +125,11 @@ def test_bad_voice_names(engine: Engine, name: str) -> None:
         engine.register_voice(name, make_wav(), "参考文本。", "zh")
 
 
-def test_bad_text(voiced: Engine) -> None:
+def test_bad_text(speaking: Engine) -> None:
     with pytest.raises(SynthesisError, match="empty"):
-        list(voiced.stream("   ", "alice", "zh"))
+        list(speaking.stream("   ", "alice", "zh"))
     with pytest.raises(SynthesisError, match="limit"):
-        list(voiced.stream("长" * 6000, "alice", "zh"))
+        list(speaking.stream("长" * 6000, "alice", "zh"))
     with pytest.raises(ValueError, match="speed"):
         SynthesisOptions(speed=9.0)
 
@@ -258,20 +266,20 @@ def test_chunk_sizes_start_short_and_grow_to_the_chunk() -> None:
         assert sizes[-1] == chunk, f"chunk_tokens={chunk} never reached"
 
 
-def test_chunked_streaming_starts_early_and_keeps_the_tokens(voiced: Engine) -> None:
+def test_chunked_streaming_starts_early_and_keeps_the_tokens(speaking: Engine) -> None:
     """chunk_tokens vocodes while decoding: more, shorter pieces following chunk_sizes; same tokens, so about
     the same length."""
     from daemon.model.engine import chunk_sizes
 
     text = "Please stand behind the yellow line."
-    whole = list(voiced.stream(text, "alice", "en", SynthesisOptions(seed=5)))
-    runs_before = voiced.graph_runs["sovits_decoder"]
-    pieces = voiced.stream(text, "alice", "en", SynthesisOptions(seed=5, chunk_tokens=20))
+    whole = list(speaking.stream(text, "alice", "en", SynthesisOptions(seed=5)))
+    runs_before = speaking.graph_runs["sovits_decoder"]
+    pieces = speaking.stream(text, "alice", "en", SynthesisOptions(seed=5, chunk_tokens=20))
     first = next(pieces)
-    assert voiced.graph_runs["sovits_decoder"] == runs_before + 1, "first audio after one chunk is vocoded"
+    assert speaking.graph_runs["sovits_decoder"] == runs_before + 1, "first audio after one chunk is vocoded"
     rest = list(pieces)
     per_token = 2 * 640  # two 20 ms latent frames of 640 samples per 25 Hz token
-    fade = int(voiced.sample_rate * 0.01)
+    fade = int(speaking.sample_rate * 0.01)
     sizes = list(islice(chunk_sizes(20), len(rest)))
     # the first chunk (6 tokens) minus the cross-fade tail held back for the next one; each later full chunk
     # gives back the held tail and holds its own, so it is exactly its tokens long

@@ -17,7 +17,6 @@ from daemon.model.hardware import HardwareProfile
 from daemon.model.manifest import MANIFEST, Asset, GraphInfo, Manifest
 from quantize.graphs import export_graph
 from quantize.roberta import BertConfig, BertModel, bert_feature, roberta_graphs
-from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
 from tests.paths import SHARED
 
 TOKENIZER = SHARED / "pretrained-configs" / "chinese-roberta-wwm-ext-large"

@@ -24,7 +24,6 @@ from daemon.model.hardware import (
     session_options,
     trt_shape_ranges,
 )
-from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
 from tests.paths import REPO
 
 PROFILES = known_profiles()

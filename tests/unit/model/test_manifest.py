@@ -17,7 +17,6 @@ import pytest
 from daemon.model.bundle import Bundle, BundleError
 from daemon.model.manifest import FORMAT_VERSION, MANIFEST, Manifest
 from quantize.quantization import quantize_bundle
-from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
 
 QUIET = {"log": lambda msg: None}
 

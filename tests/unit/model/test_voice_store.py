@@ -17,7 +17,6 @@ from daemon.model.engine import Engine
 from daemon.model.hardware import HardwareProfile
 from daemon.model.voices import Voice, VoiceMeta, VoiceStore
 from tests.conftest import Recorder
-from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
 from tests.unit.model.test_engine import make_wav
 
 

@@ -46,22 +46,26 @@ QUIET = {"log": lambda msg: None}
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Path:
-    from quantize.demo import make_demo
-
-    return make_demo(tmp_path_factory.mktemp("demo") / "fp32", log=lambda msg: None)
+def demo(demo_bundle: Path) -> Path:
+    """The session's demo bundle, only read here: every bundle quantized from it goes to ``quantized``."""
+    return demo_bundle
 
 
 @pytest.fixture(scope="module")
-def int8(demo: Path) -> Path:
-    out = demo.with_name("int8")
+def quantized(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("quantized")
+
+
+@pytest.fixture(scope="module")
+def int8(demo: Path, quantized: Path) -> Path:
+    out = quantized / "int8"
     quantize_bundle(demo, out, "int8", **QUIET)
     return out
 
 
 @pytest.fixture(scope="module")
-def fp16(demo: Path) -> Path:
-    out = demo.with_name("fp16")
+def fp16(demo: Path, quantized: Path) -> Path:
+    out = quantized / "fp16"
     quantize_bundle(demo, out, "fp16", **QUIET)
     return out
 
@@ -122,7 +126,7 @@ def test_int8_fidelity_within_bounds(int8: Path):
     assert g["sovits_extract_latent"]["codes_identical"] == 1.0
 
 
-def test_fp16_fidelity_within_bounds(fp16: Path):
+def test_fp16_fidelity_within_bounds(demo: Path, fp16: Path):
     bundle = Bundle.load(fp16)
     assert bundle.precision == "fp16" and bundle.graphs["sovits_decoder"].precision == "fp16"
     assert bundle.graphs["sovits_extract_latent"].precision == "fp32"
@@ -134,7 +138,7 @@ def test_fp16_fidelity_within_bounds(fp16: Path):
     assert g["hubert"]["cosine"] >= 0.999
     # inputs and outputs stay float32 (the engine feeds the same arrays to every precision) except the K/V
     # cache, which stays float16 so a step never converts it; the manifest says so, as the graph does
-    source = Bundle.load(fp16.with_name("fp32"))
+    source = Bundle.load(demo)
     for graph in ("t2s_prefill", "t2s_step"):
         for kind in ("inputs", "outputs"):
             want = [{**io, "dtype": "float16"} if io["name"].startswith(("past_", "present_")) else io
@@ -231,9 +235,9 @@ def test_static_int8_vocoder_is_opt_in_measured_and_speaks(demo: Path, tmp_path:
 
 
 @pytest.fixture(scope="module")
-def kv8(demo: Path) -> Path:
+def kv8(demo: Path, quantized: Path) -> Path:
     """Every graph fp32, int8 K/V cache: the fidelity report then measures the cache alone."""
-    out = demo.with_name("kv8")
+    out = quantized / "kv8"
     keep = {name: "fp32" for name in Bundle.load(demo).graphs}
     quantize_bundle(demo, out, "int8", keep, kv_cache="int8", **QUIET)
     return out

@@ -14,7 +14,6 @@ from daemon.model.engine import Engine
 from daemon.model.hardware import HardwareProfile
 from daemon.speech.espeak import EspeakVoice
 from daemon.speech.synthesizer import SynthesisError, Synthesizer, UnknownVoice
-from tests.demo_fixtures import demo_bundle  # noqa: F401  (fixture)
 from tests.doubles import ToneEngine
 from tests.unit.model.test_engine import make_wav
 
