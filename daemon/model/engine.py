@@ -31,6 +31,7 @@ from daemon.frontend.bert_tokenizer import BertTokenizer
 from daemon.frontend.sentences import SENTENCE_ENDS
 from daemon.model.bert_features import phone_level_features
 from daemon.model.bundle import Bundle, BundleError
+from daemon.model.fbank import SAMPLE_RATE as HUBERT_RATE
 from daemon.model.fbank import kaldi_fbank
 from daemon.model.hardware import (
     HardwareProfile,
@@ -48,7 +49,6 @@ from daemon.vocabulary import LANGUAGE_MODES, PRO_VERSIONS
 
 log = logging.getLogger(__name__)
 
-HUBERT_RATE = 16000
 PAUSE_SECONDS = 0.3  # upstream's pause_second between segments, and the pad after the clip for HuBERT
 TOKENS_PER_PHONE = 5  # semantic tokens (25 Hz) per target phone before a runaway decode is cut
 MIN_TOKENS = 40
