@@ -286,12 +286,7 @@ class Engine:
         return self.run("sovits_ref_style", feeds)[0]
 
     def voice(self, name: str) -> Voice:
-        try:
-            return self.voices_store.load(name, self.bundle.digest)
-        except VoiceError as exc:
-            if "unknown voice" in str(exc):
-                raise UnknownVoice(str(exc)) from exc
-            raise
+        return self.voices_store.load(name, self.bundle.digest)
 
     def voices(self) -> list[VoiceInfo]:
         return [
@@ -302,12 +297,7 @@ class Engine:
 
     def voice_language(self, voice: str) -> str:
         """The language of the voice's transcript."""
-        try:
-            return self.voices_store.meta(voice).lang
-        except VoiceError as exc:
-            if "unknown voice" in str(exc):
-                raise UnknownVoice(str(exc)) from exc
-            raise
+        return self.voices_store.meta(voice).lang
 
     def voice_identity(self, voice: str | None, lang: str | None) -> str:
         """The voice's name and registration key (bundle, clip, transcript, language)."""

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
+from daemon.speech.synthesizer import UnknownVoice
+
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # A listing is kept only once the directory has been still this long: a file system's clock may be coarse
 # (1-2 s on some), so a change just after the listing could leave the modification time as it was.
@@ -32,6 +34,10 @@ SETTLED_NS = 2_000_000_000
 
 class VoiceError(ValueError):
     """A voice that cannot be registered, found or used; the message says which and why."""
+
+
+class NoSuchVoice(VoiceError, UnknownVoice):
+    """No voice of that name is registered: a voice error to the CLI, an unknown voice to the daemon."""
 
 
 def check_name(name: str) -> str:
@@ -118,7 +124,7 @@ class VoiceStore:
             return listed
         if not path.is_file():
             known = ", ".join(m.name for m in self.list()) or "none registered"
-            raise VoiceError(f"unknown voice {name!r} (known: {known})")
+            raise NoSuchVoice(f"unknown voice {name!r} (known: {known})")
         try:
             return VoiceMeta(**json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError) as exc:
@@ -178,6 +184,6 @@ class VoiceStore:
 
     def remove(self, name: str) -> None:
         if not self.exists(name):
-            raise VoiceError(f"unknown voice {name!r}")
+            raise NoSuchVoice(f"unknown voice {name!r}")
         shutil.rmtree(self._dir(name))
         self._forget()
