@@ -180,11 +180,11 @@ class Service:
         """Every voice a request may name, and whether eSpeak NG speaks it: the engine's voices and, beside a
         neural engine, the configured fallback voice (the pipeline hands a request naming it to the fallback).
         Read per call: voices come and go."""
-        engine, fallback = self.engine, self.fallback
-        voices = [(voice, engine is fallback) for voice in engine.voices()]
+        engines = self.engines  # one snapshot: a reload may swap them meanwhile
+        voices = [(voice, not engines.neural) for voice in engines.engine.voices()]
         name = self.settings.engine.fallback_voice
-        if engine is not fallback and all(voice.name != name for voice, _ in voices):
-            voices.append((VoiceInfo(name, [name], f"{fallback.name} ({name})"), True))
+        if engines.neural and all(voice.name != name for voice, _ in voices):
+            voices.append((VoiceInfo(name, [name], f"{engines.fallback.name} ({name})"), True))
         return voices
 
     def register_voice(self, payload: bytes) -> None:
@@ -260,7 +260,7 @@ class Service:
         )
 
     def engine_state(self) -> str:
-        if self.engine is not self.fallback:
+        if self.engines.neural:
             return "ready"
         return "degraded" if self.engine_error else "fallback-only"
 
