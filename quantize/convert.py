@@ -273,11 +273,9 @@ def run(args: argparse.Namespace) -> int:
         check_output_dir(args.out)
         manifest = convert(files, args.out, args.name)
     except ParityError as exc:
-        print(f"gsv-edge convert: {exc}", file=sys.stderr)
-        return exit_codes.FAILED
+        return exit_codes.fail("convert", exc, exit_codes.FAILED)
     except (CheckpointError, ConversionError, OutputPathError) as exc:
-        print(f"gsv-edge convert: {exc}", file=sys.stderr)
-        return exit_codes.INPUT
+        return exit_codes.fail("convert", exc, exit_codes.INPUT)
     for name, g in manifest.graphs.items():
         print(f"{name:24s} {g.size / 1e6:8.2f} MB  sha256 {g.sha256[:16]}")
     return exit_codes.OK

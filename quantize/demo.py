@@ -172,7 +172,6 @@ def run(args: argparse.Namespace) -> int:
         check_output_dir(args.out)
         make_demo(args.out, args.seed)
     except OutputPathError as exc:
-        print(f"gsv-edge make-demo: {exc}", file=sys.stderr)
-        return exit_codes.INPUT
+        return exit_codes.fail("make-demo", exc, exit_codes.INPUT)
     print(f"demo bundle written to {args.out} (UNTRAINED: it produces noise; it proves the pipeline)")
     return exit_codes.OK

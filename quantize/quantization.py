@@ -323,11 +323,9 @@ def run(args: argparse.Namespace) -> int:
         check_output_dir(args.out)
         manifest = quantize_bundle(args.bundle, args.out, args.precision, dict(args.graph), kv_cache=args.kv_cache)
     except BundleError as exc:
-        print(f"gsv-edge quantize: {exc}", file=sys.stderr)
-        return exit_codes.SETUP
+        return exit_codes.fail("quantize", exc, exit_codes.SETUP)
     except (QuantizeError, OutputPathError) as exc:
-        print(f"gsv-edge quantize: {exc}", file=sys.stderr)
-        return exit_codes.INPUT
+        return exit_codes.fail("quantize", exc, exit_codes.INPUT)
     from quantize.fidelity import format_report
 
     print(format_report(manifest.fidelity))

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,8 +59,7 @@ def run(args: argparse.Namespace) -> int:
         settings = load_settings(args.config)
         records = read_records(settings.state_dir, args.since)
     except (ConfigError, StateDbError) as exc:
-        print(f"gsv-edge audit: {exc}", file=sys.stderr)
-        return exit_codes.SETUP
+        return exit_codes.fail("audit", exc, exit_codes.SETUP)
     for record in records:
         print(json.dumps(record, ensure_ascii=False) if args.json else _format(record))
     return exit_codes.OK

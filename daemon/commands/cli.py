@@ -57,21 +57,18 @@ def main(argv: list[str] | None = None) -> int:
         return exit_codes.USAGE
     error = getattr(args, "_import_error", None)
     if error is not None:
-        print(f"gsv-edge {args.command}: cannot load {args._module}: {error}", file=sys.stderr)
-        if args._module.startswith("quantize"):
-            print('  the conversion tooling needs torch: pip install "gsv-edge[convert]"', file=sys.stderr)
-        return exit_codes.SETUP
+        needs_torch = args._module.startswith("quantize")
+        hint = ' (the conversion tooling needs torch: pip install "gsv-edge[convert]")' if needs_torch else ""
+        return exit_codes.fail(args.command, f"cannot load {args._module}: {error}{hint}", exit_codes.SETUP)
     try:
         return int(importlib.import_module(args._module).run(args) or 0)
     except KeyboardInterrupt:
-        print(f"gsv-edge {args.command}: interrupted", file=sys.stderr)
-        return exit_codes.INTERRUPTED
+        return exit_codes.fail(args.command, "interrupted", exit_codes.INTERRUPTED)
     except Exception as exc:  # noqa: BLE001 - the last line of defence: a bug, told in one line
         if args.traceback:
             raise
-        print(f"gsv-edge {args.command}: unexpected error: {type(exc).__name__}: {exc} "
-              "(a bug: please report it with the output of the same command run with --traceback)", file=sys.stderr)
-        return exit_codes.FAILED
+        return exit_codes.fail(args.command, f"unexpected error: {type(exc).__name__}: {exc} (a bug: please report it "
+                               "with the output of the same command run with --traceback)", exit_codes.FAILED)
 
 
 if __name__ == "__main__":

@@ -6,6 +6,8 @@ does not restart it for that (it would fail the same way until someone edits the
 
 from __future__ import annotations
 
+import sys
+
 OK = 0
 # Synthesis, audio device, conversion (parity out of bounds), or the daemon refused / did not answer.
 FAILED = 1
@@ -18,3 +20,9 @@ INPUT = 3
 SETUP = 4
 # Interrupted from the keyboard (128 + SIGINT), as shells report it.
 INTERRUPTED = 130
+
+
+def fail(command: str, message: object, code: int) -> int:
+    """Say what went wrong in one line on stderr, ``gsv-edge COMMAND: message``; returns ``code`` to exit with."""
+    print(f"gsv-edge {command}: {message}", file=sys.stderr)
+    return code

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from daemon.commands import exit_codes
@@ -84,11 +83,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             print(describe_checkpoint(path))
     except (BundleError, ToolingMissing) as exc:
-        print(f"gsv-edge inspect: {exc}", file=sys.stderr)
-        return exit_codes.SETUP
+        return exit_codes.fail("inspect", exc, exit_codes.SETUP)
     except ValueError as exc:
-        print(f"gsv-edge inspect: {exc}", file=sys.stderr)
-        return exit_codes.INPUT
+        return exit_codes.fail("inspect", exc, exit_codes.INPUT)
     return exit_codes.OK
 
 

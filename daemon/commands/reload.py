@@ -59,8 +59,7 @@ def _daemon_config(state_dir: Path, pid: int) -> Path | None:
 
 
 def _not_sent(reason: str, code: int = exit_codes.SETUP) -> int:
-    print(f"gsv-edge reload: not sent, {reason}", file=sys.stderr)
-    return code
+    return exit_codes.fail("reload", f"not sent, {reason}", code)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -77,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
         os.kill(pid, 0)  # alive: before the checks, which may hash gigabytes
         daemon_config = _daemon_config(state_dir, pid)
     except (OSError, ValueError, StateDbError) as exc:
-        print(f"gsv-edge reload: no running daemon found through {pid_file}: {exc}", file=sys.stderr)
-        return exit_codes.FAILED
+        return exit_codes.fail("reload", f"no running daemon found through {pid_file}: {exc}", exit_codes.FAILED)
     runs_with = daemon_config or DEFAULT_CONFIG_PATH  # started without --config, it reads the default file
     if args.config is not None and args.config.resolve() != runs_with.resolve():
         what = daemon_config or f"none given, so {DEFAULT_CONFIG_PATH} when present"
@@ -98,8 +96,7 @@ def run(args: argparse.Namespace) -> int:
         sent = time.time()
         os.kill(pid, signal.SIGHUP)
     except OSError as exc:
-        print(f"gsv-edge reload: no running daemon found through {pid_file}: {exc}", file=sys.stderr)
-        return exit_codes.FAILED
+        return exit_codes.fail("reload", f"no running daemon found through {pid_file}: {exc}", exit_codes.FAILED)
     deadline = time.monotonic() + WAIT_S
     while time.monotonic() < deadline:
         outcome = _last_reload(state_dir)

@@ -44,8 +44,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         _check_request(text, args.out, args.play)
     except ValueError as exc:
-        print(f"gsv-edge say: {exc}", file=sys.stderr)
-        return exit_codes.INPUT
+        return exit_codes.fail("say", exc, exit_codes.INPUT)
     try:
         if args.play:
             _check_sound_card()  # before the model loads: no sound card, no wait
@@ -63,21 +62,17 @@ def run(args: argparse.Namespace) -> int:
             player.stop()
             player.close()
     except SetupError as exc:
-        print(f"gsv-edge say: {exc}", file=sys.stderr)
-        return exit_codes.SETUP
+        return exit_codes.fail("say", exc, exit_codes.SETUP)
     except (UnknownVoice, VoiceError, ValueError) as exc:
-        print(f"gsv-edge say: {exc}", file=sys.stderr)
-        return exit_codes.INPUT
+        return exit_codes.fail("say", exc, exit_codes.INPUT)
     except (SynthesisError, AudioDeviceError) as exc:
-        print(f"gsv-edge say: {exc}", file=sys.stderr)
-        return exit_codes.FAILED
+        return exit_codes.fail("say", exc, exit_codes.FAILED)
     audio = np.concatenate(chunks)
     if args.out:
         try:
             args.out.write_bytes(encode_wav(audio, engine.sample_rate))
         except OSError as exc:
-            print(f"gsv-edge say: {args.out}: cannot write the WAV: {exc.strerror or exc}", file=sys.stderr)
-            return exit_codes.FAILED
+            return exit_codes.fail("say", f"{args.out}: cannot write the WAV: {exc.strerror or exc}", exit_codes.FAILED)
         print(f"{args.out}: {len(audio) / engine.sample_rate:.2f} s at {engine.sample_rate} Hz"
               + ("  [demo bundle: untrained weights, noise]" if engine.bundle.untrained else ""))
     return exit_codes.OK

@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 
@@ -41,8 +40,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = load_settings(args.config)
     except ConfigError as exc:
-        print(f"gsv-edge serve: {exc}", file=sys.stderr)
-        return exit_codes.SETUP
+        return exit_codes.fail("serve", exc, exit_codes.SETUP)
     setup_logging(settings.log_level)
     notifier = Notifier.from_environ()
     notifier.status("loading the engine")
@@ -55,19 +53,16 @@ def run(args: argparse.Namespace) -> int:
         with extending:
             service = Service(settings, shared_threads=True)
     except ConfigError as exc:
-        print(f"gsv-edge serve: {exc}", file=sys.stderr)
-        return exit_codes.SETUP
+        return exit_codes.fail("serve", exc, exit_codes.SETUP)
     except StartFault as exc:
-        print(f"gsv-edge serve: {exc}", file=sys.stderr)
-        return exit_codes.FAILED
+        return exit_codes.fail("serve", exc, exit_codes.FAILED)
     stopping = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     try:
         service.start()
     except ConfigError as exc:
-        print(f"gsv-edge serve: {exc}", file=sys.stderr)
-        return exit_codes.SETUP
+        return exit_codes.fail("serve", exc, exit_codes.SETUP)
     reloader = serve_with_reload(service, args.config)
     notifier.status(f"waiting for the MQTT broker {settings.mqtt.host}:{settings.mqtt.port}")
     while not stopping.is_set() and not service.mqtt.ready.wait(0.5):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from daemon.audio.wav import AudioError
@@ -47,9 +46,7 @@ def run(args: argparse.Namespace) -> int:
             engine.voices_store.remove(args.name)
             print(f"voice '{args.name}' removed")
     except SetupError as exc:
-        print(f"gsv-edge voice: {exc}", file=sys.stderr)
-        return exit_codes.SETUP
+        return exit_codes.fail("voice", exc, exit_codes.SETUP)
     except (AudioError, VoiceError, ValueError) as exc:
-        print(f"gsv-edge voice: {exc}", file=sys.stderr)
-        return exit_codes.INPUT
+        return exit_codes.fail("voice", exc, exit_codes.INPUT)
     return exit_codes.OK

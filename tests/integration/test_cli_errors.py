@@ -243,3 +243,16 @@ def test_only_a_bundle_or_an_empty_place_is_written_to(tmp_path: Path, demo_bund
         raise RuntimeError("conversion failed half way")
     assert Bundle.load(old).digest == Bundle.load(demo_bundle).digest
     assert not work.exists()
+
+
+def test_tooling_that_cannot_load_is_one_line_saying_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """What a box without torch sees for ``convert``: the missing module and the extra to install, on one line."""
+    from daemon.commands import cli
+
+    monkeypatch.setitem(cli.SUBCOMMANDS, "convert", ("quantize.not_installed_here", "needs torch"))
+    assert cli.main(["convert"]) == exit_codes.SETUP
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "quantize.not_installed_here" in err and 'pip install "gsv-edge[convert]"' in err
