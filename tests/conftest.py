@@ -32,15 +32,22 @@ pytest_plugins = ["tests.demo_fixtures"]
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
-# A test is an integration test when it lives in tests/integration/ or needs a broker (directly or through a
-# daemon): ``pytest -m "not integration"`` is then the quick run of everything else.
+# A test is an integration test when it lives in tests/integration/, needs a broker (directly or through a
+# daemon), or runs the torch converter (exports graphs from checkpoints: the converter's own tests, the model
+# graphs' golden parity, and tests marked ``converter``). ``pytest -m "not integration"`` is then the quick run of
+# the daemon's units, the fuzzers and the front end's golden phones; ``-m converter`` runs the converter's tests.
 BROKER_FIXTURES = {"mosquitto_broker", "recorder", "start_daemon", "daemon_process"}
+CONVERTER_PATHS = ("tests/unit/quantize/", "tests/golden/test_golden.py")
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    root = config.rootpath
     for item in items:
+        where = item.path.relative_to(root).as_posix()
+        if where.startswith(CONVERTER_PATHS):
+            item.add_marker(pytest.mark.converter)
         needs_broker = BROKER_FIXTURES & set(getattr(item, "fixturenames", ()))
-        if "integration" in item.path.parts or needs_broker:
+        if "integration" in item.path.parts or needs_broker or item.get_closest_marker("converter"):
             item.add_marker(pytest.mark.integration)
 
 

@@ -134,6 +134,7 @@ def test_bad_text(speaking: Engine) -> None:
         SynthesisOptions(speed=9.0)
 
 
+@pytest.mark.converter  # builds a second bundle from checkpoints
 def test_voice_from_another_bundle_is_refused(voiced: Engine, tmp_path: Path) -> None:
     from quantize.demo import make_demo
 

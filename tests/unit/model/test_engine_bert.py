@@ -19,6 +19,8 @@ from quantize.graphs import export_graph
 from quantize.roberta import BertConfig, BertModel, bert_feature, roberta_graphs
 from tests.paths import SHARED
 
+pytestmark = pytest.mark.converter  # exports a small roberta with torch
+
 TOKENIZER = SHARED / "pretrained-configs" / "chinese-roberta-wwm-ext-large"
 
 
