@@ -1,5 +1,5 @@
 """Words every layer shares: request priorities, outputs, audio formats, the protocols requests arrive on, the
-front end's language modes and the model versions a bundle is made from.
+front end's language modes, the model versions a bundle is made from and the scopes of the HTTP API's tokens.
 
 It sits beside ``config.py`` at the bottom of the daemon and imports nothing of it, so the configuration, the
 queue, the protocol parsers, the engine, the command line and the offline converter all name these the same way.
@@ -23,3 +23,7 @@ LANGUAGE_MODES: tuple[str, ...] = get_args(LanguageMode)
 
 SOVITS_VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus")  # a bundle's model_version; upstream's v3/v4 are not supported
 PRO_VERSIONS = ("v2Pro", "v2ProPlus")  # their voice style also takes a speaker-verification embedding
+
+Scope = Literal["speak", "voices", "admin"]
+"""What a bearer token may do on the HTTP API: make the box speak, manage voices, or anything (``admin``)."""
+SCOPES: tuple[str, ...] = get_args(Scope)

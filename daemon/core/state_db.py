@@ -1,7 +1,7 @@
 """The daemon's state database: one SQLite file in WAL mode in the state directory.
 
-The durable queue, the audit trail and reload outcomes share it, so one ``fsync`` policy and one lock
-cover everything. ``synchronous=FULL`` makes a commit survive power loss, not only a killed process: a
+The durable queue, the audit trail, reload outcomes and the HTTP API's tokens share it, so one ``fsync`` policy
+and one lock cover everything. ``synchronous=FULL`` makes a commit survive power loss, not only a killed process: a
 request acknowledged as ``queued`` or recorded as ``done`` is on the disk before anyone hears about it.
 """
 
