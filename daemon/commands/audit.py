@@ -43,8 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
 
 
+def local_time(ts: float) -> str:
+    """Unix seconds as an ISO 8601 time in the box's zone, to the second."""
+    return datetime.fromtimestamp(ts, timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
 def _format(record: dict[str, Any]) -> str:
-    when = datetime.fromtimestamp(record["ts"], timezone.utc).astimezone().isoformat(timespec="seconds")
+    when = local_time(record["ts"])
     audio = (record["audio_sha256"] or "")[:16]
     where = record["site_id"] or record["client"] or record["topic"] or ""
     return "\t".join(
