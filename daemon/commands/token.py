@@ -1,0 +1,89 @@
+"""``gsv-edge token add|list|revoke``: the HTTP API's bearer tokens (:mod:`daemon.core.tokens`).
+
+It writes the state database through its own connection (WAL), so it works while the daemon runs, and the daemon
+reads the tokens at every check: a token added or revoked here counts at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from daemon.commands import exit_codes
+from daemon.commands.audit import local_time
+from daemon.config import DEFAULT_CONFIG_PATH, ConfigError, load_settings
+from daemon.core.state_db import StateDb, StateDbError
+from daemon.core.tokens import TokenError, TokenInfo, TokenStore
+from daemon.vocabulary import SCOPES
+
+
+def _add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help=f"TOML configuration naming the state directory (default {DEFAULT_CONFIG_PATH})")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+    add = sub.add_parser("add", help="make a token; its secret is printed once, on the last line")
+    add.add_argument("name", help="token name (letters, digits, '_', '.', '-'), e.g. who holds it")
+    add.add_argument("--scope", action="append", required=True, metavar="SCOPE",
+                     help=f"what it may do: {', '.join(SCOPES)} (admin implies the others); repeat it or "
+                          "separate with commas")
+    _add_config_argument(add)
+    lst = sub.add_parser("list", help="list the tokens: name, scopes, when made and last used (never the secret)")
+    lst.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    _add_config_argument(lst)
+    revoke = sub.add_parser("revoke", help="delete a token: its secret stops working at once")
+    revoke.add_argument("name")
+    _add_config_argument(revoke)
+
+
+def _table(infos: list[TokenInfo]) -> list[str]:
+    rows = [("NAME", "SCOPES", "CREATED", "LAST USED")]
+    rows += [(info.name, ",".join(info.scopes), local_time(info.created_at),
+              local_time(info.last_used_at) if info.last_used_at is not None else "never") for info in infos]
+    widths = [max(len(row[column]) for row in rows) for column in range(3)]  # the last column is not padded
+    return ["  ".join([*(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True)), row[3]])
+            for row in rows]
+
+
+def _run(store: TokenStore, args: argparse.Namespace) -> None:
+    if args.token_command == "add":
+        scopes = [scope for value in args.scope for scope in value.split(",") if scope.strip()]
+        secret = store.add(args.name, scopes)
+        (info,) = [info for info in store.list() if info.name == args.name]
+        print(f"token '{info.name}' added with scopes {','.join(info.scopes)}; it is shown once and stored hashed, "
+              "so copy it now:")
+        print(secret)
+    elif args.token_command == "list":
+        infos = store.list()
+        if args.json:
+            for info in infos:
+                print(json.dumps(dataclasses.asdict(info)))
+        else:
+            print("\n".join(_table(infos)) if infos else "no tokens")
+    else:
+        store.revoke(args.name)
+        print(f"token '{args.name}' revoked")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        return exit_codes.fail("token", exc, exit_codes.SETUP)
+    try:
+        db = StateDb.in_dir(settings.state_dir)
+    except (StateDbError, OSError) as exc:
+        return exit_codes.fail("token", f"state_dir {settings.state_dir}: {exc}", exit_codes.FAILED)
+    try:
+        _run(TokenStore(db), args)
+    except TokenError as exc:
+        return exit_codes.fail("token", exc, exit_codes.INPUT)
+    except StateDbError as exc:
+        return exit_codes.fail("token", f"state_dir {settings.state_dir}: {exc}", exit_codes.FAILED)
+    finally:
+        db.close()
+    return exit_codes.OK
