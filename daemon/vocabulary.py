@@ -12,7 +12,7 @@ from typing import Literal, get_args
 Priority = Literal["emergency", "high", "normal", "low"]
 Output = Literal["play", "publish", "both"]
 AudioFormat = Literal["wav", "pcm"]
-Source = Literal["native", "hermes", "wyoming"]
+Source = Literal["native", "hermes", "wyoming", "http"]
 
 PRIORITY_RANK: dict[str, int] = {"emergency": 0, "high": 1, "normal": 2, "low": 3}
 

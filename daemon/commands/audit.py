@@ -52,6 +52,8 @@ def _format(record: dict[str, Any]) -> str:
     when = local_time(record["ts"])
     audio = (record["audio_sha256"] or "")[:16]
     where = record["site_id"] or record["client"] or record["topic"] or ""
+    if record["token_name"]:
+        where = f"{record['token_name']}@{where}"
     return "\t".join(
         str(part)
         for part in (when, record["outcome"], record["protocol"], where, record["request_id"] or "-",

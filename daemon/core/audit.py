@@ -2,10 +2,10 @@
 
 Rows are only ever inserted (a trigger refuses updates); the oldest are deleted to keep the table
 within ``audit.max_rows`` and ``audit.max_age_days``. A row records where the request came from
-(protocol, topic, Wyoming peer; MQTT 3.1.1 does not tell a subscriber who published, so ``client`` is
-empty for MQTT), what was asked (site, id, voice, SHA-256 of the text; the text itself only with
-``audit.store_text``) and what happened (outcome, reason, engine, SHA-256 of the audio produced). The
-``done`` row is committed before the ``done`` event is published, so it survives a crash.
+(protocol, topic, Wyoming or HTTP peer and the HTTP token's name; MQTT 3.1.1 does not tell a subscriber
+who published, so ``client`` is empty for MQTT), what was asked (site, id, voice, SHA-256 of the text; the
+text itself only with ``audit.store_text``) and what happened (outcome, reason, engine, SHA-256 of the audio
+produced). The ``done`` row is committed before the ``done`` event is published, so it survives a crash.
 
 ``gsv-edge audit [--since WHEN] [--json]`` prints it.
 """
@@ -31,6 +31,7 @@ COLUMNS = (
     "protocol",
     "topic",
     "client",
+    "token_name",
     "site_id",
     "request_id",
     "voice",
@@ -42,6 +43,8 @@ COLUMNS = (
     "audio_ms",
 )
 
+ADDED_COLUMNS = ("token_name",)  # columns newer than the first schema, added to an existing trail
+
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS audit (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -50,6 +53,7 @@ SCHEMA = (
         protocol TEXT,
         topic TEXT,
         client TEXT,
+        token_name TEXT,
         site_id TEXT,
         request_id TEXT,
         voice TEXT,
@@ -81,6 +85,10 @@ class AuditLog:
         with db.transaction() as conn:
             for statement in SCHEMA:
                 conn.execute(statement)
+            present = {row[1] for row in conn.execute("PRAGMA table_info(audit)")}
+            for column in ADDED_COLUMNS:
+                if column not in present:  # a trail written by an older version keeps its rows
+                    conn.execute(f"ALTER TABLE audit ADD COLUMN {column} TEXT")
         self.prune()
 
     def on_event(self, event: Event) -> None:
@@ -88,7 +96,9 @@ class AuditLog:
         request, kind, fields = event.request, event.kind, event.fields
         if event.refused is not None:
             origin = event.refused
-            self.rejected(origin.protocol, origin.topic, event.id, origin.site_id, str(fields.get("reason", "")))
+            self.write(outcome="rejected", protocol=origin.protocol, topic=origin.topic, client=origin.client,
+                       token_name=origin.token_name, request_id=event.id, site_id=origin.site_id,
+                       reason=str(fields.get("reason", "")))
             return
         if request is None or kind is EventKind.QUEUED or not is_terminal(kind, fields):
             return
@@ -97,6 +107,7 @@ class AuditLog:
             protocol=request.source,
             topic=request.topic,
             client=request.client,
+            token_name=request.token_name,
             site_id=request.site_id,
             request_id=request.id,
             voice=request.voice,
@@ -106,13 +117,6 @@ class AuditLog:
             engine=fields.get("engine"),
             audio_sha256=fields.get("audio_sha256"),
             audio_ms=fields.get("audio_ms"),
-        )
-
-    def rejected(self, protocol: str, topic: str | None, request_id: str | None, site_id: str | None,
-                 reason: str) -> None:
-        """A payload refused before it became a request (nothing of its text is trusted or kept)."""
-        self.write(
-            outcome="rejected", protocol=protocol, topic=topic, request_id=request_id, site_id=site_id, reason=reason
         )
 
     def write(self, **row: Any) -> None:

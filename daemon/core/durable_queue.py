@@ -225,8 +225,7 @@ class DurableQueue:
                 with self._db.transaction() as conn:
                     conn.execute("UPDATE requests SET state = 'failed', body = '' WHERE seq = ?", (seq,))
                 continue
-            # a Wyoming client's connection died with the daemon: nobody is left to hear its audio
-            if request.expired(now) or request.source == "wyoming":
+            if request.expired(now) or request.answers_a_connection:
                 self.expired_while_down.append(request)  # the row changes with its event's record
             elif self._memory.put(request).status == "queued":
                 self.resumed.append(request)

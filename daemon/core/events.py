@@ -59,6 +59,8 @@ class PayloadOrigin:
     topic: str | None = None
     site_id: str | None = None  # Hermes
     session_id: str | None = None  # Hermes
+    client: str | None = None  # HTTP peer address
+    token_name: str | None = None  # HTTP token
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,8 @@ class Request:
     site_id: str | None = None  # Hermes siteId
     session_id: str | None = None  # Hermes sessionId
     topic: str | None = None  # MQTT topic it arrived on (for the audit trail)
-    client: str | None = None  # Wyoming peer address; MQTT 3.1.1 does not say who published
+    client: str | None = None  # Wyoming or HTTP peer address; MQTT 3.1.1 does not say who published
+    token_name: str | None = None  # the HTTP token that asked (its name, never the secret)
     row: int | None = None  # its row in the state database once admitted (ids may repeat, rows do not)
     received_at: float = field(default_factory=time.monotonic)
 
@@ -49,6 +50,12 @@ class Request:
     def occupies_speaker(self) -> bool:
         """Local playback, or a Hermes site's audio server playing our playBytes; only these get cut."""
         return self.output != "publish" or self.source == "hermes"
+
+    @property
+    def answers_a_connection(self) -> bool:
+        """Its audio goes back over a connection (Wyoming, an HTTP response): when the daemon restarts, that
+        connection is gone and nobody is left to hear it."""
+        return self.source == "wyoming" or (self.source == "http" and self.output == "publish")
 
     def expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.expires_at

@@ -24,6 +24,7 @@ from daemon.core.request_queue import Request
 from daemon.vocabulary import AudioFormat, Output, Priority
 
 MAX_NAME_CHARS = 128
+CLIENT_GONE = "client disconnected"  # why a request whose Wyoming or HTTP client hung up ends failed
 _LANG = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{1,8})*$")
 
 

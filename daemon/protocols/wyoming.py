@@ -35,14 +35,13 @@ from daemon.core import events
 from daemon.core.events import EventKind, is_terminal
 from daemon.core.pipeline import AudioStream
 from daemon.core.request_queue import Request
-from daemon.protocols.payloads import IntakePolicy, RejectedPayload, parse_native
+from daemon.protocols.payloads import CLIENT_GONE, IntakePolicy, RejectedPayload, parse_native
 from daemon.speech.synthesizer import Synthesizer, VoiceInfo
 
 log = logging.getLogger(__name__)
 
 WIDTH = 2  # 16-bit PCM
 CHANNELS = 1
-CLIENT_GONE = "client disconnected"  # why the request of a client that hung up ends failed
 GSV_ATTRIBUTION = Attribution(name="RVC-Boss/GPT-SoVITS", url="https://github.com/RVC-Boss/GPT-SoVITS")
 ESPEAK_ATTRIBUTION = Attribution(name="eSpeak NG", url="https://github.com/espeak-ng/espeak-ng")
 # The engine's text modes that are not language codes, as the languages Home Assistant groups voices by.
