@@ -248,6 +248,44 @@ class WyomingSettings(_Section):
         return self
 
 
+class HttpSettings(_Section):
+    """The HTTP API (GPT-SoVITS api_v2, OpenAI speech, native REST); off until ``port`` is set."""
+
+    host: str = "127.0.0.1"  # loopback: only this box; another address needs tokens or allow_anonymous
+    port: int | None = Field(None, ge=1, le=65535)  # upstream api_v2 listens on 9880
+    tls_cert_file: Path | None = None  # PEM certificate chain; set with tls_key_file = HTTPS
+    tls_key_file: Path | None = None
+    # requests without a token may speak; without it, a token is needed once any exists, and a non-loopback
+    # host with no token at all refuses to start
+    allow_anonymous: bool = False
+    cors_origins: list[str] = Field(default_factory=list)  # browser origins allowed to call (SillyTavern's)
+    reference_dir: Path | None = None  # api_v2 ref_audio_path under here registers a voice on first use
+    priority: Priority = "normal"  # in the shared queue, beside MQTT and Wyoming requests
+    max_body_bytes: int = Field(16 << 20, ge=1024, le=1 << 30)  # larger requests get 413 unread
+    rate_limit_per_s: float = Field(5.0, gt=0)  # requests per second per token (or per address), sustained
+    rate_limit_burst: int = Field(20, ge=1)  # ... and in a burst
+
+    @field_validator("port", "tls_cert_file", "tls_key_file", "reference_dir", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> HttpSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together")
+        for path in (self.tls_cert_file, self.tls_key_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"TLS file {path} not found")
+        if self.reference_dir is not None and not self.reference_dir.is_dir():
+            raise ValueError(f"reference_dir {self.reference_dir} is not a directory")
+        return self
+
+    @property
+    def loopback(self) -> bool:
+        return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
+
+
 class CacheSettings(_Section):
     max_mb: int = Field(256, ge=0)  # rendered-audio cache in <state_dir>/cache/audio; 0 = off
 
@@ -266,6 +304,7 @@ class Settings(BaseSettings):
     audit: AuditSettings = Field(default_factory=AuditSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     wyoming: WyomingSettings = Field(default_factory=WyomingSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
     state_dir: Path = Field(default_factory=lambda: default_state_dir())
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"

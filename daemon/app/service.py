@@ -33,10 +33,11 @@ from daemon.protocols.voice_registration import (
     parse_registration,
 )
 from daemon.protocols.wyoming import WyomingServer
-from daemon.speech.synthesizer import Synthesizer, VoiceInfo
+from daemon.speech.synthesizer import SynthesisError, Synthesizer, VoiceInfo
 
 if TYPE_CHECKING:
     from daemon.core.metrics import Metrics
+    from daemon.protocols.http.server import HttpServer
 
 log = logging.getLogger("gsv-edge")
 
@@ -71,6 +72,7 @@ class Service:
         self.mqtt = MqttService(settings, self, _version())
         self.wyoming = WyomingServer(settings, self, _version()) if settings.wyoming.uri else None
         self.state, self.queue, self.audit = self._open_state(settings)
+        self.http = self._http_server() if settings.http.port is not None else None
         self.metrics = self._metrics() if settings.metrics.port is not None else None
         self.bus = self._event_bus()
         self.outputs = self._output_router()
@@ -90,6 +92,13 @@ class Service:
         except (StateDbError, OSError) as exc:
             raise StartFault(f"state_dir {settings.state_dir}: {exc}") from exc
 
+    def _http_server(self) -> HttpServer:
+        from daemon.core.tokens import TokenStore
+        from daemon.protocols.http.app import build_app  # FastAPI and uvicorn load only when it is on
+        from daemon.protocols.http.server import HttpServer
+
+        return HttpServer(self.settings, self, TokenStore(self.state), _version(), build_app)
+
     def _metrics(self) -> Metrics:
         from daemon.core.metrics import Metrics  # prometheus_client is an optional package
 
@@ -103,16 +112,19 @@ class Service:
         """Every event is recorded in the queue's database with its MQTT messages, heard by these subscribers,
         then published over MQTT."""
         bus = EventBus(journal=self.queue, announcer=self.mqtt)
-        for subscriber in (self.audit, self.metrics, self.wyoming):
+        for subscriber in (self.audit, self.metrics, self.wyoming, self.http):
             if subscriber is not None:
                 bus.subscribe(subscriber)
         return bus
 
     def _output_router(self) -> OutputRouter:
-        """A request's audio goes back the way it came: Wyoming to its client, everything else over MQTT."""
+        """A request's audio goes back the way it came: Wyoming to its client, HTTP to its response, everything
+        else over MQTT."""
         router = OutputRouter(default=self.mqtt)
         if self.wyoming is not None:
             router.route("wyoming", self.wyoming)
+        if self.http is not None:
+            router.route("http", self.http)
         return router
 
     def _pipeline(self, settings: Settings) -> Pipeline:
@@ -156,8 +168,10 @@ class Service:
 
     def rejected(self, protocol: str, topic: str, rejection: RejectedPayload) -> None:
         origin = PayloadOrigin(protocol, topic, rejection.site_id, rejection.session_id)
-        self.bus.publish(Event(EventKind.REJECTED, {"reason": rejection.reason}, id=rejection.request_id,
-                               refused=origin))
+        self.refused(origin, rejection.reason, rejection.request_id)
+
+    def refused(self, origin: PayloadOrigin, reason: str, request_id: str | None = None) -> None:
+        self.bus.publish(Event(EventKind.REJECTED, {"reason": reason}, id=request_id, refused=origin))
 
     def delivered(self, seq: int) -> None:
         self.queue.outbox.delivered(seq)
@@ -203,22 +217,30 @@ class Service:
         self._voice_worker.submit(self._register_voice, registration)
 
     def _register_voice(self, reg: VoiceRegistration) -> None:
-        engine = self.engine
         try:
-            with self.pipeline.engine_lock:
-                voice = engine.register_voice(reg.name, reg.wav, reg.text, reg.lang, f"mqtt:{reg.id}", reg.description)
-        except ValueError as exc:  # VoiceError, AudioError: the clip or the transcript
+            self.add_voice(reg.name, reg.wav, reg.text, reg.lang, f"mqtt:{reg.id}", reg.description, reg.id)
+        except (ValueError, SynthesisError) as exc:  # the clip, the transcript, an engine that cannot
             log.info("voice registration %s rejected: %s", reg.id, exc)
             self.bus.publish(Event(EventKind.REJECTED, {"reason": str(exc), "voice": reg.name}, id=reg.id))
-            return
         except Exception as exc:
             log.exception("registering voice %s failed", reg.name)
             reason = f"internal error: {type(exc).__name__}: {exc}"
             self.bus.publish(Event(EventKind.REJECTED, {"reason": reason, "voice": reg.name}, id=reg.id))
-            return
-        log.info("voice %s registered over MQTT (%.1f s clip)", voice.name, voice.seconds)
-        fields = {"voice": voice.name, "lang": reg.lang, "seconds": voice.seconds}
-        self.bus.publish(Event(EventKind.VOICE_REGISTERED, fields, id=reg.id))
+
+    def add_voice(self, name: str, wav: bytes, text: str, lang: str, clip_name: str, description: str = "",
+                  registration_id: str | None = None) -> None:
+        """Register a voice with the engine (seconds of work, between syntheses) and announce it. ValueError says
+        what is wrong with the clip or the transcript, SynthesisError that the engine cannot clone voices."""
+        engine = self.engine
+        if not engine.can_register_voices:
+            raise SynthesisError(f"voice registration needs the GPT-SoVITS engine (engine_state {self.engine_state()})")
+        with self.pipeline.engine_lock:
+            voice = engine.register_voice(name, wav, text, lang, clip_name, description)
+        log.info("voice %s registered (%s, %.1f s clip)", voice.name, clip_name, voice.seconds)
+        fields = {"voice": voice.name, "lang": lang, "seconds": voice.seconds}
+        self.bus.publish(Event(EventKind.VOICE_REGISTERED, fields, id=registration_id))
+        if self.mqtt.connected:
+            self.mqtt.publish_voices(only_if_changed=True)
 
     def _relist_voices(self) -> None:
         while not self._relist_stop.wait(VOICES_RELIST_S):
@@ -295,6 +317,8 @@ class Service:
         )
         if self.wyoming is not None:
             self.wyoming.start()  # first: a port that cannot be served stops start-up before anything runs
+        if self.http is not None:
+            self.http.start()
         if self.metrics is not None:
             self.metrics.serve(self.settings.metrics)
         self.mqtt.send(self.queue.outbox.left())  # committed by the last run, never acknowledged: first
@@ -324,6 +348,8 @@ class Service:
     def stop(self) -> None:
         self._relist_stop.set()
         self._voice_worker.shutdown(wait=True, cancel_futures=True)
+        if self.http is not None:
+            self.http.stop()
         if self.wyoming is not None:
             self.wyoming.stop()
         self.pipeline.stop()

@@ -1,0 +1,123 @@
+"""Who may call what: bearer tokens with scopes, the anonymous rule, and a rate limit per caller.
+
+A token (``gsv-edge token add``) is sent as ``Authorization: Bearer <token>``; clients that only know how to
+send an API key (the OpenAI package, api_v2 plugins) send exactly that. A call without a token is anonymous: it
+may speak when ``http.allow_anonymous`` is set, or while no token exists and the server listens on loopback
+only (a fresh box, used from itself); managing voices and the box always needs a token. Where anonymous calls
+may speak, a bearer value that is no token counts as anonymous (clients insist on sending some key). Every refusal is
+audited with the caller's address and token name, as every request is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.requests import Request as HttpRequest
+
+from daemon.config import HttpSettings
+from daemon.core.rate_limit import RateLimiter
+from daemon.core.tokens import TokenStore
+
+ANONYMOUS_SCOPES = frozenset({"speak"})
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who is calling: the token's name (None: anonymous), what it may do, and from where."""
+
+    token_name: str | None
+    scopes: frozenset[str]
+    client: str
+
+    def may(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+
+class Refusal(Exception):
+    """A call answered with an error status instead of audio; each API words the body its own way."""
+
+    def __init__(self, status: int, message: str, code: str, param: str | None = None,
+                 headers: dict[str, str] | None = None, audited: bool = False) -> None:
+        super().__init__(message)
+        self.audited = audited  # the request it answers is in the audit trail already
+        self.status = status
+        self.message = message
+        self.code = code
+        self.param = param
+        self.headers = headers or {}
+
+
+class Gate:
+    """Identifies the caller of each call and checks its scope and rate."""
+
+    def __init__(self, settings: HttpSettings, tokens: TokenStore) -> None:
+        self.settings = settings
+        self.tokens = tokens
+        self._limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+
+    def identify(self, authorization: str | None, client: str) -> Caller:
+        """The caller, or :class:`Refusal` 401 for a token that is not (or no longer) valid."""
+        secret = _bearer(authorization)
+        info = self.tokens.verify(secret) if secret is not None else None
+        if info is not None:
+            return Caller(info.name, frozenset(info.scopes), client)
+        anonymous = self._anonymous_scopes()
+        if secret is not None and not anonymous:
+            raise Refusal(401, "invalid or revoked token", "invalid_token", headers={"WWW-Authenticate": "Bearer"})
+        # Where anonymous calls may speak, a key that is no token is ignored: clients such as Open WebUI
+        # insist on sending some API key.
+        return Caller(None, anonymous, client)
+
+    def _anonymous_scopes(self) -> frozenset[str]:
+        if self.settings.allow_anonymous or (self.settings.loopback and not self.tokens.any_tokens()):
+            return ANONYMOUS_SCOPES
+        return frozenset()
+
+    def admit(self, caller: Caller, scope: str) -> None:
+        """Raise :class:`Refusal` (401, 403 or 429) unless ``caller`` may do ``scope`` now."""
+        if not caller.may(scope):
+            if caller.token_name is None:
+                raise Refusal(401, f"this call needs a token with the '{scope}' scope: send 'Authorization: "
+                              "Bearer <token>' (gsv-edge token add)", "missing_token",
+                              headers={"WWW-Authenticate": "Bearer"})
+            raise Refusal(403, f"token '{caller.token_name}' lacks the '{scope}' scope", "insufficient_scope")
+        key = caller.token_name or caller.client.rsplit(":", 1)[0]
+        if not self._limiter.allow(key):
+            retry = max(1, round(1 / self.settings.rate_limit_per_s))
+            raise Refusal(429, f"too many requests from {caller.token_name or 'this address'}: at most "
+                          f"{self.settings.rate_limit_per_s:g} per second", "rate_limited",
+                          headers={"Retry-After": str(retry)})
+
+
+def admit(http_request: HttpRequest, scope: str) -> Caller:
+    """The caller of this call, allowed to do ``scope`` now (else :class:`Refusal`)."""
+    gate: Gate = http_request.app.state.gate
+    caller = gate.identify(http_request.headers.get("authorization"), peer(http_request))
+    http_request.state.caller = caller
+    gate.admit(caller, scope)
+    return caller
+
+
+def needs(scope: str) -> Callable[[HttpRequest], Caller]:
+    """A route dependency: the caller, allowed to do ``scope``; checked before the body is read or
+    validated, so a stranger learns nothing from a malformed body."""
+
+    def dependency(http_request: HttpRequest) -> Caller:
+        return admit(http_request, scope)
+
+    return dependency
+
+
+def peer(http_request: HttpRequest) -> str:
+    client = http_request.client
+    return f"{client.host}:{client.port}" if client else "unknown"
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if not authorization:
+        return None
+    scheme, _, value = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()

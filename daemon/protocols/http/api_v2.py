@@ -1,0 +1,170 @@
+"""GPT-SoVITS's own HTTP contract, ``api_v2.py``: ``GET``/``POST /tts`` with upstream's fields and defaults.
+
+The clients written for upstream's server (AstrBot, SillyTavern, Open-LLM-VTuber, koishi and nonebot plugins, a
+Home Assistant custom component) point at the box unchanged. Fields are read as upstream reads them: loosely
+typed, checked in upstream's order with upstream's messages in a 400 ``{"message": ...}``. ``ref_audio_path``
+names a reference clip on the server; here it names a registered voice (by name, or by the clip's file name),
+and a WAV under ``http.reference_dir`` with its ``prompt_text`` is registered as a voice on first use.
+
+Streaming (``streaming_mode`` 1-3 or true) sends a WAV header that gives no length, then raw PCM as each part is
+synthesised, as upstream does; ``raw`` is that PCM alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path, PurePath
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response
+
+from daemon.audio.encoding import encoding
+from daemon.protocols.http.access import Caller, Refusal, needs
+from daemon.protocols.http.responses import streamed, whole
+from daemon.protocols.http.server import HttpServer
+from daemon.speech.synthesizer import SynthesisError
+from daemon.vocabulary import LANGUAGE_MODES
+
+router = APIRouter()
+Speaker = Annotated[Caller, Depends(needs("speak"))]  # the caller, allowed to speak
+
+MEDIA_TYPES = {"wav": "wav", "raw": "pcm", "ogg": "ogg"}  # api_v2's media_type -> the encoding sent
+UPSTREAM_LANGUAGES = ("auto", "auto_yue", "en", "zh", "ja", "yue", "ko", "all_zh", "all_ja", "all_yue", "all_ko")
+CUT_METHODS = ("cut0", "cut1", "cut2", "cut3", "cut4", "cut5")
+_VOICE_NAME = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+class TtsParams(BaseModel):
+    """Upstream's ``TTS_Request``: its fields and defaults. Those the box does not use are still read and
+    type-checked, so a client's request is accepted or refused exactly as upstream would."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    text: str | None = None
+    text_lang: str | None = None
+    ref_audio_path: str | None = None
+    aux_ref_audio_paths: list[str] | None = None
+    prompt_lang: str | None = None
+    prompt_text: str = ""
+    top_k: int = 15
+    top_p: float = 1.0
+    temperature: float = 1.0
+    text_split_method: str = "cut5"
+    batch_size: int = 1
+    batch_threshold: float = 0.75
+    split_bucket: bool = True
+    speed_factor: float = 1.0
+    fragment_interval: float = 0.3
+    seed: int = -1
+    media_type: str = "wav"
+    streaming_mode: bool | int = False
+    parallel_infer: bool = True
+    repetition_penalty: float = 1.35
+    sample_steps: int = 32
+    super_sampling: bool = False
+    overlap_length: int = 2
+    min_chunk_length: int = 16
+
+
+@router.get("/tts")
+async def tts_get(params: Annotated[TtsParams, Query()], http_request: HttpRequest,
+                  caller: Speaker) -> Response:
+    return await tts(params, http_request, caller)
+
+
+@router.post("/tts")
+async def tts_post(params: TtsParams, http_request: HttpRequest,
+                   caller: Speaker) -> Response:
+    return await tts(params, http_request, caller)
+
+
+async def tts(params: TtsParams, http_request: HttpRequest, caller: Caller) -> Response:
+    check(params)
+    server: HttpServer = http_request.app.state.server
+    voice = await reference_voice(server, params)
+    text_lang = params.text_lang.lower() if params.text_lang else None
+    speed = min(max(params.speed_factor, 0.25), 4.0)  # upstream stretches anything; the engine takes this range
+    request = server.request(caller, params.text or "", voice, text_lang, speed, voice_param="ref_audio_path",
+                             text_param="text")
+    speech = await server.speak(request)
+    fmt = encoding(MEDIA_TYPES[params.media_type])
+    if params.streaming_mode:
+        return await streamed(server, speech, http_request, fmt, wav_size=0)  # upstream's header: no length
+    return await whole(server, speech, http_request, fmt)
+
+
+def check(params: TtsParams) -> None:
+    """Upstream's ``check_params``, in its order and with its messages (and the box's own limits after)."""
+    if not params.text:
+        raise Refusal(400, "text is required", "invalid_value", param="text")
+    if not params.text_lang:
+        raise Refusal(400, "text_lang is required", "invalid_value", param="text_lang")
+    _language(params.text_lang, "text_lang")
+    if not params.ref_audio_path:
+        raise Refusal(400, "ref_audio_path is required", "invalid_value", param="ref_audio_path")
+    if not params.prompt_lang:
+        raise Refusal(400, "prompt_lang is required", "invalid_value", param="prompt_lang")
+    _language(params.prompt_lang, "prompt_lang")
+    if params.media_type not in ("wav", "raw", "ogg", "aac"):
+        raise Refusal(400, f"media_type: {params.media_type} is not supported", "invalid_value", param="media_type")
+    if params.media_type == "aac":
+        raise Refusal(400, "media_type: aac is not offered on this box: use wav, raw or ogg", "invalid_value",
+                      param="media_type")
+    if params.text_split_method not in CUT_METHODS:
+        raise Refusal(400, f"text_split_method:{params.text_split_method} is not supported", "invalid_value",
+                      param="text_split_method")
+
+
+def _language(value: str, field: str) -> None:
+    lang = value.lower()
+    if lang not in UPSTREAM_LANGUAGES:
+        raise Refusal(400, f"{field}: {value} is not supported in version v2", "invalid_value", param=field)
+    if lang not in LANGUAGE_MODES:
+        raise Refusal(400, f"{field}: {value} is not spoken on this box yet (it speaks {', '.join(LANGUAGE_MODES)})",
+                      "invalid_value", param=field)
+
+
+async def reference_voice(server: HttpServer, params: TtsParams) -> str:
+    """The registered voice ``ref_audio_path`` names: a voice's name, a clip file named after a voice, or a
+    WAV under ``http.reference_dir`` (registered now, with ``prompt_text``); else a 400 saying how."""
+    path = params.ref_audio_path or ""
+    offered = {info.name for info, _ in server.service.offered_voices()}
+    stem = PurePath(path.replace("\\", "/")).stem
+    for candidate in (path, stem):
+        matches = [name for name in offered if name.lower() == candidate.lower()]
+        if matches:
+            return matches[0]
+    clip = _under_reference_dir(server, path)
+    if clip is None:
+        raise Refusal(400, f"ref_audio_path {path!r} is not a registered voice: register its clip once with "
+                      f"'gsv-edge voice add NAME CLIP.wav --text ...' and name the voice here, or put the clip "
+                      f"under http.reference_dir", "invalid_value", param="ref_audio_path")
+    if not params.prompt_text.strip():
+        raise Refusal(400, f"ref_audio_path {path!r} is registered on first use and needs its prompt_text",
+                      "invalid_value", param="prompt_text")
+    name = _VOICE_NAME.sub("-", clip.stem).strip("-")[:64] or "reference"
+    try:
+        wav = clip.read_bytes()
+        await asyncio.to_thread(server.service.add_voice, name, wav, params.prompt_text.strip(),
+                                (params.prompt_lang or "auto").lower(), f"http:{clip.name}")
+    except (OSError, ValueError, SynthesisError) as exc:  # unreadable, a bad clip or transcript, no cloning
+        raise Refusal(400, f"ref_audio_path {path!r}: {exc}", "invalid_value", param="ref_audio_path") from exc
+    return name
+
+
+def _under_reference_dir(server: HttpServer, path: str) -> Path | None:
+    """The clip ``path`` names inside ``http.reference_dir`` (relative to it or absolute), if it is a file
+    there; a path that leads outside it names nothing."""
+    root = server.http.reference_dir
+    if root is None or not path:
+        return None
+    base = root.resolve()
+    candidate = (base / path).resolve()
+    if not candidate.is_relative_to(base) or not candidate.is_file():
+        return None
+    return candidate
+

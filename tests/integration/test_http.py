@@ -1,0 +1,320 @@
+"""The HTTP API with real clients over real sockets: the official ``openai`` package, httpx replaying what
+api_v2 clients send, tokens and scopes, TLS with a self-signed certificate, a client that hangs up."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+import struct
+import subprocess
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import numpy as np
+import openai
+import pytest
+import soundfile as sf
+
+from daemon.app.service import Service
+from daemon.config import ConfigError, load_settings
+from daemon.core.audit import read_records
+from daemon.core.state_db import StateDb
+from daemon.core.tokens import TokenStore
+from daemon.model.bundle import Bundle
+from daemon.model.engine import Engine
+from daemon.model.hardware import HardwareProfile
+from tests.conftest import Daemon, to_toml
+from tests.doubles import ToneEngine
+from tests.unit.model.test_engine import make_wav
+
+TONE_S = 0.5
+TEXT = "One. Two. Three."  # the tone engine speaks each sentence as TONE_S of tone
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def http_daemon(start_daemon: Callable[..., Daemon]) -> Callable[..., tuple[Daemon, str]]:
+    """A daemon with the HTTP API on 127.0.0.1 and a free port; returns it and the base URL."""
+
+    def start(synth=None, **http) -> tuple[Daemon, str]:
+        port = free_port()
+        daemon = start_daemon(synth or ToneEngine(seconds=TONE_S), http={"port": port, **http})
+        scheme = "https" if "tls_cert_file" in http else "http"
+        return daemon, f"{scheme}://127.0.0.1:{port}"
+
+    return start
+
+
+def decode(data: bytes, fmt: str, rate: int = 24000) -> tuple[np.ndarray, int]:
+    if fmt == "pcm":
+        return np.frombuffer(data, "<i2").astype(np.float32) / 32768, rate
+    samples, sr = sf.read(io.BytesIO(data), dtype="float32")
+    return samples, sr
+
+
+def streamed_wav(data: bytes) -> tuple[np.ndarray, int]:
+    """A streamed WAV says no length (0 data bytes, as upstream's api_v2): the PCM is everything after it."""
+    assert data[:4] == b"RIFF" and data[8:12] == b"WAVE" and data[36:40] == b"data"
+    assert struct.unpack("<I", data[40:44])[0] == 0
+    rate = struct.unpack("<I", data[24:28])[0]
+    return np.frombuffer(data[44:], "<i2").astype(np.float32) / 32768, rate
+
+
+def no_traceback(response: httpx.Response) -> None:
+    assert "Traceback" not in response.text and 'File "' not in response.text
+
+
+# -- OpenAI ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "flac", "wav", "pcm"])
+def test_openai_client_gets_every_format(http_daemon, fmt: str) -> None:
+    _, url = http_daemon()
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="not-a-token")  # anonymous on loopback: ignored
+    audio = client.audio.speech.create(model="tts-1", voice="tone-a", input=TEXT, response_format=fmt)
+    samples, rate = decode(audio.content, fmt)
+    slack = 0.2 if fmt == "mp3" else 0.03  # MP3 adds the encoder's delay and pads its last frame
+    assert abs(len(samples) / rate - 3 * TONE_S) < slack, f"{fmt}: {len(samples) / rate:.3f} s"
+    assert np.abs(samples).max() > 0.2
+    if fmt == "pcm":  # OpenAI's pcm is 24 kHz: the tone (16 kHz) is resampled, so its pitch is kept
+        spectrum = np.abs(np.fft.rfft(samples))
+        assert abs(np.argmax(spectrum) * rate / len(samples) - 440) < 10
+
+
+def test_openai_stream_starts_before_synthesis_ends(http_daemon) -> None:
+    pace = threading.Semaphore(0)
+    engine = ToneEngine(seconds=TONE_S, pace=pace)
+    daemon, url = http_daemon(engine)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="x")
+    pace.release()  # the first sentence only
+    with client.audio.speech.with_streaming_response.create(model="gpt-4o-mini-tts", voice="tone-a", input=TEXT,
+                                                             response_format="pcm") as response:
+        chunks = response.iter_bytes()
+        first = next(chunks)
+        assert first and engine.sentences == ["One"], "bytes arrived while two sentences were still unsynthesised"
+        pace.release(2)
+        rest = b"".join(chunks)
+    assert abs((len(first) + len(rest)) / 2 / 24000 - 3 * TONE_S) < 0.05
+
+
+def test_openai_sse_frames(http_daemon) -> None:
+    _, url = http_daemon()
+    body = {"model": "tts-1", "input": TEXT, "voice": {"id": "tone-b"}, "response_format": "pcm",
+            "stream_format": "sse", "instructions": "cheerful"}
+    response = httpx.post(f"{url}/v1/audio/speech", json=body, timeout=30)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    frames = [json.loads(line[6:]) for line in response.text.splitlines() if line.startswith("data: ")]
+    assert {f["type"] for f in frames[:-1]} == {"speech.audio.delta"} and frames[-1]["type"] == "speech.audio.done"
+    pcm = b"".join(base64.b64decode(f["audio"]) for f in frames[:-1])
+    assert abs(len(pcm) / 2 / 24000 - 3 * TONE_S) < 0.05
+
+
+def test_openai_listings(http_daemon) -> None:
+    _, url = http_daemon()
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="x")
+    assert "tts-1" in {m.id for m in client.models.list()}
+    voices = httpx.get(f"{url}/v1/audio/voices").json()["voices"]
+    assert {v["id"] for v in voices} == {"tone-a", "tone-b", "en"} and all(v["name"] == v["id"] for v in voices)
+    assert "gsv-edge" in {m["id"] for m in httpx.get(f"{url}/v1/audio/models").json()["models"]}
+
+
+BAD_OPENAI = [
+    ({"model": "tts-1", "voice": "tone-a"}, "input"),
+    ({"model": "tts-1", "input": "Hi.", "voice": "alloy"}, "voice"),
+    ({"model": "tts-1", "input": "Hi.", "voice": "tone-a", "response_format": "mp4"}, "response_format"),
+    ({"model": "tts-1", "input": "Hi.", "voice": "tone-a", "response_format": "aac"}, "response_format"),
+    ({"model": "tts-1", "input": "Hi.", "voice": "tone-a", "speed": 9}, "speed"),
+    ({"model": "tts-1", "input": "Hi.", "voice": "tone-a", "stream_format": "video"}, "stream_format"),
+    ({"model": "", "input": "Hi.", "voice": "tone-a"}, "model"),
+    ({"model": "tts-1", "input": "   ", "voice": "tone-a"}, "input"),
+    ({"model": "tts-1", "input": "x" * 3000, "voice": "tone-a"}, "input"),
+    ([1, 2], None),
+]
+
+
+def test_openai_bad_input_is_a_400_naming_the_field(http_daemon) -> None:
+    daemon, url = http_daemon(rate_limit_burst=100)
+    for body, param in BAD_OPENAI:
+        response = httpx.post(f"{url}/v1/audio/speech", json=body, timeout=10)
+        assert response.status_code == 400, (body, response.text)
+        error = response.json()["error"]
+        assert error["param"] == param and error["message"] and error["type"] == "invalid_request_error", error
+        no_traceback(response)
+    response = httpx.post(f"{url}/v1/audio/speech", content=b"{not json", timeout=10,
+                          headers={"content-type": "application/json"})
+    assert response.status_code == 400 and "JSON" in response.json()["error"]["message"]
+    assert httpx.get(f"{url}/v1/nowhere").status_code == 404
+    rejected = [r for r in read_records(daemon.service.settings.state_dir) if r["outcome"] == "rejected"]
+    assert len(rejected) >= len(BAD_OPENAI) and all(r["protocol"] == "http" and r["client"] for r in rejected)
+
+
+# -- api_v2 ---------------------------------------------------------------------------------------
+
+V2 = {"text": TEXT, "text_lang": "EN", "ref_audio_path": "refs/Tone-A.wav", "prompt_lang": "en",
+      "prompt_text": "a clip", "top_p": 3, "batch_size": "2", "split_bucket": "false", "seed": -1}
+
+
+def test_api_v2_get_and_post_whole_and_streamed(http_daemon) -> None:
+    _, url = http_daemon()
+    whole = httpx.post(f"{url}/tts", json={**V2, "streaming_mode": False}, timeout=30)
+    assert whole.status_code == 200 and whole.headers["content-type"] == "audio/wav"
+    samples, rate = decode(whole.content, "wav")
+    assert rate == 16000 and abs(len(samples) / rate - 3 * TONE_S) < 0.01
+
+    streamed = httpx.get(f"{url}/tts", params={**V2, "streaming_mode": "true"}, timeout=30)
+    assert streamed.status_code == 200
+    pcm, rate = streamed_wav(streamed.content)
+    assert rate == 16000 and np.allclose(pcm, samples, atol=1 / 32768)
+
+    for mode in ("1", "2", "3"):
+        raw = httpx.get(f"{url}/tts", params={**V2, "streaming_mode": mode, "media_type": "raw"}, timeout=30)
+        assert raw.status_code == 200 and raw.content == streamed.content[44:]
+    ogg = httpx.post(f"{url}/tts", json={**V2, "media_type": "ogg", "speed_factor": 2.0}, timeout=30)
+    samples, rate = decode(ogg.content, "ogg")
+    assert ogg.headers["content-type"] == "audio/ogg" and abs(len(samples) / rate - 1.5 * TONE_S) < 0.05
+
+
+BAD_V2 = [
+    ({**V2, "text": ""}, "text is required"),
+    ({k: v for k, v in V2.items() if k != "text_lang"}, "text_lang is required"),
+    ({**V2, "text_lang": "xx"}, "text_lang: xx is not supported in version v2"),
+    ({**V2, "text_lang": "ja"}, "text_lang: ja is not spoken on this box"),
+    ({**V2, "ref_audio_path": ""}, "ref_audio_path is required"),
+    ({**V2, "prompt_lang": ""}, "prompt_lang is required"),
+    ({**V2, "media_type": "mp4"}, "media_type: mp4 is not supported"),
+    ({**V2, "media_type": "aac"}, "media_type: aac is not offered"),
+    ({**V2, "text_split_method": "cut9"}, "text_split_method:cut9 is not supported"),
+    ({**V2, "ref_audio_path": "nobody.wav"}, "ref_audio_path 'nobody.wav' is not a registered voice"),
+    ({**V2, "top_k": "many"}, "top_k:"),
+    ({**V2, "text": "x" * 3000}, "text"),
+]
+
+
+def test_api_v2_refusals_use_upstream_messages(http_daemon) -> None:
+    _, url = http_daemon(rate_limit_burst=100)
+    for params, message in BAD_V2:
+        for response in (httpx.post(f"{url}/tts", json=params, timeout=10),
+                         httpx.get(f"{url}/tts", params=params, timeout=10)):
+            assert response.status_code == 400, (params, response.text)
+            assert list(response.json()) == ["message"] and response.json()["message"].startswith(message), \
+                response.json()
+            no_traceback(response)
+
+
+def test_api_v2_reference_dir_registers_a_voice_on_first_use(http_daemon, demo_bundle: Path, tmp_path: Path) -> None:  # noqa: F811
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "Carol Reads.wav").write_bytes(make_wav(seed=3))
+    engine = Engine(Bundle.load(demo_bundle), HardwareProfile.load("x86-cpu"), tmp_path / "voices")
+    daemon, url = http_daemon(engine, reference_dir=str(refs))
+    params = {"text": "Hello there.", "text_lang": "en", "ref_audio_path": "Carol Reads.wav", "prompt_lang": "en",
+              "prompt_text": "This is a reference clip."}
+    response = httpx.post(f"{url}/tts", json=params, timeout=120)
+    assert response.status_code == 200, response.text
+    samples, rate = decode(response.content, "wav")
+    assert rate == engine.sample_rate and len(samples) > rate * 0.2
+    assert "Carol-Reads" in {v.name for v in engine.voices()}
+    for path in ("../outside.wav", "/etc/passwd"):
+        refused = httpx.post(f"{url}/tts", json={**params, "ref_audio_path": path}, timeout=10)
+        assert refused.status_code == 400 and "not a registered voice" in refused.json()["message"]
+
+
+# -- who may call ---------------------------------------------------------------------------------
+
+
+def test_tokens_scopes_and_audit(http_daemon, tmp_path: Path) -> None:
+    db = StateDb.in_dir(tmp_path / "state")
+    tokens = TokenStore(db)
+    speaker, voicer = tokens.add("kiosk", ["speak"]), tokens.add("curator", ["voices"])
+    db.close()
+    daemon, url = http_daemon()
+    body = {"model": "tts-1", "input": "Hi.", "voice": "tone-a", "response_format": "wav"}
+
+    assert httpx.get(f"{url}/healthz").status_code == 200  # no token needed
+    anonymous = httpx.post(f"{url}/v1/audio/speech", json=body)
+    assert anonymous.status_code == 401 and anonymous.headers["www-authenticate"] == "Bearer"
+    wrong = httpx.post(f"{url}/v1/audio/speech", json=body, headers={"Authorization": "Bearer gsv_wrong"})
+    assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_token"
+    scoped = httpx.post(f"{url}/v1/audio/speech", json=body, headers={"Authorization": f"Bearer {voicer}"})
+    assert scoped.status_code == 403 and "curator" in scoped.json()["error"]["message"]
+    v2 = httpx.get(f"{url}/tts", params=V2)
+    assert v2.status_code == 401 and list(v2.json()) == ["message"]
+    ok = openai.OpenAI(base_url=f"{url}/v1", api_key=speaker).audio.speech.create(
+        model="tts-1", voice="tone-a", input="Hi.", response_format="wav")
+    assert decode(ok.content, "wav")[0].size > 0
+
+    records = read_records(daemon.service.settings.state_dir)
+    refusals = [r for r in records if r["outcome"] == "rejected"]
+    assert [r["reason"][:3] for r in refusals] == ["401", "401", "403", "401"]
+    assert refusals[2]["token_name"] == "curator" and refusals[2]["client"].startswith("127.0.0.1:")
+    [done] = [r for r in records if r["outcome"] == "done"]
+    assert done["protocol"] == "http" and done["token_name"] == "kiosk" and done["client"].startswith("127.0.0.1:")
+
+
+def test_an_address_others_reach_needs_a_token_or_allow_anonymous(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'state_dir = "{tmp_path / "state"}"\n'
+                    + to_toml({"mqtt": {"host": "127.0.0.1", "port": 1},
+                               "http": {"host": "0.0.0.0", "port": free_port()}}))
+    service = Service(load_settings(path), engine=ToneEngine())
+    with pytest.raises(ConfigError, match="http.host 0.0.0.0 is reachable from other machines and no token"):
+        service.start()
+    service.stop()
+
+
+def test_rate_limit_and_body_limit(http_daemon) -> None:
+    daemon, url = http_daemon(rate_limit_per_s=0.01, rate_limit_burst=1, max_body_bytes=2048)
+    body = {"model": "tts-1", "input": "Hi.", "voice": "tone-a", "response_format": "wav"}
+    assert httpx.post(f"{url}/v1/audio/speech", json=body).status_code == 200
+    limited = httpx.post(f"{url}/v1/audio/speech", json=body)
+    assert limited.status_code == 429 and int(limited.headers["retry-after"]) >= 1
+    big = httpx.post(f"{url}/v1/audio/speech", json={**body, "input": "x" * 4000})
+    assert big.status_code == 413 and "max_body_bytes" in big.json()["error"]["message"]
+    reasons = [r["reason"][:3] for r in read_records(daemon.service.settings.state_dir) if r["outcome"] == "rejected"]
+    assert reasons == ["429", "413"]
+
+
+def test_tls_with_a_self_signed_certificate(http_daemon, tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=box",
+                    "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    _, url = http_daemon(tls_cert_file=str(cert), tls_key_file=str(key))
+    assert url.startswith("https://")
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{url}/healthz")  # not trusted by default
+    assert httpx.get(f"{url}/healthz", verify=str(cert)).json() == {"status": "ok"}
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", http_client=httpx.Client(verify=str(cert)))
+    audio = client.audio.speech.create(model="tts-1", voice="tone-a", input=TEXT, response_format="wav")
+    assert abs(len(decode(audio.content, "wav")[0]) / 16000 - 3 * TONE_S) < 0.01
+
+
+# -- lifecycle ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("stream", [True, False])
+def test_a_client_that_hangs_up_cancels_its_request(http_daemon, stream: bool) -> None:
+    pace = threading.Semaphore(0)
+    engine = ToneEngine(seconds=TONE_S, pace=pace)
+    daemon, url = http_daemon(engine)
+    pace.release()
+    with httpx.Client(timeout=30) as client:
+        if stream:
+            with client.stream("GET", f"{url}/tts", params={**V2, "streaming_mode": 1}) as response:
+                next(response.iter_bytes())
+        else:
+            with pytest.raises(httpx.ReadTimeout):
+                client.post(f"{url}/tts", json=V2, timeout=1.0)
+    failed = daemon.recorder.wait_for(daemon.topics.events, lambda m: m.json()["event"] == "failed").json()
+    assert failed["reason"] == "client disconnected" and failed["source"] == "http"
+    pace.release(5)
+    assert len(engine.sentences) < 3, "synthesis went on for nobody"
