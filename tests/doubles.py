@@ -7,7 +7,7 @@ from collections.abc import Generator
 
 import numpy as np
 
-from daemon.speech.synthesizer import RegisteredVoice, SynthesisError, UnknownVoice, VoiceInfo
+from daemon.speech.synthesizer import RegisteredVoice, Sampling, SynthesisError, UnknownVoice, VoiceInfo
 
 
 def tone(seconds: float, sample_rate: int, freq: float = 440.0, amplitude: float = 0.5) -> np.ndarray:
@@ -45,6 +45,7 @@ class ToneEngine:
         self.pace = pace
         self.calls: list[str] = []
         self.sentences: list[str] = []
+        self.samplings: list[Sampling | None] = []
 
     def voices(self) -> list[VoiceInfo]:
         return [VoiceInfo("tone-a", ["en"], "test tone A"), VoiceInfo("tone-b", ["en"], "test tone B")]
@@ -65,9 +66,10 @@ class ToneEngine:
                        description: str = "") -> RegisteredVoice:
         raise SynthesisError("a tone cannot be cloned")
 
-    def synthesize(self, text: str, voice: str | None, lang: str | None,
-                   speed: float = 1.0) -> Generator[np.ndarray, None, None]:
+    def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0,
+                   sampling: Sampling | None = None) -> Generator[np.ndarray, None, None]:
         self.calls.append(text)
+        self.samplings.append(sampling)
         if self.gate is not None:
             self.gate.wait(10)
         if self.error is not None:

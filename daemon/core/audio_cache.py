@@ -44,9 +44,11 @@ class CacheKey:
     speed: float
     engine: str
     sample_rate: int
+    sampling: str = ""  # the request's own sampling settings, as JSON; empty: the engine's defaults
 
     def as_json(self) -> str:
-        return json.dumps({"format": FORMAT_VERSION, **asdict(self)}, sort_keys=True, ensure_ascii=False)
+        fields = {k: v for k, v in asdict(self).items() if k != "sampling" or v}  # unset: keys stay as before
+        return json.dumps({"format": FORMAT_VERSION, **fields}, sort_keys=True, ensure_ascii=False)
 
     def digest(self) -> str:
         return hashlib.sha256(self.as_json().encode("utf-8")).hexdigest()
@@ -62,7 +64,8 @@ def cache_key(engine: Synthesizer, request: Request, sample_rate: int) -> CacheK
         voice = engine.voice_identity(request.voice, request.lang)
     except ValueError:  # UnknownVoice, VoiceError: the engine will fail on it
         return None
-    return CacheKey(request.text, voice, request.lang, float(request.speed), identity, int(sample_rate))
+    sampling = json.dumps(asdict(request.sampling), sort_keys=True) if request.sampling is not None else ""
+    return CacheKey(request.text, voice, request.lang, float(request.speed), identity, int(sample_rate), sampling)
 
 
 class AudioCache:

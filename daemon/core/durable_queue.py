@@ -27,6 +27,7 @@ from daemon.core.events import Event, EventKind, is_durable, is_terminal
 from daemon.core.outbox import Message, Outbox, json_bytes
 from daemon.core.request_queue import Admission, MemoryQueue, Request
 from daemon.core.state_db import StateDb, StateDbError
+from daemon.speech.synthesizer import Sampling
 
 log = logging.getLogger(__name__)
 
@@ -59,12 +60,16 @@ def _to_json(request: Request) -> str:
 
 
 def _from_json(body: str) -> Request:
-    data = json.loads(body)
-    return Request(**{k: v for k, v in data.items() if k in _FIELDS})
+    data = {k: v for k, v in json.loads(body).items() if k in _FIELDS}
+    if data.get("sampling") is not None:
+        data["sampling"] = Sampling(**data["sampling"])
+    return Request(**data)
 
 
 def content_digest(request: Request) -> str:
-    content = {name: getattr(request, name) for name in CONTENT}
+    content: dict[str, Any] = {name: getattr(request, name) for name in CONTENT}
+    if request.sampling is not None:  # absent when unset, so digests recorded before it existed still match
+        content["sampling"] = dataclasses.asdict(request.sampling)
     return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 

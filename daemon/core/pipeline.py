@@ -369,7 +369,7 @@ class Pipeline:
         job.engine = engine.name
         resampler = LinearResampler(engine.sample_rate, job.sample_rate)
         produced = 0
-        stream = engine.synthesize(request.text, voice, request.lang, request.speed)
+        stream = engine.synthesize(request.text, voice, request.lang, request.speed, request.sampling)
         try:
             for chunk in stream:
                 if job.cancelled.is_set():

@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from daemon.speech.synthesizer import Sampling
 from daemon.vocabulary import PRIORITY_RANK, AudioFormat, Output, Priority, Source
 
 
@@ -39,6 +40,7 @@ class Request:
     topic: str | None = None  # MQTT topic it arrived on (for the audit trail)
     client: str | None = None  # Wyoming or HTTP peer address; MQTT 3.1.1 does not say who published
     token_name: str | None = None  # the HTTP token that asked (its name, never the secret)
+    sampling: Sampling | None = None  # its own token sampling (api_v2's fields); None: the engine's defaults
     row: int | None = None  # its row in the state database once admitted (ids may repeat, rows do not)
     received_at: float = field(default_factory=time.monotonic)
 

@@ -17,6 +17,7 @@ from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -44,7 +45,7 @@ from daemon.model.sampling import SamplingParams
 from daemon.model.spectrogram import decoded_frames, spectrogram
 from daemon.model.t2s import Decode, T2SRunner
 from daemon.model.voices import Voice, VoiceError, VoiceMeta, VoiceStore, check_name, voice_key
-from daemon.speech.synthesizer import SynthesisError, UnknownVoice, VoiceInfo
+from daemon.speech.synthesizer import Sampling, SynthesisError, UnknownVoice, VoiceInfo
 from daemon.vocabulary import LANGUAGE_MODES, PRO_VERSIONS
 
 log = logging.getLogger(__name__)
@@ -438,12 +439,12 @@ class Engine:
             return audio, np.zeros(0, np.float32)
         return audio[:-fade], audio[-fade:]
 
-    def synthesize(self, text: str, voice: str | None, lang: str | None,
-                   speed: float = 1.0) -> Generator[np.ndarray, None, None]:
+    def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0,
+                   sampling: Sampling | None = None) -> Generator[np.ndarray, None, None]:
         """The daemon's ``Synthesizer`` interface."""
         name = voice or self.default_voice()
         try:
-            options = SynthesisOptions(speed=speed, chunk_tokens=self.chunk_tokens)
+            options = SynthesisOptions(speed=speed, chunk_tokens=self.chunk_tokens, **_sampling_options(sampling))
         except ValueError as exc:
             raise SynthesisError(str(exc)) from exc
         if lang is None:
@@ -458,6 +459,21 @@ class Engine:
         if not voices:
             raise UnknownVoice(f"no voice is registered for bundle '{self.bundle.name}': run gsv-edge voice add")
         return voices[0].name
+
+
+def _sampling_options(sampling: Sampling | None) -> dict[str, Any]:
+    """A request's sampling as :class:`SynthesisOptions` fields; what it leaves None keeps the defaults."""
+    if sampling is None:
+        return {}
+    defaults = SamplingParams()
+    params = SamplingParams(
+        top_k=defaults.top_k if sampling.top_k is None else sampling.top_k,
+        top_p=defaults.top_p if sampling.top_p is None else sampling.top_p,
+        temperature=defaults.temperature if sampling.temperature is None else sampling.temperature,
+        repetition_penalty=(defaults.repetition_penalty if sampling.repetition_penalty is None
+                            else sampling.repetition_penalty),
+    )
+    return {"sampling": params, "seed": sampling.seed}
 
 
 def engine_from_settings(settings, bundle: Path | None = None, profile: str | None = None,

@@ -16,7 +16,7 @@ from collections.abc import Generator
 import espeakng_loader
 import numpy as np
 
-from daemon.speech.synthesizer import RegisteredVoice, SynthesisError, UnknownVoice, VoiceInfo
+from daemon.speech.synthesizer import RegisteredVoice, Sampling, SynthesisError, UnknownVoice, VoiceInfo
 
 _AUDIO_OUTPUT_RETRIEVAL = 1
 _ESPEAK_CHARS_UTF8 = 1
@@ -196,8 +196,9 @@ class EspeakVoice:
             return chosen
         return (self._resolve(lang) if lang else None) or self._default
 
-    def synthesize(self, text: str, voice: str | None, lang: str | None,
-                   speed: float = 1.0) -> Generator[np.ndarray, None, None]:
+    def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0,
+                   sampling: Sampling | None = None) -> Generator[np.ndarray, None, None]:
+        """``sampling`` is for a sampling engine: eSpeak NG's output is fixed by its text."""
         identifier = self._identifiers[self.pick_voice(voice, lang)]
         for sentence in _SENTENCE_END.split(text.strip()):
             if sentence:

@@ -21,6 +21,30 @@ class VoiceInfo:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class Sampling:
+    """How a request asks the neural engine to choose its tokens (upstream's inference fields); a field left
+    None keeps the engine's default, a seed makes the result repeatable. eSpeak NG has nothing to sample."""
+
+    top_k: int | None = None
+    top_p: float | None = None
+    temperature: float | None = None
+    repetition_penalty: float | None = None
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.temperature is not None and self.temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.repetition_penalty is not None and self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise ValueError(f"seed must be within 0 .. 2**63-1, got {self.seed}")
+
+
 class UnknownVoice(ValueError):
     """The requested voice is not provided by this engine."""
 
@@ -87,8 +111,9 @@ class Synthesizer(Protocol):
         :attr:`can_register_voices`)."""
         ...
 
-    def synthesize(self, text: str, voice: str | None, lang: str | None,
-                   speed: float = 1.0) -> Generator[np.ndarray, None, None]:
+    def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0,
+                   sampling: Sampling | None = None) -> Generator[np.ndarray, None, None]:
         """Yield float32 mono chunks in [-1, 1] at :attr:`sample_rate` (e.g. one per sentence) so playback can
-        start early; closed early when the request is cut."""
+        start early; closed early when the request is cut. ``sampling``: the request's own token sampling, for
+        an engine that samples."""
         ...

@@ -27,6 +27,7 @@ from daemon.core.tokens import TokenStore
 from daemon.model.bundle import Bundle
 from daemon.model.engine import Engine
 from daemon.model.hardware import HardwareProfile
+from daemon.speech.synthesizer import Sampling
 from tests.conftest import Daemon, to_toml
 from tests.doubles import ToneEngine
 from tests.unit.model.test_engine import make_wav
@@ -164,7 +165,8 @@ V2 = {"text": TEXT, "text_lang": "EN", "ref_audio_path": "refs/Tone-A.wav", "pro
 
 
 def test_api_v2_get_and_post_whole_and_streamed(http_daemon) -> None:
-    _, url = http_daemon()
+    engine = ToneEngine(seconds=TONE_S)
+    _, url = http_daemon(engine)
     whole = httpx.post(f"{url}/tts", json={**V2, "streaming_mode": False}, timeout=30)
     assert whole.status_code == 200 and whole.headers["content-type"] == "audio/wav"
     samples, rate = decode(whole.content, "wav")
@@ -178,6 +180,10 @@ def test_api_v2_get_and_post_whole_and_streamed(http_daemon) -> None:
     for mode in ("1", "2", "3"):
         raw = httpx.get(f"{url}/tts", params={**V2, "streaming_mode": mode, "media_type": "raw"}, timeout=30)
         assert raw.status_code == 200 and raw.content == streamed.content[44:]
+    # upstream's defaults, a top_p over 1 read as 1; a temperature of 0 is upstream's floor, a seed is kept
+    assert engine.samplings[0] == Sampling(top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35, seed=None)
+    httpx.post(f"{url}/tts", json={**V2, "temperature": 0, "top_p": 0, "top_k": 5, "seed": 42}, timeout=30)
+    assert engine.samplings[-1] == Sampling(top_k=5, top_p=1e-5, temperature=1e-5, repetition_penalty=1.35, seed=42)
     ogg = httpx.post(f"{url}/tts", json={**V2, "media_type": "ogg", "speed_factor": 2.0}, timeout=30)
     samples, rate = decode(ogg.content, "ogg")
     assert ogg.headers["content-type"] == "audio/ogg" and abs(len(samples) / rate - 1.5 * TONE_S) < 0.05
@@ -195,6 +201,8 @@ BAD_V2 = [
     ({**V2, "text_split_method": "cut9"}, "text_split_method:cut9 is not supported"),
     ({**V2, "ref_audio_path": "nobody.wav"}, "ref_audio_path 'nobody.wav' is not a registered voice"),
     ({**V2, "top_k": "many"}, "top_k:"),
+    ({**V2, "top_k": 0}, "top_k must be >= 1"),
+    ({**V2, "seed": -2}, "seed must be -1"),
     ({**V2, "text": "x" * 3000}, "text"),
 ]
 

@@ -26,7 +26,7 @@ from daemon.audio.encoding import encoding
 from daemon.protocols.http.access import Caller, Refusal, needs
 from daemon.protocols.http.responses import streamed, whole
 from daemon.protocols.http.server import HttpServer
-from daemon.speech.synthesizer import SynthesisError
+from daemon.speech.synthesizer import Sampling, SynthesisError
 from daemon.vocabulary import LANGUAGE_MODES
 
 router = APIRouter()
@@ -35,6 +35,7 @@ Speaker = Annotated[Caller, Depends(needs("speak"))]  # the caller, allowed to s
 MEDIA_TYPES = {"wav": "wav", "raw": "pcm", "ogg": "ogg"}  # api_v2's media_type -> the encoding sent
 UPSTREAM_LANGUAGES = ("auto", "auto_yue", "en", "zh", "ja", "yue", "ko", "all_zh", "all_ja", "all_yue", "all_ko")
 CUT_METHODS = ("cut0", "cut1", "cut2", "cut3", "cut4", "cut5")
+TINY = 1e-5  # upstream's floor under temperature; also the least top_p and repetition penalty taken
 _VOICE_NAME = re.compile(r"[^A-Za-z0-9_-]+")
 
 
@@ -89,7 +90,7 @@ async def tts(params: TtsParams, http_request: HttpRequest, caller: Caller) -> R
     text_lang = params.text_lang.lower() if params.text_lang else None
     speed = min(max(params.speed_factor, 0.25), 4.0)  # upstream stretches anything; the engine takes this range
     request = server.request(caller, params.text or "", voice, text_lang, speed, voice_param="ref_audio_path",
-                             text_param="text")
+                             text_param="text", sampling=sampling(params))
     speech = await server.speak(request)
     fmt = encoding(MEDIA_TYPES[params.media_type])
     if params.streaming_mode:
@@ -117,6 +118,24 @@ def check(params: TtsParams) -> None:
     if params.text_split_method not in CUT_METHODS:
         raise Refusal(400, f"text_split_method:{params.text_split_method} is not supported", "invalid_value",
                       param="text_split_method")
+
+
+def sampling(params: TtsParams) -> Sampling:
+    """The request's token sampling. Values upstream takes without failing are brought into range as upstream
+    in effect reads them (a top_p above 1 filters nothing, a temperature at or below 0 is its 1e-5 floor);
+    values upstream fails on are a 400."""
+    if params.top_k < 1:
+        raise Refusal(400, f"top_k must be >= 1, got {params.top_k}", "invalid_value", param="top_k")
+    if params.seed < -1 or params.seed >= 2**32:
+        raise Refusal(400, f"seed must be -1 (random) or within 0 .. 2**32-1, got {params.seed}", "invalid_value",
+                      param="seed")
+    return Sampling(
+        top_k=params.top_k,
+        top_p=min(max(params.top_p, TINY), 1.0),
+        temperature=max(params.temperature, TINY),
+        repetition_penalty=max(params.repetition_penalty, TINY),
+        seed=None if params.seed == -1 else params.seed,
+    )
 
 
 def _language(value: str, field: str) -> None:

@@ -30,7 +30,7 @@ from daemon.core.request_queue import Request
 from daemon.core.tokens import TokenStore
 from daemon.protocols.http.access import Caller, Refusal
 from daemon.protocols.payloads import CLIENT_GONE, IntakePolicy, RejectedPayload, parse_native
-from daemon.speech.synthesizer import Synthesizer, VoiceInfo
+from daemon.speech.synthesizer import Sampling, Synthesizer, VoiceInfo
 
 log = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class HttpServer:
     # -- what a handler asks for ----------------------------------------------------------------
 
     def request(self, caller: Caller, text: str, voice: str | None, lang: str | None, speed: float = 1.0,
-                voice_param: str = "voice", text_param: str = "input") -> Request:
+                voice_param: str = "voice", text_param: str = "input", sampling: Sampling | None = None) -> Request:
         """The queued request, checked exactly as an MQTT ``say`` is (text limits, voice names, language);
         :class:`Refusal` 400 naming the client's field otherwise."""
         if voice is not None:
@@ -233,7 +233,8 @@ class HttpServer:
         except RejectedPayload as rejection:
             param = text_param if "text" in rejection.reason else None
             raise Refusal(400, rejection.reason, "invalid_value", param=param) from rejection
-        return dataclasses.replace(request, source="http", client=caller.client, token_name=caller.token_name)
+        return dataclasses.replace(request, source="http", client=caller.client, token_name=caller.token_name,
+                                   sampling=sampling)
 
     async def speak(self, request: Request) -> Speech:
         """Queue ``request``; its audio and end arrive on the returned :class:`Speech`."""

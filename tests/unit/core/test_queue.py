@@ -150,3 +150,22 @@ def test_full_queue_rejects_and_emergency_displaces(start_daemon) -> None:
     daemon.wait_event("q1", "done")
     done = [e["id"] for e in daemon.events() if e["event"] == "done"]
     assert done == ["busy", "alarm", "q1"]
+
+
+def test_a_requests_sampling_survives_the_state_database_and_tells_content_apart(tmp_path) -> None:
+    from daemon.core.audio_cache import cache_key
+    from daemon.core.durable_queue import _from_json, _to_json, content_digest
+    from daemon.speech.synthesizer import Sampling
+
+    plain = Request(id="a", text="Hello.", expires_at=time.time() + 60)
+    seeded = Request(id="a", text="Hello.", expires_at=plain.expires_at, sampling=Sampling(top_k=5, seed=7))
+    assert _from_json(_to_json(seeded)).sampling == Sampling(top_k=5, seed=7)
+    assert _from_json(_to_json(plain)).sampling is None
+    digests = {content_digest(r) for r in (plain, seeded, Request(**{**seeded.__dict__, "sampling": Sampling(seed=8)}))}
+    assert len(digests) == 3, "a repeat with other sampling is other content"
+
+    class Identified(ToneEngine):
+        identity = "tone v1"
+
+    keys = {cache_key(Identified(), r, 16000).digest() for r in (plain, seeded)}
+    assert len(keys) == 2, "audio rendered with other sampling is cached apart"

@@ -20,7 +20,7 @@ from daemon.model.bundle import Bundle, BundleError
 from daemon.model.engine import Engine, SynthesisOptions
 from daemon.model.hardware import HardwareProfile
 from daemon.model.voices import VoiceError
-from daemon.speech.synthesizer import SynthesisError, UnknownVoice
+from daemon.speech.synthesizer import Sampling, SynthesisError, UnknownVoice
 
 MIXED = "各位旅客请注意，开往上海的G12次列车即将进站。Please stand behind the yellow line. 谢谢合作！"
 
@@ -78,6 +78,19 @@ def test_streaming_matches_whole_and_has_several_segments(speaking: Engine) -> N
     np.testing.assert_array_equal(np.concatenate(chunks), again)
     other = np.concatenate(list(speaking.stream(MIXED, "alice", "zh", SynthesisOptions(seed=8))))
     assert other.shape != again.shape or not np.array_equal(other, again), "the seed has no effect"
+
+
+def test_a_requests_own_sampling_reaches_the_decoder(speaking: Engine) -> None:
+    """Through the daemon's interface: a seed repeats, another seed differs, a bad value is refused."""
+    def say(sampling: Sampling) -> np.ndarray:
+        return np.concatenate(list(speaking.synthesize("你好，世界。", "alice", "zh", 1.0, sampling)))
+
+    seeded = say(Sampling(seed=7, temperature=0.8))
+    np.testing.assert_array_equal(seeded, say(Sampling(seed=7, temperature=0.8)))
+    other = say(Sampling(seed=8, temperature=0.8))
+    assert other.shape != seeded.shape or not np.array_equal(other, seeded), "the seed has no effect"
+    with pytest.raises(ValueError, match="top_p must be in"):
+        Sampling(top_p=1.5)
 
 
 def test_cached_voice_skips_hubert(voiced: Engine, demo_bundle: Path) -> None:  # noqa: F811
