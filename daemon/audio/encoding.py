@@ -40,7 +40,7 @@ ENCODINGS: dict[str, Encoding] = {
     "mp3": Encoding("mp3", "audio/mpeg", ("MP3", "MPEG_LAYER_III"),
                     (8000, 11025, 12000, 16000, 22050, 24000, 32000, 44100, 48000),
                     options=(("bitrate_mode", "CONSTANT"), ("compression_level", 0.7))),
-    "opus": Encoding("opus", "audio/ogg", ("OGG", "OPUS"), (8000, 12000, 16000, 24000, 48000)),
+    "opus": Encoding("opus", "audio/opus", ("OGG", "OPUS"), (8000, 12000, 16000, 24000, 48000)),
     "ogg": Encoding("ogg", "audio/ogg", ("OGG", "VORBIS")),
 }
 

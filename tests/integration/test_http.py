@@ -10,6 +10,7 @@ import socket
 import struct
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -180,6 +181,7 @@ def test_api_v2_get_and_post_whole_and_streamed(http_daemon) -> None:
     for mode in ("1", "2", "3"):
         raw = httpx.get(f"{url}/tts", params={**V2, "streaming_mode": mode, "media_type": "raw"}, timeout=30)
         assert raw.status_code == 200 and raw.content == streamed.content[44:]
+        assert raw.headers["content-type"] == "audio/raw"  # upstream's audio/{media_type}
     # upstream's defaults, a top_p over 1 read as 1; a temperature of 0 is upstream's floor, a seed is kept
     assert engine.samplings[0] == Sampling(top_k=15, top_p=1.0, temperature=1.0, repetition_penalty=1.35, seed=None)
     httpx.post(f"{url}/tts", json={**V2, "temperature": 0, "top_p": 0, "top_k": 5, "seed": 42}, timeout=30)
@@ -203,6 +205,8 @@ BAD_V2 = [
     ({**V2, "top_k": "many"}, "top_k:"),
     ({**V2, "top_k": 0}, "top_k must be >= 1"),
     ({**V2, "seed": -2}, "seed must be -1"),
+    ({**V2, "streaming_mode": 5}, "the value of streaming_mode must be 0, 1, 2, 3(int) or true/false(bool)"),
+    ({k: v for k, v in V2.items() if k not in ("ref_audio_path", "text")}, "ref_audio_path is required"),
     ({**V2, "text": "x" * 3000}, "text"),
 ]
 
@@ -231,6 +235,18 @@ def test_api_v2_reference_dir_registers_a_voice_on_first_use(http_daemon, demo_b
     samples, rate = decode(response.content, "wav")
     assert rate == engine.sample_rate and len(samples) > rate * 0.2
     assert "Carol-Reads" in {v.name for v in engine.voices()}
+    lowered = httpx.get(f"{url}/tts", params={k: str(v).lower() for k, v in params.items()}, timeout=120)
+    assert lowered.status_code == 200, "a client that lower-cases every value still finds the clip and the voice"
+    assert [v.name for v in engine.voices()] == ["Carol-Reads"]
+    events = [m.json()["event"] for m in daemon.recorder.messages if m.topic == daemon.topics.events]
+    for _ in range(100):  # both requests' events, in order, once the second one's done is in
+        if events.count("done") >= 2:
+            break
+        time.sleep(0.05)
+        events = [m.json()["event"] for m in daemon.recorder.messages if m.topic == daemon.topics.events]
+    assert events.count("done") >= 2
+    registered = [event for event in events if event == "voice_registered"]
+    assert len(registered) == 1, "the clip was registered once, then reused"
     for path in ("../outside.wav", "/etc/passwd"):
         refused = httpx.post(f"{url}/tts", json={**params, "ref_audio_path": path}, timeout=10)
         assert refused.status_code == 400 and "not a registered voice" in refused.json()["message"]

@@ -13,6 +13,7 @@ synthesised, as upstream does; ``raw`` is that PCM alone.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from pathlib import Path, PurePath
 from typing import Annotated
@@ -92,21 +93,21 @@ async def tts(params: TtsParams, http_request: HttpRequest, caller: Caller) -> R
     request = server.request(caller, params.text or "", voice, text_lang, speed, voice_param="ref_audio_path",
                              text_param="text", sampling=sampling(params))
     speech = await server.speak(request)
-    fmt = encoding(MEDIA_TYPES[params.media_type])
+    fmt = dataclasses.replace(encoding(MEDIA_TYPES[params.media_type]), media_type=f"audio/{params.media_type}")
     if params.streaming_mode:
         return await streamed(server, speech, http_request, fmt, wav_size=0)  # upstream's header: no length
     return await whole(server, speech, http_request, fmt)
 
 
 def check(params: TtsParams) -> None:
-    """Upstream's ``check_params``, in its order and with its messages (and the box's own limits after)."""
+    """Upstream's ``check_params`` and its ``streaming_mode`` check, in its order and with its messages."""
+    if not params.ref_audio_path:
+        raise Refusal(400, "ref_audio_path is required", "invalid_value", param="ref_audio_path")
     if not params.text:
         raise Refusal(400, "text is required", "invalid_value", param="text")
     if not params.text_lang:
         raise Refusal(400, "text_lang is required", "invalid_value", param="text_lang")
     _language(params.text_lang, "text_lang")
-    if not params.ref_audio_path:
-        raise Refusal(400, "ref_audio_path is required", "invalid_value", param="ref_audio_path")
     if not params.prompt_lang:
         raise Refusal(400, "prompt_lang is required", "invalid_value", param="prompt_lang")
     _language(params.prompt_lang, "prompt_lang")
@@ -118,6 +119,9 @@ def check(params: TtsParams) -> None:
     if params.text_split_method not in CUT_METHODS:
         raise Refusal(400, f"text_split_method:{params.text_split_method} is not supported", "invalid_value",
                       param="text_split_method")
+    if params.streaming_mode not in (0, 1, 2, 3):  # True and False are 1 and 0
+        raise Refusal(400, "the value of streaming_mode must be 0, 1, 2, 3(int) or true/false(bool)",
+                      "invalid_value", param="streaming_mode")
 
 
 def sampling(params: TtsParams) -> Sampling:
@@ -153,10 +157,9 @@ async def reference_voice(server: HttpServer, params: TtsParams) -> str:
     path = params.ref_audio_path or ""
     offered = {info.name for info, _ in server.service.offered_voices()}
     stem = PurePath(path.replace("\\", "/")).stem
-    for candidate in (path, stem):
-        matches = [name for name in offered if name.lower() == candidate.lower()]
-        if matches:
-            return matches[0]
+    for candidate in (path, stem, _voice_name(stem)):
+        if found := _named(offered, candidate):
+            return found
     clip = _under_reference_dir(server, path)
     if clip is None:
         raise Refusal(400, f"ref_audio_path {path!r} is not a registered voice: register its clip once with "
@@ -165,7 +168,9 @@ async def reference_voice(server: HttpServer, params: TtsParams) -> str:
     if not params.prompt_text.strip():
         raise Refusal(400, f"ref_audio_path {path!r} is registered on first use and needs its prompt_text",
                       "invalid_value", param="prompt_text")
-    name = _VOICE_NAME.sub("-", clip.stem).strip("-")[:64] or "reference"
+    name = _voice_name(clip.stem)
+    if found := _named(offered, name):  # registered from this clip before
+        return found
     try:
         wav = clip.read_bytes()
         await asyncio.to_thread(server.service.add_voice, name, wav, params.prompt_text.strip(),
@@ -175,15 +180,32 @@ async def reference_voice(server: HttpServer, params: TtsParams) -> str:
     return name
 
 
+def _voice_name(stem: str) -> str:
+    """The voice a reference clip is registered as: its file name, in the characters voice names allow."""
+    return _VOICE_NAME.sub("-", stem).strip("-")[:64] or "reference"
+
+
+def _named(offered: set[str], name: str) -> str | None:
+    lowered = name.lower()
+    return next((voice for voice in offered if voice.lower() == lowered), None)
+
+
 def _under_reference_dir(server: HttpServer, path: str) -> Path | None:
-    """The clip ``path`` names inside ``http.reference_dir`` (relative to it or absolute), if it is a file
-    there; a path that leads outside it names nothing."""
+    """The clip ``path`` names inside ``http.reference_dir`` (relative to it, or absolute), if it is a file there;
+    a path leading outside it names nothing. Letter case is forgiven, as some clients lower-case every value."""
     root = server.http.reference_dir
     if root is None or not path:
         return None
     base = root.resolve()
-    candidate = (base / path).resolve()
-    if not candidate.is_relative_to(base) or not candidate.is_file():
+    candidate = (base / path.replace("\\", "/")).resolve()
+    if not candidate.is_relative_to(base):
         return None
-    return candidate
-
+    if candidate.is_file():
+        return candidate
+    found = base
+    for part in candidate.relative_to(base).parts:  # the same path, matched part by part ignoring case
+        matches = [child for child in found.iterdir() if child.name.lower() == part.lower()] if found.is_dir() else []
+        if not matches:
+            return None
+        found = matches[0]
+    return found if found.is_file() and found.resolve().is_relative_to(base) else None
