@@ -252,6 +252,43 @@ def test_api_v2_reference_dir_registers_a_voice_on_first_use(http_daemon, demo_b
         assert refused.status_code == 400 and "not a registered voice" in refused.json()["message"]
 
 
+# -- api.py and the root path ----------------------------------------------------------------------
+
+
+def test_legacy_api_and_the_root_path(http_daemon) -> None:
+    engine = ToneEngine(seconds=TONE_S)
+    _, url = http_daemon(engine, rate_limit_burst=100)
+    ha = {"refer_wav_path": "tone-b", "prompt_text": "a clip", "prompt_language": "zh", "text": TEXT,
+          "text_language": "英文", "top_k": 15, "top_p": 1.0, "temperature": 1.0, "speed": 1.0, "sample_steps": 32,
+          "if_sr": "false"}
+    for response in (httpx.get(f"{url}/", params=ha, timeout=30), httpx.post(f"{url}/", json=ha, timeout=30)):
+        assert response.status_code == 200 and response.headers["content-type"] == "audio/wav", response.text
+        samples, rate = decode(response.content, "wav")
+        assert rate == 16000 and abs(len(samples) / rate - 3 * TONE_S) < 0.01
+    no_reference = httpx.get(f"{url}/", params={"text": "Hello.", "text_language": "en"}, timeout=30)
+    assert no_reference.status_code == 200  # the default voice, as upstream's command-line reference
+
+    speakers = httpx.get(f"{url}/speakers").json()
+    assert {"name": "tone-b", "voice_id": "tone-b"} in speakers
+    tavern = {"text": TEXT, "prompt_text": "tone-b", "ref_audio_path": "./参考音频/tone-b.wav", "text_lang": "en",
+              "prompt_lang": "zh", "text_split_method": "cut5", "batch_size": 1, "media_type": "ogg",
+              "streaming_mode": "true"}
+    response = httpx.post(f"{url}/", json=tavern, timeout=30)
+    samples, rate = decode(response.content, "ogg")
+    assert response.status_code == 200 and abs(len(samples) / rate - 3 * TONE_S) < 0.05
+
+    for params, message in [({"text_language": "en"}, "text is required"),
+                            ({"text": "Hi.", "text_language": "klingon"}, "text_language: 'klingon' is not"),
+                            ({"text": "Hi.", "text_language": "日文"}, "text_language: 日文 is not spoken"),
+                            ({"text": "Hi.", "text_language": "en", "top_k": "x"}, "top_k:"),
+                            ({**ha, "refer_wav_path": "nobody.wav"}, "refer_wav_path 'nobody.wav' is not")]:
+        for response in (httpx.get(f"{url}/", params=params), httpx.post(f"{url}/", json=params)):
+            assert response.status_code == 400, (params, response.text)
+            body = response.json()
+            assert body["code"] == 400 and body["message"].startswith(message), body
+    assert httpx.post(f"{url}/", content=b"[1]").json() == {"code": 400, "message": "the body must be a JSON object"}
+
+
 # -- who may call ---------------------------------------------------------------------------------
 
 

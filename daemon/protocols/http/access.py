@@ -38,8 +38,10 @@ class Refusal(Exception):
     """A call answered with an error status instead of audio; each API words the body its own way."""
 
     def __init__(self, status: int, message: str, code: str, param: str | None = None,
-                 headers: dict[str, str] | None = None, audited: bool = False) -> None:
+                 headers: dict[str, str] | None = None, audited: bool = False,
+                 extra: dict[str, object] | None = None) -> None:
         super().__init__(message)
+        self.extra = extra or {}  # more keys for a body in upstream's shape (api.py's "code")
         self.audited = audited  # the request it answers is in the audit trail already
         self.status = status
         self.message = message

@@ -20,7 +20,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon.core.events import PayloadOrigin
-from daemon.protocols.http import api_v2, openai
+from daemon.protocols.http import api_v2, legacy_api, openai
 from daemon.protocols.http.access import Caller, Gate, Refusal, peer
 from daemon.protocols.http.responses import ClientGone
 from daemon.protocols.http.server import HttpServer
@@ -36,6 +36,7 @@ def build_app(server: HttpServer) -> FastAPI:
     app.state.server = server
     app.state.gate = Gate(server.http, server.tokens)
     app.include_router(api_v2.router)
+    app.include_router(legacy_api.router)
     app.include_router(openai.router)
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/readyz", readyz, methods=["GET"])
@@ -75,7 +76,7 @@ def error_response(http_request: HttpRequest, refusal: Refusal) -> JSONResponse:
         kind = _OPENAI_TYPES.get(refusal.status, "invalid_request_error")
         body = {"error": {"message": refusal.message, "type": kind, "param": refusal.param, "code": refusal.code}}
     else:
-        body = {"message": refusal.message}
+        body = {**refusal.extra, "message": refusal.message}
     return JSONResponse(body, status_code=refusal.status, headers=refusal.headers)
 
 
@@ -104,7 +105,8 @@ async def _invalid(http_request: HttpRequest, exc: Exception) -> Response:
         message = "the body must be a JSON object"
     else:
         message = f"{field}: {error['msg']}" if field else str(error["msg"])
-    return await _refused(http_request, Refusal(400, message, "invalid_value", param=field or None))
+    legacy = {"code": 400} if http_request.url.path == "/" else None  # upstream api.py's error shape
+    return await _refused(http_request, Refusal(400, message, "invalid_value", param=field or None, extra=legacy))
 
 
 async def _http_error(http_request: HttpRequest, exc: Exception) -> Response:
