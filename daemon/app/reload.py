@@ -72,6 +72,7 @@ class Reloader:
         self._service = service
         self._config_file = config_file
         self._wanted = threading.Event()
+        self._lock = threading.Lock()  # one reload at a time: the signal's thread and HTTP callers
         self._stopping = False
         self._thread = threading.Thread(target=self._loop, name="gsv-reload", daemon=True)
         with service.state.transaction() as conn:
@@ -109,10 +110,16 @@ class Reloader:
                 return
             self.reload()
 
-    def reload(self) -> tuple[bool, str]:
-        """One reload attempt; returns (switched in, what happened)."""
+    def reload(self, bundle: Path | None = None) -> tuple[bool, str]:
+        """One reload attempt, with ``bundle`` in place of ``engine.bundle`` when given (the HTTP API's
+        ``/set_*_weights``; the config file is the truth again at the next reload); returns (switched in,
+        what happened)."""
+        with self._lock:
+            return self._reload(bundle)
+
+    def _reload(self, bundle: Path | None) -> tuple[bool, str]:
         try:
-            message, fields = self._switch()
+            message, fields = self._switch(bundle)
             ok = True
         except RefusedReload as exc:
             message, fields, ok = f"reload refused, still serving the previous configuration: {exc}", {}, False
@@ -130,12 +137,14 @@ class Reloader:
             log.error("cannot record the reload outcome: %s", exc)
         return ok, message
 
-    def _switch(self) -> tuple[str, dict[str, Any]]:
+    def _switch(self, bundle: Path | None) -> tuple[str, dict[str, Any]]:
         service = self._service
         try:
             new = load_settings(self._config_file)
         except ConfigError as exc:
             raise RefusedReload(str(exc)) from exc
+        if bundle is not None:
+            new = new.model_copy(update={"engine": new.engine.model_copy(update={"bundle": bundle})})
         old = service.settings
         changed = changed_keys(old, new)
         restart_needed = [key for key in changed if not _is_live(key)]
@@ -159,5 +168,6 @@ def serve_with_reload(service: Service, config_file: Path | None) -> Reloader:
     """Install the SIGHUP handler and start the reload thread (called by ``gsv-edge serve``)."""
     reloader = Reloader(service, config_file)
     signal.signal(signal.SIGHUP, lambda *_: reloader.request())
+    service.reload_hook = reloader.reload
     reloader.start()
     return reloader

@@ -10,8 +10,10 @@ import logging
 import threading
 import time
 import wave
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from daemon.app.engines import Engines, build_engines, fallback_voice
@@ -25,6 +27,7 @@ from daemon.core.events import Event, EventKind, PayloadOrigin
 from daemon.core.pipeline import Pipeline
 from daemon.core.request_queue import Request
 from daemon.core.state_db import StateDb, StateDbError
+from daemon.model.manifest import MANIFEST, Manifest
 from daemon.protocols.mqtt import MqttService
 from daemon.protocols.payloads import IntakePolicy, RejectedPayload
 from daemon.protocols.voice_registration import (
@@ -77,6 +80,9 @@ class Service:
         self.bus = self._event_bus()
         self.outputs = self._output_router()
         self.pipeline = self._pipeline(settings)
+        # set by gsv-edge serve: the safe reload, and what ends the process (a signal, or an admin over HTTP)
+        self.reload_hook: Callable[[Path | None], tuple[bool, str]] | None = None
+        self.stopping = threading.Event()
         self._voice_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsv-voice-register")
         self._relist_stop = threading.Event()
         self._relist = threading.Thread(target=self._relist_voices, name="gsv-voices", daemon=True)
@@ -261,6 +267,28 @@ class Service:
             self.pipeline.set_engine(engines.engine, engines.fallback)
             self.mqtt.publish_voices()
         self.mqtt.publish_status(self.status())
+
+    def reload(self, bundle: Path | None = None) -> tuple[bool, str]:
+        """Re-read the config and bundle (``bundle`` in place of ``engine.bundle`` when given) through the safe
+        reload; (switched in, what happened)."""
+        if self.reload_hook is None:
+            return False, "reload refused: this daemon was not started by gsv-edge serve"
+        return self.reload_hook(bundle)
+
+    def installed_bundles(self) -> list[tuple[Path, dict[str, str]]]:
+        """Bundles beside ``engine.bundle`` (its directory's siblings, itself included), each with the file names
+        of the checkpoints it was converted from (``gpt``, ``sovits``): what ``/set_*_weights`` may switch to."""
+        current = self.settings.engine.bundle
+        if current is None or not current.parent.is_dir():
+            return []
+        found = []
+        for path in sorted(current.parent.iterdir()):
+            try:
+                sources = Manifest.read(path / MANIFEST).provenance.sources
+            except (OSError, ValueError):  # not a bundle, or one this version cannot read
+                continue
+            found.append((path, {kind: PurePath(source.file).name for kind, source in sources.items()}))
+        return found
 
     # -- health, for systemd --------------------------------------------------------------------
 

@@ -10,7 +10,6 @@ import argparse
 import contextlib
 import logging
 import signal
-import threading
 from pathlib import Path
 
 from daemon.app.journal_logging import setup_logging
@@ -56,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         return exit_codes.fail("serve", exc, exit_codes.SETUP)
     except StartFault as exc:
         return exit_codes.fail("serve", exc, exit_codes.FAILED)
-    stopping = threading.Event()
+    stopping = service.stopping
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stopping.set())
     try:

@@ -47,9 +47,15 @@ def free_port() -> int:
 def http_daemon(start_daemon: Callable[..., Daemon]) -> Callable[..., tuple[Daemon, str]]:
     """A daemon with the HTTP API on 127.0.0.1 and a free port; returns it and the base URL."""
 
-    def start(synth=None, **http) -> tuple[Daemon, str]:
+    def start(synth=None, engine_section: dict | None = None, **http) -> tuple[Daemon, str]:
+        """``engine_section``: build the engine from these ``[engine]`` keys instead of ``synth``."""
         port = free_port()
-        daemon = start_daemon(synth or ToneEngine(seconds=TONE_S), http={"port": port, **http})
+        sections = {"http": {"port": port, **http}}
+        if engine_section is not None:
+            sections["engine"] = engine_section
+        else:
+            synth = synth or ToneEngine(seconds=TONE_S)
+        daemon = start_daemon(synth, **sections)
         scheme = "https" if "tls_cert_file" in http else "http"
         return daemon, f"{scheme}://127.0.0.1:{port}"
 
@@ -287,6 +293,80 @@ def test_legacy_api_and_the_root_path(http_daemon) -> None:
             body = response.json()
             assert body["code"] == 400 and body["message"].startswith(message), body
     assert httpx.post(f"{url}/", content=b"[1]").json() == {"code": 400, "message": "the body must be a JSON object"}
+
+
+# -- switching the model, and the server itself -----------------------------------------------------
+
+
+def _bundle_pair(demo_bundle: Path, where: Path) -> tuple[Path, Path]:
+    """Two installed bundles side by side, converted (as their manifests say) from different checkpoints."""
+    import shutil
+
+    from daemon.model.manifest import MANIFEST, Manifest
+
+    first, second = where / "first", where / "second"
+    shutil.copytree(demo_bundle, first)
+    shutil.copytree(demo_bundle, second)
+    manifest = Manifest.read(second / MANIFEST).to_dict()
+    manifest["provenance"]["sources"]["gpt"]["file"] = "GPT_weights_v2/other-e5.ckpt"
+    manifest["provenance"]["sources"]["sovits"]["file"] = "other_e5_s9.pth"
+    (second / MANIFEST).write_text(json.dumps(manifest))
+    return first, second
+
+
+def test_set_weights_switches_to_the_bundle_converted_from_them(http_daemon, demo_bundle: Path,
+                                                                   tmp_path: Path) -> None:  # noqa: F811
+    from daemon.app.reload import Reloader
+
+    first, second = _bundle_pair(demo_bundle, tmp_path / "models")
+    db = StateDb.in_dir(tmp_path / "state")
+    admin, speaker = TokenStore(db).add("ops", ["admin"]), TokenStore(db).add("kiosk", ["speak"])
+    db.close()
+    daemon, url = http_daemon(engine_section={"bundle": str(first)})
+    [config] = [p for p in tmp_path.glob("t*.toml")]
+    daemon.service.reload_hook = Reloader(daemon.service, config).reload
+    as_admin = {"Authorization": f"Bearer {admin}"}
+
+    assert httpx.get(f"{url}/set_gpt_weights", params={"weights_path": "x.ckpt"},
+                     headers={"Authorization": f"Bearer {speaker}"}).status_code == 403
+    same = httpx.get(f"{url}/set_sovits_weights", params={"weights_path": "demo_e1_s1.pth"}, headers=as_admin)
+    assert same.json() == {"message": "success"} and daemon.service.engine.bundle.path == first
+    switched = httpx.get(f"{url}/set_gpt_weights", params={"weights_path": "D:\\GPT_weights_v2\\Other-e5.ckpt"},
+                         headers=as_admin, timeout=120)
+    assert switched.json() == {"message": "success"}, switched.text
+    assert daemon.service.engine.bundle.path == second
+    reloaded = daemon.recorder.wait_for(daemon.topics.events, lambda m: m.json()["event"] == "reloaded").json()
+    assert reloaded["engine"] == daemon.service.engine.name
+
+    for kind, path in (("gpt", "never-converted.ckpt"), ("sovits", "")):
+        refused = httpx.get(f"{url}/set_{kind}_weights", params={"weights_path": path}, headers=as_admin)
+        assert refused.status_code == 400
+        body = refused.json()
+        assert body["message"] in (f"change {kind} weight failed", f"{kind} weight path is required"), body
+    assert "gsv-edge convert" in httpx.get(f"{url}/set_gpt_weights", params={"weights_path": "never.ckpt"},
+                                           headers=as_admin).json()["Exception"]
+
+
+def test_control_restart_reloads_and_exit_stops(http_daemon, tmp_path: Path) -> None:
+    from daemon.app.reload import Reloader
+
+    db = StateDb.in_dir(tmp_path / "state")
+    admin, speaker = TokenStore(db).add("ops", ["admin"]), TokenStore(db).add("kiosk", ["speak"])
+    db.close()
+    daemon, url = http_daemon()
+    [config] = [p for p in tmp_path.glob("t*.toml")]
+    daemon.service.reload_hook = Reloader(daemon.service, config).reload
+    as_admin = {"Authorization": f"Bearer {admin}"}
+    assert httpx.get(f"{url}/control", params={"command": "exit"},
+                     headers={"Authorization": f"Bearer {speaker}"}).status_code == 403
+    assert httpx.get(f"{url}/control", headers=as_admin).json() == {"message": "command is required"}
+    assert httpx.get(f"{url}/control", params={"command": "dance"}, headers=as_admin).status_code == 400
+    assert httpx.get(f"{url}/control", params={"command": "restart"}, headers=as_admin).json() == {
+        "message": "success"}
+    daemon.recorder.wait_for(daemon.topics.events, lambda m: m.json()["event"] == "reloaded")
+    assert not daemon.service.stopping.is_set()
+    assert httpx.get(f"{url}/control", params={"command": "exit"}, headers=as_admin).json() == {"message": "success"}
+    assert daemon.service.stopping.is_set()
 
 
 # -- who may call ---------------------------------------------------------------------------------

@@ -21,7 +21,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict
 from starlette.requests import Request as HttpRequest
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from daemon.audio.encoding import encoding
 from daemon.protocols.http.access import Caller, Refusal, needs
@@ -209,3 +209,83 @@ def _under_reference_dir(server: HttpServer, path: str) -> Path | None:
             return None
         found = matches[0]
     return found if found.is_file() and found.resolve().is_relative_to(base) else None
+
+
+# -- the model and the server ----------------------------------------------------------------------
+# Upstream loads checkpoints; the box switches to an installed bundle converted from them (a bundle beside
+# engine.bundle whose manifest names the file), through the safe reload. Answers: {"message": "success"}, or
+# upstream's 400 {"message": ..., "Exception": why}.
+
+Admin = Annotated[Caller, Depends(needs("admin"))]
+
+
+@router.get("/set_gpt_weights")
+async def set_gpt_weights(http_request: HttpRequest, caller: Admin, weights_path: str = "") -> dict[str, str]:
+    return await _switch_weights(http_request, "gpt", weights_path)
+
+
+@router.get("/set_sovits_weights")
+async def set_sovits_weights(http_request: HttpRequest, caller: Admin, weights_path: str = "") -> dict[str, str]:
+    return await _switch_weights(http_request, "sovits", weights_path)
+
+
+async def _switch_weights(http_request: HttpRequest, kind: str, weights_path: str) -> dict[str, str]:
+    if not weights_path:
+        raise Refusal(400, f"{kind} weight path is required", "invalid_value", param="weights_path")
+    server: HttpServer = http_request.app.state.server
+    bundle = _bundle_for(server, kind, PurePath(weights_path.replace("\\", "/")).name)
+    current = server.settings.engine.bundle
+    if current is not None and bundle.resolve() == current.resolve():
+        return {"message": "success"}
+    switched, why = await asyncio.to_thread(server.service.reload, bundle)
+    if not switched:
+        raise Refusal(400, f"change {kind} weight failed", "reload_refused", param="weights_path",
+                      extra={"Exception": why})
+    return {"message": "success"}
+
+
+def _bundle_for(server: HttpServer, kind: str, file_name: str) -> Path:
+    """The installed bundle converted from ``file_name``; among several, the one sharing the current bundle's
+    other checkpoint, so that set_gpt_weights then set_sovits_weights land on the bundle of that pair."""
+    bundles = server.service.installed_bundles()
+    matching = [(path, sources) for path, sources in bundles if sources.get(kind, "").lower() == file_name.lower()]
+    if not matching:
+        raise Refusal(400, f"change {kind} weight failed", "no_bundle", param="weights_path",
+                      extra={"Exception": f"no installed bundle was converted from {file_name}: convert it with "
+                                          "'gsv-edge convert' and put the bundle beside engine.bundle"})
+    other = "sovits" if kind == "gpt" else "gpt"
+    current = server.settings.engine.bundle
+    current_sources = next((s for p, s in bundles if current is not None and p.resolve() == current.resolve()), {})
+    paired = [path for path, sources in matching if sources.get(other) == current_sources.get(other)]
+    return (paired or [path for path, _ in matching])[0]
+
+
+@router.get("/set_refer_audio")
+async def set_refer_audio(http_request: HttpRequest, caller: Admin, refer_audio_path: str = "") -> dict[str, str]:
+    """Upstream keeps a default reference that /tts never uses (it requires ref_audio_path): the box checks
+    that the path names a voice, and answers as upstream does."""
+    server: HttpServer = http_request.app.state.server
+    try:
+        await reference_voice(server, TtsParams(ref_audio_path=refer_audio_path))
+    except Refusal as refusal:
+        raise Refusal(400, "set refer audio failed", "invalid_value", param="refer_audio_path",
+                      extra={"Exception": refusal.message}) from refusal
+    return {"message": "success"}
+
+
+@router.get("/control")
+async def control(http_request: HttpRequest, caller: Admin, command: str = "") -> Response:
+    """``restart`` reloads the config and bundle (the safe reload); ``exit`` stops the daemon gracefully
+    (systemd starts it again if so configured). An admin's token only."""
+    server: HttpServer = http_request.app.state.server
+    if not command:
+        raise Refusal(400, "command is required", "invalid_value", param="command")
+    if command == "restart":
+        switched, why = await asyncio.to_thread(server.service.reload, None)
+        if not switched:
+            raise Refusal(400, "restart failed", "reload_refused", param="command", extra={"Exception": why})
+        return JSONResponse({"message": "success"})
+    if command == "exit":
+        server.service.stopping.set()
+        return JSONResponse({"message": "success"})
+    raise Refusal(400, f"command: {command} is not supported (restart or exit)", "invalid_value", param="command")

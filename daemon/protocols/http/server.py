@@ -18,6 +18,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -57,6 +58,19 @@ class SpeechService(Protocol):
         ...
 
     def offered_voices(self) -> list[tuple[VoiceInfo, bool]]: ...
+
+    def reload(self, bundle: Path | None = None) -> tuple[bool, str]:
+        """The safe reload, with ``bundle`` in place of ``engine.bundle`` when given: (switched in, why)."""
+        ...
+
+    def installed_bundles(self) -> list[tuple[Path, dict[str, str]]]:
+        """Bundles that may be switched to, with the checkpoint file names they were converted from."""
+        ...
+
+    @property
+    def stopping(self) -> threading.Event:
+        """Set to end the daemon gracefully."""
+        ...
 
     def engine_state(self) -> str: ...
 
