@@ -110,6 +110,10 @@ class Reloader:
                 return
             self.reload()
 
+    @property
+    def busy(self) -> bool:
+        return self._lock.locked()
+
     def reload(self, bundle: Path | None = None) -> tuple[bool, str]:
         """One reload attempt, with ``bundle`` in place of ``engine.bundle`` when given (the HTTP API's
         ``/set_*_weights``; the config file is the truth again at the next reload); returns (switched in,
@@ -169,5 +173,6 @@ def serve_with_reload(service: Service, config_file: Path | None) -> Reloader:
     reloader = Reloader(service, config_file)
     signal.signal(signal.SIGHUP, lambda *_: reloader.request())
     service.reload_hook = reloader.reload
+    service.reload_busy = lambda: reloader.busy
     reloader.start()
     return reloader

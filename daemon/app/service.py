@@ -82,6 +82,7 @@ class Service:
         self.pipeline = self._pipeline(settings)
         # set by gsv-edge serve: the safe reload, and what ends the process (a signal, or an admin over HTTP)
         self.reload_hook: Callable[[Path | None], tuple[bool, str]] | None = None
+        self.reload_busy: Callable[[], bool] = lambda: False
         self.stopping = threading.Event()
         self._voice_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsv-voice-register")
         self._relist_stop = threading.Event()
@@ -275,6 +276,9 @@ class Service:
             return False, "reload refused: this daemon was not started by gsv-edge serve"
         return self.reload_hook(bundle)
 
+    def current_bundle(self) -> Path | None:
+        return self.settings.engine.bundle
+
     def installed_bundles(self) -> list[tuple[Path, dict[str, str]]]:
         """Bundles beside ``engine.bundle`` (its directory's siblings, itself included), each with the file names
         of the checkpoints it was converted from (``gpt``, ``sovits``): what ``/set_*_weights`` may switch to."""
@@ -366,10 +370,13 @@ class Service:
             self.bus.publish(Event(EventKind.ENGINE_DOWN, {"reason": self.engine_error}))
 
     def drain(self, timeout_s: float) -> None:
-        """Graceful stop (SIGTERM): fleet requests go to the other boxes, nothing more is synthesised, the
+        """Graceful stop (SIGTERM): fleet requests go to the other boxes, HTTP calls are refused (503), nothing more
+        is synthesised, the
         announcement in progress may play out what is synthesised for ``timeout_s``; queued requests stay in
         the durable queue."""
         self.mqtt.leave_share_group()
+        if self.http is not None:
+            self.http.draining = True
         if not self.pipeline.drain(timeout_s):
             log.warning("the announcement in progress did not finish within queue.drain_s (%g s): cut", timeout_s)
 

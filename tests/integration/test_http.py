@@ -47,10 +47,11 @@ def free_port() -> int:
 def http_daemon(start_daemon: Callable[..., Daemon]) -> Callable[..., tuple[Daemon, str]]:
     """A daemon with the HTTP API on 127.0.0.1 and a free port; returns it and the base URL."""
 
-    def start(synth=None, engine_section: dict | None = None, **http) -> tuple[Daemon, str]:
+    def start(synth=None, engine_section: dict | None = None, queue: dict | None = None,
+              **http) -> tuple[Daemon, str]:
         """``engine_section``: build the engine from these ``[engine]`` keys instead of ``synth``."""
         port = free_port()
-        sections = {"http": {"port": port, **http}}
+        sections = {"http": {"port": port, **http}, **({"queue": queue} if queue else {})}
         if engine_section is not None:
             sections["engine"] = engine_section
         else:
@@ -335,6 +336,9 @@ def test_set_weights_switches_to_the_bundle_converted_from_them(http_daemon, dem
                          headers=as_admin, timeout=120)
     assert switched.json() == {"message": "success"}, switched.text
     assert daemon.service.engine.bundle.path == second
+    back = httpx.get(f"{url}/set_sovits_weights", params={"weights_path": "demo_e1_s1.pth"}, headers=as_admin,
+                     timeout=120)
+    assert back.json() == {"message": "success"} and daemon.service.engine.bundle.path == first
     reloaded = daemon.recorder.wait_for(daemon.topics.events, lambda m: m.json()["event"] == "reloaded").json()
     assert reloaded["engine"] == daemon.service.engine.name
 
@@ -365,6 +369,11 @@ def test_control_restart_reloads_and_exit_stops(http_daemon, tmp_path: Path) -> 
         "message": "success"}
     daemon.recorder.wait_for(daemon.topics.events, lambda m: m.json()["event"] == "reloaded")
     assert not daemon.service.stopping.is_set()
+    reloader = Reloader(daemon.service, config)
+    daemon.service.reload_hook, daemon.service.reload_busy = reloader.reload, lambda: reloader.busy
+    with reloader._lock:  # a reload under way
+        busy = httpx.get(f"{url}/control", params={"command": "restart"}, headers=as_admin)
+    assert busy.status_code == 503 and busy.headers["retry-after"] and "reload is in progress" in busy.text
     assert httpx.get(f"{url}/control", params={"command": "exit"}, headers=as_admin).json() == {"message": "success"}
     assert daemon.service.stopping.is_set()
 
@@ -439,7 +448,38 @@ def test_tls_with_a_self_signed_certificate(http_daemon, tmp_path: Path) -> None
     assert abs(len(decode(audio.content, "wav")[0]) / 16000 - 3 * TONE_S) < 0.01
 
 
+def test_cors_origins(http_daemon) -> None:
+    _, url = http_daemon(cors_origins=["http://tavern.local:8000"])
+    preflight = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "authorization"}
+    allowed = httpx.options(f"{url}/tts", headers={"Origin": "http://tavern.local:8000", **preflight})
+    assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "http://tavern.local:8000"
+    other = httpx.options(f"{url}/tts", headers={"Origin": "http://elsewhere", **preflight})
+    assert "access-control-allow-origin" not in other.headers
+
+
 # -- lifecycle ------------------------------------------------------------------------------------
+
+
+def test_a_full_queue_and_a_stopping_box_answer_503(http_daemon) -> None:
+    gate = threading.Event()
+    daemon, url = http_daemon(ToneEngine(seconds=TONE_S, gate=gate), queue={"max_depth": 1})
+    body = {"model": "tts-1", "input": "Hi.", "voice": "tone-a", "response_format": "wav"}
+    with httpx.Client(timeout=30) as client:
+        first = threading.Thread(target=client.post, args=(f"{url}/v1/audio/speech",), kwargs={"json": body})
+        second = threading.Thread(target=client.post, args=(f"{url}/v1/audio/speech",), kwargs={"json": body})
+        first.start()
+        daemon.recorder.wait_for(daemon.topics.events, lambda m: m.json()["event"] == "started")
+        second.start()
+        daemon.recorder.wait_for(daemon.topics.events, lambda m: m.json()["event"] == "queued"
+                                 and m.json()["queue_depth"] == 1)
+        full = client.post(f"{url}/v1/audio/speech", json=body)
+        gate.set()
+        first.join()
+        second.join()
+    assert full.status_code == 503 and full.headers["retry-after"] and full.json()["error"]["code"] == "queue_full"
+    daemon.service.drain(0.1)
+    stopping = httpx.post(f"{url}/v1/audio/speech", json=body)
+    assert stopping.status_code == 503 and "shutting down" in stopping.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("stream", [True, False])

@@ -234,9 +234,10 @@ async def _switch_weights(http_request: HttpRequest, kind: str, weights_path: st
         raise Refusal(400, f"{kind} weight path is required", "invalid_value", param="weights_path")
     server: HttpServer = http_request.app.state.server
     bundle = _bundle_for(server, kind, PurePath(weights_path.replace("\\", "/")).name)
-    current = server.settings.engine.bundle
+    current = server.service.current_bundle()
     if current is not None and bundle.resolve() == current.resolve():
         return {"message": "success"}
+    _not_while_reloading(server)
     switched, why = await asyncio.to_thread(server.service.reload, bundle)
     if not switched:
         raise Refusal(400, f"change {kind} weight failed", "reload_refused", param="weights_path",
@@ -254,10 +255,16 @@ def _bundle_for(server: HttpServer, kind: str, file_name: str) -> Path:
                       extra={"Exception": f"no installed bundle was converted from {file_name}: convert it with "
                                           "'gsv-edge convert' and put the bundle beside engine.bundle"})
     other = "sovits" if kind == "gpt" else "gpt"
-    current = server.settings.engine.bundle
+    current = server.service.current_bundle()
     current_sources = next((s for p, s in bundles if current is not None and p.resolve() == current.resolve()), {})
     paired = [path for path, sources in matching if sources.get(other) == current_sources.get(other)]
     return (paired or [path for path, _ in matching])[0]
+
+
+def _not_while_reloading(server: HttpServer) -> None:
+    if server.service.reload_busy():
+        raise Refusal(503, "a reload is in progress: try again when it is done", "reload_in_progress",
+                      headers={"Retry-After": "5"})
 
 
 @router.get("/set_refer_audio")
@@ -281,6 +288,7 @@ async def control(http_request: HttpRequest, caller: Admin, command: str = "") -
     if not command:
         raise Refusal(400, "command is required", "invalid_value", param="command")
     if command == "restart":
+        _not_while_reloading(server)
         switched, why = await asyncio.to_thread(server.service.reload, None)
         if not switched:
             raise Refusal(400, "restart failed", "reload_refused", param="command", extra={"Exception": why})

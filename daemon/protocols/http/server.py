@@ -63,6 +63,14 @@ class SpeechService(Protocol):
         """The safe reload, with ``bundle`` in place of ``engine.bundle`` when given: (switched in, why)."""
         ...
 
+    def current_bundle(self) -> Path | None:
+        """The bundle the engine was built from (``engine.bundle`` as last applied)."""
+        ...
+
+    def reload_busy(self) -> bool:
+        """A reload is under way (another waits for it)."""
+        ...
+
     def installed_bundles(self) -> list[tuple[Path, dict[str, str]]]:
         """Bundles that may be switched to, with the checkpoint file names they were converted from."""
         ...
@@ -153,6 +161,7 @@ class HttpServer:
         self.service = service
         self.tokens = tokens
         self.version = version
+        self.draining = False  # the daemon is stopping: new calls are refused
         self._speeches: dict[str, Speech] = {}
         self._lock = threading.Lock()
         self._server: Any = None  # uvicorn.Server
@@ -252,6 +261,8 @@ class HttpServer:
 
     async def speak(self, request: Request) -> Speech:
         """Queue ``request``; its audio and end arrive on the returned :class:`Speech`."""
+        if self.draining:
+            raise Refusal(503, "the box is shutting down", "shutting_down", headers={"Retry-After": "10"})
         speech = Speech(request, asyncio.get_running_loop())
         with self._lock:
             self._speeches[request.id] = speech
