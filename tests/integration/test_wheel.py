@@ -1,6 +1,6 @@
 """The wheel a box installs: it holds every file the code reads at run time, and installed into a fresh
 virtualenv outside the checkout it builds the demo bundle, registers a voice, speaks Chinese and English with
-the neural engine, finds the hardware profiles by name and serves MQTT with the neural engine ready.
+the neural engine, finds the hardware profiles by name and serves MQTT and HTTP with the neural engine ready.
 
 The virtualenv is made once for the module (``pip install WHEEL[convert]``: the demo needs torch); every
 command runs from a directory of its own, without PYTHONPATH, so nothing of the checkout can be imported.
@@ -22,9 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import openai
 import pytest
+import soundfile
 
 from tests.conftest import Broker, Recorder, to_toml
+from tests.integration.test_http import free_port
 from tests.paths import REPO
 from tests.unit.model.test_engine import make_wav
 
@@ -163,9 +166,11 @@ def test_the_installed_daemon_serves_with_the_neural_engine(
 ) -> None:
     node = f"w{uuid.uuid4().hex[:8]}"
     config = voiced.work / f"{node}.toml"
+    port = free_port()
     config.write_text(to_toml({
         "mqtt": {"host": mosquitto_broker.host, "port": mosquitto_broker.port, "node_id": node},
         "engine": {"bundle": str(voiced.work / DEMO)},
+        "http": {"port": port},
     }))
     base = f"gsv-edge/{node}"
     recorder.subscribe(f"{base}/#")
@@ -180,6 +185,11 @@ def test_the_installed_daemon_serves_with_the_neural_engine(
         recorder.publish(f"{base}/say", json.dumps(say))
         done = recorder.wait_for(f"{base}/events", lambda m: m.json()["event"] in ("done", "failed"), 120).json()
         assert done["event"] == "done" and done["fallback"] is False and done["engine"] == status["model"], done
+        # the HTTP API of the installed package, asked by the official OpenAI client
+        speech = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x").audio.speech.create(
+            model="tts-1", voice="alice", input="Please mind the gap.", response_format="flac")
+        samples, rate = soundfile.read(io.BytesIO(speech.content))
+        assert rate == status["sample_rate"] and len(samples) > rate * 0.2, log.read_text()
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)
