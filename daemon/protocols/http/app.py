@@ -62,8 +62,12 @@ async def healthz(http_request: HttpRequest) -> dict[str, Any]:
 
 
 async def readyz(http_request: HttpRequest) -> JSONResponse:
-    """Ready: requests will be spoken, by the neural engine or, degraded, by the fallback voice."""
-    state = server_of(http_request).service.engine_state()
+    """Ready: requests will be spoken, by the neural engine or, degraded, by the fallback voice; 503 once the
+    box is stopping, so a load balancer sends calls elsewhere."""
+    server = server_of(http_request)
+    state = server.service.engine_state()
+    if server.draining:
+        return JSONResponse({"status": "stopping", "engine_state": state}, status_code=503)
     return JSONResponse({"status": "ready", "engine_state": state}, status_code=200)
 
 
