@@ -468,10 +468,10 @@ def test_a_full_queue_and_a_stopping_box_answer_503(http_daemon) -> None:
         first = threading.Thread(target=client.post, args=(f"{url}/v1/audio/speech",), kwargs={"json": body})
         second = threading.Thread(target=client.post, args=(f"{url}/v1/audio/speech",), kwargs={"json": body})
         first.start()
-        daemon.recorder.wait_for(daemon.topics.events, lambda m: m.json()["event"] == "started")
+        started = daemon.recorder.wait_for(daemon.topics.events, lambda m: m.json()["event"] == "started").json()
         second.start()
         daemon.recorder.wait_for(daemon.topics.events, lambda m: m.json()["event"] == "queued"
-                                 and m.json()["queue_depth"] == 1)
+                                 and m.json()["id"] != started["id"])
         full = client.post(f"{url}/v1/audio/speech", json=body)
         gate.set()
         first.join()
