@@ -61,6 +61,16 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
+def _empty_is_none(value: Any) -> Any:
+    """An empty string in the file or the environment means "unset" for an optional key."""
+    return None if value == "" else value
+
+
+def _tls_pair(cert: Path | None, key: Path | None) -> None:
+    if (cert is None) != (key is None):
+        raise ValueError("tls_cert_file and tls_key_file go together")
+
+
 class MqttSettings(_Section):
     host: str = "localhost"
     port: int = Field(1883, ge=1, le=65535)
@@ -94,15 +104,11 @@ class MqttSettings(_Section):
             raise ValueError("must be a non-empty topic without '+', '#', NUL or leading/trailing '/'")
         return value
 
-    @field_validator("tls_ca_file", "tls_cert_file", "tls_key_file", mode="before")
-    @classmethod
-    def _no_path_is_none(cls, value: Any) -> Any:
-        return None if value == "" else value
+    _unset = field_validator("tls_ca_file", "tls_cert_file", "tls_key_file", mode="before")(_empty_is_none)
 
     @model_validator(mode="after")
     def _tls_files(self) -> MqttSettings:
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("tls_cert_file and tls_key_file go together")
+        _tls_pair(self.tls_cert_file, self.tls_key_file)
         if self.tls_cert_file is not None and self.tls_ca_file is None:
             raise ValueError("a client certificate needs tls_ca_file (TLS is on only with tls_ca_file)")
         for path in (self.tls_ca_file, self.tls_cert_file, self.tls_key_file):
@@ -139,10 +145,7 @@ class EngineSettings(_Section):
     default_voice: str | None = None
     fallback_voice: str = "en"  # eSpeak NG voice when a request's lang has none
 
-    @field_validator("bundle", "default_voice", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: Any) -> Any:
-        return None if value == "" else value
+    _unset = field_validator("bundle", "default_voice", mode="before")(_empty_is_none)
 
     @field_validator("default_voice")
     @classmethod
@@ -165,10 +168,7 @@ class AudioSettings(_Section):
     retry_initial_s: float = Field(0.5, gt=0)
     retry_max_s: float = Field(10.0, gt=0)
 
-    @field_validator("output_device", "chime_file", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: Any) -> Any:
-        return None if value == "" else value
+    _unset = field_validator("output_device", "chime_file", mode="before")(_empty_is_none)
 
 
 class QueueSettings(_Section):
@@ -216,10 +216,7 @@ class WyomingSettings(_Section):
     max_connections: int = Field(8, ge=1, le=1024)
     zeroconf: bool = False  # announce _wyoming._tcp on the LAN (needs gsv-edge[zeroconf] and a tcp:// uri)
 
-    @field_validator("uri", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: Any) -> Any:
-        return None if value == "" else value
+    _unset = field_validator("uri", mode="before")(_empty_is_none)
 
     @field_validator("uri")
     @classmethod
@@ -265,15 +262,11 @@ class HttpSettings(_Section):
     rate_limit_per_s: float = Field(5.0, gt=0)  # requests per second per token (or per address), sustained
     rate_limit_burst: int = Field(20, ge=1)  # ... and in a burst
 
-    @field_validator("port", "tls_cert_file", "tls_key_file", "reference_dir", mode="before")
-    @classmethod
-    def _empty_is_none(cls, value: Any) -> Any:
-        return None if value == "" else value
+    _unset = field_validator("port", "tls_cert_file", "tls_key_file", "reference_dir", mode="before")(_empty_is_none)
 
     @model_validator(mode="after")
     def _tls_files(self) -> HttpSettings:
-        if (self.tls_cert_file is None) != (self.tls_key_file is None):
-            raise ValueError("tls_cert_file and tls_key_file go together")
+        _tls_pair(self.tls_cert_file, self.tls_key_file)
         for path in (self.tls_cert_file, self.tls_key_file):
             if path is not None and not path.is_file():
                 raise ValueError(f"TLS file {path} not found")

@@ -39,6 +39,16 @@ class AudioStream(Protocol):
         ...
 
 
+class Discard:
+    """An :class:`AudioStream` nobody listens to: where the audio of a request whose client has gone is written."""
+
+    def write(self, audio: np.ndarray) -> None:
+        pass
+
+    def close(self, cancel: threading.Event) -> None:
+        pass
+
+
 class AudioPublisher(Protocol):
     def open(self, request: Request, sample_rate: int) -> AudioStream: ...
 

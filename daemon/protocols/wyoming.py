@@ -33,7 +33,7 @@ from daemon.audio.wav import to_pcm16
 from daemon.config import ConfigError, Settings
 from daemon.core import events
 from daemon.core.events import EventKind, is_terminal
-from daemon.core.pipeline import AudioStream
+from daemon.core.pipeline import AudioStream, Discard
 from daemon.core.request_queue import Request
 from daemon.protocols.payloads import CLIENT_GONE, IntakePolicy, RejectedPayload, parse_native
 from daemon.speech.synthesizer import Synthesizer, VoiceInfo
@@ -140,16 +140,6 @@ class _ReplyStream:
 
     def close(self, cancel: threading.Event) -> None:
         """Nothing to wait for: the end of the answer follows the request's terminal event."""
-
-
-class _Discard:
-    """Where the audio of a request whose client has gone is written."""
-
-    def write(self, audio: np.ndarray) -> None:
-        pass
-
-    def close(self, cancel: threading.Event) -> None:
-        pass
 
 
 @dataclasses.dataclass
@@ -449,7 +439,7 @@ class WyomingServer:
         with self._lock:
             reply = self._replies.get(request.id)
         if reply is None:
-            return _Discard()
+            return Discard()
         reply.started = True
         reply.put(AudioStart(sample_rate, WIDTH, CHANNELS).event())
         return _ReplyStream(reply, sample_rate, self.settings.samples_per_chunk, self.settings.sentence_silence_s)

@@ -26,7 +26,7 @@ import numpy as np
 from daemon.config import ConfigError, Settings
 from daemon.core import events
 from daemon.core.events import EventKind, PayloadOrigin, is_terminal
-from daemon.core.pipeline import AudioStream
+from daemon.core.pipeline import AudioStream, Discard
 from daemon.core.request_queue import Request
 from daemon.core.tokens import TokenStore
 from daemon.protocols.http.access import Caller, Refusal
@@ -139,14 +139,6 @@ class _ResponseStream:
 
     def close(self, cancel: threading.Event) -> None:
         """Nothing to wait for: the response ends with the request's terminal event."""
-
-
-class _Discard:
-    def write(self, audio: np.ndarray) -> None:
-        pass
-
-    def close(self, cancel: threading.Event) -> None:
-        pass
 
 
 class HttpServer:
@@ -283,7 +275,7 @@ class HttpServer:
         with self._lock:
             speech = self._speeches.get(request.id)
         if speech is None:
-            return _Discard()
+            return Discard()
         speech.put(Start(sample_rate))
         return _ResponseStream(speech)
 
