@@ -368,6 +368,9 @@ def test_status_says_how_the_box_is_and_where_it_listens(http_daemon, mosquitto_
                                             "connected": True}, "http": url, "wyoming": None}
     assert error(httpx.get(f"{url}/v1/status", headers=made["curator"]), 403)["code"] == "insufficient_scope"
     assert error(httpx.get(f"{url}/v1/status"), 401)["code"] == "missing_token"
+    paths = httpx.get(f"{url}/openapi.json").json()["paths"]
+    assert {"/v1/say", "/v1/requests/{request_id}", "/v1/requests/{request_id}/audio", "/v1/events", "/v1/voices",
+            "/v1/voices/{name}", "/v1/status"} <= set(paths)
 
 
 # -- restart --------------------------------------------------------------------------------------

@@ -8,10 +8,11 @@ unsubscribes it. A client that falls :data:`BACKLOG` events behind is cut off ra
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
+
+from daemon.core.outbox import json_bytes
 
 BACKLOG = 1000
 KEEPALIVE_S = 15.0  # a comment line this often: proxies keep the stream open, a vanished client is noticed
@@ -43,8 +44,7 @@ class EventFeed:
 
     def publish(self, payload: dict[str, Any]) -> None:
         """From any thread: ``payload`` as one ``data:`` frame to every subscriber."""
-        frame = f"data: {json.dumps(payload, ensure_ascii=False)}\n\n".encode()
-        self._send(frame)
+        self._send(b"data: " + json_bytes(payload) + b"\n\n")  # serialised as MQTT's events topic serialises it
 
     def close(self) -> None:
         """End every stream (the server is stopping)."""
