@@ -261,6 +261,10 @@ class HttpSettings(_Section):
     max_body_bytes: int = Field(16 << 20, ge=1024, le=1 << 30)  # larger requests get 413 unread
     rate_limit_per_s: float = Field(5.0, gt=0)  # requests per second per token (or per address), sustained
     rate_limit_burst: int = Field(20, ge=1)  # ... and in a burst
+    # POST /v1/say: a finished request's state and events, and its audio, are kept this long for GET
+    # /v1/requests; the kept audio of all requests together within keep_audio_mb (the oldest goes first)
+    keep_requests_s: float = Field(600.0, gt=0, le=86400)
+    keep_audio_mb: int = Field(64, ge=1, le=4096)
 
     _unset = field_validator("port", "tls_cert_file", "tls_key_file", "reference_dir", mode="before")(_empty_is_none)
 

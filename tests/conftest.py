@@ -27,7 +27,7 @@ from daemon.speech.synthesizer import Synthesizer
 
 # Shared fixtures live in their own modules and are registered here, once: a fixture imported into several
 # test modules is a separate fixture in each, so a session-scoped one would be built once per module.
-pytest_plugins = ["tests.demo_fixtures"]
+pytest_plugins = ["tests.demo_fixtures", "tests.http_fixtures"]
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 

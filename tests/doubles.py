@@ -66,6 +66,9 @@ class ToneEngine:
                        description: str = "") -> RegisteredVoice:
         raise SynthesisError("a tone cannot be cloned")
 
+    def remove_voice(self, name: str) -> None:
+        raise SynthesisError("a tone is built in")
+
     def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0,
                    sampling: Sampling | None = None) -> Generator[np.ndarray, None, None]:
         self.calls.append(text)

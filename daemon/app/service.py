@@ -36,7 +36,7 @@ from daemon.protocols.voice_registration import (
     parse_registration,
 )
 from daemon.protocols.wyoming import WyomingServer
-from daemon.speech.synthesizer import SynthesisError, Synthesizer, VoiceInfo
+from daemon.speech.synthesizer import SynthesisError, Synthesizer, UnknownVoice, VoiceInfo
 
 if TYPE_CHECKING:
     from daemon.core.metrics import Metrics
@@ -249,6 +249,21 @@ class Service:
         if self.mqtt.connected:
             self.mqtt.publish_voices(only_if_changed=True)
 
+    def remove_voice(self, name: str) -> None:
+        """Delete a registered voice (between syntheses) and list the voices again; UnknownVoice when none has
+        that name, SynthesisError for a voice built into its engine (eSpeak NG's)."""
+        engines = self.engines
+        offered = {info.name: espeak for info, espeak in self.offered_voices()}
+        if offered.get(name):
+            engines.fallback.remove_voice(name)  # eSpeak NG's own: it says why not
+        if not engines.engine.can_register_voices and name not in offered:
+            raise UnknownVoice(f"unknown voice {name!r}")
+        with self.pipeline.engine_lock:
+            engines.engine.remove_voice(name)
+        log.info("voice %s removed", name)
+        if self.mqtt.connected:
+            self.mqtt.publish_voices(only_if_changed=True)
+
     def _relist_voices(self) -> None:
         while not self._relist_stop.wait(VOICES_RELIST_S):
             if self.mqtt.connected:
@@ -334,6 +349,15 @@ class Service:
         if self.engine_error:
             status["engine_error"] = self.engine_error
         return status
+
+    def listeners(self) -> dict[str, Any]:
+        """Where the daemon listens and whether its broker connection is up."""
+        mqtt = self.settings.mqtt
+        return {
+            "mqtt": {"broker": f"{mqtt.host}:{mqtt.port}", "connected": self.mqtt.connected},
+            "http": self.http.url if self.http is not None else None,
+            "wyoming": self.settings.wyoming.uri,
+        }
 
     # -- lifecycle ------------------------------------------------------------------------------
 

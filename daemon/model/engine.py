@@ -44,8 +44,15 @@ from daemon.model.hardware import (
 from daemon.model.sampling import SamplingParams
 from daemon.model.spectrogram import decoded_frames, spectrogram
 from daemon.model.t2s import Decode, T2SRunner
-from daemon.model.voices import Voice, VoiceError, VoiceMeta, VoiceStore, check_name, voice_key
-from daemon.speech.synthesizer import Sampling, SynthesisError, UnknownVoice, VoiceInfo
+from daemon.model.voices import NoSuchVoice, Voice, VoiceError, VoiceMeta, VoiceStore, voice_key
+from daemon.speech.synthesizer import (
+    Sampling,
+    SynthesisError,
+    UnknownVoice,
+    VoiceInfo,
+    registration_problem,
+    voice_name_problem,
+)
 from daemon.vocabulary import LANGUAGE_MODES, PRO_VERSIONS
 
 log = logging.getLogger(__name__)
@@ -239,12 +246,8 @@ class Engine:
     def register_voice(self, name: str, wav_bytes: bytes, text: str, lang: str, clip_name: str = "clip",
                        description: str = "") -> Voice:
         """Validate the clip, run the speaker-feature graphs once and store the result."""
-        check_name(name)
-        if lang not in LANGUAGE_MODES:
-            raise VoiceError(f"voice language must be {', '.join(LANGUAGE_MODES[:-1])} or {LANGUAGE_MODES[-1]}, "
-                             f"got {lang!r}")
-        if not text or not text.strip():
-            raise VoiceError("the transcript of the reference clip is empty")
+        if problem := registration_problem(name, text, lang):
+            raise VoiceError(problem.message)
         clip = read_wav(wav_bytes, clip_name)
         validate_reference(clip, clip_name)
         wav16 = resample(clip.samples, clip.sample_rate, HUBERT_RATE)
@@ -268,6 +271,11 @@ class Engine:
         voice = Voice(meta, prompt_tokens, phone_ids, bert, ge)
         self.voices_store.save(voice)
         return voice
+
+    def remove_voice(self, name: str) -> None:
+        if voice_name_problem(name):  # no voice can have it
+            raise NoSuchVoice(f"unknown voice {name!r}")
+        self.voices_store.remove(name)
 
     def prompt_tokens(self, wav16: np.ndarray) -> np.ndarray:
         """HuBERT on the clip + 0.3 s of silence (sized at 32 kHz, as upstream), then the SoVITS quantizer."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shutil
 import stat
 import threading
@@ -24,9 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon.speech.synthesizer import UnknownVoice
+from daemon.speech.synthesizer import UnknownVoice, voice_name_problem
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 # A listing is kept only once the directory has been still this long: a file system's clock may be coarse
 # (1-2 s on some), so a change just after the listing could leave the modification time as it was.
 SETTLED_NS = 2_000_000_000
@@ -41,11 +39,8 @@ class NoSuchVoice(VoiceError, UnknownVoice):
 
 
 def check_name(name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name) or ".." in name:
-        raise VoiceError(
-            f"voice name {name!r} is invalid: use 1-64 letters, digits, '_', '-' or '.', starting with a "
-            "letter or digit (no '/', '..', '+', '#')"
-        )
+    if problem := voice_name_problem(name):
+        raise VoiceError(problem)
     return name
 
 

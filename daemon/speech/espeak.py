@@ -187,6 +187,9 @@ class EspeakVoice:
                        description: str = "") -> RegisteredVoice:
         raise SynthesisError("eSpeak NG speaks its own voices; cloning one needs the GPT-SoVITS engine")
 
+    def remove_voice(self, name: str) -> None:
+        raise SynthesisError(f"voice {name!r} is one of eSpeak NG's own: it cannot be removed")
+
     def pick_voice(self, voice: str | None, lang: str | None) -> str:
         """An explicit voice must exist; otherwise the language picks one, else the default voice."""
         if voice is not None:

@@ -7,11 +7,16 @@ with doubles through this alone.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Generator
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
+
+from daemon.vocabulary import LANGUAGE_MODES
+
+VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a registered voice's name is its directory's
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,35 @@ class Sampling:
             raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
         if self.seed is not None and not 0 <= self.seed < 2**63:
             raise ValueError(f"seed must be within 0 .. 2**63-1, got {self.seed}")
+
+
+@dataclass(frozen=True)
+class RegistrationProblem:
+    """Why a voice registration is refused before its clip is read: the field at fault and what to do."""
+
+    field: str  # name, text or lang
+    message: str
+
+
+def voice_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot name a registered voice, or None."""
+    if not isinstance(name, str) or not VOICE_NAME.match(name) or ".." in name:
+        return (f"voice name {name!r} is invalid: use 1-64 letters, digits, '_', '-' or '.', starting with a "
+                "letter or digit (no '/', '..', '+', '#')")
+    return None
+
+
+def registration_problem(name: str, text: str, lang: str) -> RegistrationProblem | None:
+    """The engine's checks on a registration's name, language and transcript, in its order: every way in
+    (the command line, MQTT, HTTP) is refused with the same words."""
+    if problem := voice_name_problem(name):
+        return RegistrationProblem("name", problem)
+    if lang not in LANGUAGE_MODES:
+        return RegistrationProblem("lang", f"voice language must be {', '.join(LANGUAGE_MODES[:-1])} or "
+                                           f"{LANGUAGE_MODES[-1]}, got {lang!r}")
+    if not text or not text.strip():
+        return RegistrationProblem("text", "the transcript of the reference clip is empty")
+    return None
 
 
 class UnknownVoice(ValueError):
@@ -109,6 +143,11 @@ class Synthesizer(Protocol):
         """Clone a voice from a reference clip and its transcript; raises a ValueError naming what is wrong with
         the clip or the transcript, or SynthesisError from an engine that cannot (see
         :attr:`can_register_voices`)."""
+        ...
+
+    def remove_voice(self, name: str) -> None:
+        """Delete a registered voice; raises UnknownVoice when none has that name, SynthesisError from an engine
+        whose voices are built in."""
         ...
 
     def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0,

@@ -4,21 +4,17 @@ api_v2 clients send, tokens and scopes, TLS with a self-signed certificate, a cl
 from __future__ import annotations
 
 import base64
-import io
 import json
-import socket
 import struct
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import numpy as np
 import openai
 import pytest
-import soundfile as sf
 
 from daemon.app.service import Service
 from daemon.config import ConfigError, load_settings
@@ -29,45 +25,12 @@ from daemon.model.bundle import Bundle
 from daemon.model.engine import Engine
 from daemon.model.hardware import HardwareProfile
 from daemon.speech.synthesizer import Sampling
-from tests.conftest import Daemon, to_toml
+from tests.conftest import to_toml
 from tests.doubles import ToneEngine
+from tests.http_fixtures import TONE_S, decode, free_port, no_traceback
 from tests.unit.model.test_engine import make_wav
 
-TONE_S = 0.5
 TEXT = "One. Two. Three."  # the tone engine speaks each sentence as TONE_S of tone
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def http_daemon(start_daemon: Callable[..., Daemon]) -> Callable[..., tuple[Daemon, str]]:
-    """A daemon with the HTTP API on 127.0.0.1 and a free port; returns it and the base URL."""
-
-    def start(synth=None, engine_section: dict | None = None, queue: dict | None = None,
-              **http) -> tuple[Daemon, str]:
-        """``engine_section``: build the engine from these ``[engine]`` keys instead of ``synth``."""
-        port = free_port()
-        sections = {"http": {"port": port, **http}, **({"queue": queue} if queue else {})}
-        if engine_section is not None:
-            sections["engine"] = engine_section
-        else:
-            synth = synth or ToneEngine(seconds=TONE_S)
-        daemon = start_daemon(synth, **sections)
-        scheme = "https" if "tls_cert_file" in http else "http"
-        return daemon, f"{scheme}://127.0.0.1:{port}"
-
-    return start
-
-
-def decode(data: bytes, fmt: str, rate: int = 24000) -> tuple[np.ndarray, int]:
-    if fmt == "pcm":
-        return np.frombuffer(data, "<i2").astype(np.float32) / 32768, rate
-    samples, sr = sf.read(io.BytesIO(data), dtype="float32")
-    return samples, sr
 
 
 def streamed_wav(data: bytes) -> tuple[np.ndarray, int]:
@@ -76,10 +39,6 @@ def streamed_wav(data: bytes) -> tuple[np.ndarray, int]:
     assert struct.unpack("<I", data[40:44])[0] == 0
     rate = struct.unpack("<I", data[24:28])[0]
     return np.frombuffer(data[44:], "<i2").astype(np.float32) / 32768, rate
-
-
-def no_traceback(response: httpx.Response) -> None:
-    assert "Traceback" not in response.text and 'File "' not in response.text
 
 
 # -- OpenAI ---------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The ASGI application: the routes of both client contracts, the health checks, and one way errors look.
+"""The ASGI application: the routes of both client contracts and the box's own, the health checks, and one way
+errors look.
 
 No route serves anything fetched from the internet: FastAPI's interactive ``/docs`` (which loads its scripts
 from a CDN) is off; ``/openapi.json`` describes the API. Every error is a body, never a traceback: under
@@ -20,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon.core.events import PayloadOrigin
-from daemon.protocols.http import api_v2, legacy_api, openai
+from daemon.protocols.http import api_v2, legacy_api, native, openai
 from daemon.protocols.http.access import Caller, Gate, Refusal, peer
 from daemon.protocols.http.responses import ClientGone
 from daemon.protocols.http.server import HttpServer
@@ -38,6 +39,7 @@ def build_app(server: HttpServer) -> FastAPI:
     app.include_router(api_v2.router)
     app.include_router(legacy_api.router)
     app.include_router(openai.router)
+    app.include_router(native.router)
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/readyz", readyz, methods=["GET"])
     app.add_exception_handler(Refusal, _refused)
@@ -46,8 +48,9 @@ def build_app(server: HttpServer) -> FastAPI:
     app.add_exception_handler(ClientGone, _client_gone)
     app.add_exception_handler(Exception, _unexpected)
     if server.http.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=server.http.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"], expose_headers=["X-Request-Id"])
+        app.add_middleware(CORSMiddleware, allow_origins=server.http.cors_origins,
+                           allow_methods=["GET", "POST", "DELETE"], allow_headers=["Authorization", "Content-Type"],
+                           expose_headers=["X-Request-Id"])
     app.add_middleware(BodyLimit, max_bytes=server.http.max_body_bytes)
     return app
 

@@ -3,7 +3,9 @@
 An HTTP request is not spoken here: it becomes a :class:`~daemon.core.request_queue.Request` in the daemon's
 one queue (the same engine, voices, priorities, audit trail and metrics as MQTT), and the pipeline hands its
 audio to :meth:`HttpServer.open` and its end to :meth:`HttpServer.on_event`, which pass them to the
-:class:`Speech` the handler awaits. uvicorn runs in its own thread with its own event loop, like the Wyoming
+:class:`Speech` the handler awaits, or, for ``POST /v1/say``, keep the audio in its
+:class:`~daemon.protocols.http.request_records.RequestRecords`. Every event also goes to the records and to the
+clients of ``GET /v1/events``. uvicorn runs in its own thread with its own event loop, like the Wyoming
 server; the socket is bound before it starts, so a port that cannot be used stops start-up with its name.
 """
 
@@ -30,6 +32,8 @@ from daemon.core.pipeline import AudioStream, Discard
 from daemon.core.request_queue import Request
 from daemon.core.tokens import TokenStore
 from daemon.protocols.http.access import Caller, Refusal
+from daemon.protocols.http.event_feed import EventFeed
+from daemon.protocols.http.request_records import RequestRecords, keeps_audio
 from daemon.protocols.payloads import CLIENT_GONE, IntakePolicy, RejectedPayload, parse_native
 from daemon.speech.synthesizer import Sampling, Synthesizer, VoiceInfo
 
@@ -55,6 +59,10 @@ class SpeechService(Protocol):
     def add_voice(self, name: str, wav: bytes, text: str, lang: str, clip_name: str) -> None:
         """Register a voice now (seconds); ValueError says what is wrong with the clip or transcript,
         SynthesisError that the engine cannot clone voices."""
+        ...
+
+    def remove_voice(self, name: str) -> None:
+        """Delete a registered voice; UnknownVoice when none has that name, SynthesisError for a built-in one."""
         ...
 
     def offered_voices(self) -> list[tuple[VoiceInfo, bool]]: ...
@@ -83,6 +91,8 @@ class SpeechService(Protocol):
     def engine_state(self) -> str: ...
 
     def status(self) -> dict[str, Any]: ...
+
+    def listeners(self) -> dict[str, Any]: ...
 
 
 @dataclass(frozen=True)
@@ -155,6 +165,8 @@ class HttpServer:
         self.version = version
         self.draining = False  # the daemon is stopping: new calls are refused
         self._speeches: dict[str, Speech] = {}
+        self.records = RequestRecords(settings.http.keep_requests_s, settings.http.keep_audio_mb << 20)
+        self.feed = EventFeed()
         self._lock = threading.Lock()
         self._server: Any = None  # uvicorn.Server
         self._thread: threading.Thread | None = None
@@ -180,8 +192,8 @@ class HttpServer:
         while not self._server.started and self._thread.is_alive():
             self._thread.join(0.02)
         if not self._server.started:
-            raise ConfigError(f"http: the server on {self._where()} did not start (see the log)")
-        log.info("HTTP API on %s", self._where())
+            raise ConfigError(f"http: the server on {self.url} did not start (see the log)")
+        log.info("HTTP API on %s", self.url)
 
     def _check_access_rule(self) -> None:
         http = self.http
@@ -216,7 +228,8 @@ class HttpServer:
                               f"{http.tls_key_file}: {exc}") from exc
         return {"ssl_certfile": str(http.tls_cert_file), "ssl_keyfile": str(http.tls_key_file)}
 
-    def _where(self) -> str:
+    @property
+    def url(self) -> str:
         scheme = "https" if self.http.tls_cert_file else "http"
         return f"{scheme}://{self.http.host}:{self.http.port}"
 
@@ -224,6 +237,7 @@ class HttpServer:
         """Open responses end, then the server stops (their requests' synthesis is cancelled as clients go)."""
         if self._server is None or self._thread is None:
             return
+        self.feed.close()
         self._server.should_exit = True
         self._thread.join(timeout=5)
 
@@ -275,11 +289,14 @@ class HttpServer:
         with self._lock:
             speech = self._speeches.get(request.id)
         if speech is None:
-            return Discard()
+            return self.records.stream(request, sample_rate) if keeps_audio(request) else Discard()
         speech.put(Start(sample_rate))
         return _ResponseStream(speech)
 
     def on_event(self, event: events.Event) -> None:
+        payload = event.payload()
+        self.records.on_event(event, payload["ts"])
+        self.feed.publish(payload)
         request = event.request
         if request is None or request.source != "http" or not is_terminal(event.kind, event.fields):
             return
