@@ -439,8 +439,9 @@ def test_a_full_queue_and_a_stopping_box_answer_503(http_daemon) -> None:
     assert httpx.get(f"{url}/readyz").json() == {"status": "ready", "engine_state": "ready"}
     daemon.service.drain(0.1)
     assert httpx.get(f"{url}/readyz").status_code == 503 and httpx.get(f"{url}/healthz").status_code == 200
-    stopping = httpx.post(f"{url}/v1/audio/speech", json=body)
-    assert stopping.status_code == 503 and "shutting down" in stopping.json()["error"]["message"]
+    for route, payload in (("/v1/audio/speech", body), ("/v1/say", {"text": "Hi.", "output": "response"})):
+        stopping = httpx.post(f"{url}{route}", json=payload)
+        assert stopping.status_code == 503 and "shutting down" in stopping.json()["error"]["message"], route
 
 
 @pytest.mark.parametrize("stream", [True, False])

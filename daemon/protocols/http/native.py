@@ -55,6 +55,7 @@ async def say(http_request: HttpRequest, caller: Speaker) -> JSONResponse:
     """Queue an MQTT ``say``: 202 once queued, 200 for a repeat of one already admitted (nothing is spoken
     again), 400 naming the field at fault, 503 when the queue is full."""
     server = _server(http_request)
+    server.check_open()
     request = _say_request(server, await http_request.body(), caller)
     server.records.expect(request)
     try:

@@ -265,10 +265,14 @@ class HttpServer:
         return dataclasses.replace(request, source="http", client=caller.client, token_name=caller.token_name,
                                    sampling=sampling)
 
-    async def speak(self, request: Request) -> Speech:
-        """Queue ``request``; its audio and end arrive on the returned :class:`Speech`."""
+    def check_open(self) -> None:
+        """:class:`Refusal` 503 once the box is stopping: no new work is taken."""
         if self.draining:
             raise Refusal(503, "the box is shutting down", "shutting_down", headers={"Retry-After": "10"})
+
+    async def speak(self, request: Request) -> Speech:
+        """Queue ``request``; its audio and end arrive on the returned :class:`Speech`."""
+        self.check_open()
         speech = Speech(request, asyncio.get_running_loop())
         with self._lock:
             self._speeches[request.id] = speech
