@@ -1,0 +1,136 @@
+"""The web console in a real browser: Debian's chromium, headless, driven through chromium-driver by selenium.
+
+Each test runs a daemon with the HTTP API and opens the box's root as a user would. The browser's own log of
+every request the page made shows it loaded nothing from anywhere but the box. Screenshots of each page, at a
+768-px-wide screen, are written to docs/console/ (the README and docs/http.md show them).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.remote.webdriver import WebDriver
+from selenium.webdriver.support.ui import WebDriverWait
+
+from daemon.core.audit import read_records
+from tests.integration.test_http_native import tokens
+from tests.paths import REPO
+
+SHOTS = REPO / "docs" / "console"
+TABLET = 768  # px: the narrowest screen the pages are laid out for side by side
+PHONE = 390
+WAIT_S = 20
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    driver_path = shutil.which("chromedriver")
+    assert driver_path, "chromium-driver is not installed (scripts/setup.sh dev installs chromium and it)"
+    options = webdriver.ChromeOptions()
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--lang=en-US",
+                     f"--window-size={TABLET},1000"):
+        options.add_argument(argument)
+    options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
+    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+class Page:
+    """The browser on one daemon's console, and every URL the page has asked for since it opened."""
+
+    def __init__(self, driver: WebDriver, url: str) -> None:
+        self.driver = driver
+        self.url = url
+        self.requested: list[str] = []
+        driver.get(f"{url}/healthz")  # on the box's origin, to forget what an earlier test's box left there
+        driver.delete_all_cookies()
+        driver.execute_script("localStorage.clear()")
+        self._drain()
+        self.requested.clear()
+        driver.get(f"{url}/")
+
+    def _drain(self) -> None:
+        for entry in self.driver.get_log("performance"):
+            message = json.loads(entry["message"])["message"]
+            if message["method"] == "Network.requestWillBeSent":
+                self.requested.append(message["params"]["request"]["url"])
+
+    def external(self) -> list[str]:
+        """URLs the page asked for that are not the box's own."""
+        self._drain()
+        return [u for u in self.requested if not u.startswith((self.url + "/", "data:", "blob:"))]
+
+    def wait(self, condition: Callable[[WebDriver], object], timeout: float = WAIT_S) -> object:
+        return WebDriverWait(self.driver, timeout).until(condition)
+
+    def find(self, css: str):  # noqa: ANN201 - a WebElement
+        return self.driver.find_element(By.CSS_SELECTOR, css)
+
+    def visible(self, css: str):  # noqa: ANN201 - a WebElement, once shown
+        return self.wait(lambda d: next((e for e in d.find_elements(By.CSS_SELECTOR, css) if e.is_displayed()),
+                                        False))
+
+    def text(self, css: str, contains: str) -> str:
+        """The element's text once it contains ``contains``."""
+        self.wait(lambda d: contains in d.find_element(By.CSS_SELECTOR, css).text)
+        return self.find(css).text
+
+    def log_in(self, token: str) -> None:
+        field = self.visible("#login-token")
+        field.clear()
+        field.send_keys(token)
+        self.find("#login-form button[type=submit]").click()
+
+    def fits(self, width: int) -> None:
+        """Nothing is cut off or pushed sideways at ``width`` px: the page is no wider than the screen."""
+        self._viewport(width, 900)
+        overflow = self.driver.execute_script("return document.documentElement.scrollWidth")
+        assert overflow <= width, f"the page is {overflow} px wide on a {width} px screen"
+
+    def screenshot(self, name: str, width: int = TABLET) -> None:
+        """The whole page at ``width`` px into docs/console/NAME.png."""
+        self._viewport(width, 900)
+        height = self.driver.execute_script("return document.documentElement.scrollHeight")
+        self._viewport(width, height)
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        assert self.driver.save_screenshot(str(SHOTS / f"{name}.png"))
+        self._viewport(TABLET, 1000)
+
+    def _viewport(self, width: int, height: int) -> None:
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < TABLET})
+
+
+def test_log_in_refused_then_accepted_and_out_again(browser: WebDriver, http_daemon, tmp_path: Path) -> None:
+    made = tokens(tmp_path, boss=["admin"])
+    secret = made["boss"]["Authorization"].removeprefix("Bearer ")
+    daemon, url = http_daemon()
+    page = Page(browser, url)
+    assert browser.current_url == f"{url}/console/"
+    page.log_in("gsv_wrong")
+    assert "invalid or revoked token" in page.text("#login-error", "Refused")
+    page.fits(TABLET)
+    page.fits(PHONE)
+    page.screenshot("login-refused")
+    [refused] = [r for r in read_records(daemon.service.settings.state_dir) if r["outcome"] == "rejected"]
+    assert refused["topic"] == "POST /v1/session" and refused["reason"] == "401: invalid or revoked token"
+
+    page.log_in(secret)
+    assert page.text("#who-name", "boss") == "boss"
+    assert not page.find("#login").is_displayed() and page.visible("#nav a")
+    browser.refresh()  # the session outlives a reload: the cookie, not the page, holds it
+    assert page.text("#who-name", "boss") == "boss"
+    page.visible("#logout-button").click()
+    page.visible("#login-token")
+    assert page.find("#who-name").text == "" and not browser.get_cookies()
+    assert page.external() == []
