@@ -20,6 +20,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from daemon.core.audit import read_records
+from tests.conftest import Broker
 from tests.integration.test_http_native import tokens
 from tests.paths import REPO
 
@@ -133,4 +134,35 @@ def test_log_in_refused_then_accepted_and_out_again(browser: WebDriver, http_dae
     page.visible("#logout-button").click()
     page.visible("#login-token")
     assert page.find("#who-name").text == "" and not browser.get_cookies()
+    assert page.external() == []
+
+
+def test_status_is_live_and_raises_alerts(browser: WebDriver, http_daemon, mosquitto_broker: Broker,
+                                          tmp_path: Path) -> None:
+    made = tokens(tmp_path, boss=["admin"])
+    bundle = tmp_path / "bad-bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{not json")
+    daemon, url = http_daemon(engine_section={"bundle": str(bundle)})
+    page = Page(browser, url)
+    page.log_in(made["boss"]["Authorization"].removeprefix("Bearer "))
+    page.text("#st-engine-state", "degraded")
+    assert "bad-bundle" in page.text("#alerts", "The neural engine is down")
+    assert page.text("#st-mqtt-state", "connected") == "connected"
+    assert page.find("#st-model").text == "espeak-ng fallback" and page.find("#st-queue").text == "0"
+    browser.execute_script("window.stillThisPage = true")
+
+    daemon.say({"id": "hello-1", "text": "Hello."})  # over MQTT: the page hears it on the event stream
+    page.wait(lambda d: "hello-1\tdone" in d.execute_script(
+        "return [...document.querySelectorAll('#st-events tr')].map(r => r.cells[1].textContent + '\\t' + "
+        "r.cells[2].textContent).join('\\n')"))
+    assert browser.execute_script("return window.stillThisPage") is True  # no reload
+    page.fits(TABLET)
+    page.fits(PHONE)
+
+    mosquitto_broker.stop()
+    assert mosquitto_broker.host in page.text("#alerts", "is not connected")
+    assert page.find("#st-mqtt-state").text == "not connected"
+    page.screenshot("status")
+    page.screenshot("status-phone", PHONE)
     assert page.external() == []

@@ -144,11 +144,130 @@ async function logOut() {
   showLogin();
 }
 
-// -- welcome (until the first page) ----------------------------------------------------------------
+// -- helpers shared by pages ----------------------------------------------------------------------
 
-page("welcome", {
+function badge(el, text, kind) {
+  el.textContent = text;
+  el.className = `badge ${kind}`;
+}
+
+function clock(ts) {
+  return new Date(ts * 1000).toLocaleTimeString(state.lang, { hour12: false });
+}
+
+function duration(seconds) {
+  const d = Math.floor(seconds / 86400);
+  const h = Math.floor((seconds % 86400) / 3600);
+  const m = Math.floor((seconds % 3600) / 60);
+  if (d) return t("duration.days", { d, h });
+  if (h) return t("duration.hours", { h, m });
+  if (m) return t("duration.minutes", { m, s: seconds % 60 });
+  return t("duration.seconds", { s: seconds });
+}
+
+function cell(row, text) {
+  const td = document.createElement("td");
+  td.textContent = text ?? "";
+  row.append(td);
+  return td;
+}
+
+// -- status ----------------------------------------------------------------------------------------
+
+const STATUS_POLL_MS = 5000;  // the broker's connection and the queue have no event of their own
+const MAX_EVENTS = 20;
+const live = { timer: null, source: null, pending: null };
+
+function precisionText(precision) {
+  if (precision === null || precision === undefined) return "-";
+  if (typeof precision === "string") return precision;
+  return Object.entries(precision).map(([graph, value]) => `${graph}: ${value}`).join(", ");
+}
+
+function showAlerts(alerts) {
+  const box = $("#alerts");
+  box.replaceChildren();
+  for (const { kind, text } of alerts) {
+    const div = document.createElement("div");
+    div.className = `alert ${kind}`;
+    div.setAttribute("role", kind === "bad" ? "alert" : "status");
+    div.textContent = text;
+    box.append(div);
+  }
+}
+
+function showStatus(s) {
+  const kinds = { ready: "good", degraded: "bad", "fallback-only": "warn" };
+  badge($("#st-engine-state"), t(`engine.${s.engine_state}`), kinds[s.engine_state] ?? "warn");
+  $("#st-model").textContent = s.model;
+  $("#st-precision").textContent = precisionText(s.precision);
+  $("#st-provider").textContent = s.provider ?? "-";
+  $("#st-fallback").textContent = s.fallback;
+  $("#st-rate").textContent = t("unit.hz", { n: s.sample_rate });
+  $("#st-state").textContent = t(`state.${s.state}`);
+  $("#st-queue").textContent = String(s.queue_depth);
+  $("#st-latency").textContent = s.last_latency_ms === null ? "-" : t("unit.ms", { n: s.last_latency_ms });
+  $("#st-uptime").textContent = duration(s.uptime_s);
+  $("#st-speaker").textContent = t(s.speaker ? "speaker.yes" : "speaker.no");
+  const mqtt = s.listeners.mqtt;
+  $("#st-mqtt").textContent = mqtt.broker;
+  badge($("#st-mqtt-state"), t(mqtt.connected ? "broker.connected" : "broker.down"), mqtt.connected ? "good" : "bad");
+  $("#st-http").textContent = s.listeners.http ?? t("listener.off");
+  $("#st-wyoming").textContent = s.listeners.wyoming ?? t("listener.off");
+  const alerts = [];
+  if (s.engine_state === "degraded") alerts.push({ kind: "bad", text: t("alert.engine_down", { error: s.engine_error }) });
+  if (s.engine_state === "fallback-only") alerts.push({ kind: "info", text: t("alert.fallback_only") });
+  if (!mqtt.connected) alerts.push({ kind: "bad", text: t("alert.broker_down", { broker: mqtt.broker }) });
+  showAlerts(alerts);
+  $("#st-updated").textContent = t("status.updated", { time: clock(s.ts) });
+}
+
+async function refreshStatus() {
+  const result = await api("GET", "/v1/status");
+  if (result.ok) showStatus(result.data);
+  else if (result.status === 0) showAlerts([{ kind: "bad", text: result.error.message }]);
+}
+
+function eventDetail(e) {
+  if (e.reason) return e.reason;
+  if (e.event === "done") return t("events.done", { audio: e.audio_ms, total: e.total_ms, engine: e.engine });
+  if (e.event === "first_audio") return t("events.first_audio", { latency: e.latency_ms });
+  return e.voice ?? "";
+}
+
+function addEvent(e) {
+  const row = document.createElement("tr");
+  cell(row, clock(e.ts));
+  cell(row, e.id ?? "-");
+  cell(row, e.event).className = `event-${e.event}`;
+  cell(row, eventDetail(e));
+  const body = $("#st-events");
+  body.prepend(row);
+  while (body.rows.length > MAX_EVENTS) body.deleteRow(-1);
+  $("#st-events-empty").hidden = true;
+  clearTimeout(live.pending);  // a burst of events is one refresh
+  live.pending = setTimeout(refreshStatus, 300);
+}
+
+page("status", {
   enter() {
-    $("#welcome-scopes").textContent = t("welcome.scopes", { name: state.who.token_name, scopes: state.who.scopes.join(", ") });
+    refreshStatus();
+    live.timer = setInterval(refreshStatus, STATUS_POLL_MS);
+    const admin = may("admin");
+    $("#st-events-card").hidden = !admin;
+    $("#st-live").textContent = t(admin ? "status.live_events" : "status.live_poll", { s: STATUS_POLL_MS / 1000 });
+    if (admin) {
+      live.source = new EventSource("/v1/events");
+      live.source.onmessage = (message) => addEvent(JSON.parse(message.data));
+      live.source.onerror = () => { $("#st-live").textContent = t("status.reconnecting"); };
+      live.source.onopen = () => { $("#st-live").textContent = t("status.live_events"); };
+    }
+  },
+  leave() {
+    clearInterval(live.timer);
+    clearTimeout(live.pending);
+    live.source?.close();
+    live.source = null;
   },
 });
 
