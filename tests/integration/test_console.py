@@ -7,12 +7,15 @@ every request the page made shows it loaded nothing from anywhere but the box. S
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import soundfile
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
@@ -21,6 +24,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from daemon.core.audit import read_records
 from tests.conftest import Broker
+from tests.http_fixtures import TONE_S
 from tests.integration.test_http_native import tokens
 from tests.paths import REPO
 
@@ -36,7 +40,7 @@ def browser() -> Iterator[WebDriver]:
     assert driver_path, "chromium-driver is not installed (scripts/setup.sh dev installs chromium and it)"
     options = webdriver.ChromeOptions()
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--lang=en-US",
-                     f"--window-size={TABLET},1000"):
+                     "--autoplay-policy=no-user-gesture-required", f"--window-size={TABLET},1000"):
         options.add_argument(argument)
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
     driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
@@ -91,6 +95,39 @@ class Page:
         field.clear()
         field.send_keys(token)
         self.find("#login-form button[type=submit]").click()
+
+    def nav(self) -> list[str]:
+        """The pages the caller may open, as the bar lists them."""
+        self.visible("#nav a")
+        return [link.text for link in self.driver.find_elements(By.CSS_SELECTOR, "#nav a")]
+
+    def open(self, name: str) -> None:
+        self.visible(f"#nav-{name}").click()
+        self.visible(f"section#{name}")
+
+    def select(self, css: str, value: str) -> None:
+        self.wait(lambda d: d.execute_script(
+            "const s = document.querySelector(arguments[0]); s.value = arguments[1]; return s.value === arguments[1]",
+            css, value))
+
+    def error_for(self, form: str, field: str, contains: str) -> str:
+        """The API's message shown next to ``field`` of ``form``."""
+        return self.text(f'{form} [data-error-for="{field}"]', contains)
+
+    def audio(self, css: str) -> tuple[dict, bytes]:
+        """The ``<audio>`` element once it can play (its state), and the bytes of its source as the page fetches
+        them (with the page's session cookie)."""
+        self.wait(lambda d: d.execute_script("const a = document.querySelector(arguments[0]); "
+                                             "return !a.hidden && a.readyState >= 2", css))
+        played = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1]; const a = document.querySelector(arguments[0]); "
+            "a.play().then(() => done({error: a.error, duration: a.duration, src: a.currentSrc, "
+            "wav: a.canPlayType('audio/wav')}), e => done({error: String(e)}))", css)
+        encoded = self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1]; fetch(arguments[0]).then(r => r.arrayBuffer()).then(b => "
+            "{ let s = ''; for (const x of new Uint8Array(b)) s += String.fromCharCode(x); done(btoa(s)); })",
+            played.get("src"))
+        return played, base64.b64decode(encoded)
 
     def fits(self, width: int) -> None:
         """Nothing is cut off or pushed sideways at ``width`` px: the page is no wider than the screen."""
@@ -165,4 +202,45 @@ def test_status_is_live_and_raises_alerts(browser: WebDriver, http_daemon, mosqu
     assert page.find("#st-mqtt-state").text == "not connected"
     page.screenshot("status")
     page.screenshot("status-phone", PHONE)
+    assert page.external() == []
+
+
+def test_speak_in_the_browser_with_the_api_s_own_messages(browser: WebDriver, http_daemon, tmp_path: Path) -> None:
+    made = tokens(tmp_path, kiosk=["speak"])
+    daemon, url = http_daemon()  # tones of TONE_S a sentence, at 16 kHz
+    page = Page(browser, url)
+    page.log_in(made["kiosk"]["Authorization"].removeprefix("Bearer "))
+    assert page.nav() == ["Status", "Speak"]  # a speak token manages nothing
+    page.open("speak")
+    page.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#speak-voice option")) == 4)
+    assert page.find("#speak-output option[value=play]").get_attribute("disabled")  # no speaker on this box
+
+    page.find("#speak-submit").click()
+    page.error_for("#speak-form", "text", "empty text")
+    page.find("#speak-text").send_keys("One. Two.")
+    speed = page.find("#speak-speed")
+    speed.clear()
+    speed.send_keys("9")
+    page.find("#speak-submit").click()
+    page.error_for("#speak-form", "speed", "less than or equal to 4")
+    assert page.find('#speak-form [data-error-for="text"]').text == ""
+    speed.clear()
+    speed.send_keys("1")
+    page.select("#speak-voice", "tone-b")
+    page.select("#speak-priority", "high")
+    page.find("#speak-submit").click()
+
+    played, wav = page.audio("#speak-audio")
+    request_id = page.find("#speak-id").text
+    done = daemon.wait_event(request_id, "done")
+    samples, rate = soundfile.read(io.BytesIO(wav))
+    assert rate == 16000 and len(samples) / rate == pytest.approx(2 * TONE_S, abs=0.01)
+    assert played["error"] is None and played["wav"] and played["duration"] == pytest.approx(2 * TONE_S, abs=0.01)
+    assert done["audio_ms"] == 1000 and page.text('[data-timing="timing.audio"]', "ms") == "1000 ms"
+    assert page.find("#speak-state").text == "done"
+    page.screenshot("speak")
+    page.fits(PHONE)
+    [row] = [r for r in read_records(daemon.service.settings.state_dir) if r["request_id"] == request_id]
+    assert (row["token_name"], row["voice"], row["outcome"], row["topic"]) == ("kiosk", "tone-b", "done",
+                                                                               "POST /v1/say")
     assert page.external() == []

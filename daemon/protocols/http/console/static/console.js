@@ -271,11 +271,139 @@ page("status", {
   },
 });
 
+// -- forms ---------------------------------------------------------------------------------------
+
+// An API refusal next to the field it names (param), else under the form.
+function showError(form, error) {
+  const slot = $(`[data-error-for="${CSS.escape(error.param ?? "")}"]`, form) ?? $('[data-error-for=""]', form);
+  slot.textContent = error.message;
+}
+
+function clearErrors(form) {
+  for (const slot of $$("[data-error-for]", form)) slot.textContent = "";
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+async function loadVoices() {
+  const result = await api("GET", "/v1/voices");
+  return result.ok ? result.data.voices : [];
+}
+
+// -- speak -----------------------------------------------------------------------------------------
+
+const FOLLOW_MS = 250;
+const ENDS = new Set(["done", "failed", "expired", "rejected"]);
+
+function fillVoices(select, voices) {
+  const chosen = select.value;
+  select.replaceChildren(new Option(t("speak.voice_default"), ""));
+  for (const voice of voices) {
+    select.append(new Option(`${voice.name} (${voice.languages.join(", ")})`, voice.name));
+  }
+  select.value = voices.some((voice) => voice.name === chosen) ? chosen : "";
+}
+
+function showTimings(events) {
+  const fields = Object.fromEntries(events.map((e) => [e.kind, e.fields]));
+  const rows = [
+    ["timing.wait", fields.started?.wait_ms, "unit.ms"],
+    ["timing.first_audio", fields.first_audio?.latency_ms, "unit.ms"],
+    ["timing.synth", fields.done?.synth_ms, "unit.ms"],
+    ["timing.rtf", fields.done?.rtf, null],
+    ["timing.audio", fields.done?.audio_ms, "unit.ms"],
+    ["timing.total", fields.done?.total_ms, "unit.ms"],
+    ["timing.engine", fields.done?.engine ?? fields.started?.engine, null],
+  ];
+  const list = $("#speak-timings");
+  list.replaceChildren();
+  for (const [label, value, unit] of rows) {
+    if (value === undefined || value === null) continue;
+    const dt = document.createElement("dt");
+    dt.textContent = t(label);
+    const dd = document.createElement("dd");
+    dd.textContent = unit ? t(unit, { n: value }) : String(value);
+    dd.dataset.timing = label;
+    list.append(dt, dd);
+  }
+}
+
+async function follow(answer) {
+  const states = { queued: "warn", started: "warn", done: "good" };
+  for (;;) {
+    const result = await api("GET", answer.status_url);
+    if (!result.ok) {
+      $("#speak-reason").textContent = result.error.message;
+      return;
+    }
+    const record = result.data;
+    badge($("#speak-state"), t(`request.${record.state}`), states[record.state] ?? "bad");
+    showTimings(record.events);
+    if (ENDS.has(record.state)) {
+      const end = record.events[record.events.length - 1];
+      $("#speak-reason").textContent = record.state === "done" ? "" : end?.fields.reason ?? "";
+      if (record.state === "done" && answer.audio_url) {
+        const audio = $("#speak-audio");
+        audio.src = answer.audio_url;
+        audio.hidden = false;
+        audio.play().catch(() => {});  // the browser may want a click first: the controls are there
+      }
+      $("#speak-played").hidden = !(record.state === "done" && record.output !== "publish");
+      return;
+    }
+    await sleep(FOLLOW_MS);
+  }
+}
+
+async function speak(event) {
+  event.preventDefault();
+  const form = $("#speak-form");
+  clearErrors(form);
+  const body = {
+    text: $("#speak-text").value,
+    output: $("#speak-output").value,
+    speed: Number($("#speak-speed").value || 1),
+    chime: $("#speak-chime").checked,
+  };
+  for (const name of ["voice", "lang", "priority"]) {
+    const value = $(`#speak-${name}`).value;
+    if (value) body[name] = value;
+  }
+  $("#speak-submit").disabled = true;
+  try {
+    const result = await api("POST", "/v1/say", { json: body });
+    if (!result.ok) {
+      showError(form, result.error);
+      return;
+    }
+    $("#speak-result").hidden = false;
+    $("#speak-id").textContent = result.data.id;
+    $("#speak-audio").hidden = true;
+    $("#speak-audio").removeAttribute("src");
+    $("#speak-played").hidden = true;
+    $("#speak-reason").textContent = "";
+    await follow(result.data);
+  } finally {
+    $("#speak-submit").disabled = false;
+  }
+}
+
+page("speak", {
+  async enter() {
+    const [voices, status] = await Promise.all([loadVoices(), api("GET", "/v1/status")]);
+    fillVoices($("#speak-voice"), voices);
+    const speaker = status.ok && status.data.speaker;
+    for (const option of $$("#speak-output option")) option.disabled = option.value !== "response" && !speaker;
+    if (!speaker) $("#speak-output").value = "response";
+  },
+});
+
 // -- start -----------------------------------------------------------------------------------------
 
 async function start() {
   await loadStrings("en");
   $("#login-form").addEventListener("submit", logIn);
+  $("#speak-form").addEventListener("submit", speak);
   $("#logout-button").addEventListener("click", logOut);
   $("#login-button").addEventListener("click", () => showLogin());
   window.addEventListener("hashchange", route);
