@@ -23,10 +23,14 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from daemon.core.audit import read_records
+from daemon.model.bundle import Bundle
+from daemon.model.engine import Engine
+from daemon.model.hardware import HardwareProfile
 from tests.conftest import Broker
 from tests.http_fixtures import TONE_S
 from tests.integration.test_http_native import tokens
 from tests.paths import REPO
+from tests.unit.model.test_engine import make_wav
 
 SHOTS = REPO / "docs" / "console"
 TABLET = 768  # px: the narrowest screen the pages are laid out for side by side
@@ -243,4 +247,62 @@ def test_speak_in_the_browser_with_the_api_s_own_messages(browser: WebDriver, ht
     [row] = [r for r in read_records(daemon.service.settings.state_dir) if r["request_id"] == request_id]
     assert (row["token_name"], row["voice"], row["outcome"], row["topic"]) == ("kiosk", "tone-b", "done",
                                                                                "POST /v1/say")
+    assert page.external() == []
+
+
+def test_register_a_voice_by_upload_speak_with_it_and_remove_it(browser: WebDriver, http_daemon, demo_bundle: Path,
+                                                                tmp_path: Path) -> None:
+    made = tokens(tmp_path, boss=["admin"])
+    engine = Engine(Bundle.load(demo_bundle), HardwareProfile.load("x86-cpu"), tmp_path / "voices")
+    daemon, url = http_daemon(engine)
+    short, clip = tmp_path / "short.wav", tmp_path / "carol.wav"
+    short.write_bytes(make_wav(seconds=1.0))
+    clip.write_bytes(make_wav(seed=3))
+    page = Page(browser, url)
+    page.log_in(made["boss"]["Authorization"].removeprefix("Bearer "))
+    assert page.nav()[:3] == ["Status", "Speak", "Voices"]
+    page.open("voices")
+    page.visible("#voices-list tr")  # eSpeak NG's fallback voice at least
+
+    page.find("#voice-name").send_keys("../carol")
+    page.find("#voice-text").send_keys("This is a reference clip.")
+    page.select("#voice-lang", "en")
+    page.find("#voice-audio").send_keys(str(short))
+    page.find("#voice-submit").click()
+    assert "is invalid" in page.error_for("#voice-form", "name", "voice name")
+    page.find("#voice-name").clear()
+    page.find("#voice-name").send_keys("carol")
+    page.find("#voice-submit").click()
+    assert "3-10 s" in page.error_for("#voice-form", "audio", "short.wav")
+    assert page.find('#voice-form [data-error-for="name"]').text == ""
+    page.find("#voice-audio").send_keys(str(clip))
+    page.find("#voice-description").send_keys("Carol, the front desk")
+    page.find("#voice-submit").click()
+    assert page.text("#voice-added", "registered") == "The voice carol is registered."
+    row = page.visible('#voices-list tr[data-voice="carol"]')
+    assert row.text.startswith("carol en Carol, the front desk")
+    page.screenshot("voices")
+    page.fits(PHONE)
+
+    page.open("speak")
+    page.wait(lambda d: d.find_elements(By.CSS_SELECTOR, '#speak-voice option[value="carol"]'))
+    page.find("#speak-text").send_keys("Hello there.")
+    page.select("#speak-voice", "carol")
+    page.find("#speak-submit").click()
+    played, wav = page.audio("#speak-audio")
+    done = daemon.wait_event(page.find("#speak-id").text, "done", timeout=120)
+    samples, rate = soundfile.read(io.BytesIO(wav))
+    assert rate == engine.sample_rate and len(samples) / rate == pytest.approx(done["audio_ms"] / 1000, abs=0.002)
+    assert played["error"] is None and played["duration"] == pytest.approx(len(samples) / rate, abs=0.01)
+    assert done["engine"] == engine.name and done["fallback"] is False
+
+    page.open("voices")
+    page.visible('#voices-list tr[data-voice="carol"] button').click()
+    assert "carol" in browser.switch_to.alert.text
+    browser.switch_to.alert.accept()
+    page.wait(lambda d: not d.find_elements(By.CSS_SELECTOR, '#voices-list tr[data-voice="carol"]'))
+    assert "carol" not in {v.name for v in engine.voices()}
+    page.visible('#voices-list tr[data-voice="en"] button').click()
+    browser.switch_to.alert.accept()
+    assert "eSpeak NG" in page.text("#voices-error", "eSpeak")  # built in: the API's 409, as it words it
     assert page.external() == []

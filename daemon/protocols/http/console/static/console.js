@@ -398,12 +398,76 @@ page("speak", {
   },
 });
 
+// -- voices ----------------------------------------------------------------------------------------
+
+async function showVoices() {
+  const result = await api("GET", "/v1/voices");
+  $("#voices-error").textContent = result.ok ? "" : result.error.message;
+  const body = $("#voices-list");
+  body.replaceChildren();
+  for (const voice of result.ok ? result.data.voices : []) {
+    const row = document.createElement("tr");
+    row.dataset.voice = voice.name;
+    cell(row, voice.name);
+    cell(row, voice.languages.join(", "));
+    cell(row, voice.description);
+    const actions = cell(row, "");
+    if (may("voices")) {
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "small danger";
+      remove.textContent = t("voices.remove");
+      remove.addEventListener("click", () => removeVoice(voice.name));
+      actions.append(remove);
+    }
+    body.append(row);
+  }
+}
+
+async function removeVoice(name) {
+  if (!window.confirm(t("voices.confirm_remove", { name }))) return;
+  const result = await api("DELETE", `/v1/voices/${encodeURIComponent(name)}`);
+  await showVoices();
+  $("#voices-error").textContent = result.ok ? "" : result.error.message;
+}
+
+async function addVoice(event) {
+  event.preventDefault();
+  const form = $("#voice-form");
+  clearErrors(form);
+  $("#voice-added").hidden = true;
+  $("#voice-submit").disabled = true;
+  $("#voice-submit").textContent = t("voices.registering");
+  try {
+    const result = await api("POST", "/v1/voices", { form: new FormData(form) });
+    if (!result.ok) {
+      showError(form, result.error);
+      return;
+    }
+    $("#voice-added").textContent = t("voices.added", { name: result.data.name });
+    $("#voice-added").hidden = false;
+    form.reset();
+    await showVoices();
+  } finally {
+    $("#voice-submit").disabled = false;
+    $("#voice-submit").textContent = t("voices.submit");
+  }
+}
+
+page("voices", {
+  scope: "voices",
+  enter() {
+    showVoices();
+  },
+});
+
 // -- start -----------------------------------------------------------------------------------------
 
 async function start() {
   await loadStrings("en");
   $("#login-form").addEventListener("submit", logIn);
   $("#speak-form").addEventListener("submit", speak);
+  $("#voice-form").addEventListener("submit", addVoice);
   $("#logout-button").addEventListener("click", logOut);
   $("#login-button").addEventListener("click", () => showLogin());
   window.addEventListener("hashchange", route);
