@@ -14,6 +14,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import soundfile
 from selenium import webdriver
@@ -28,7 +29,7 @@ from daemon.model.engine import Engine
 from daemon.model.hardware import HardwareProfile
 from tests.conftest import Broker
 from tests.http_fixtures import TONE_S
-from tests.integration.test_http_native import tokens
+from tests.integration.test_http_native import MANY, tokens
 from tests.paths import REPO
 from tests.unit.model.test_engine import make_wav
 
@@ -132,6 +133,16 @@ class Page:
             "{ let s = ''; for (const x of new Uint8Array(b)) s += String.fromCharCode(x); done(btoa(s)); })",
             played.get("src"))
         return played, base64.b64decode(encoded)
+
+    def rows(self, css: str) -> list[list[str]]:
+        """The cells of a table's rows, as text."""
+        return self.driver.execute_script(
+            "return [...document.querySelectorAll(arguments[0])].map(r => [...r.cells].map(c => c.textContent))", css)
+
+    def fetch_text(self, href: str) -> str:
+        """What the page gets for ``href`` (with its session cookie)."""
+        return self.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1]; fetch(arguments[0]).then(r => r.text()).then(done)", href)
 
     def fits(self, width: int) -> None:
         """Nothing is cut off or pushed sideways at ``width`` px: the page is no wider than the screen."""
@@ -305,4 +316,56 @@ def test_register_a_voice_by_upload_speak_with_it_and_remove_it(browser: WebDriv
     page.visible('#voices-list tr[data-voice="en"] button').click()
     browser.switch_to.alert.accept()
     assert "eSpeak NG" in page.text("#voices-error", "eSpeak")  # built in: the API's 409, as it words it
+    assert page.external() == []
+
+
+def test_history_shows_requests_and_refusals_filtered_paged_and_as_csv(browser: WebDriver, http_daemon,
+                                                                      tmp_path: Path) -> None:
+    made = tokens(tmp_path, boss=["admin"], kiosk=["speak"])
+    daemon, url = http_daemon(**MANY)
+    page = Page(browser, url)
+    page.log_in("gsv_wrong")
+    page.text("#login-error", "Refused")
+    page.log_in(made["boss"]["Authorization"].removeprefix("Bearer "))
+    assert page.nav() == ["Status", "Speak", "Voices", "History"]
+    page.open("speak")
+    page.find("#speak-text").send_keys("Hello.")
+    page.find("#speak-submit").click()
+    page.audio("#speak-audio")
+    mine = page.find("#speak-id").text
+    for n in range(11):
+        said = httpx.post(f"{url}/v1/say", json={"id": f"h{n}", "text": "Hi.", "voice": "tone-a",
+                                                 "output": "response"}, headers=made["kiosk"])
+        assert said.status_code == 202
+    daemon.wait_event("h10", "done")
+
+    page.open("history")
+    page.text("#history-page", "(13 rows)")
+    rows = page.rows("#history-rows tr")
+    assert [row[2] for row in rows[:11]] == [f"h{n}" for n in range(10, -1, -1)]  # newest first
+    [spoken] = [row for row in rows if row[2] == mine]
+    assert spoken[1] == "done" and spoken[3].startswith("HTTPboss@127.0.0.1:")  # the protocol over who
+    [refused] = [row for row in rows if row[1] == "rejected"]
+    assert refused[6] == "401: invalid or revoked token" and refused[3].startswith("HTTP127.0.0.1:")
+
+    page.select("#history-outcome", "rejected")
+    page.find("#history-form button[type=submit]").click()
+    page.text("#history-page", "(1 rows)")
+    assert [row[1] for row in page.rows("#history-rows tr")] == ["rejected"]
+    page.find("#history-reset").click()
+    page.find("#history-token").send_keys("kiosk")
+    page.select("#history-per-page", "10")
+    page.find("#history-form button[type=submit]").click()
+    assert page.text("#history-page", "Page 1 of 2") == "Page 1 of 2 (11 rows)"
+    assert not page.find("#history-next").get_attribute("disabled") and page.find("#history-prev").get_attribute(
+        "disabled")
+    page.screenshot("history")
+    page.fits(PHONE)
+    page.find("#history-next").click()
+    page.text("#history-page", "Page 2 of 2")
+    assert [row[2] for row in page.rows("#history-rows tr")] == ["h0"]
+
+    exported = page.fetch_text(page.find("#history-csv").get_attribute("href"))
+    lines = exported.strip().splitlines()
+    assert lines[0].startswith("time,ts,outcome,") and len(lines) == 12 and all(",kiosk," in line for line in lines[1:])
     assert page.external() == []

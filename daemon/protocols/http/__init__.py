@@ -5,7 +5,8 @@ console and its health checks.
 decides who may call what (bearer tokens, the console's ``sessions``, scopes, rate limits); ``responses``
 turns a request's audio into a whole or streamed response; ``api_v2`` and ``openai`` are the two client
 contracts, ``native`` the box's own (with ``request_records``, what it remembers of requests, and
-``event_feed``, the event stream); ``console`` is a page built on them; ``app`` assembles them.
+``event_feed``, the event stream), ``audit_trail`` the audit trail for an admin; ``console`` is a page built on
+them; ``app`` assembles them.
 
 May import what ``daemon.protocols`` may: ``daemon.core``, ``daemon.speech``, ``daemon.audio`` and the
 foundation. FastAPI and uvicorn are imported only when ``http.port`` is set.

@@ -461,6 +461,84 @@ page("voices", {
   },
 });
 
+// -- history ---------------------------------------------------------------------------------------
+
+const trail = { page: 1 };  // the History page shown
+const PROTOCOLS = { native: "MQTT", hermes: "Hermes", wyoming: "Wyoming", http: "HTTP" };
+
+// The filters as GET /v1/audit's query: empty fields left out, local times as Unix seconds.
+function historyQuery() {
+  const query = new URLSearchParams();
+  for (const name of ["since", "until"]) {
+    const value = $(`#history-${name}`).value;
+    if (value) query.set(name, String(new Date(value).getTime() / 1000));
+  }
+  for (const name of ["outcome", "protocol", "voice", "token"]) {
+    const value = $(`#history-${name}`).value.trim();
+    if (value) query.set(name, value);
+  }
+  return query;
+}
+
+function twoLines(td, second) {
+  const small = document.createElement("small");
+  small.textContent = second;
+  td.append(small);
+}
+
+function who(row) {
+  const where = row.site_id || row.client || row.topic || "";
+  return row.token_name ? `${row.token_name}@${where}` : where;
+}
+
+async function showHistory() {
+  const form = $("#history-form");
+  clearErrors(form);
+  const query = historyQuery();
+  const csv = new URLSearchParams(query);
+  csv.set("format", "csv");
+  $("#history-csv").href = `/v1/audit?${csv}`;
+  query.set("page", String(trail.page));
+  query.set("per_page", $("#history-per-page").value);
+  const result = await api("GET", `/v1/audit?${query}`);
+  const body = $("#history-rows");
+  body.replaceChildren();
+  if (!result.ok) {
+    showError(form, result.error);
+    return;
+  }
+  const { rows, total, per_page: perPage } = result.data;
+  for (const row of rows) {
+    const tr = document.createElement("tr");
+    tr.dataset.request = row.request_id ?? "";
+    const when = new Date(row.ts * 1000);
+    twoLines(cell(tr, clock(row.ts)), when.toLocaleDateString(state.lang));
+    cell(tr, t(`request.${row.outcome}`)).className = `event-${row.outcome}`;
+    cell(tr, row.request_id ?? "-");
+    twoLines(cell(tr, PROTOCOLS[row.protocol] ?? row.protocol ?? ""), who(row));
+    cell(tr, row.voice ?? "");
+    cell(tr, row.audio_ms === null ? "" : t("unit.ms", { n: row.audio_ms }));
+    cell(tr, row.reason ?? row.engine ?? "");
+    body.append(tr);
+  }
+  const pages = Math.max(1, Math.ceil(total / perPage));
+  $("#history-page").textContent = t("history.page", { page: trail.page, pages, total });
+  $("#history-prev").disabled = trail.page <= 1;
+  $("#history-next").disabled = trail.page >= pages;
+}
+
+function turnPage(step) {
+  trail.page += step;
+  showHistory();
+}
+
+page("history", {
+  scope: "admin",
+  enter() {
+    showHistory();
+  },
+});
+
 // -- start -----------------------------------------------------------------------------------------
 
 async function start() {
@@ -468,6 +546,18 @@ async function start() {
   $("#login-form").addEventListener("submit", logIn);
   $("#speak-form").addEventListener("submit", speak);
   $("#voice-form").addEventListener("submit", addVoice);
+  $("#history-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    trail.page = 1;
+    showHistory();
+  });
+  $("#history-reset").addEventListener("click", () => {
+    $("#history-form").reset();
+    trail.page = 1;
+    showHistory();
+  });
+  $("#history-prev").addEventListener("click", () => turnPage(-1));
+  $("#history-next").addEventListener("click", () => turnPage(1));
   $("#logout-button").addEventListener("click", logOut);
   $("#login-button").addEventListener("click", () => showLogin());
   window.addEventListener("hashchange", route);
