@@ -21,7 +21,7 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from daemon.core.audit import read_records
 from daemon.model.bundle import Bundle
@@ -39,16 +39,22 @@ PHONE = 390
 WAIT_S = 20
 
 
-@pytest.fixture(scope="module")
-def browser() -> Iterator[WebDriver]:
+def chromium(language: str) -> WebDriver:
+    """Headless chromium whose ``navigator.language`` is ``language``, logging every request its pages make."""
     driver_path = shutil.which("chromedriver")
     assert driver_path, "chromium-driver is not installed (scripts/setup.sh dev installs chromium and it)"
     options = webdriver.ChromeOptions()
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--lang=en-US",
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                      "--autoplay-policy=no-user-gesture-required", f"--window-size={TABLET},1000"):
         options.add_argument(argument)
+    options.add_experimental_option("prefs", {"intl.accept_languages": language})  # headless ignores --lang
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+    return webdriver.Chrome(service=Service(executable_path=driver_path), options=options)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[WebDriver]:
+    driver = chromium("en-US")
     try:
         yield driver
     finally:
@@ -369,3 +375,30 @@ def test_history_shows_requests_and_refusals_filtered_paged_and_as_csv(browser: 
     lines = exported.strip().splitlines()
     assert lines[0].startswith("time,ts,outcome,") and len(lines) == 12 and all(",kiosk," in line for line in lines[1:])
     assert page.external() == []
+
+
+def test_the_page_speaks_the_browser_s_language_and_switches(browser: WebDriver, http_daemon, tmp_path: Path) -> None:
+    made = tokens(tmp_path, boss=["admin"])
+    _, url = http_daemon()
+    chinese = chromium("zh-CN")
+    try:
+        page = Page(chinese, url)
+        page.text("#login h1", "登录")
+        assert chinese.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN"
+        page.log_in(made["boss"]["Authorization"].removeprefix("Bearer "))
+        assert page.nav() == ["状态", "播报", "语音", "历史"]
+        page.text("#st-engine-state", "就绪")
+        page.text("#st-uptime", "秒")  # units too
+        assert page.find("#st-state").text == "空闲" and page.find("#st-mqtt-state").text == "已连接"
+        page.fits(TABLET)
+        page.screenshot("status-zh")
+        Select(page.find("#language")).select_by_value("en")
+        page.text("#st-engine-state", "ready")
+        assert page.nav() == ["Status", "Speak", "Voices", "History"]
+        chinese.refresh()  # the choice is kept
+        page.text("#st-engine-state", "ready")
+        assert page.external() == []
+    finally:
+        chinese.quit()
+    english = Page(browser, url)  # an English browser gets English
+    english.text("#login h1", "Log in")

@@ -18,17 +18,43 @@ function t(key, vars = {}) {
   return text.replace(/\{(\w+)\}/g, (whole, name) => (name in vars ? String(vars[name]) : whole));
 }
 
+const LANGUAGES = ["en", "zh"];  // lang/<code>.json: every string of the page, one table per language
+
 function translate(root = document) {
   for (const el of $$("[data-t]", root)) el.textContent = t(el.dataset.t);
   for (const el of $$("[data-t-placeholder]", root)) el.placeholder = t(el.dataset.tPlaceholder);
+  for (const el of $$("[data-t-label]", root)) el.setAttribute("aria-label", t(el.dataset.tLabel));
+}
+
+// The language chosen with the switch, else the browser's.
+function preferredLanguage() {
+  const chosen = localStorage.getItem("lang");
+  if (LANGUAGES.includes(chosen)) return chosen;
+  const browser = (navigator.languages?.[0] ?? navigator.language ?? "en").toLowerCase();
+  return LANGUAGES.find((code) => browser === code || browser.startsWith(`${code}-`)) ?? "en";
 }
 
 async function loadStrings(lang) {
   const response = await fetch(`lang/${lang}.json`);
   state.strings = await response.json();
   state.lang = lang;
-  document.documentElement.lang = lang;
+  document.documentElement.lang = lang === "zh" ? "zh-CN" : lang;
+  $("#language").value = lang;
   translate();
+}
+
+// The switch: every label again, and the page shown drawn again in the new language.
+async function switchLanguage() {
+  const lang = $("#language").value;
+  localStorage.setItem("lang", lang);
+  await loadStrings(lang);
+  if (!state.who) return;
+  $("#who-name").textContent = state.who.token_name ?? t("session.anonymous");
+  const shown = state.page;
+  if (shown) pages[shown].leave();
+  state.page = null;
+  buildNav();
+  route();
 }
 
 // -- the API ---------------------------------------------------------------------------------------
@@ -542,7 +568,8 @@ page("history", {
 // -- start -----------------------------------------------------------------------------------------
 
 async function start() {
-  await loadStrings("en");
+  await loadStrings(preferredLanguage());
+  $("#language").addEventListener("change", switchLanguage);
   $("#login-form").addEventListener("submit", logIn);
   $("#speak-form").addEventListener("submit", speak);
   $("#voice-form").addEventListener("submit", addVoice);
