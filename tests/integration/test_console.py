@@ -402,3 +402,16 @@ def test_the_page_speaks_the_browser_s_language_and_switches(browser: WebDriver,
         chinese.quit()
     english = Page(browser, url)  # an English browser gets English
     english.text("#login h1", "Log in")
+
+
+def test_a_fresh_box_opens_without_a_login_and_may_only_speak(browser: WebDriver, http_daemon) -> None:
+    _, url = http_daemon()  # no token yet, loopback: anonymous calls may speak
+    page = Page(browser, url)
+    assert page.nav() == ["Status", "Speak"]
+    assert page.text("#who-name", "anonymous") == "anonymous"
+    assert page.find("#login-button").is_displayed() and not page.find("#logout-button").is_displayed()
+    page.text("#st-engine-state", "ready")
+    assert not page.find("#st-events-card").is_displayed()  # the event stream is an admin's
+    page.find("#login-button").click()
+    page.visible("#login-token")
+    assert page.external() == []
