@@ -197,7 +197,7 @@ class HttpServer:
             self._thread.join(0.02)
         if not self._server.started:
             raise ConfigError(f"http: the server on {self.url} did not start (see the log)")
-        log.info("HTTP API on %s", self.url)
+        log.info("HTTP API on %s; web console %s/", self.url, self.url)
 
     def _check_access_rule(self) -> None:
         http = self.http
