@@ -189,6 +189,13 @@ def test_log_in_refused_then_accepted_and_out_again(browser: WebDriver, http_dae
     assert not page.find("#login").is_displayed() and page.visible("#nav a")
     browser.refresh()  # the session outlives a reload: the cookie, not the page, holds it
     assert page.text("#who-name", "boss") == "boss"
+    cookie = browser.get_cookie("gsv_session")
+    browser.add_cookie({**cookie, "value": "ended-long-ago"})
+    browser.refresh()
+    assert page.text("#login-error", "ended") == "Your session has ended: log in again."
+    browser.add_cookie(cookie)
+    browser.refresh()
+    assert page.text("#who-name", "boss") == "boss"
     page.visible("#logout-button").click()
     page.visible("#login-token")
     assert page.find("#who-name").text == "" and not browser.get_cookies()

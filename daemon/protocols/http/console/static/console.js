@@ -590,7 +590,7 @@ async function start() {
   window.addEventListener("hashchange", route);
   const who = await api("GET", "/v1/session");
   if (who.ok && who.data.scopes.length) enter(who.data);
-  else showLogin(who.ok ? "" : who.error.message);
+  else if (who.error?.code !== "session_expired") showLogin(who.ok ? "" : who.error.message);  // else shown
 }
 
 document.addEventListener("DOMContentLoaded", start);
