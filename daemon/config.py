@@ -265,6 +265,7 @@ class HttpSettings(_Section):
     # /v1/requests; the kept audio of all requests together within keep_audio_mb (the oldest goes first)
     keep_requests_s: float = Field(600.0, gt=0, le=86400)
     keep_audio_mb: int = Field(64, ge=1, le=4096)
+    session_s: float = Field(43200.0, gt=0, le=30 * 86400)  # how long a web console login lasts
 
     _unset = field_validator("port", "tls_cert_file", "tls_key_file", "reference_dir", mode="before")(_empty_is_none)
 

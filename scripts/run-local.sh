@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up (runtime only) and run the daemon against a mosquitto on this machine, with the default voice.
 # Starts a private mosquitto on 127.0.0.1:1883 when no broker answers there; extra arguments go to `serve`.
+# Serves the HTTP API and the web console on http://127.0.0.1:9880/; the first run makes an admin token for it
+# and prints it (once: it is stored hashed).
 # When the daemon stops, or this script is stopped (Ctrl-C, SIGTERM), it stops the daemon and then the
 # mosquitto it started, and only that one: a broker that was already running is left alone.
 set -euo pipefail
@@ -9,8 +11,18 @@ cd "$(dirname "$0")/.."
 [ -x .venv/bin/gsv-edge ] || bash scripts/setup.sh
 export GSV_EDGE_MQTT__HOST=${GSV_EDGE_MQTT__HOST:-127.0.0.1}
 export GSV_EDGE_MQTT__PORT=${GSV_EDGE_MQTT__PORT:-1883}
+export GSV_EDGE_HTTP__HOST=${GSV_EDGE_HTTP__HOST:-127.0.0.1}
+export GSV_EDGE_HTTP__PORT=${GSV_EDGE_HTTP__PORT:-9880}
 export GSV_EDGE_STATE_DIR=${GSV_EDGE_STATE_DIR:-$PWD/.state}
 mkdir -p "$GSV_EDGE_STATE_DIR"
+
+console="http://$GSV_EDGE_HTTP__HOST:$GSV_EDGE_HTTP__PORT/"
+if [ -z "$(.venv/bin/gsv-edge token list --json)" ]; then
+    token=$(.venv/bin/gsv-edge token add admin --scope admin | tail -n 1)
+    echo "web console: $console  log in with this admin token (shown only now): $token"
+else
+    echo "web console: $console  log in with your token (another: .venv/bin/gsv-edge token add NAME --scope admin)"
+fi
 
 daemon_pid=""
 broker_pid=""

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
-for pkg in mosquitto mosquitto-clients libportaudio2 systemd; do
+for pkg in mosquitto mosquitto-clients libportaudio2 systemd chromium chromium-driver fonts-wqy-microhei; do
     dpkg -s "$pkg" >/dev/null 2>&1 || need_apt+=("$pkg")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -371,6 +371,8 @@ class Service:
             self.settings.mqtt.host,
             self.settings.mqtt.port,
         )
+        log.info("MQTT: publish a say ({\"text\": ...}) to %s; events on %s", self.mqtt.topics.say,
+                 self.mqtt.topics.events)
         if self.wyoming is not None:
             self.wyoming.start()  # first: a port that cannot be served stops start-up before anything runs
         if self.http is not None:

@@ -7,7 +7,7 @@ who published, so ``client`` is empty for MQTT), what was asked (site, id, voice
 text itself only with ``audit.store_text``) and what happened (outcome, reason, engine, SHA-256 of the audio
 produced). The ``done`` row is committed before the ``done`` event is published, so it survives a crash.
 
-``gsv-edge audit [--since WHEN] [--json]`` prints it.
+``gsv-edge audit [--since WHEN] [--json]`` prints it; ``GET /v1/audit`` pages through it (:func:`read_page`).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -162,13 +163,47 @@ def read_records(state_dir: Path, since: float | None = None) -> list[dict[str, 
     return [dict(zip(COLUMNS, row, strict=True)) for row in rows]
 
 
-# -- gsv-edge audit ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AuditQuery:
+    """Which rows: a time range (Unix seconds, ``until`` excluded) and exact values of columns; None: any."""
+
+    since: float | None = None
+    until: float | None = None
+    outcome: str | None = None
+    protocol: str | None = None
+    voice: str | None = None
+    token_name: str | None = None
+
+    def where(self) -> tuple[str, list[Any]]:
+        clauses, params = ["1"], []
+        if self.since is not None:
+            clauses.append("ts >= ?")
+            params.append(self.since)
+        if self.until is not None:
+            clauses.append("ts < ?")
+            params.append(self.until)
+        for column in ("outcome", "protocol", "voice", "token_name"):
+            if (value := getattr(self, column)) is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        return " AND ".join(clauses), params
 
 
-
-
-
-
-
-
-
+def read_page(state_dir: Path, query: AuditQuery, limit: int, offset: int = 0,
+              before_seq: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    """Matching rows newest first, each with its ``seq``: ``limit`` of them from ``offset`` on (or from the row
+    before ``before_seq``, which new rows do not shift), and how many match in all."""
+    where, params = query.where()
+    conn = open_read_only(state_dir)
+    try:
+        total = conn.execute(f"SELECT COUNT(*) FROM audit WHERE {where}", params).fetchone()[0]
+        if before_seq is not None:
+            where, params = f"{where} AND seq < ?", [*params, before_seq]
+        rows = conn.execute(f"SELECT seq, {', '.join(COLUMNS)} FROM audit WHERE {where} ORDER BY seq DESC "
+                            "LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
+    except Exception as exc:  # sqlite3.Error: no audit table yet, a locked or damaged file
+        raise StateDbError(f"cannot read the audit trail in {state_dir}: {exc}") from exc
+    finally:
+        conn.close()
+    return [dict(zip(("seq", *COLUMNS), row, strict=True)) for row in rows], total

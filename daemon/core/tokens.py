@@ -109,11 +109,14 @@ class TokenStore:
                 raise TokenError(f"no token named {name!r}")
 
     def verify(self, secret: str) -> TokenInfo | None:
-        """The token whose secret this is, or None; marks it used (at most every LAST_USED_EVERY_S).
+        """The token whose secret this is, or None; marks it used (at most every LAST_USED_EVERY_S)."""
+        return self.verify_digest(digest(secret))
+
+    def verify_digest(self, wanted: str) -> TokenInfo | None:
+        """The token whose secret has this digest (what a console session keeps instead of the secret), or None.
 
         Every stored digest is compared, each in constant time, so how long this takes says nothing about which
         digest came close."""
-        wanted = digest(secret)
         found = None
         for row in self._db.query(f"SELECT {COLUMNS} FROM tokens"):
             if hmac.compare_digest(row[1], wanted):

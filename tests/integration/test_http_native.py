@@ -108,6 +108,7 @@ def test_say_plays_on_the_speaker(http_daemon, alsa: AlsaCapture) -> None:
     answer = httpx.post(f"{url}/v1/say", json={"id": "p1", "text": TEXT, "volume": 0.5})
     assert answer.status_code == 202 and answer.json()["audio_url"] is None  # a box with a speaker plays
     daemon.wait_event("p1", "done")
+    assert httpx.get(f"{url}/v1/status").json()["speaker"] is True
     [played] = AlsaCapture.streams(alsa.good)
     assert len(played) / 16000 >= 3 * TONE_S and 0.2 < np.abs(played).max() < 0.3  # half of the tone's 0.5
     kept = error(httpx.get(f"{url}/v1/requests/p1/audio"), 404)
@@ -366,6 +367,7 @@ def test_status_says_how_the_box_is_and_where_it_listens(http_daemon, mosquitto_
     assert status["state"] == "idle" and status["sample_rate"] == 16000
     assert status["listeners"] == {"mqtt": {"broker": f"{mosquitto_broker.host}:{mosquitto_broker.port}",
                                             "connected": True}, "http": url, "wyoming": None}
+    assert status["speaker"] is False and 0 <= status["uptime_s"] < 600
     assert error(httpx.get(f"{url}/v1/status", headers=made["curator"]), 403)["code"] == "insufficient_scope"
     assert error(httpx.get(f"{url}/v1/status"), 401)["code"] == "missing_token"
     paths = httpx.get(f"{url}/openapi.json").json()["paths"]

@@ -1,5 +1,6 @@
 """``scripts/run-local.sh`` runs the daemon against a broker on this machine; when it stops, it stops what it
-started (the daemon, then the private mosquitto it started) and leaves a broker that was already there alone."""
+started (the daemon, then the private mosquitto it started) and leaves a broker that was already there alone. It
+serves the web console, prints its address, a first admin token (on the first run only) and the say topic."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.conftest import MOSQUITTO, Broker, Recorder
+from tests.http_fixtures import free_port
 from tests.paths import REPO
 
 SCRIPT = REPO / "scripts" / "run-local.sh"
@@ -60,9 +63,10 @@ def _answers(port: int) -> bool:
 class RunLocal:
     """``bash scripts/run-local.sh`` in a session of its own, on a given port, node id and state directory."""
 
-    def __init__(self, tmp_path: Path, port: int) -> None:
+    def __init__(self, tmp_path: Path, port: int, state_dir: Path | None = None) -> None:
         self.node_id = f"local{uuid.uuid4().hex[:8]}"
-        self.state_dir = tmp_path / "state"
+        self.http_port = free_port()
+        self.state_dir = state_dir or tmp_path / "state"
         self.broker_config = self.state_dir / "mosquitto.conf"  # where the script writes its broker's config
         self.log = tmp_path / "run-local.log"
         env = {
@@ -73,6 +77,7 @@ class RunLocal:
             "GSV_EDGE_MQTT__PORT": str(port),
             "GSV_EDGE_MQTT__NODE_ID": self.node_id,
             "GSV_EDGE_STATE_DIR": str(self.state_dir),
+            "GSV_EDGE_HTTP__PORT": str(self.http_port),
         }
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(["bash", str(_checkout(tmp_path / "checkout"))], env=env,
@@ -107,8 +112,10 @@ def run_local(tmp_path: Path) -> Iterator[Callable[[int], RunLocal]]:
         pytest.skip("mosquitto is not installed (apt-get install mosquitto)")
     started: list[RunLocal] = []
 
-    def start(port: int) -> RunLocal:
-        started.append(RunLocal(tmp_path, port))
+    def start(port: int, state_dir: Path | None = None) -> RunLocal:
+        root = tmp_path / f"run{len(started)}"
+        root.mkdir()
+        started.append(RunLocal(root, port, state_dir))
         return started[-1]
 
     yield start
@@ -154,3 +161,26 @@ def test_a_broker_that_was_already_there_is_left_alone(
     recorder.publish(probe, b"still serving")
     assert recorder.wait_for(probe).payload == b"still serving"  # the broker that was there still serves
     assert status == 128 + signal.SIGINT
+
+
+def test_the_first_run_prints_the_console_an_admin_token_and_the_say_topic(
+    run_local: Callable[..., RunLocal], mosquitto_broker: Broker, recorder: Recorder, tmp_path: Path
+) -> None:
+    script = run_local(mosquitto_broker.port)
+    script.wait_online(lambda: recorder)
+    log = script.log.read_text()
+    console = f"http://127.0.0.1:{script.http_port}/"
+    [line] = [line for line in log.splitlines() if line.startswith("web console: ")]
+    assert line.startswith(f"web console: {console}  log in with this admin token (shown only now): gsv_")
+    token = line.rsplit(" ", 1)[1]
+    login = httpx.post(f"{console}v1/session", json={"token": token})
+    assert login.status_code == 200 and login.json()["scopes"] == ["admin"]
+    assert httpx.get(console, follow_redirects=True).status_code == 200
+    assert "publish a say" in log and f"gsv-edge/{script.node_id}/say" in log
+    script.stop(signal.SIGTERM)
+
+    again = run_local(mosquitto_broker.port, script.state_dir)  # the token exists: it is not shown again
+    again.wait_online(lambda: recorder)
+    [line] = [line for line in again.log.read_text().splitlines() if line.startswith("web console: ")]
+    assert "log in with your token" in line and "gsv_" not in again.log.read_text()
+    again.stop(signal.SIGTERM)

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import numpy as np
 import openai
 import pytest
@@ -190,6 +191,9 @@ def test_the_installed_daemon_serves_with_the_neural_engine(
             model="tts-1", voice="alice", input="Please mind the gap.", response_format="flac")
         samples, rate = soundfile.read(io.BytesIO(speech.content))
         assert rate == status["sample_rate"] and len(samples) > rate * 0.2, log.read_text()
+        console = httpx.get(f"http://127.0.0.1:{port}/", follow_redirects=True)  # the web console's files
+        assert console.status_code == 200 and "console.js" in console.text
+        assert httpx.get(f"http://127.0.0.1:{port}/console/lang/en.json").json()["login.submit"]
     finally:
         daemon.terminate()
         daemon.wait(timeout=30)

@@ -1,7 +1,10 @@
-"""Who may call what: bearer tokens with scopes, the anonymous rule, and a rate limit per caller.
+"""Who may call what: bearer tokens with scopes, the web console's sessions, the anonymous rule, and a rate
+limit per caller.
 
 A token (``gsv-edge token add``) is sent as ``Authorization: Bearer <token>``; clients that only know how to
-send an API key (the OpenAI package, api_v2 plugins) send exactly that. A call without a token is anonymous: it
+send an API key (the OpenAI package, api_v2 plugins) send exactly that. The web console's session cookie
+(:mod:`~daemon.protocols.http.sessions`) counts as the token it was opened with, with its CSRF token on every
+call that may change something; a bearer token wins over a cookie. A call without either is anonymous: it
 may speak when ``http.allow_anonymous`` is set, or while no token exists and the server listens on loopback
 only (a fresh box, used from itself); managing voices and the box always needs a token. Where anonymous calls
 may speak, a bearer value that is no token counts as anonymous (clients insist on sending some key). Every refusal is
@@ -18,17 +21,20 @@ from starlette.requests import Request as HttpRequest
 from daemon.config import HttpSettings
 from daemon.core.rate_limit import RateLimiter
 from daemon.core.tokens import TokenStore
+from daemon.protocols.http.sessions import COOKIE, CSRF_HEADER, Session, Sessions, cookie_header, needs_csrf
 
 ANONYMOUS_SCOPES = frozenset({"speak"})
 
 
 @dataclass(frozen=True)
 class Caller:
-    """Who is calling: the token's name (None: anonymous), what it may do, and from where."""
+    """Who is calling: the token's name (None: anonymous), what it may do, from where, and through which
+    console session (None: a bearer token or nothing)."""
 
     token_name: str | None
     scopes: frozenset[str]
     client: str
+    session: Session | None = None
 
     def may(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
@@ -53,14 +59,18 @@ class Refusal(Exception):
 class Gate:
     """Identifies the caller of each call and checks its scope and rate."""
 
-    def __init__(self, settings: HttpSettings, tokens: TokenStore) -> None:
+    def __init__(self, settings: HttpSettings, tokens: TokenStore, sessions: Sessions) -> None:
         self.settings = settings
         self.tokens = tokens
+        self.sessions = sessions
         self._limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
 
-    def identify(self, authorization: str | None, client: str) -> Caller:
-        """The caller, or :class:`Refusal` 401 for a token that is not (or no longer) valid."""
+    def identify(self, authorization: str | None, client: str, session_id: str | None = None) -> Caller:
+        """The caller, or :class:`Refusal` 401 for a token that is not (or no longer) valid, or a session cookie
+        that names no open session."""
         secret = _bearer(authorization)
+        if secret is None and session_id is not None:
+            return self._session_caller(session_id, client)
         info = self.tokens.verify(secret) if secret is not None else None
         if info is not None:
             return Caller(info.name, frozenset(info.scopes), client)
@@ -70,6 +80,23 @@ class Gate:
         # Where anonymous calls may speak, a key that is no token is ignored: clients such as Open WebUI
         # insist on sending some API key.
         return Caller(None, anonymous, client)
+
+    def _session_caller(self, session_id: str, client: str) -> Caller:
+        session = self.sessions.get(session_id)
+        info = self.tokens.verify_digest(session.token_digest) if session is not None else None
+        if session is None or info is None:  # expired, logged out, the daemon restarted, or the token revoked
+            if session is not None:
+                self.sessions.close(session.id)
+            raise Refusal(401, "the console session has expired or ended: log in again", "session_expired",
+                          headers={"Set-Cookie": cookie_header("", 0)})
+        return Caller(info.name, frozenset(info.scopes), client, session)
+
+    def check_csrf(self, caller: Caller, method: str, path: str, sent: str | None) -> None:
+        """:class:`Refusal` 403 for a call made with the session cookie that may change something and lacks the
+        session's CSRF token."""
+        if caller.session is not None and needs_csrf(method, path) and not caller.session.csrf_matches(sent):
+            raise Refusal(403, f"a call made with the console's session needs its CSRF token in {CSRF_HEADER}",
+                          "csrf_failed")
 
     def _anonymous_scopes(self) -> frozenset[str]:
         if self.settings.allow_anonymous or (self.settings.loopback and not self.tokens.any_tokens()):
@@ -84,6 +111,10 @@ class Gate:
                               "Bearer <token>' (gsv-edge token add)", "missing_token",
                               headers={"WWW-Authenticate": "Bearer"})
             raise Refusal(403, f"token '{caller.token_name}' lacks the '{scope}' scope", "insufficient_scope")
+        self.throttle(caller)
+
+    def throttle(self, caller: Caller) -> None:
+        """:class:`Refusal` 429 when the caller (its token, else its address) calls too often."""
         key = caller.token_name or caller.client.rsplit(":", 1)[0]
         if not self._limiter.allow(key):
             retry = max(1, round(1 / self.settings.rate_limit_per_s))
@@ -94,10 +125,19 @@ class Gate:
 
 def admit(http_request: HttpRequest, scope: str) -> Caller:
     """The caller of this call, allowed to do ``scope`` now (else :class:`Refusal`)."""
+    caller = identify(http_request)
+    http_request.app.state.gate.admit(caller, scope)
+    return caller
+
+
+def identify(http_request: HttpRequest) -> Caller:
+    """The caller of this call, whatever it may do; :class:`Refusal` for a bad token or session, or a call made
+    with the session cookie that lacks the CSRF token it needs."""
     gate: Gate = http_request.app.state.gate
-    caller = gate.identify(http_request.headers.get("authorization"), peer(http_request))
+    caller = gate.identify(http_request.headers.get("authorization"), peer(http_request),
+                           http_request.cookies.get(COOKIE))
     http_request.state.caller = caller
-    gate.admit(caller, scope)
+    gate.check_csrf(caller, http_request.method, http_request.url.path, http_request.headers.get(CSRF_HEADER))
     return caller
 
 

@@ -1,10 +1,10 @@
-"""The ASGI application: the routes of both client contracts and the box's own, the health checks, and one way
-errors look.
+"""The ASGI application: the routes of both client contracts and the box's own, the web console, the health
+checks, and one way errors look.
 
 No route serves anything fetched from the internet: FastAPI's interactive ``/docs`` (which loads its scripts
-from a CDN) is off; ``/openapi.json`` describes the API. Every error is a body, never a traceback: under
-``/v1/`` in OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``), elsewhere in api_v2's
-(``{"message": ...}``).
+from a CDN) is off; ``/openapi.json`` describes the API; the console is the box's own files. Every error is a
+body, never a traceback: under ``/v1/`` in OpenAI's shape (``{"error": {"message", "type", "param", "code"}}``),
+elsewhere in api_v2's (``{"message": ...}``).
 """
 
 from __future__ import annotations
@@ -21,8 +21,9 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon.core.events import PayloadOrigin
-from daemon.protocols.http import api_v2, legacy_api, native, openai
+from daemon.protocols.http import api_v2, audit_trail, legacy_api, native, openai
 from daemon.protocols.http.access import Caller, Gate, Refusal, peer
+from daemon.protocols.http.console import routes as console
 from daemon.protocols.http.responses import ClientGone
 from daemon.protocols.http.server import HttpServer
 
@@ -35,11 +36,13 @@ _OPENAI_TYPES = {401: "authentication_error", 403: "permission_error", 404: "not
 def build_app(server: HttpServer) -> FastAPI:
     app = FastAPI(title="gsv-edge", version=server.version, docs_url=None, redoc_url=None)
     app.state.server = server
-    app.state.gate = Gate(server.http, server.tokens)
+    app.state.gate = Gate(server.http, server.tokens, server.sessions)
     app.include_router(api_v2.router)
     app.include_router(legacy_api.router)
     app.include_router(openai.router)
     app.include_router(native.router)
+    app.include_router(audit_trail.router)
+    app.include_router(console.router)
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/readyz", readyz, methods=["GET"])
     app.add_exception_handler(Refusal, _refused)

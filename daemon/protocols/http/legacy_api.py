@@ -5,7 +5,8 @@ Home Assistant's GPT-SoVITS component and older plugins call it. Upstream's lang
 box's default voice, as upstream falls back to its command-line reference. Errors are upstream's
 ``{"code": 400, "message": ...}``; the answer is a whole WAV. ``POST /`` carrying api_v2's fields (``text_lang``,
 ``ref_audio_path``: SillyTavern's GPT-SoVITS-V2 provider posts them to the root) is answered as ``/tts`` is, and
-``GET /speakers`` lists the voices for that provider.
+``GET /speakers`` lists the voices for that provider. A ``GET /`` without a query is a browser opening the box:
+it is sent to the web console.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, ValidationError
 from starlette.requests import Request as HttpRequest
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from daemon.audio.encoding import encoding
 from daemon.protocols.http import api_v2
-from daemon.protocols.http.access import Caller, Refusal, needs
+from daemon.protocols.http.access import Caller, Refusal, admit, needs
+from daemon.protocols.http.console.routes import CONSOLE_PATH
 from daemon.protocols.http.responses import whole
 from daemon.protocols.http.server import HttpServer
 from daemon.speech.synthesizer import Sampling
@@ -59,9 +61,17 @@ class LegacyParams(BaseModel):
     if_sr: bool = False
 
 
+def _speaker_unless_bare(http_request: HttpRequest) -> Caller | None:
+    """None for a ``GET /`` without a query (a browser opening the box); else the caller, allowed to speak."""
+    return admit(http_request, "speak") if http_request.url.query else None
+
+
 @router.get("/")
 async def legacy_get(params: Annotated[LegacyParams, Query()], http_request: HttpRequest,
-                     caller: Speaker) -> Response:
+                     caller: Annotated[Caller | None, Depends(_speaker_unless_bare)]) -> Response:
+    """api.py's ``GET /``; without a query, the web console."""
+    if caller is None:
+        return RedirectResponse(CONSOLE_PATH, status_code=303)
     return await legacy(params, http_request, caller)
 
 

@@ -12,6 +12,7 @@ import asyncio
 import dataclasses
 import json
 import re
+import time
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -229,6 +230,9 @@ async def remove_voice(name: str, http_request: HttpRequest, caller: Curator) ->
 
 @router.get("/v1/status")
 async def status(http_request: HttpRequest, caller: Speaker) -> dict[str, Any]:
-    """The MQTT status topic's body, and where the daemon listens."""
-    service = _server(http_request).service
-    return {**service.status(), "listeners": service.listeners()}
+    """The MQTT status topic's body, where the daemon listens, whether it has a speaker (``output`` ``play``)
+    and how long it has run."""
+    server = _server(http_request)
+    service = server.service
+    return {**service.status(), "listeners": service.listeners(), "speaker": service.intake_policy().has_audio_device,
+            "uptime_s": round(time.monotonic() - server.started_at)}

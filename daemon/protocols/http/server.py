@@ -18,6 +18,7 @@ import logging
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,7 @@ from daemon.core.tokens import TokenStore
 from daemon.protocols.http.access import Caller, Refusal
 from daemon.protocols.http.event_feed import EventFeed
 from daemon.protocols.http.request_records import RequestRecords, keeps_audio
+from daemon.protocols.http.sessions import Sessions
 from daemon.protocols.payloads import CLIENT_GONE, IntakePolicy, RejectedPayload, parse_native
 from daemon.speech.synthesizer import Sampling, Synthesizer, VoiceInfo
 
@@ -167,6 +169,8 @@ class HttpServer:
         self._speeches: dict[str, Speech] = {}
         self.records = RequestRecords(settings.http.keep_requests_s, settings.http.keep_audio_mb << 20)
         self.feed = EventFeed()
+        self.sessions = Sessions(settings.http.session_s)
+        self.started_at = time.monotonic()  # the daemon's start-up: the uptime /v1/status gives
         self._lock = threading.Lock()
         self._server: Any = None  # uvicorn.Server
         self._thread: threading.Thread | None = None
@@ -193,7 +197,7 @@ class HttpServer:
             self._thread.join(0.02)
         if not self._server.started:
             raise ConfigError(f"http: the server on {self.url} did not start (see the log)")
-        log.info("HTTP API on %s", self.url)
+        log.info("HTTP API on %s; web console %s/", self.url, self.url)
 
     def _check_access_rule(self) -> None:
         http = self.http

@@ -1,0 +1,98 @@
+"""``GET /v1/audit``: the audit trail (``daemon.core.audit``) for an admin, filtered and paged, or as CSV.
+
+Filters are exact (outcome, protocol, voice, token name) and a time range in Unix seconds; rows come newest
+first. ``format=csv`` exports every matching row, read in batches that rows written meanwhile do not shift; a
+cell that a spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-`` or ``@``: a caller's text or
+id can) is prefixed with ``'``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from daemon.core.audit import COLUMNS, AuditQuery, read_page
+from daemon.core.state_db import StateDbError
+from daemon.protocols.http.access import Caller, Refusal, needs
+from daemon.vocabulary import Source
+
+router = APIRouter()
+Admin = Annotated[Caller, Depends(needs("admin"))]
+
+CSV_BATCH = 1000
+CSV_COLUMNS = ("time", *COLUMNS)  # time: ts as ISO 8601 in UTC
+FORMULA_STARTS = ("=", "+", "-", "@")
+
+
+class AuditParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: float | None = None  # Unix seconds, included
+    until: float | None = None  # Unix seconds, excluded
+    outcome: Literal["done", "failed", "expired", "rejected"] | None = None
+    protocol: Source | None = None
+    voice: str | None = Field(None, min_length=1)
+    token: str | None = Field(None, min_length=1)  # the token's name
+    page: int = Field(1, ge=1)
+    per_page: int = Field(50, ge=1, le=500)
+    format: Literal["json", "csv"] = "json"
+
+    def query(self) -> AuditQuery:
+        return AuditQuery(self.since, self.until, self.outcome, self.protocol, self.voice, self.token)
+
+
+@router.get("/v1/audit")
+async def audit(params: Annotated[AuditParams, Query()], http_request: HttpRequest, caller: Admin) -> Response:
+    """``{"rows", "total", "page", "per_page"}``, rows newest first with their ``seq``; or the CSV file."""
+    state_dir: Path = http_request.app.state.server.settings.state_dir
+    query = params.query()
+    if params.format == "csv":
+        first = await _read(state_dir, query, CSV_BATCH, 0)
+        return StreamingResponse(_csv(state_dir, query, first), media_type="text/csv; charset=utf-8",
+                                 headers={"Content-Disposition": 'attachment; filename="gsv-edge-audit.csv"'})
+    found, total = await _read(state_dir, query, params.per_page, (params.page - 1) * params.per_page)
+    return JSONResponse({"rows": found, "total": total, "page": params.page, "per_page": params.per_page})
+
+
+async def _read(state_dir: Path, query: AuditQuery, limit: int, offset: int,
+                before_seq: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    try:
+        return await asyncio.to_thread(read_page, state_dir, query, limit, offset, before_seq)
+    except StateDbError as exc:
+        raise Refusal(503, str(exc), "audit_unreadable") from exc
+
+
+async def _csv(state_dir: Path, query: AuditQuery,
+               first: tuple[list[dict[str, Any]], int]) -> AsyncIterator[str]:
+    yield _lines([CSV_COLUMNS])
+    rows = first[0]
+    while rows:
+        yield _lines([_csv_row(row) for row in rows])
+        if len(rows) < CSV_BATCH:
+            return
+        rows = (await _read(state_dir, query, CSV_BATCH, 0, rows[-1]["seq"]))[0]
+
+
+def _csv_row(row: dict[str, Any]) -> list[Any]:
+    when = datetime.fromtimestamp(row["ts"], timezone.utc).isoformat(timespec="milliseconds")
+    return [when, *(_cell(row[column]) for column in COLUMNS)]
+
+
+def _cell(value: Any) -> Any:
+    return f"'{value}" if isinstance(value, str) and value.startswith(FORMULA_STARTS) else value
+
+
+def _lines(rows: list[Any]) -> str:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\r\n").writerows(rows)
+    return out.getvalue()
