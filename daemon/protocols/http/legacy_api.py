@@ -25,7 +25,6 @@ from daemon.protocols.http.access import Caller, Refusal, admit, needs
 from daemon.protocols.http.console.routes import CONSOLE_PATH
 from daemon.protocols.http.responses import whole
 from daemon.protocols.http.server import HttpServer
-from daemon.speech.synthesizer import Sampling
 from daemon.vocabulary import LANGUAGE_MODES
 
 router = APIRouter()
@@ -112,10 +111,11 @@ async def legacy(params: LegacyParams, http_request: HttpRequest, caller: Caller
             voice = await api_v2.reference_voice(server, v2)
         except Refusal as refusal:
             raise _refusal(refusal.message.replace("ref_audio_path", "refer_wav_path"), "refer_wav_path") from refusal
-    if params.top_k < 1:
-        raise _refusal(f"top_k must be >= 1, got {params.top_k}", "top_k")
-    sampling = Sampling(top_k=params.top_k, top_p=min(max(params.top_p, api_v2.TINY), 1.0),
-                        temperature=max(params.temperature, api_v2.TINY))
+    try:  # api_v2's reading of the same fields (its other defaults are the engine's)
+        sampling = api_v2.sampling(api_v2.TtsParams(top_k=params.top_k, top_p=params.top_p,
+                                                    temperature=params.temperature))
+    except Refusal as refusal:
+        raise _refusal(refusal.message, refusal.param) from refusal
     speed = min(max(params.speed, 0.25), 4.0)
     try:
         request = server.request(caller, params.text, voice, text_lang, speed, voice_param="refer_wav_path",
