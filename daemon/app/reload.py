@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from daemon.app.engines import EngineUnavailable, build_engines
+from daemon.app.signals import SignalActions
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.core.events import Event, EventKind
 from daemon.core.state_db import StateDbError
@@ -168,10 +169,10 @@ class Reloader:
         return message, {"engine": engines.engine.name, "changed": live, "restart_needed": restart_needed}
 
 
-def serve_with_reload(service: Service, config_file: Path | None) -> Reloader:
-    """Install the SIGHUP handler and start the reload thread (called by ``gsv-edge serve``)."""
+def serve_with_reload(service: Service, config_file: Path | None, signals: SignalActions) -> Reloader:
+    """Reload on SIGHUP and start the reload thread (called by ``gsv-edge serve``)."""
     reloader = Reloader(service, config_file)
-    signal.signal(signal.SIGHUP, lambda *_: reloader.request())
+    signals.on(signal.SIGHUP, reloader.request)
     service.reload_hook = reloader.reload
     service.reload_busy = lambda: reloader.busy
     reloader.start()

@@ -15,6 +15,7 @@ from pathlib import Path
 from daemon.app.journal_logging import setup_logging
 from daemon.app.reload import serve_with_reload
 from daemon.app.service import Service, StartFault
+from daemon.app.signals import SignalActions
 from daemon.app.systemd_notify import Notifier, Watchdog
 from daemon.commands import exit_codes
 from daemon.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
@@ -56,13 +57,14 @@ def run(args: argparse.Namespace) -> int:
     except StartFault as exc:
         return exit_codes.fail("serve", exc, exit_codes.FAILED)
     stopping = service.stopping
+    signals = SignalActions()
     for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stopping.set())
+        signals.on(signum, stopping.set)
     try:
         service.start()
     except ConfigError as exc:
         return exit_codes.fail("serve", exc, exit_codes.SETUP)
-    reloader = serve_with_reload(service, args.config)
+    reloader = serve_with_reload(service, args.config, signals)
     notifier.status(f"waiting for the MQTT broker {settings.mqtt.host}:{settings.mqtt.port}")
     while not stopping.is_set() and not service.mqtt.ready.wait(0.5):
         pass
