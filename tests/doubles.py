@@ -63,7 +63,7 @@ class ToneEngine:
         return voice  # every voice sounds the same
 
     def register_voice(self, name: str, wav_bytes: bytes, text: str, lang: str, clip_name: str = "clip",
-                       description: str = "") -> RegisteredVoice:
+                       description: str = "", *, created_by: str = "", created_via: str = "") -> RegisteredVoice:
         raise SynthesisError("a tone cannot be cloned")
 
     def remove_voice(self, name: str) -> None:

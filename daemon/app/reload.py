@@ -11,6 +11,12 @@ Live: ``engine.*``, ``audit.*``, ``log_level`` and the per-message limits ``queu
 
 The daemon writes its pid to ``<state_dir>/gsv-edge.pid`` and records in the state database which config
 file it re-reads and each reload's outcome; ``gsv-edge reload`` (:mod:`daemon.commands.reload`) reads them.
+
+Each outcome is also an audit row (``reloaded`` or ``reload_refused``) with who asked. A signal carries no
+sender, so ``gsv-edge reload`` first leaves its OS user in the ``reload_requests`` table (:func:`leave_name`);
+the reload a SIGHUP starts claims the names left in the last :data:`REQUEST_FRESH_S` seconds and is recorded as
+``cli`` with them, or as ``signal`` with nobody when there are none (``kill -HUP``, systemd's ``reload``). A bare
+signal landing between the command's note and its own signal is credited to that command's user.
 """
 
 from __future__ import annotations
@@ -28,8 +34,9 @@ from pydantic import BaseModel
 from daemon.app.engines import EngineUnavailable, build_engines
 from daemon.app.signals import SignalActions
 from daemon.config import ConfigError, Settings, load_settings
+from daemon.core.audit import Actor
 from daemon.core.events import Event, EventKind
-from daemon.core.state_db import StateDbError
+from daemon.core.state_db import StateDb, StateDbError
 
 if TYPE_CHECKING:
     from daemon.app.service import Service
@@ -42,6 +49,16 @@ LIVE_QUEUE_KEYS = ("max_text_chars", "default_ttl_s", "max_payload_bytes")
 SCHEMA = "CREATE TABLE IF NOT EXISTS reloads (ts REAL NOT NULL, ok INTEGER NOT NULL, message TEXT NOT NULL)"
 # The config file the running daemon re-reads (NULL: started without --config), for ``gsv-edge reload``.
 RUNNING_SCHEMA = "CREATE TABLE IF NOT EXISTS running (pid INTEGER NOT NULL, config TEXT)"
+# Who ran ``gsv-edge reload``, left before its SIGHUP for the daemon to claim.
+REQUESTS_SCHEMA = "CREATE TABLE IF NOT EXISTS reload_requests (ts REAL NOT NULL, os_user TEXT NOT NULL)"
+REQUEST_FRESH_S = 60.0  # an older note is a command that never signalled: it names nobody
+
+
+def leave_name(db: StateDb, os_user: str) -> None:
+    """Note who is about to SIGHUP the daemon (``gsv-edge reload``), for the reload's audit row."""
+    with db.transaction() as conn:
+        conn.execute(REQUESTS_SCHEMA)
+        conn.execute("INSERT INTO reload_requests (ts, os_user) VALUES (?, ?)", (time.time(), os_user))
 
 
 class RefusedReload(Exception):
@@ -79,6 +96,7 @@ class Reloader:
         with service.state.transaction() as conn:
             conn.execute(SCHEMA)
             conn.execute(RUNNING_SCHEMA)
+            conn.execute(REQUESTS_SCHEMA)
 
     @property
     def pid_file(self) -> Path:
@@ -109,20 +127,33 @@ class Reloader:
             self._wanted.clear()
             if self._stopping:
                 return
-            self.reload()
+            self.reload(by=self._signalled_by())
+
+    def _signalled_by(self) -> Actor:
+        """The users ``gsv-edge reload`` left for this signal (claimed, so never credited twice), else nobody."""
+        try:
+            with self._service.state.transaction() as conn:
+                rows = conn.execute("SELECT os_user FROM reload_requests WHERE ts >= ? ORDER BY rowid",
+                                    (time.time() - REQUEST_FRESH_S,)).fetchall()
+                conn.execute("DELETE FROM reload_requests")
+        except StateDbError as exc:
+            log.warning("cannot read who asked for the reload: %s", exc)
+            rows = []
+        users = list(dict.fromkeys(row[0] for row in rows))
+        return Actor("cli", os_user=", ".join(users)) if users else Actor("signal")
 
     @property
     def busy(self) -> bool:
         return self._lock.locked()
 
-    def reload(self, bundle: Path | None = None) -> tuple[bool, str]:
+    def reload(self, bundle: Path | None = None, by: Actor | None = None) -> tuple[bool, str]:
         """One reload attempt, with ``bundle`` in place of ``engine.bundle`` when given (the HTTP API's
-        ``/set_*_weights``; the config file is the truth again at the next reload); returns (switched in,
-        what happened)."""
+        ``/set_*_weights``; the config file is the truth again at the next reload), asked for ``by`` someone
+        (None: not known); returns (switched in, what happened)."""
         with self._lock:
-            return self._reload(bundle)
+            return self._reload(bundle, by)
 
-    def _reload(self, bundle: Path | None) -> tuple[bool, str]:
+    def _reload(self, bundle: Path | None, by: Actor | None) -> tuple[bool, str]:
         try:
             message, fields = self._switch(bundle)
             ok = True
@@ -135,6 +166,9 @@ class Reloader:
         service = self._service
         kind = EventKind.RELOADED if ok else EventKind.RELOAD_REFUSED
         service.bus.publish(Event(kind, fields if ok else {"reason": message}))
+        # before the reloads row, which gsv-edge reload waits for: once it has answered, the audit row is there
+        service.audit.changed("reloaded" if ok else "reload_refused", by, reason=message,
+                              subject=str(bundle) if bundle is not None else None)
         try:
             with service.state.transaction() as conn:
                 conn.execute("INSERT INTO reloads (ts, ok, message) VALUES (?, ?, ?)", (time.time(), ok, message))

@@ -20,7 +20,7 @@ from daemon.app.engines import Engines, build_engines, fallback_voice
 from daemon.audio.output import AudioOutput
 from daemon.config import ConfigError, Settings
 from daemon.core.audio_cache import AudioCache
-from daemon.core.audit import AuditLog
+from daemon.core.audit import Actor, AuditLog
 from daemon.core.bus import EventBus, OutputRouter
 from daemon.core.durable_queue import DurableQueue
 from daemon.core.events import Event, EventKind, PayloadOrigin
@@ -81,7 +81,7 @@ class Service:
         self.outputs = self._output_router()
         self.pipeline = self._pipeline(settings)
         # set by gsv-edge serve: the safe reload, and what ends the process (a signal, or an admin over HTTP)
-        self.reload_hook: Callable[[Path | None], tuple[bool, str]] | None = None
+        self.reload_hook: Callable[[Path | None, Actor | None], tuple[bool, str]] | None = None
         self.reload_busy: Callable[[], bool] = lambda: False
         self.stopping = threading.Event()
         self._voice_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gsv-voice-register")
@@ -225,7 +225,8 @@ class Service:
 
     def _register_voice(self, reg: VoiceRegistration) -> None:
         try:
-            self.add_voice(reg.name, reg.wav, reg.text, reg.lang, f"mqtt:{reg.id}", reg.description, reg.id)
+            by = Actor("native", topic=self.mqtt.topics.voice_register)  # MQTT 3.1.1 names no publisher
+            self.add_voice(reg.name, reg.wav, reg.text, reg.lang, f"mqtt:{reg.id}", reg.description, reg.id, by=by)
         except (ValueError, SynthesisError) as exc:  # the clip, the transcript, an engine that cannot
             log.info("voice registration %s rejected: %s", reg.id, exc)
             self.bus.publish(Event(EventKind.REJECTED, {"reason": str(exc), "voice": reg.name}, id=reg.id))
@@ -235,23 +236,27 @@ class Service:
             self.bus.publish(Event(EventKind.REJECTED, {"reason": reason, "voice": reg.name}, id=reg.id))
 
     def add_voice(self, name: str, wav: bytes, text: str, lang: str, clip_name: str, description: str = "",
-                  registration_id: str | None = None) -> None:
-        """Register a voice with the engine (seconds of work, between syntheses) and announce it. ValueError says
-        what is wrong with the clip or the transcript, SynthesisError that the engine cannot clone voices."""
+                  registration_id: str | None = None, *, by: Actor | None = None) -> None:
+        """Register a voice with the engine (seconds of work, between syntheses), record who did (``by``) in the
+        voice and the audit trail, and announce it. ValueError says what is wrong with the clip or the
+        transcript, SynthesisError that the engine cannot clone voices."""
         engine = self.engine
         if not engine.can_register_voices:
             raise SynthesisError(f"voice registration needs the GPT-SoVITS engine (engine_state {self.engine_state()})")
         with self.pipeline.engine_lock:
-            voice = engine.register_voice(name, wav, text, lang, clip_name, description)
+            voice = engine.register_voice(name, wav, text, lang, clip_name, description,
+                                          created_by=by.name() if by else "", created_via=by.protocol if by else "")
         log.info("voice %s registered (%s, %.1f s clip)", voice.name, clip_name, voice.seconds)
+        self.audit.changed("voice_added", by, subject=voice.name, voice=voice.name,
+                           reason=f"{lang}, {voice.seconds:.1f} s clip {clip_name}")
         fields = {"voice": voice.name, "lang": lang, "seconds": voice.seconds}
         self.bus.publish(Event(EventKind.VOICE_REGISTERED, fields, id=registration_id))
         if self.mqtt.connected:
             self.mqtt.publish_voices(only_if_changed=True)
 
-    def remove_voice(self, name: str) -> None:
-        """Delete a registered voice (between syntheses) and list the voices again; UnknownVoice when none has
-        that name, SynthesisError for a voice built into its engine (eSpeak NG's)."""
+    def remove_voice(self, name: str, *, by: Actor | None = None) -> None:
+        """Delete a registered voice (between syntheses), record who did (``by``) and list the voices again;
+        UnknownVoice when none has that name, SynthesisError for a voice built into its engine (eSpeak NG's)."""
         engines = self.engines
         offered = {info.name: espeak for info, espeak in self.offered_voices()}
         if offered.get(name):
@@ -261,6 +266,7 @@ class Service:
         with self.pipeline.engine_lock:
             engines.engine.remove_voice(name)
         log.info("voice %s removed", name)
+        self.audit.changed("voice_removed", by, subject=name, voice=name)
         if self.mqtt.connected:
             self.mqtt.publish_voices(only_if_changed=True)
 
@@ -284,12 +290,14 @@ class Service:
             self.mqtt.publish_voices()
         self.mqtt.publish_status(self.status())
 
-    def reload(self, bundle: Path | None = None) -> tuple[bool, str]:
+    def reload(self, bundle: Path | None = None, *, by: Actor | None = None) -> tuple[bool, str]:
         """Re-read the config and bundle (``bundle`` in place of ``engine.bundle`` when given) through the safe
-        reload; (switched in, what happened)."""
+        reload; (switched in, what happened). ``by``: who asked (the audit trail records the outcome with it)."""
         if self.reload_hook is None:
-            return False, "reload refused: this daemon was not started by gsv-edge serve"
-        return self.reload_hook(bundle)
+            message = "reload refused: this daemon was not started by gsv-edge serve"
+            self.audit.changed("reload_refused", by, reason=message)
+            return False, message
+        return self.reload_hook(bundle, by)
 
     def current_bundle(self) -> Path | None:
         return self.settings.engine.bundle

@@ -1,7 +1,8 @@
 """``gsv-edge reload``: check what the daemon will load, signal it (SIGHUP) and wait for its outcome.
 
 It refuses before signalling when the config or a bundle file is wrong, or when ``--config`` names a file the
-daemon never re-reads; the daemon itself applies the reload (:mod:`daemon.app.reload`).
+daemon never re-reads; the daemon itself applies the reload (:mod:`daemon.app.reload`). A signal names no
+sender, so before it the command leaves its OS user in the state database, for the reload's audit row.
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import sys
 import time
 from pathlib import Path
 
-from daemon.app.reload import PID_FILE
+from daemon.app.reload import PID_FILE, leave_name
 from daemon.commands import exit_codes
 from daemon.config import DEFAULT_CONFIG_PATH, ConfigError, load_settings
-from daemon.core.state_db import DB_NAME, StateDbError, open_read_only
+from daemon.core.audit import local_user
+from daemon.core.state_db import DB_NAME, StateDb, StateDbError, open_read_only
 from daemon.model.bundle import Bundle
 
 WAIT_S = 300.0  # how long ``gsv-edge reload`` waits: loading and warming a large bundle takes a while
@@ -58,6 +60,21 @@ def _daemon_config(state_dir: Path, pid: int) -> Path | None:
     return Path(row[0]) if row[0] is not None else None
 
 
+def _leave_name(state_dir: Path) -> None:
+    """Who is reloading, for the daemon's audit row; without it the row says only ``signal``."""
+    try:
+        db = StateDb.in_dir(state_dir)
+    except (StateDbError, OSError) as exc:
+        print(f"gsv-edge reload: warning: the audit trail will not name you: {exc}", file=sys.stderr)
+        return
+    try:
+        leave_name(db, local_user())
+    except StateDbError as exc:
+        print(f"gsv-edge reload: warning: the audit trail will not name you: {exc}", file=sys.stderr)
+    finally:
+        db.close()
+
+
 def _not_sent(reason: str, code: int = exit_codes.SETUP) -> int:
     return exit_codes.fail("reload", f"not sent, {reason}", code)
 
@@ -92,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
             Bundle.load(settings.engine.bundle)  # every digest, as the daemon's load checks them
         except (OSError, ValueError, KeyError, TypeError) as exc:  # BundleError is a ValueError
             return _not_sent(f"the bundle fails its check: {exc}")
+    _leave_name(state_dir)
     try:
         sent = time.time()
         os.kill(pid, signal.SIGHUP)

@@ -12,8 +12,8 @@ import json
 from pathlib import Path
 
 from daemon.commands import exit_codes
-from daemon.commands.audit import local_time
-from daemon.config import DEFAULT_CONFIG_PATH, ConfigError, load_settings
+from daemon.commands.audit import local_time, record_change
+from daemon.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
 from daemon.core.state_db import StateDb, StateDbError
 from daemon.core.tokens import TokenError, TokenInfo, TokenStore
 from daemon.vocabulary import SCOPES
@@ -49,11 +49,12 @@ def _table(infos: list[TokenInfo]) -> list[str]:
             for row in rows]
 
 
-def _run(store: TokenStore, args: argparse.Namespace) -> None:
+def _run(store: TokenStore, args: argparse.Namespace, settings: Settings) -> None:
     if args.token_command == "add":
         scopes = [scope for value in args.scope for scope in value.split(",") if scope.strip()]
         secret = store.add(args.name, scopes)
         (info,) = [info for info in store.list() if info.name == args.name]
+        record_change(settings, "token_added", info.name, f"scopes {','.join(info.scopes)}")
         print(f"token '{info.name}' added with scopes {','.join(info.scopes)}; it is shown once and stored hashed, "
               "so copy it now:")
         print(secret)
@@ -66,6 +67,7 @@ def _run(store: TokenStore, args: argparse.Namespace) -> None:
             print("\n".join(_table(infos)) if infos else "no tokens")
     else:
         store.revoke(args.name)
+        record_change(settings, "token_revoked", args.name)
         print(f"token '{args.name}' revoked")
 
 
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     except (StateDbError, OSError) as exc:
         return exit_codes.fail("token", f"state_dir {settings.state_dir}: {exc}", exit_codes.FAILED)
     try:
-        _run(TokenStore(db), args)
+        _run(TokenStore(db), args, settings)
     except TokenError as exc:
         return exit_codes.fail("token", exc, exit_codes.INPUT)
     except StateDbError as exc:

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from daemon.audio.wav import AudioError
 from daemon.commands import exit_codes
+from daemon.commands.audit import record_change
 from daemon.commands.engine_options import SetupError, add_engine_arguments, build_engine
+from daemon.config import load_settings
+from daemon.core.audit import local_user
 from daemon.model.voices import VoiceError
 from daemon.vocabulary import LANGUAGE_MODES
 
@@ -35,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
             if not args.ref.is_file():
                 raise AudioError(f"{args.ref}: reference clip not found")
             voice = engine.register_voice(args.name, args.ref.read_bytes(), args.text, args.lang, str(args.ref),
-                                          args.description)
+                                          args.description, created_by=local_user(), created_via="cli")
+            record_change(load_settings(args.config), "voice_added", voice.name,
+                          f"{args.lang}, {voice.meta.seconds:.1f} s clip {args.ref}", voice=voice.name)
             print(f"voice '{voice.name}' registered: {voice.meta.seconds:.1f} s clip, {len(voice.prompt_tokens)} "
                   f"prompt tokens, {len(voice.prompt_phone_ids)} prompt phones, bundle {engine.bundle.name}")
         elif args.voice_command == "list":
@@ -44,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{meta.name}\t{meta.lang}\t{meta.seconds:.1f}s\t{meta.text}{mark}")
         else:
             engine.voices_store.remove(args.name)
+            record_change(load_settings(args.config), "voice_removed", args.name, voice=args.name)
             print(f"voice '{args.name}' removed")
     except SetupError as exc:
         return exit_codes.fail("voice", exc, exit_codes.SETUP)

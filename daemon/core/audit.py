@@ -7,6 +7,13 @@ who published, so ``client`` is empty for MQTT), what was asked (site, id, voice
 text itself only with ``audit.store_text``) and what happened (outcome, reason, engine, SHA-256 of the audio
 produced). The ``done`` row is committed before the ``done`` event is published, so it survives a crash.
 
+Changes to the box are rows too (:data:`CHANGE_OUTCOMES`): a voice registered or removed, a reload's outcome, a
+token added or revoked, each with who did it (:class:`Actor`): the HTTP token's name, the OS user who ran the
+command line (``protocol`` ``cli``), or for MQTT only the topic. ``subject`` names what changed (the voice, the
+token) and ``reason`` says it in words (a reload's message, a token's scopes). A reload sent as a bare SIGHUP has
+no sender to name: its row says ``signal`` and nothing more (``gsv-edge reload`` leaves its user for the daemon
+to find, :mod:`daemon.app.reload`).
+
 ``gsv-edge audit [--since WHEN] [--json]`` prints it; ``GET /v1/audit`` pages through it (:func:`read_page`).
 """
 
@@ -14,10 +21,13 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
+import pwd
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from daemon.config import AuditSettings
 from daemon.core.events import Event, EventKind, is_terminal
@@ -42,9 +52,17 @@ COLUMNS = (
     "engine",
     "audio_sha256",
     "audio_ms",
+    "os_user",
+    "subject",
 )
 
-ADDED_COLUMNS = ("token_name",)  # columns newer than the first schema, added to an existing trail
+ADDED_COLUMNS = ("token_name", "os_user", "subject")  # newer than the first schema, added to an existing trail
+
+RequestOutcome = Literal["done", "failed", "expired", "rejected"]
+ChangeOutcome = Literal["voice_added", "voice_removed", "reloaded", "reload_refused", "token_added", "token_revoked"]
+CHANGE_OUTCOMES: tuple[str, ...] = get_args(ChangeOutcome)
+ChangeProtocol = Literal["cli", "signal"]  # a change's protocol beyond the request protocols (``Source``)
+Kind = Literal["request", "change"]  # what ``AuditQuery.kind`` selects: requests' rows, or changes'
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS audit (
@@ -63,7 +81,9 @@ SCHEMA = (
         reason TEXT,
         engine TEXT,
         audio_sha256 TEXT,
-        audio_ms INTEGER
+        audio_ms INTEGER,
+        os_user TEXT,
+        subject TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts)",
     """CREATE TRIGGER IF NOT EXISTS audit_append_only BEFORE UPDATE ON audit
@@ -73,6 +93,38 @@ SCHEMA = (
 
 def text_sha256(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def local_user() -> str:
+    """Who runs this process, from its effective uid (not ``$USER``, which the caller sets as they like)."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:  # a uid with no passwd entry (a container)
+        return f"uid {os.geteuid()}"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who made a change: a protocol, and the token's name (HTTP), the OS user (command line) or the topic and
+    client (MQTT, which names no publisher); all None but the protocol where unknown."""
+
+    protocol: str
+    token_name: str | None = None
+    os_user: str | None = None
+    topic: str | None = None
+    client: str | None = None
+
+    @classmethod
+    def http(cls, token_name: str | None, client: str | None = None) -> Actor:
+        return cls("http", token_name=token_name, client=client)
+
+    @classmethod
+    def cli(cls) -> Actor:
+        return cls("cli", os_user=local_user())
+
+    def name(self) -> str:
+        """The who in one word, for a voice's record: the token or OS user, else the protocol."""
+        return self.token_name or self.os_user or self.protocol
 
 
 class AuditLog:
@@ -120,6 +172,13 @@ class AuditLog:
             audio_ms=fields.get("audio_ms"),
         )
 
+    def changed(self, outcome: ChangeOutcome, by: Actor | None, subject: str | None = None,
+                reason: str | None = None, voice: str | None = None) -> None:
+        """Record a change to the box and who made it (None: not known)."""
+        by = by or Actor("")
+        self.write(outcome=outcome, protocol=by.protocol or None, topic=by.topic, client=by.client,
+                   token_name=by.token_name, os_user=by.os_user, subject=subject, reason=reason, voice=voice)
+
     def write(self, **row: Any) -> None:
         values = [row.get(column) for column in COLUMNS]
         values[0] = time.time()
@@ -149,12 +208,19 @@ class AuditLog:
             log.warning("cannot prune the audit trail: %s", exc)
 
 
+def _selected(conn: sqlite3.Connection) -> str:
+    """COLUMNS as a select list, NULL for a column a trail written by an older daemon lacks (read-only readers
+    cannot add it; the daemon does at its next start)."""
+    present = {row[1] for row in conn.execute("PRAGMA table_info(audit)")}
+    return ", ".join(column if column in present else f"NULL AS {column}" for column in COLUMNS)
+
+
 def read_records(state_dir: Path, since: float | None = None) -> list[dict[str, Any]]:
     """Audit rows, oldest first, from ``since`` (Unix seconds) on."""
     conn = open_read_only(state_dir)
     try:
         rows = conn.execute(
-            f"SELECT {', '.join(COLUMNS)} FROM audit WHERE ts >= ? ORDER BY seq", (since or 0.0,)
+            f"SELECT {_selected(conn)} FROM audit WHERE ts >= ? ORDER BY seq", (since or 0.0,)
         ).fetchall()
     except Exception as exc:  # sqlite3.Error: no audit table yet, a locked or damaged file
         raise StateDbError(f"cannot read the audit trail in {state_dir}: {exc}") from exc
@@ -174,6 +240,8 @@ class AuditQuery:
     protocol: str | None = None
     voice: str | None = None
     token_name: str | None = None
+    os_user: str | None = None
+    kind: Kind | None = None
 
     def where(self) -> tuple[str, list[Any]]:
         clauses, params = ["1"], []
@@ -183,10 +251,14 @@ class AuditQuery:
         if self.until is not None:
             clauses.append("ts < ?")
             params.append(self.until)
-        for column in ("outcome", "protocol", "voice", "token_name"):
+        for column in ("outcome", "protocol", "voice", "token_name", "os_user"):
             if (value := getattr(self, column)) is not None:
                 clauses.append(f"{column} = ?")
                 params.append(value)
+        if self.kind is not None:
+            clauses.append(f"outcome {'IN' if self.kind == 'change' else 'NOT IN'} "
+                           f"({', '.join('?' * len(CHANGE_OUTCOMES))})")
+            params.extend(CHANGE_OUTCOMES)
         return " AND ".join(clauses), params
 
 
@@ -200,7 +272,7 @@ def read_page(state_dir: Path, query: AuditQuery, limit: int, offset: int = 0,
         total = conn.execute(f"SELECT COUNT(*) FROM audit WHERE {where}", params).fetchone()[0]
         if before_seq is not None:
             where, params = f"{where} AND seq < ?", [*params, before_seq]
-        rows = conn.execute(f"SELECT seq, {', '.join(COLUMNS)} FROM audit WHERE {where} ORDER BY seq DESC "
+        rows = conn.execute(f"SELECT seq, {_selected(conn)} FROM audit WHERE {where} ORDER BY seq DESC "
                             "LIMIT ? OFFSET ?", [*params, limit, offset]).fetchall()
     except Exception as exc:  # sqlite3.Error: no audit table yet, a locked or damaged file
         raise StateDbError(f"cannot read the audit trail in {state_dir}: {exc}") from exc

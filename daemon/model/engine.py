@@ -244,7 +244,7 @@ class Engine:
     # -- voices ---------------------------------------------------------------------------------------
 
     def register_voice(self, name: str, wav_bytes: bytes, text: str, lang: str, clip_name: str = "clip",
-                       description: str = "") -> Voice:
+                       description: str = "", *, created_by: str = "", created_via: str = "") -> Voice:
         """Validate the clip, run the speaker-feature graphs once and store the result."""
         if problem := registration_problem(name, text, lang):
             raise VoiceError(problem.message)
@@ -266,7 +266,7 @@ class Engine:
             name=name, bundle_digest=self.bundle.digest, bundle_name=self.bundle.name, clip_sha256=clip_sha,
             text=text, lang=lang, key=voice_key(self.bundle.digest, clip_sha, text, lang),
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"), seconds=round(clip.seconds, 3),
-            description=description,
+            description=description, created_by=created_by, created_via=created_via,
         )
         voice = Voice(meta, prompt_tokens, phone_ids, bert, ge)
         self.voices_store.save(voice)
@@ -299,7 +299,8 @@ class Engine:
 
     def voices(self) -> list[VoiceInfo]:
         return [
-            VoiceInfo(m.name, [m.lang], m.description or f"cloned from a {m.seconds:.1f} s clip ({self.bundle.name})")
+            VoiceInfo(m.name, [m.lang], m.description or f"cloned from a {m.seconds:.1f} s clip ({self.bundle.name})",
+                      m.created, m.created_by or None, m.created_via or None)
             for m in self.voices_store.list()
             if m.bundle_digest == self.bundle.digest
         ]

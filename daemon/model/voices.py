@@ -60,6 +60,8 @@ class VoiceMeta:
     created: str
     seconds: float
     description: str = ""
+    created_by: str = ""  # a token's name or an OS user; empty: not known (MQTT) or registered before it was kept
+    created_via: str = ""  # the protocol: http, cli, native (MQTT)
 
 
 @dataclass

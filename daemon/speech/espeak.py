@@ -184,7 +184,7 @@ class EspeakVoice:
         return self.pick_voice(voice, lang)
 
     def register_voice(self, name: str, wav_bytes: bytes, text: str, lang: str, clip_name: str = "clip",
-                       description: str = "") -> RegisteredVoice:
+                       description: str = "", *, created_by: str = "", created_via: str = "") -> RegisteredVoice:
         raise SynthesisError("eSpeak NG speaks its own voices; cloning one needs the GPT-SoVITS engine")
 
     def remove_voice(self, name: str) -> None:

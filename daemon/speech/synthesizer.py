@@ -21,9 +21,15 @@ VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a registered vo
 
 @dataclass(frozen=True)
 class VoiceInfo:
+    """A voice as lists show it; a registered one also says when (ISO 8601, UTC) and by whom (a token's name or
+    an OS user) through which protocol, where its record keeps it (voices registered before it did say None)."""
+
     name: str
     languages: list[str] = field(default_factory=list)
     description: str = ""
+    created_at: str | None = None
+    created_by: str | None = None
+    created_via: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,8 +145,9 @@ class Synthesizer(Protocol):
         ...
 
     def register_voice(self, name: str, wav_bytes: bytes, text: str, lang: str, clip_name: str = "clip",
-                       description: str = "") -> RegisteredVoice:
-        """Clone a voice from a reference clip and its transcript; raises a ValueError naming what is wrong with
+                       description: str = "", *, created_by: str = "", created_via: str = "") -> RegisteredVoice:
+        """Clone a voice from a reference clip and its transcript, noting who registered it (``created_by``,
+        through the protocol ``created_via``); raises a ValueError naming what is wrong with
         the clip or the transcript, or SynthesisError from an engine that cannot (see
         :attr:`can_register_voices`)."""
         ...

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from starlette.requests import Request as HttpRequest
 
 from daemon.config import HttpSettings
+from daemon.core.audit import Actor
 from daemon.core.rate_limit import RateLimiter
 from daemon.core.tokens import TokenStore
 from daemon.protocols.http.sessions import COOKIE, CSRF_HEADER, Session, Sessions, cookie_header, needs_csrf
@@ -38,6 +39,10 @@ class Caller:
 
     def may(self, scope: str) -> bool:
         return "admin" in self.scopes or scope in self.scopes
+
+    def actor(self) -> Actor:
+        """The caller as the audit trail names who made a change."""
+        return Actor.http(self.token_name, self.client)
 
 
 class Refusal(Exception):

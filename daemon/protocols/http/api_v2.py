@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import re
+from functools import partial
 from pathlib import Path, PurePath
 from typing import Annotated
 
@@ -87,7 +88,7 @@ async def tts_post(params: TtsParams, http_request: HttpRequest,
 async def tts(params: TtsParams, http_request: HttpRequest, caller: Caller) -> Response:
     check(params)
     server: HttpServer = http_request.app.state.server
-    voice = await reference_voice(server, params)
+    voice = await reference_voice(server, params, caller)
     text_lang = params.text_lang.lower() if params.text_lang else None
     speed = min(max(params.speed_factor, 0.25), 4.0)  # upstream stretches anything; the engine takes this range
     request = server.request(caller, params.text or "", voice, text_lang, speed, voice_param="ref_audio_path",
@@ -151,9 +152,10 @@ def _language(value: str, field: str) -> None:
                       "invalid_value", param=field)
 
 
-async def reference_voice(server: HttpServer, params: TtsParams) -> str:
+async def reference_voice(server: HttpServer, params: TtsParams, caller: Caller) -> str:
     """The registered voice ``ref_audio_path`` names: a voice's name, a clip file named after a voice, or a
-    WAV under ``http.reference_dir`` (registered now, with ``prompt_text``); else a 400 saying how."""
+    WAV under ``http.reference_dir`` (registered now, with ``prompt_text``, as the caller's doing); else a 400
+    saying how."""
     path = params.ref_audio_path or ""
     offered = {info.name for info, _ in server.service.offered_voices()}
     stem = PurePath(path.replace("\\", "/")).stem
@@ -173,8 +175,9 @@ async def reference_voice(server: HttpServer, params: TtsParams) -> str:
         return found
     try:
         wav = clip.read_bytes()
-        await asyncio.to_thread(server.service.add_voice, name, wav, params.prompt_text.strip(),
-                                (params.prompt_lang or "auto").lower(), f"http:{clip.name}")
+        await asyncio.to_thread(partial(server.service.add_voice, name, wav, params.prompt_text.strip(),
+                                        (params.prompt_lang or "auto").lower(), f"http:{clip.name}",
+                                        by=caller.actor()))
     except (OSError, ValueError, SynthesisError) as exc:  # unreadable, a bad clip or transcript, no cloning
         raise Refusal(400, f"ref_audio_path {path!r}: {exc}", "invalid_value", param="ref_audio_path") from exc
     return name
@@ -221,15 +224,15 @@ Admin = Annotated[Caller, Depends(needs("admin"))]
 
 @router.get("/set_gpt_weights")
 async def set_gpt_weights(http_request: HttpRequest, caller: Admin, weights_path: str = "") -> dict[str, str]:
-    return await _switch_weights(http_request, "gpt", weights_path)
+    return await _switch_weights(http_request, caller, "gpt", weights_path)
 
 
 @router.get("/set_sovits_weights")
 async def set_sovits_weights(http_request: HttpRequest, caller: Admin, weights_path: str = "") -> dict[str, str]:
-    return await _switch_weights(http_request, "sovits", weights_path)
+    return await _switch_weights(http_request, caller, "sovits", weights_path)
 
 
-async def _switch_weights(http_request: HttpRequest, kind: str, weights_path: str) -> dict[str, str]:
+async def _switch_weights(http_request: HttpRequest, caller: Caller, kind: str, weights_path: str) -> dict[str, str]:
     if not weights_path:
         raise Refusal(400, f"{kind} weight path is required", "invalid_value", param="weights_path")
     server: HttpServer = http_request.app.state.server
@@ -238,7 +241,7 @@ async def _switch_weights(http_request: HttpRequest, kind: str, weights_path: st
     if current is not None and bundle.resolve() == current.resolve():
         return {"message": "success"}
     _not_while_reloading(server)
-    switched, why = await asyncio.to_thread(server.service.reload, bundle)
+    switched, why = await asyncio.to_thread(partial(server.service.reload, bundle, by=caller.actor()))
     if not switched:
         raise Refusal(400, f"change {kind} weight failed", "reload_refused", param="weights_path",
                       extra={"Exception": why})
@@ -273,7 +276,7 @@ async def set_refer_audio(http_request: HttpRequest, caller: Admin, refer_audio_
     that the path names a voice, and answers as upstream does."""
     server: HttpServer = http_request.app.state.server
     try:
-        await reference_voice(server, TtsParams(ref_audio_path=refer_audio_path))
+        await reference_voice(server, TtsParams(ref_audio_path=refer_audio_path), caller)
     except Refusal as refusal:
         raise Refusal(400, "set refer audio failed", "invalid_value", param="refer_audio_path",
                       extra={"Exception": refusal.message}) from refusal
@@ -289,7 +292,7 @@ async def control(http_request: HttpRequest, caller: Admin, command: str = "") -
         raise Refusal(400, "command is required", "invalid_value", param="command")
     if command == "restart":
         _not_while_reloading(server)
-        switched, why = await asyncio.to_thread(server.service.reload, None)
+        switched, why = await asyncio.to_thread(partial(server.service.reload, None, by=caller.actor()))
         if not switched:
             raise Refusal(400, "restart failed", "reload_refused", param="command", extra={"Exception": why})
         return JSONResponse({"message": "success"})

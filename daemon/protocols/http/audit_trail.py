@@ -1,9 +1,10 @@
 """``GET /v1/audit``: the audit trail (``daemon.core.audit``) for an admin, filtered and paged, or as CSV.
 
-Filters are exact (outcome, protocol, voice, token name) and a time range in Unix seconds; rows come newest
-first. ``format=csv`` exports every matching row, read in batches that rows written meanwhile do not shift; a
-cell that a spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-`` or ``@``: a caller's text or
-id can) is prefixed with ``'``.
+Filters are exact (outcome, protocol, voice, token name, OS user), a time range in Unix seconds, and ``kind``:
+``change`` for the changes to the box (voices, reloads, tokens, with who made them), ``request`` for the rest;
+rows come newest first. ``format=csv`` exports every matching row, read in batches that rows written meanwhile do
+not shift; a cell that a spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-`` or ``@``: a
+caller's text or id can) is prefixed with ``'``.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from daemon.core.audit import COLUMNS, AuditQuery, read_page
+from daemon.core.audit import COLUMNS, AuditQuery, ChangeOutcome, ChangeProtocol, Kind, RequestOutcome, read_page
 from daemon.core.state_db import StateDbError
 from daemon.protocols.http.access import Caller, Refusal, needs
 from daemon.vocabulary import Source
@@ -39,16 +40,19 @@ class AuditParams(BaseModel):
 
     since: float | None = None  # Unix seconds, included
     until: float | None = None  # Unix seconds, excluded
-    outcome: Literal["done", "failed", "expired", "rejected"] | None = None
-    protocol: Source | None = None
+    outcome: RequestOutcome | ChangeOutcome | None = None
+    protocol: Source | ChangeProtocol | None = None
     voice: str | None = Field(None, min_length=1)
     token: str | None = Field(None, min_length=1)  # the token's name
+    user: str | None = Field(None, min_length=1)  # the OS user who ran the command line
+    kind: Kind | None = None
     page: int = Field(1, ge=1)
     per_page: int = Field(50, ge=1, le=500)
     format: Literal["json", "csv"] = "json"
 
     def query(self) -> AuditQuery:
-        return AuditQuery(self.since, self.until, self.outcome, self.protocol, self.voice, self.token)
+        return AuditQuery(self.since, self.until, self.outcome, self.protocol, self.voice, self.token, self.user,
+                          self.kind)
 
 
 @router.get("/v1/audit")

@@ -108,7 +108,7 @@ async def legacy(params: LegacyParams, http_request: HttpRequest, caller: Caller
         v2 = api_v2.TtsParams(ref_audio_path=params.refer_wav_path, prompt_text=params.prompt_text,
                               prompt_lang=LANGUAGES[params.prompt_language.lower()])
         try:
-            voice = await api_v2.reference_voice(server, v2)
+            voice = await api_v2.reference_voice(server, v2, caller)
         except Refusal as refusal:
             raise _refusal(refusal.message.replace("ref_audio_path", "refer_wav_path"), "refer_wav_path") from refusal
     try:  # api_v2's reading of the same fields (its other defaults are the engine's)

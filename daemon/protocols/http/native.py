@@ -13,6 +13,7 @@ import dataclasses
 import json
 import re
 import time
+from functools import partial
 from typing import Annotated, Any
 from urllib.parse import quote
 
@@ -31,7 +32,7 @@ from daemon.protocols.http.request_records import SAY_ROUTE, Record, keeps_audio
 from daemon.protocols.http.responses import refusal_for
 from daemon.protocols.http.server import Ending, HttpServer
 from daemon.protocols.payloads import NativeSay, RejectedPayload, parse_native
-from daemon.speech.synthesizer import SynthesisError, UnknownVoice, registration_problem
+from daemon.speech.synthesizer import SynthesisError, UnknownVoice, VoiceInfo, registration_problem
 
 router = APIRouter()
 Speaker = Annotated[Caller, Depends(needs("speak"))]  # the caller, allowed to speak
@@ -169,8 +170,13 @@ async def event_stream(http_request: HttpRequest, caller: Admin) -> StreamingRes
 @router.get("/v1/voices")
 async def voices(http_request: HttpRequest, caller: Speaker) -> dict[str, Any]:
     offered = _server(http_request).service.offered_voices()
-    return {"voices": [{"name": info.name, "languages": info.languages, "description": info.description}
-                       for info, _ in offered]}
+    return {"voices": [_voice(info) for info, _ in offered]}
+
+
+def _voice(info: VoiceInfo) -> dict[str, Any]:
+    """A voice as ``/v1/voices`` lists it; when and by whom it was registered are null where not known."""
+    return {"name": info.name, "languages": info.languages, "description": info.description,
+            "created_at": info.created_at, "created_by": info.created_by, "created_via": info.created_via}
 
 
 @router.post("/v1/voices", status_code=201)
@@ -201,7 +207,8 @@ async def add_voice(http_request: HttpRequest, caller: Curator) -> JSONResponse:
     if problem := registration_problem(name, text, lang):
         raise Refusal(400, problem.message, "invalid_value", param=problem.field)
     try:
-        await asyncio.to_thread(server.service.add_voice, name, wav, text, lang, clip_name, description)
+        await asyncio.to_thread(partial(server.service.add_voice, name, wav, text, lang, clip_name, description,
+                                        by=caller.actor()))
     except AudioError as exc:
         raise Refusal(400, str(exc), "invalid_value", param="audio") from exc
     except ValueError as exc:  # the name and language passed: the transcript is what is left
@@ -209,14 +216,13 @@ async def add_voice(http_request: HttpRequest, caller: Curator) -> JSONResponse:
     except SynthesisError as exc:
         raise Refusal(409, str(exc), "cannot_register") from exc
     info = next((info for info, _ in server.service.offered_voices() if info.name == name), None)
-    languages, description = (info.languages, info.description) if info else ([lang], description)
-    return JSONResponse({"name": name, "languages": languages, "description": description}, status_code=201)
+    return JSONResponse(_voice(info or VoiceInfo(name, [lang], description)), status_code=201)
 
 
 @router.delete("/v1/voices/{name}", status_code=204)
 async def remove_voice(name: str, http_request: HttpRequest, caller: Curator) -> Response:
     try:
-        await asyncio.to_thread(_server(http_request).service.remove_voice, name)
+        await asyncio.to_thread(partial(_server(http_request).service.remove_voice, name, by=caller.actor()))
     except UnknownVoice as exc:
         raise Refusal(404, f"unknown voice {name!r}: GET /v1/voices lists the voices", "voice_not_found",
                       param="name") from exc

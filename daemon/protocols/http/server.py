@@ -28,6 +28,7 @@ import numpy as np
 
 from daemon.config import ConfigError, Settings
 from daemon.core import events
+from daemon.core.audit import Actor
 from daemon.core.events import EventKind, PayloadOrigin, is_terminal
 from daemon.core.pipeline import AudioStream, Discard
 from daemon.core.request_queue import Request
@@ -58,19 +59,22 @@ class SpeechService(Protocol):
 
     def intake_policy(self) -> IntakePolicy: ...
 
-    def add_voice(self, name: str, wav: bytes, text: str, lang: str, clip_name: str) -> None:
-        """Register a voice now (seconds); ValueError says what is wrong with the clip or transcript,
-        SynthesisError that the engine cannot clone voices."""
+    def add_voice(self, name: str, wav: bytes, text: str, lang: str, clip_name: str, description: str = "",
+                  registration_id: str | None = None, *, by: Actor | None = None) -> None:
+        """Register a voice now (seconds), recorded as ``by``'s doing; ValueError says what is wrong with the clip
+        or transcript, SynthesisError that the engine cannot clone voices."""
         ...
 
-    def remove_voice(self, name: str) -> None:
-        """Delete a registered voice; UnknownVoice when none has that name, SynthesisError for a built-in one."""
+    def remove_voice(self, name: str, *, by: Actor | None = None) -> None:
+        """Delete a registered voice, recorded as ``by``'s doing; UnknownVoice when none has that name,
+        SynthesisError for a built-in one."""
         ...
 
     def offered_voices(self) -> list[tuple[VoiceInfo, bool]]: ...
 
-    def reload(self, bundle: Path | None = None) -> tuple[bool, str]:
-        """The safe reload, with ``bundle`` in place of ``engine.bundle`` when given: (switched in, why)."""
+    def reload(self, bundle: Path | None = None, *, by: Actor | None = None) -> tuple[bool, str]:
+        """The safe reload, with ``bundle`` in place of ``engine.bundle`` when given, asked for ``by`` someone
+        (the audit trail records it): (switched in, why)."""
         ...
 
     def current_bundle(self) -> Path | None:
