@@ -32,6 +32,7 @@ from typing import Any, Literal, get_args
 from daemon.config import AuditSettings
 from daemon.core.events import Event, EventKind, is_terminal
 from daemon.core.state_db import StateDb, StateDbError, open_read_only
+from daemon.vocabulary import Source
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ ADDED_COLUMNS = ("token_name", "os_user", "subject")  # newer than the first sch
 RequestOutcome = Literal["done", "failed", "expired", "rejected"]
 ChangeOutcome = Literal["voice_added", "voice_removed", "reloaded", "reload_refused", "token_added", "token_revoked"]
 CHANGE_OUTCOMES: tuple[str, ...] = get_args(ChangeOutcome)
-ChangeProtocol = Literal["cli", "signal"]  # a change's protocol beyond the request protocols (``Source``)
+Outcome = Literal[RequestOutcome, ChangeOutcome]
+AuditProtocol = Literal[Source, "cli", "signal"]  # the request protocols and a change's others
 Kind = Literal["request", "change"]  # what ``AuditQuery.kind`` selects: requests' rows, or changes'
 
 SCHEMA = (

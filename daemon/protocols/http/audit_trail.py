@@ -22,10 +22,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from daemon.core.audit import COLUMNS, AuditQuery, ChangeOutcome, ChangeProtocol, Kind, RequestOutcome, read_page
+from daemon.core.audit import COLUMNS, AuditProtocol, AuditQuery, Kind, Outcome, read_page
 from daemon.core.state_db import StateDbError
 from daemon.protocols.http.access import Caller, Refusal, needs
-from daemon.vocabulary import Source
 
 router = APIRouter()
 Admin = Annotated[Caller, Depends(needs("admin"))]
@@ -40,8 +39,8 @@ class AuditParams(BaseModel):
 
     since: float | None = None  # Unix seconds, included
     until: float | None = None  # Unix seconds, excluded
-    outcome: RequestOutcome | ChangeOutcome | None = None
-    protocol: Source | ChangeProtocol | None = None
+    outcome: Outcome | None = None
+    protocol: AuditProtocol | None = None
     voice: str | None = Field(None, min_length=1)
     token: str | None = Field(None, min_length=1)  # the token's name
     user: str | None = Field(None, min_length=1)  # the OS user who ran the command line

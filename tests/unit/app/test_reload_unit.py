@@ -3,12 +3,14 @@ daemon a small double that records what the reloader asks of it (``Service.apply
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
 from daemon.app.engines import Engines, build_engines
-from daemon.app.reload import Reloader
+from daemon.app.reload import REQUEST_FRESH_S, Reloader, leave_name
 from daemon.config import Settings, load_settings
+from daemon.core.audit import Actor, AuditLog, read_records
 from daemon.core.events import Event, EventKind
 from daemon.core.state_db import StateDb
 
@@ -21,6 +23,7 @@ class Daemon:
         self.engines = build_engines(settings)
         self.shared_threads = False
         self.state = StateDb.in_dir(settings.state_dir)
+        self.audit = AuditLog(self.state, settings.audit)
         self.applied: list[tuple[Settings, Engines]] = []
         self.events: list[Event] = []
         self.bus = self
@@ -107,3 +110,50 @@ def test_each_outcome_is_recorded_for_the_command(tmp_path: Path) -> None:
     with daemon.state.transaction() as conn:
         rows = conn.execute("SELECT ok FROM reloads ORDER BY rowid").fetchall()
     assert [bool(r[0]) for r in rows] == [True, False]
+
+
+def _changes(state_dir: Path) -> list[tuple[str, str | None, str | None, str | None]]:
+    return [(row["outcome"], row["protocol"], row["token_name"], row["os_user"]) for row in read_records(state_dir)
+            if row["outcome"] in ("reloaded", "reload_refused")]
+
+
+def test_each_outcome_is_audited_with_who_asked(tmp_path: Path) -> None:
+    daemon, reloader, config = setup(tmp_path, "")
+    reloader.reload(by=Actor.http("boss"))
+    config.write_text("[queue\n")
+    reloader.reload(by=Actor.cli())
+    reloader.reload()  # nobody said who
+    [ok, refused, unknown] = read_records(config.state)
+    assert (ok["outcome"], ok["protocol"], ok["token_name"], ok["os_user"]) == ("reloaded", "http", "boss", None)
+    assert ok["reason"].startswith("reloaded: engine")
+    assert (refused["outcome"], refused["protocol"], refused["os_user"]) == ("reload_refused", "cli",
+                                                                             Actor.cli().os_user)
+    assert "still serving the previous configuration" in refused["reason"]
+    assert (unknown["protocol"], unknown["token_name"], unknown["os_user"]) == (None, None, None)
+
+
+def _wait_for_events(daemon: Daemon, count: int) -> None:
+    deadline = time.monotonic() + 60
+    while len(daemon.events) < count:
+        assert time.monotonic() < deadline, f"no reload outcome after {len(daemon.events)} of {count}"
+        time.sleep(0.05)
+
+
+def test_a_signal_is_credited_to_the_user_gsv_edge_reload_left_once(tmp_path: Path) -> None:
+    daemon, reloader, config = setup(tmp_path, "")
+    reloader.start()
+    try:
+        leave_name(daemon.state, "alice")
+        reloader.request()
+        _wait_for_events(daemon, 1)
+        reloader.request()  # a bare kill -HUP: the name was claimed by the first
+        _wait_for_events(daemon, 2)
+        with daemon.state.transaction() as conn:  # a note from a command that never signalled
+            conn.execute("INSERT INTO reload_requests (ts, os_user) VALUES (?, 'mallory')",
+                         (time.time() - REQUEST_FRESH_S - 1,))
+        reloader.request()
+        _wait_for_events(daemon, 3)
+    finally:
+        reloader.stop()
+    assert _changes(config.state) == [("reloaded", "cli", None, "alice"), ("reloaded", "signal", None, None),
+                                      ("reloaded", "signal", None, None)]
