@@ -125,8 +125,8 @@ class Actor:
         return cls("cli", os_user=local_user())
 
     def name(self) -> str:
-        """The who in one word, for a voice's record: the token or OS user, else the protocol."""
-        return self.token_name or self.os_user or self.protocol
+        """The who in one word, for a voice's record: the token or the OS user; empty when not known (MQTT)."""
+        return self.token_name or self.os_user or ""
 
 
 class AuditLog:
