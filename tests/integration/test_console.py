@@ -10,7 +10,11 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import pwd
 import shutil
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -421,4 +425,51 @@ def test_a_fresh_box_opens_without_a_login_and_may_only_speak(browser: WebDriver
     assert not page.find("#st-events-card").is_displayed()  # the event stream is an admin's
     page.find("#login-button").click()
     page.visible("#login-token")
+    assert page.external() == []
+
+
+def test_history_shows_who_changed_what_and_the_voices_who_registered_them(browser: WebDriver, http_daemon,
+                                                                           demo_bundle: Path, tmp_path: Path) -> None:
+    made = tokens(tmp_path, boss=["admin"], curator=["voices"])
+    engine = Engine(Bundle.load(demo_bundle), HardwareProfile.load("x86-cpu"), tmp_path / "voices")
+    daemon, url = http_daemon(engine)
+    config = tmp_path / "cli.toml"
+    config.write_text(f"state_dir = {json.dumps(str(daemon.service.settings.state_dir))}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GSV_EDGE_")}
+    added = subprocess.run([sys.executable, "-m", "daemon", "token", "add", "door", "--scope", "speak", "--config",
+                            str(config)], cwd=REPO, env={**env, "PYTHONPATH": str(REPO)}, capture_output=True,
+                           text=True, timeout=120)
+    assert added.returncode == 0, added.stderr
+    upload = {"data": {"name": "carol", "text": "This is a reference clip.", "lang": "en"},
+              "files": {"audio": ("carol.wav", make_wav(seed=3), "audio/wav")}}
+    assert httpx.post(f"{url}/v1/voices", **upload, headers=made["curator"], timeout=120).status_code == 201
+    assert httpx.post(f"{url}/v1/say", json={"text": "Hi.", "voice": "carol", "output": "response"},
+                      headers=made["boss"]).status_code == 202  # a request among the changes
+    me = pwd.getpwuid(os.geteuid()).pw_name
+
+    page = Page(browser, url)
+    page.log_in(made["boss"]["Authorization"].removeprefix("Bearer "))
+    page.open("voices")
+    row = page.visible('#voices-list tr[data-voice="carol"]')
+    assert row.find_elements(By.CSS_SELECTOR, "td")[3].text.endswith("by token curator")
+
+    page.open("history")
+    page.wait(lambda d: len(page.rows("#history-rows tr")) == 3)
+    page.select("#history-kind", "change")
+    page.find("#history-form button[type=submit]").click()
+    page.text("#history-page", "(2 rows)")
+    voice, token = page.rows("#history-rows tr.change")
+    assert voice[1:4] == ["voice registered", "voice carol", "HTTPby token curator"] and voice[4] == "carol"
+    assert token[1:4] == ["token added", "token door", f"command lineby OS user {me}"]
+    assert token[6] == "scopes speak"
+    page.screenshot("history-changes")
+    page.fits(PHONE)
+    page.find("#history-reset").click()
+    page.find("#history-user").send_keys(me)
+    page.find("#history-form button[type=submit]").click()
+    page.text("#history-page", "(1 rows)")
+    assert [row[1] for row in page.rows("#history-rows tr")] == ["token added"]
+    exported = page.fetch_text(page.find("#history-csv").get_attribute("href"))
+    header, line = exported.strip().splitlines()
+    assert header.endswith(",os_user,subject") and line.endswith(f",{me},door")
     assert page.external() == []

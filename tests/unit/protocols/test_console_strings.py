@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from daemon.core.audit import CHANGE_OUTCOMES
 from daemon.protocols.http.console.routes import FILES
 
 LANGUAGES = ("en", "zh")
@@ -17,6 +18,7 @@ BUILT = {
     "engine": ("ready", "degraded", "fallback-only"),
     "state": ("idle", "speaking"),
     "request": ("queued", "started", "done", "failed", "expired", "rejected"),
+    "change": CHANGE_OUTCOMES,
 }
 
 

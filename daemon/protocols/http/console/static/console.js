@@ -437,6 +437,7 @@ async function showVoices() {
     cell(row, voice.name);
     cell(row, voice.languages.join(", "));
     cell(row, voice.description);
+    registered(cell(row, ""), voice);
     const actions = cell(row, "");
     if (may("voices")) {
       const remove = document.createElement("button");
@@ -491,6 +492,7 @@ page("voices", {
 
 const trail = { page: 1 };  // the History page shown
 const PROTOCOLS = { native: "MQTT", hermes: "Hermes", wyoming: "Wyoming", http: "HTTP" };
+const CHANGES = ["voice_added", "voice_removed", "reloaded", "reload_refused", "token_added", "token_revoked"];
 
 // The filters as GET /v1/audit's query: empty fields left out, local times as Unix seconds.
 function historyQuery() {
@@ -499,7 +501,7 @@ function historyQuery() {
     const value = $(`#history-${name}`).value;
     if (value) query.set(name, String(new Date(value).getTime() / 1000));
   }
-  for (const name of ["outcome", "protocol", "voice", "token"]) {
+  for (const name of ["outcome", "kind", "protocol", "voice", "token", "user"]) {
     const value = $(`#history-${name}`).value.trim();
     if (value) query.set(name, value);
   }
@@ -535,6 +537,10 @@ async function showHistory() {
   }
   const { rows, total, per_page: perPage } = result.data;
   for (const row of rows) {
+    if (CHANGES.includes(row.outcome)) {
+      body.append(changeRow(row));
+      continue;
+    }
     const tr = document.createElement("tr");
     tr.dataset.request = row.request_id ?? "";
     const when = new Date(row.ts * 1000);
@@ -551,6 +557,60 @@ async function showHistory() {
   $("#history-page").textContent = t("history.page", { page: trail.page, pages, total });
   $("#history-prev").disabled = trail.page <= 1;
   $("#history-next").disabled = trail.page >= pages;
+}
+
+// -- who changed what ------------------------------------------------------------------------------
+
+function protocolName(protocol) {
+  if (protocol === "cli") return t("change.protocol_cli");
+  if (protocol === "signal") return t("change.protocol_signal");
+  return PROTOCOLS[protocol] ?? protocol ?? "";
+}
+
+// Who made a change, in words: a token, an OS user, or what is known of a sender that names itself not.
+function changedBy(row) {
+  if (row.token_name) return t("change.by_token", { name: row.token_name });
+  if (row.os_user) return t("change.by_user", { name: row.os_user });
+  if (row.protocol === "signal") return t("change.by_signal");
+  if (row.protocol === "native") return t("change.by_mqtt", { topic: row.topic ?? "" });
+  return t("change.by_unknown");
+}
+
+// What changed, in words: the voice or token named, a reload's bundle or the configuration.
+function changedWhat(row) {
+  const name = row.subject ?? row.voice ?? "";
+  if (row.outcome.startsWith("voice_")) return t("change.what_voice", { name });
+  if (row.outcome.startsWith("token_")) return t("change.what_token", { name });
+  return name ? t("change.what_bundle", { name }) : t("change.what_config");
+}
+
+function changeRow(row) {
+  const tr = document.createElement("tr");
+  tr.className = "change";
+  tr.dataset.change = row.outcome;
+  twoLines(cell(tr, clock(row.ts)), new Date(row.ts * 1000).toLocaleDateString(state.lang));
+  cell(tr, t(`change.${row.outcome}`)).className = `event-${row.outcome}`;
+  cell(tr, changedWhat(row)).className = "what";
+  twoLines(cell(tr, protocolName(row.protocol)), changedBy(row));
+  cell(tr, row.voice ?? "");
+  cell(tr, "");
+  cell(tr, row.reason ?? "");
+  return tr;
+}
+
+// When and by whom a voice was registered, where its record says (older voices say only when, or nothing).
+function registered(td, voice) {
+  if (!voice.created_at) {
+    td.textContent = "-";
+    return;
+  }
+  const when = new Date(voice.created_at);
+  td.textContent = `${when.toLocaleDateString(state.lang)} ${when.toLocaleTimeString(state.lang, { hour12: false })}`;
+  let by = "";
+  if (voice.created_via === "native") by = t("change.via_mqtt");
+  else if (voice.created_via === "cli" && voice.created_by) by = t("change.by_user", { name: voice.created_by });
+  else if (voice.created_by) by = t("change.by_token", { name: voice.created_by });
+  if (by) twoLines(td, by);
 }
 
 function turnPage(step) {
