@@ -58,7 +58,7 @@ def _format(record: dict[str, Any]) -> str:
         where = f"{record['token_name'] or record['os_user']}@{where}".rstrip("@")
     return "\t".join(
         str(part)
-        for part in (when, record["outcome"], record["protocol"] or "-", where or "-",
+        for part in (when, record["outcome"], record["protocol"] or "-", where,
                      record["request_id"] or record["subject"] or "-",
                      record["voice"] or "-", audio or "-", record["reason"] or "")
     )
