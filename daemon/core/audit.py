@@ -5,7 +5,8 @@ within ``audit.max_rows`` and ``audit.max_age_days``. A row records where the re
 (protocol, topic, Wyoming or HTTP peer and the HTTP token's name; MQTT 3.1.1 does not tell a subscriber
 who published, so ``client`` is empty for MQTT), what was asked (site, id, voice, SHA-256 of the text; the
 text itself only with ``audit.store_text``) and what happened (outcome, reason, engine, SHA-256 of the audio
-produced). The ``done`` row is committed before the ``done`` event is published, so it survives a crash.
+produced, and the rendered-audio cache entry that holds that audio while the cache keeps it). The ``done`` row is
+committed before the ``done`` event is published, so it survives a crash.
 
 ``gsv-edge audit [--since WHEN] [--json]`` prints it; ``GET /v1/audit`` pages through it (:func:`read_page`).
 """
@@ -42,9 +43,10 @@ COLUMNS = (
     "engine",
     "audio_sha256",
     "audio_ms",
+    "cache_entry",
 )
 
-ADDED_COLUMNS = ("token_name",)  # columns newer than the first schema, added to an existing trail
+ADDED_COLUMNS = ("token_name", "cache_entry")  # columns newer than the first schema, added to an existing trail
 
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS audit (
@@ -63,7 +65,8 @@ SCHEMA = (
         reason TEXT,
         engine TEXT,
         audio_sha256 TEXT,
-        audio_ms INTEGER
+        audio_ms INTEGER,
+        cache_entry TEXT
     )""",
     "CREATE INDEX IF NOT EXISTS audit_ts ON audit(ts)",
     """CREATE TRIGGER IF NOT EXISTS audit_append_only BEFORE UPDATE ON audit
@@ -118,6 +121,7 @@ class AuditLog:
             engine=fields.get("engine"),
             audio_sha256=fields.get("audio_sha256"),
             audio_ms=fields.get("audio_ms"),
+            cache_entry=fields.get("cache_entry"),
         )
 
     def write(self, **row: Any) -> None:
@@ -162,6 +166,18 @@ def read_records(state_dir: Path, since: float | None = None) -> list[dict[str, 
         conn.close()
     return [dict(zip(COLUMNS, row, strict=True)) for row in rows]
 
+
+
+def read_row(state_dir: Path, seq: int) -> dict[str, Any] | None:
+    """The row numbered ``seq``; None when there is none (never written, or pruned)."""
+    conn = open_read_only(state_dir)
+    try:
+        row = conn.execute(f"SELECT seq, {', '.join(COLUMNS)} FROM audit WHERE seq = ?", (seq,)).fetchone()
+    except Exception as exc:  # sqlite3.Error: no audit table yet, a locked or damaged file
+        raise StateDbError(f"cannot read the audit trail in {state_dir}: {exc}") from exc
+    finally:
+        conn.close()
+    return None if row is None else dict(zip(("seq", *COLUMNS), row, strict=True))
 
 
 @dataclass(frozen=True)
