@@ -31,6 +31,7 @@ from tests.conftest import Broker
 from tests.http_fixtures import TONE_S
 from tests.integration.test_http_native import MANY, tokens
 from tests.paths import REPO
+from tests.unit.core.test_pipeline import CachedTone
 from tests.unit.model.test_engine import make_wav
 
 SHOTS = REPO / "docs" / "console"
@@ -45,7 +46,9 @@ def chromium(language: str) -> WebDriver:
     assert driver_path, "chromium-driver is not installed (scripts/setup.sh dev installs chromium and it)"
     options = webdriver.ChromeOptions()
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--autoplay-policy=no-user-gesture-required", f"--window-size={TABLET},1000"):
+                     "--autoplay-policy=no-user-gesture-required", f"--window-size={TABLET},1000",
+                     # a microphone that needs no permission and plays a beep: the voices page records from it
+                     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"):
         options.add_argument(argument)
     options.add_experimental_option("prefs", {"intl.accept_languages": language})  # headless ignores --lang
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
@@ -154,7 +157,10 @@ class Page:
         """Nothing is cut off or pushed sideways at ``width`` px: the page is no wider than the screen."""
         self._viewport(width, 900)
         overflow = self.driver.execute_script("return document.documentElement.scrollWidth")
-        assert overflow <= width, f"the page is {overflow} px wide on a {width} px screen"
+        wide = self.driver.execute_script(  # what sticks out, for the message (a table's wrapper scrolls it)
+            "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > "
+            "arguments[0] && !e.closest('.table-wrap')).slice(0, 5).map(e => `${e.tagName}#${e.id}`)", width)
+        assert overflow <= width, f"the page is {overflow} px wide on a {width} px screen: {wide}"
 
     def screenshot(self, name: str, width: int = TABLET) -> None:
         """The whole page at ``width`` px into docs/console/NAME.png."""
@@ -321,12 +327,17 @@ def test_register_a_voice_by_upload_speak_with_it_and_remove_it(browser: WebDriv
     assert done["engine"] == engine.name and done["fallback"] is False
 
     page.open("voices")
-    page.visible('#voices-list tr[data-voice="carol"] button').click()
+    page.visible('#voices-list tr[data-voice="carol"] button.secondary').click()  # preview: carol says a sentence
+    previewed, wav = page.audio("#voice-preview-audio")
+    samples, rate = soundfile.read(io.BytesIO(wav))
+    assert previewed["error"] is None and rate == engine.sample_rate and len(samples) > rate // 2
+    assert page.find("#voice-preview-label").text == "carol says a sentence:"
+    page.visible('#voices-list tr[data-voice="carol"] button.danger').click()
     assert "carol" in browser.switch_to.alert.text
     browser.switch_to.alert.accept()
     page.wait(lambda d: not d.find_elements(By.CSS_SELECTOR, '#voices-list tr[data-voice="carol"]'))
     assert "carol" not in {v.name for v in engine.voices()}
-    page.visible('#voices-list tr[data-voice="en"] button').click()
+    page.visible('#voices-list tr[data-voice="en"] button.danger').click()
     browser.switch_to.alert.accept()
     assert "eSpeak NG" in page.text("#voices-error", "eSpeak")  # built in: the API's 409, as it words it
     assert page.external() == []
@@ -335,7 +346,7 @@ def test_register_a_voice_by_upload_speak_with_it_and_remove_it(browser: WebDriv
 def test_history_shows_requests_and_refusals_filtered_paged_and_as_csv(browser: WebDriver, http_daemon,
                                                                       tmp_path: Path) -> None:
     made = tokens(tmp_path, boss=["admin"], kiosk=["speak"])
-    daemon, url = http_daemon(**MANY)
+    daemon, url = http_daemon(CachedTone(seconds=TONE_S), **MANY)  # its audio is cached: History replays it
     page = Page(browser, url)
     page.log_in("gsv_wrong")
     page.text("#login-error", "Refused")
@@ -360,6 +371,16 @@ def test_history_shows_requests_and_refusals_filtered_paged_and_as_csv(browser: 
     assert spoken[1] == "done" and spoken[3].startswith("HTTPboss@127.0.0.1:")  # the protocol over who
     [refused] = [row for row in rows if row[1] == "rejected"]
     assert refused[6] == "401: invalid or revoked token" and refused[3].startswith("HTTP127.0.0.1:")
+
+    page.find('#history-rows tr[data-request="h10"] button.link').click()  # the request's events
+    page.text("#history-detail-id", "h10")
+    events = page.rows("#history-detail-events tr")
+    assert [row[1] for row in events] == ["queued", "started", "first_audio", "done"]
+    assert page.find("#history-detail-state").text == "done"
+    page.find('#history-rows tr[data-request="h10"] button.secondary').click()  # its audio, from the cache
+    replayed, wav = page.audio('#history-rows tr[data-request="h10"] audio')
+    samples, rate = soundfile.read(io.BytesIO(wav))
+    assert replayed["error"] is None and len(samples) / rate == pytest.approx(TONE_S, abs=0.01)
 
     page.select("#history-outcome", "rejected")
     page.find("#history-form button[type=submit]").click()
@@ -421,4 +442,37 @@ def test_a_fresh_box_opens_without_a_login_and_may_only_speak(browser: WebDriver
     assert not page.find("#st-events-card").is_displayed()  # the event stream is an admin's
     page.find("#login-button").click()
     page.visible("#login-token")
+    assert page.external() == []
+
+
+def test_a_clip_recorded_in_the_browser_registers_a_voice(browser: WebDriver, http_daemon, demo_bundle: Path,
+                                                          tmp_path: Path) -> None:
+    made = tokens(tmp_path, curator=["voices"])
+    engine = Engine(Bundle.load(demo_bundle), HardwareProfile.load("x86-cpu"), tmp_path / "voices")
+    _, url = http_daemon(engine)
+    page = Page(browser, url)
+    page.log_in(made["curator"]["Authorization"].removeprefix("Bearer "))
+    assert page.nav() == ["Voices"]  # a voices token: the list too, without speaking
+    page.visible('#voices-list tr[data-voice="en"]')
+    assert not page.driver.find_elements(By.CSS_SELECTOR, "#voices-list button.secondary")  # no preview: no speak
+    record = page.find("#voice-record")
+    assert record.is_enabled() and record.text == "Record"
+    record.click()
+    page.wait(lambda d: d.execute_script(
+        "return parseFloat(document.querySelector('#voice-record-time').textContent.split(' ')[1]) >= 4"))
+    record.click()
+    page.text("#voice-record-time", "recorded")
+    seconds = float(page.find("#voice-record-time").text.split()[1])
+    assert 4.0 <= seconds < 10
+    chosen = page.driver.execute_script("const f = document.querySelector('#voice-audio').files[0]; "
+                                        "return f && [f.name, f.type, f.size]")
+    assert chosen[:2] == ["recording.wav", "audio/wav"]
+    page.visible("#voice-recorded")
+    page.find("#voice-name").send_keys("dave")
+    page.find("#voice-text").send_keys("This is a reference clip.")
+    page.select("#voice-lang", "en")
+    page.screenshot("voices-record")
+    page.find("#voice-submit").click()
+    assert page.text("#voice-added", "registered") == "The voice dave is registered."
+    assert engine.voices_store.meta("dave").seconds == pytest.approx(seconds, abs=0.1)  # the recording, as measured
     assert page.external() == []

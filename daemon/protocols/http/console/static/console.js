@@ -438,6 +438,14 @@ async function showVoices() {
     cell(row, voice.languages.join(", "));
     cell(row, voice.description);
     const actions = cell(row, "");
+    if (may("speak")) {
+      const preview = document.createElement("button");
+      preview.type = "button";
+      preview.className = "small secondary";
+      preview.textContent = t("voices.preview");
+      preview.addEventListener("click", () => previewVoice(voice));
+      actions.append(preview, " ");
+    }
     if (may("voices")) {
       const remove = document.createElement("button");
       remove.type = "button";
@@ -473,6 +481,8 @@ async function addVoice(event) {
     $("#voice-added").textContent = t("voices.added", { name: result.data.name });
     $("#voice-added").hidden = false;
     form.reset();
+    $("#voice-recorded").hidden = true;
+    $("#voice-record-time").textContent = "";
     await showVoices();
   } finally {
     $("#voice-submit").disabled = false;
@@ -480,10 +490,151 @@ async function addVoice(event) {
   }
 }
 
+// A sentence in the voice's own language, spoken by it (POST /v1/say, the audio kept for this page).
+const PREVIEW_TEXT = { zh: "你好，这是我的声音。", all_zh: "你好，这是我的声音。", en: "Hello, this is how I sound." };
+
+async function previewVoice(voice) {
+  const box = $("#voice-preview");
+  const audio = $("#voice-preview-audio");
+  box.hidden = false;
+  audio.removeAttribute("src");
+  $("#voice-preview-label").textContent = t("voices.preview_of", { name: voice.name });
+  $("#voice-preview-state").textContent = t("voices.preview_wait");
+  const text = PREVIEW_TEXT[voice.languages[0]] ?? PREVIEW_TEXT.en;
+  const said = await api("POST", "/v1/say", { json: { text, voice: voice.name, output: "response" } });
+  if (!said.ok) {
+    $("#voice-preview-state").textContent = said.error.message;
+    return;
+  }
+  for (;;) {
+    const result = await api("GET", said.data.status_url);
+    if (!result.ok) {
+      $("#voice-preview-state").textContent = result.error.message;
+      return;
+    }
+    if (ENDS.has(result.data.state)) {
+      const end = result.data.events[result.data.events.length - 1];
+      if (result.data.state !== "done") {
+        $("#voice-preview-state").textContent = end?.fields.reason ?? t(`request.${result.data.state}`);
+        return;
+      }
+      $("#voice-preview-state").textContent = "";
+      audio.src = said.data.audio_url;
+      audio.play().catch(() => {});  // the browser may want a click first: the controls are there
+      return;
+    }
+    await sleep(FOLLOW_MS);
+  }
+}
+
+// -- recording a clip ------------------------------------------------------------------------------
+
+const RECORD_MAX_S = 10;  // the longest reference clip the box takes
+const recording = { recorder: null, timer: null, started: 0 };
+
+// The samples of every channel averaged into one.
+function mono(buffer) {
+  const out = new Float32Array(buffer.length);
+  for (let c = 0; c < buffer.numberOfChannels; c++) {
+    const data = buffer.getChannelData(c);
+    for (let i = 0; i < out.length; i++) out[i] += data[i] / buffer.numberOfChannels;
+  }
+  return out;
+}
+
+// 16-bit PCM WAV of mono samples: what the box's clip check reads.
+function wavFile(samples, rate, name) {
+  const view = new DataView(new ArrayBuffer(44 + samples.length * 2));
+  const text = (offset, value) => [...value].forEach((ch, i) => view.setUint8(offset + i, ch.charCodeAt(0)));
+  text(0, "RIFF");
+  view.setUint32(4, 36 + samples.length * 2, true);
+  text(8, "WAVEfmt ");
+  view.setUint32(16, 16, true);
+  view.setUint16(20, 1, true);
+  view.setUint16(22, 1, true);
+  view.setUint32(24, rate, true);
+  view.setUint32(28, rate * 2, true);
+  view.setUint16(32, 2, true);
+  view.setUint16(34, 16, true);
+  text(36, "data");
+  view.setUint32(40, samples.length * 2, true);
+  samples.forEach((x, i) => view.setInt16(44 + i * 2, Math.max(-1, Math.min(1, x)) * 0x7fff, true));
+  return new File([view], name, { type: "audio/wav" });
+}
+
+// The recording, decoded by the browser and put in the form's file field as a WAV, to upload as any file.
+async function useRecording(chunks, type) {
+  const context = new AudioContext();
+  try {
+    const buffer = await context.decodeAudioData(await new Blob(chunks, { type }).arrayBuffer());
+    const file = wavFile(mono(buffer), buffer.sampleRate, "recording.wav");
+    const files = new DataTransfer();
+    files.items.add(file);
+    $("#voice-audio").files = files.files;
+    const heard = $("#voice-recorded");
+    if (heard.src) URL.revokeObjectURL(heard.src);
+    heard.src = URL.createObjectURL(file);
+    heard.hidden = false;
+    $("#voice-record-time").textContent = t("voices.recorded", { s: buffer.duration.toFixed(1) });
+  } catch (exc) {
+    $("#voice-record-hint").textContent = t("voices.record_failed", { message: exc.message });
+  } finally {
+    context.close();
+  }
+}
+
+async function toggleRecording() {
+  const button = $("#voice-record");
+  if (recording.recorder) {
+    recording.recorder.stop();
+    return;
+  }
+  $("#voice-record-hint").textContent = "";
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: false,
+                                                                  noiseSuppression: false, autoGainControl: false } });
+  } catch (exc) {
+    $("#voice-record-hint").textContent = t("voices.record_failed", { message: exc.message });
+    return;
+  }
+  const chunks = [];
+  const recorder = new MediaRecorder(stream);
+  recorder.ondataavailable = (event) => chunks.push(event.data);
+  recorder.onstop = async () => {
+    clearInterval(recording.timer);
+    recording.recorder = null;
+    for (const track of stream.getTracks()) track.stop();
+    button.textContent = t("voices.record");
+    await useRecording(chunks, recorder.mimeType);
+  };
+  recording.recorder = recorder;
+  recording.started = performance.now();
+  recorder.start();
+  button.textContent = t("voices.stop");
+  recording.timer = setInterval(() => {
+    const seconds = (performance.now() - recording.started) / 1000;
+    $("#voice-record-time").textContent = t("voices.recording", { s: seconds.toFixed(1) });
+    if (seconds >= RECORD_MAX_S) recorder.stop();
+  }, 100);
+}
+
+// Browsers allow the microphone only to a secure page: HTTPS, or the box's own loopback address.
+function offerRecording() {
+  const possible = Boolean(window.isSecureContext && navigator.mediaDevices && window.MediaRecorder);
+  $("#voice-record").disabled = !possible;
+  $("#voice-record-hint").textContent = possible ? "" : t("voices.record_needs_https");
+}
+
 page("voices", {
   scope: "voices",
   enter() {
+    offerRecording();
     showVoices();
+  },
+  leave() {
+    recording.recorder?.stop();
+    $("#voice-preview-audio").pause();
   },
 });
 
@@ -540,10 +691,27 @@ async function showHistory() {
     const when = new Date(row.ts * 1000);
     twoLines(cell(tr, clock(row.ts)), when.toLocaleDateString(state.lang));
     cell(tr, t(`request.${row.outcome}`)).className = `event-${row.outcome}`;
-    cell(tr, row.request_id ?? "-");
+    const id = cell(tr, row.request_id ? "" : "-");
+    if (row.request_id) {
+      const link = document.createElement("button");
+      link.type = "button";
+      link.className = "link";
+      link.textContent = row.request_id;
+      link.title = t("history.show_events");
+      link.addEventListener("click", () => showRequest(row.request_id));
+      id.append(link);
+    }
     twoLines(cell(tr, PROTOCOLS[row.protocol] ?? row.protocol ?? ""), who(row));
     cell(tr, row.voice ?? "");
-    cell(tr, row.audio_ms === null ? "" : t("unit.ms", { n: row.audio_ms }));
+    const audio = cell(tr, row.audio_ms === null ? "" : t("unit.ms", { n: row.audio_ms }));
+    if (row.replayable) {
+      const play = document.createElement("button");
+      play.type = "button";
+      play.className = "small secondary";
+      play.textContent = t("history.play");
+      play.addEventListener("click", () => replay(play, row.seq));
+      audio.append(" ", play);
+    }
     cell(tr, row.reason ?? row.engine ?? "");
     body.append(tr);
   }
@@ -551,6 +719,43 @@ async function showHistory() {
   $("#history-page").textContent = t("history.page", { page: trail.page, pages, total });
   $("#history-prev").disabled = trail.page <= 1;
   $("#history-next").disabled = trail.page >= pages;
+}
+
+// The row's audio from the rendered-audio cache, in a player where its button was.
+function replay(button, seq) {
+  const player = document.createElement("audio");
+  player.controls = true;
+  player.src = `/v1/audit/${seq}/audio`;
+  player.dataset.seq = String(seq);
+  button.replaceWith(player);
+  player.play().catch(() => {});
+}
+
+// What became of a request, event by event, while the daemon still remembers it (GET /v1/requests/{id}).
+async function showRequest(id) {
+  const card = $("#history-detail");
+  card.hidden = false;
+  $("#history-detail-id").textContent = id;
+  const body = $("#history-detail-events");
+  body.replaceChildren();
+  const result = await api("GET", `/v1/requests/${encodeURIComponent(id)}`);
+  $("#history-detail-gone").textContent = result.ok ? "" : t("history.events_gone", { message: result.error.message });
+  const stateBadge = $("#history-detail-state");
+  if (!result.ok) {
+    stateBadge.hidden = true;
+  } else {
+    const { state: ended, events } = result.data;
+    stateBadge.hidden = false;
+    badge(stateBadge, t(`request.${ended}`), { done: "good", queued: "warn", started: "warn" }[ended] ?? "bad");
+    for (const e of events) {
+      const row = document.createElement("tr");
+      cell(row, clock(e.ts));
+      cell(row, e.kind).className = `event-${e.kind}`;
+      cell(row, eventDetail({ event: e.kind, ...e.fields }));
+      body.append(row);
+    }
+  }
+  card.scrollIntoView({ block: "nearest" });
 }
 
 function turnPage(step) {
@@ -573,6 +778,7 @@ async function start() {
   $("#login-form").addEventListener("submit", logIn);
   $("#speak-form").addEventListener("submit", speak);
   $("#voice-form").addEventListener("submit", addVoice);
+  $("#voice-record").addEventListener("click", toggleRecording);
   $("#history-form").addEventListener("submit", (event) => {
     event.preventDefault();
     trail.page = 1;
