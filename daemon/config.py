@@ -119,7 +119,7 @@ class MqttSettings(_Section):
     @field_validator("node_id")
     @classmethod
     def _node_id(cls, value: str) -> str:
-        if not _NODE_ID.match(value):
+        if not _NODE_ID.fullmatch(value):
             raise ValueError("must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
         return value
 

@@ -57,6 +57,7 @@ def test_file_values_and_environment_overrides(tmp_path: Path, monkeypatch: pyte
         ('[mqtt]\nport = "abc"\n', "mqtt.port"),
         ("[mqtt]\nport = 70000\n", "mqtt.port"),
         ('[mqtt]\nnode_id = "a/b"\n', "mqtt.node_id"),
+        ('[mqtt]\nnode_id = "hall\\n"\n', "mqtt.node_id"),  # a trailing newline is no part of a topic level
         ('[mqtt]\nprefix = "tts/#"\n', "mqtt.prefix"),
         ("[audio]\nvolume = 5\n", "audio.volume"),
         ("[queue]\nmax_depth = 0\n", "queue.max_depth"),
