@@ -329,7 +329,7 @@ def _describe(error: ValidationError) -> str:
     for item in error.errors():
         loc = tuple(item["loc"])
         key = ".".join(str(part) for part in loc) or "(top level)"
-        detail = f"{key}: {item['msg']}"
+        detail = f"{key}: {item['msg'].removeprefix('Value error, ')}"
         if item["type"] not in ("missing", "extra_forbidden"):
             detail += f" (got {item['input']!r})"
         lines.append(f"{detail} [env {env_name(loc)}]")
@@ -342,7 +342,8 @@ def load_settings(config_file: Path | None = None) -> Settings:
     """Read the TOML file (an explicit path must exist) and the environment into :class:`Settings`."""
     path = config_file or DEFAULT_CONFIG_PATH
     values: dict[str, Any] = {}
-    if config_file is not None or path.exists():
+    read = config_file is not None or path.exists()
+    if read:
         try:
             with path.open("rb") as fh:
                 values = tomllib.load(fh)
@@ -353,4 +354,4 @@ def load_settings(config_file: Path | None = None) -> Settings:
     try:
         return Settings(**values)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+        raise ConfigError(f"{path}: {_describe(exc)}" if read else _describe(exc)) from exc
