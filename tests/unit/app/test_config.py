@@ -73,6 +73,15 @@ def test_bad_file_value_names_the_key(tmp_path: Path, text: str, key: str) -> No
     assert f"{key}:" in str(err.value)
 
 
+def test_without_a_config_file_an_error_names_only_the_variable(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    monkeypatch.setattr("daemon.config.DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
+    monkeypatch.setenv("GSV_EDGE_MQTT__PORT", "many")
+    with pytest.raises(ConfigError) as err:
+        load_settings(None)
+    assert str(err.value).startswith("invalid configuration: mqtt.port:") and "absent.toml" not in str(err.value)
+
+
 def test_bad_environment_value_names_key_and_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("GSV_EDGE_MQTT__PORT", "many")
     with pytest.raises(ConfigError) as err:
