@@ -160,8 +160,8 @@ class Reloader:
             except (ConfigError, EngineUnavailable) as exc:
                 raise RefusedReload(str(exc)) from exc
         queue = old.queue.model_copy(update={key: getattr(new.queue, key) for key in LIVE_QUEUE_KEYS})
-        service.apply(old.model_copy(update={**{name: getattr(new, name) for name in LIVE_SECTIONS}, "queue": queue}),
-                      engines)
+        switched = old.model_copy(update={**{name: getattr(new, name) for name in LIVE_SECTIONS}, "queue": queue})
+        service.apply(switched.sources_from(new), engines)
         live = [key for key in changed if _is_live(key)]
         message = f"reloaded: engine {engines.engine.name}; changed {', '.join(live) or 'nothing live'}"
         if restart_needed:
