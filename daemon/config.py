@@ -312,16 +312,16 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default_factory=lambda: default_state_dir())
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
-    # Where values came from, as dotted keys (``http.port``): the environment's variables the model read, and
-    # the values it was given (the TOML file's, when load_settings read one: then _file names it).
-    _environment: frozenset[str] = PrivateAttr(default_factory=frozenset)
-    _given: frozenset[str] = PrivateAttr(default_factory=frozenset)
+    # Where each value that is no default came from, by dotted key (``http.port``): the environment's variables
+    # the model read, and the values it was given (the TOML file's, when load_settings read one: _file names it).
+    _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
     _file: Path | None = PrivateAttr(None)
 
     def __init__(self, **values: Any) -> None:
         super().__init__(**values)
-        self._given = _dotted(values)
-        self._environment = _dotted(EnvSettingsSource(type(self))())
+        environment = _dotted(EnvSettingsSource(type(self))())
+        self._sources = {key: "environment" if key in environment else "given"
+                         for key in environment | _dotted(values)}
 
     @property
     def config_file(self) -> Path | None:
@@ -342,11 +342,7 @@ class Settings(BaseSettings):
 
     def source(self, key: str) -> Source:
         """Where ``key``'s value came from; the environment wins over the file, as it does when values are read."""
-        if key in self._environment:
-            return "environment"
-        if key in self._given:
-            return "file" if self._file is not None else "given"  # given: by the program that built the settings
-        return "default"
+        return self._sources.get(key, "default")
 
     def effective(self) -> list[tuple[str, Any, Source]]:
         """Every key with its value as JSON shows it (a secret's masked) and where it came from."""
@@ -355,10 +351,9 @@ class Settings(BaseSettings):
     def sources_from(self, new: Settings) -> Settings:
         """A copy whose keys that hold ``new``'s value are described as ``new`` describes them: a reload switches
         in some of a newly read configuration's keys and keeps the others."""
-        same = frozenset(key for key in self.keys() if self.value(key) == new.value(key))
         copy = self.model_copy()
-        copy._environment = (self._environment - same) | (new._environment & same)
-        copy._given = (self._given - same) | (new._given & same)
+        described = {key: new if self.value(key) == new.value(key) else self for key in self.keys()}
+        copy._sources = {key: by._sources[key] for key, by in described.items() if key in by._sources}
         copy._file = new._file
         return copy
 
@@ -438,5 +433,7 @@ def load_settings(config_file: Path | None = None) -> Settings:
         settings = Settings(**values)
     except ValidationError as exc:
         raise ConfigError(f"{path}: {_describe(exc)}" if read else _describe(exc)) from exc
-    settings._file = path if read else None
+    if read:
+        settings._file = path
+        settings._sources = {key: "file" if source == "given" else source for key, source in settings._sources.items()}
     return settings
