@@ -23,6 +23,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from daemon.app.reload import Reloader
 from daemon.core.audit import read_records
 from daemon.model.bundle import Bundle
 from daemon.model.engine import Engine
@@ -351,7 +352,7 @@ def test_history_shows_requests_and_refusals_filtered_paged_and_as_csv(browser: 
     page.log_in("gsv_wrong")
     page.text("#login-error", "Refused")
     page.log_in(made["boss"]["Authorization"].removeprefix("Bearer "))
-    assert page.nav() == ["Status", "Speak", "Voices", "History"]
+    assert page.nav() == ["Status", "Speak", "Voices", "History", "Model and settings"]
     page.open("speak")
     page.find("#speak-text").send_keys("Hello.")
     page.find("#speak-submit").click()
@@ -414,7 +415,7 @@ def test_the_page_speaks_the_browser_s_language_and_switches(browser: WebDriver,
         page.text("#login h1", "登录")
         assert chinese.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN"
         page.log_in(made["boss"]["Authorization"].removeprefix("Bearer "))
-        assert page.nav() == ["状态", "播报", "语音", "历史"]
+        assert page.nav() == ["状态", "播报", "语音", "历史", "模型与设置"]
         page.text("#st-engine-state", "就绪")
         page.text("#st-uptime", "秒")  # units too
         assert page.find("#st-state").text == "空闲" and page.find("#st-mqtt-state").text == "已连接"
@@ -422,7 +423,7 @@ def test_the_page_speaks_the_browser_s_language_and_switches(browser: WebDriver,
         page.screenshot("status-zh")
         Select(page.find("#language")).select_by_value("en")
         page.text("#st-engine-state", "ready")
-        assert page.nav() == ["Status", "Speak", "Voices", "History"]
+        assert page.nav() == ["Status", "Speak", "Voices", "History", "Model and settings"]
         chinese.refresh()  # the choice is kept
         page.text("#st-engine-state", "ready")
         assert page.external() == []
@@ -476,3 +477,63 @@ def test_a_clip_recorded_in_the_browser_registers_a_voice(browser: WebDriver, ht
     assert page.text("#voice-added", "registered") == "The voice dave is registered."
     assert engine.voices_store.meta("dave").seconds == pytest.approx(seconds, abs=0.1)  # the recording, as measured
     assert page.external() == []
+
+
+def test_model_and_settings_show_the_bundle_where_values_came_from_and_reload(
+        browser: WebDriver, http_daemon, demo_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = tokens(tmp_path, boss=["admin"], curator=["voices"])
+    monkeypatch.setenv("GSV_EDGE_QUEUE__MAX_TEXT_CHARS", "1500")
+    bundle = Bundle.load(demo_bundle)
+    engine = Engine(bundle, HardwareProfile.load("x86-cpu"), tmp_path / "voices")
+    daemon, url = http_daemon(engine, sections={"mqtt": {"username": "box", "password": "hunter2"}})
+    page = Page(browser, url)
+    page.log_in(made["curator"]["Authorization"].removeprefix("Bearer "))
+    assert "Model and settings" not in page.nav()  # an admin's page
+    page.visible("#logout-button").click()
+    page.log_in(made["boss"]["Authorization"].removeprefix("Bearer "))
+    page.open("model")
+
+    digest = bundle.graphs["t2s_step"].sha256
+    step = page.text('#model-graphs tr[data-graph="t2s_step"]', digest)
+    assert "t2s_step.onnx" in step and f"{bundle.graphs['t2s_step'].bytes:,} bytes" in step
+    assert page.find("#model-name").text == engine.name and page.find("#model-engine-state").text == "ready"
+    assert page.find('#model-bundle [data-key="Bundle digest"]').text == bundle.digest
+    assert page.find('#model-provenance [data-key="sources.gpt.file"]').text == "demo-e1.ckpt"
+    assert ["t2s_step", "logits", "max_abs_diff"] == page.rows("#model-parity tr")[3][:3]
+    settings = {row[0]: row[1:] for row in page.rows("#model-settings tr")}
+    assert settings["mqtt.password"] == ["********", "file"] and settings["mqtt.username"] == ["box", "file"]
+    assert settings["queue.max_text_chars"] == ["1500", "environment"]
+    assert settings["queue.max_depth"] == ["32", "default"]
+    assert "hunter2" not in browser.page_source
+
+    page.find("#model-reload").click()
+    refused = page.text("#model-reload-outcome", "refused")
+    assert refused == "reload refused: this daemon was not started by gsv-edge serve"
+    assert "bad" in page.find("#model-reload-outcome").get_attribute("class")
+    config = daemon.service.settings.config_file
+    assert config is not None
+    daemon.service.reload_hook = Reloader(daemon.service, config).reload  # as gsv-edge serve wires it
+    config.write_text(config.read_text() + "\n[audit]\nmax_rows = 5000\n")
+    page.find("#model-reload").click()
+    reloaded = page.text("#model-reload-outcome", "reloaded")
+    assert reloaded == f"reloaded: engine {engine.name}; changed audit.max_rows"
+    page.wait(lambda d: page.rows('#model-settings tr[data-key="audit.max_rows"]') == [["audit.max_rows", "5000",
+                                                                                         "file"]])
+    page.fits(TABLET)
+    page.fits(PHONE)
+    page.screenshot("model")
+    assert page.external() == []
+
+
+def test_model_page_says_the_fallback_speaks_without_a_bundle(browser: WebDriver, http_daemon,
+                                                              tmp_path: Path) -> None:
+    made = tokens(tmp_path, boss=["admin"])
+    _, url = http_daemon(engine_section={})
+    page = Page(browser, url)
+    page.log_in(made["boss"]["Authorization"].removeprefix("Bearer "))
+    page.open("model")
+    assert "the eSpeak NG fallback speaks" in page.text("#model-alerts", "No model bundle is configured")
+    assert page.find("#model-engine-state").text == "fallback only"
+    assert not page.find("#model-graphs-card").is_displayed() and not page.find("#model-bundle").is_displayed()
+    page.visible('#model-settings tr[data-key="engine.bundle"]')
+    assert page.rows('#model-settings tr[data-key="engine.bundle"]') == [["engine.bundle", "-", "default"]]

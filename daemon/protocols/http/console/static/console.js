@@ -210,8 +210,7 @@ function precisionText(precision) {
   return Object.entries(precision).map(([graph, value]) => `${graph}: ${value}`).join(", ");
 }
 
-function showAlerts(alerts) {
-  const box = $("#alerts");
+function showAlerts(alerts, box = $("#alerts")) {
   box.replaceChildren();
   for (const { kind, text } of alerts) {
     const div = document.createElement("div");
@@ -770,6 +769,177 @@ page("history", {
   },
 });
 
+// -- model and settings ----------------------------------------------------------------------------
+
+const SOURCES = { file: "good", environment: "warn", given: "warn", default: "" };
+
+// [key, value] pairs of a manifest's object, nested keys dotted: what the file has, as it has it.
+function flatten(value, prefix = "") {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return [[prefix, value]];
+  return Object.entries(value).flatMap(([key, inner]) => flatten(inner, prefix ? `${prefix}.${key}` : key));
+}
+
+function shown(value) {
+  if (value === null || value === undefined) return "-";
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+function fillList(list, pairs) {
+  list.replaceChildren();
+  for (const [key, value] of pairs) {
+    const dt = document.createElement("dt");
+    dt.textContent = key;
+    const dd = document.createElement("dd");
+    dd.textContent = shown(value);
+    dd.dataset.key = key;
+    list.append(dt, dd);
+  }
+}
+
+function byteCount(n) {
+  const [size, unit] = n < 1048576 ? [n / 1024, "KiB"] : [n / 1048576, "MiB"];
+  return t("model.byte_count", { n: n.toLocaleString(state.lang), size: size.toFixed(1), unit });
+}
+
+// One pinned file in a cell: its name and size on a line, its SHA-256 below.
+function pinnedFile(td, file) {
+  const block = document.createElement("div");
+  block.className = "pinned";
+  const name = document.createElement("span");
+  name.textContent = file.file;
+  block.append(name);
+  if (file.bytes !== undefined) {
+    const size = document.createElement("small");
+    size.textContent = byteCount(file.bytes);
+    block.append(" ", size);
+  }
+  const digest = document.createElement("code");
+  digest.textContent = file.sha256;
+  block.append(digest);
+  td.append(block);
+}
+
+function showGraphs(manifest) {
+  const body = $("#model-graphs");
+  body.replaceChildren();
+  const rows = [
+    ...Object.entries(manifest.graphs).map(([name, graph]) => [name, [graph, ...(graph.data ? [graph.data] : [])],
+                                                               graph.precision]),
+    ...Object.entries(manifest.assets).map(([name, asset]) => [name, [asset], "-"]),
+  ];
+  for (const [name, files, precision] of rows) {
+    const row = document.createElement("tr");
+    row.dataset.graph = name;
+    cell(row, name);
+    const td = cell(row, "");
+    for (const file of files) pinnedFile(td, file);
+    cell(row, precision);
+    body.append(row);
+  }
+}
+
+function showParity(manifest) {
+  const body = $("#model-parity");
+  body.replaceChildren();
+  for (const [graph, outputs] of Object.entries(manifest.parity)) {
+    for (const [output, measures] of Object.entries(outputs)) {
+      for (const [measure, value] of Object.entries(measures)) {
+        const row = document.createElement("tr");
+        cell(row, graph);
+        cell(row, output);
+        cell(row, measure);
+        cell(row, typeof value === "number" ? value.toExponential(2) : shown(value));
+        body.append(row);
+      }
+    }
+  }
+  $("#model-no-fidelity").hidden = Boolean(manifest.fidelity);
+  fillList($("#model-fidelity"), manifest.fidelity ? flatten(manifest.fidelity, "fidelity") : []);
+}
+
+function showModel(m) {
+  const kinds = { ready: "good", degraded: "bad", "fallback-only": "warn" };
+  const engine = m.engine;
+  badge($("#model-engine-state"), t(`engine.${engine.engine_state}`), kinds[engine.engine_state] ?? "warn");
+  $("#model-name").textContent = engine.model;
+  $("#model-provider").textContent = engine.provider ?? "-";
+  $("#model-precision").textContent = precisionText(engine.precision);
+  const alerts = [];
+  if (engine.engine_state === "degraded") {
+    alerts.push({ kind: "bad", text: t("model.not_loaded", { bundle: m.configured_bundle, error: engine.engine_error }) });
+  } else if (engine.engine_state === "fallback-only") {
+    alerts.push({ kind: "info", text: t("model.no_bundle", { fallback: engine.fallback }) });
+  }
+  showAlerts(alerts, $("#model-alerts"));
+  const bundle = m.bundle;
+  for (const id of ["#model-bundle", "#model-graphs-card", "#model-fidelity-card", "#model-provenance-card"]) {
+    $(id).hidden = !bundle;
+  }
+  if (!bundle) return;
+  const manifest = bundle.manifest;
+  const about = ["name", "model_version", "precision", "sample_rate", "untrained", "format", "format_version"];
+  fillList($("#model-bundle"), [
+    [t("model.path"), bundle.path],
+    [t("model.digest"), bundle.digest],
+    ...about.filter((key) => key in manifest).map((key) => [key, manifest[key]]),
+    ...(manifest.requires_onnxruntime ? flatten(manifest.requires_onnxruntime, "requires_onnxruntime") : []),
+  ]);
+  showGraphs(manifest);
+  showParity(manifest);
+  fillList($("#model-provenance"), flatten(manifest.provenance));
+}
+
+function showSettings(s) {
+  $("#model-config-file").textContent = s.config_file
+    ? t("model.config_file", { file: s.config_file }) : t("model.no_config_file");
+  const body = $("#model-settings");
+  body.replaceChildren();
+  for (const { key, value, source } of s.settings) {
+    const row = document.createElement("tr");
+    row.dataset.key = key;
+    cell(row, key);
+    cell(row, shown(value)).className = "setting-value";
+    const label = document.createElement("span");
+    badge(label, t(`model.source_${source}`), SOURCES[source] ?? "");
+    label.dataset.source = source;
+    cell(row, "").append(label);
+    body.append(row);
+  }
+}
+
+async function refreshModel() {
+  const [model, settings] = await Promise.all([api("GET", "/v1/model"), api("GET", "/v1/settings")]);
+  if (model.ok) showModel(model.data);
+  if (settings.ok) showSettings(settings.data);
+  const failed = [model, settings].find((result) => !result.ok);
+  if (failed) showAlerts([{ kind: "bad", text: failed.error.message }], $("#model-alerts"));
+}
+
+async function reloadConfiguration() {
+  const button = $("#model-reload");
+  const outcome = $("#model-reload-outcome");
+  button.disabled = true;
+  button.textContent = t("model.reloading");
+  try {
+    const result = await api("POST", "/v1/reload");
+    outcome.textContent = result.ok ? result.data.message : result.error.message;
+    outcome.className = `alert ${result.ok ? "good" : "bad"}`;
+    outcome.hidden = false;
+    await refreshModel();
+  } finally {
+    button.disabled = false;
+    button.textContent = t("model.reload");
+  }
+}
+
+page("model", {
+  scope: "admin",
+  enter() {
+    $("#model-reload-outcome").hidden = true;
+    refreshModel();
+  },
+});
+
 // -- start -----------------------------------------------------------------------------------------
 
 async function start() {
@@ -791,6 +961,7 @@ async function start() {
   });
   $("#history-prev").addEventListener("click", () => turnPage(-1));
   $("#history-next").addEventListener("click", () => turnPage(1));
+  $("#model-reload").addEventListener("click", reloadConfiguration);
   $("#logout-button").addEventListener("click", logOut);
   $("#login-button").addEventListener("click", () => showLogin());
   window.addEventListener("hashchange", route);
