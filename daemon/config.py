@@ -348,6 +348,14 @@ class Settings(BaseSettings):
         """Every key with its value as JSON shows it (a secret's masked) and where it came from."""
         return [(key, _shown(key, self.value(key)), self.source(key)) for key in self.keys()]
 
+    def with_value(self, key: str, value: Any) -> Settings:
+        """A copy with ``key`` set by the program rather than read (the HTTP API's switch of bundle): "given"."""
+        section, _, name = key.partition(".")
+        update = {section: getattr(self, section).model_copy(update={name: value})} if name else {section: value}
+        copy = self.model_copy(update=update)
+        copy._sources = {**self._sources, key: "given"}
+        return copy
+
     def sources_from(self, new: Settings) -> Settings:
         """A copy whose keys that hold ``new``'s value are described as ``new`` describes them: a reload switches
         in some of a newly read configuration's keys and keeps the others."""

@@ -149,7 +149,7 @@ class Reloader:
         except ConfigError as exc:
             raise RefusedReload(str(exc)) from exc
         if bundle is not None:
-            new = new.model_copy(update={"engine": new.engine.model_copy(update={"bundle": bundle})})
+            new = new.with_value("engine.bundle", bundle)
         old = service.settings
         changed = changed_keys(old, new)
         restart_needed = [key for key in changed if not _is_live(key)]

@@ -141,3 +141,7 @@ def test_settings_built_by_a_program_say_so_and_a_reload_takes_the_new_sources(t
     assert switched.log_level == "INFO" and switched.source("log_level") == "default"  # the new value's source
     assert switched.source("mqtt.host") == "given"  # not switched in: still the old value, from where it came
     assert switched.source("state_dir") == "file" and switched.config_file == read.config_file
+    bundle = tmp_path / "other-bundle"
+    chosen = read.with_value("engine.bundle", bundle)
+    assert chosen.engine.bundle == bundle and chosen.source("engine.bundle") == "given"
+    assert read.engine.bundle is None and read.source("engine.bundle") == "default"
