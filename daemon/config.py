@@ -2,7 +2,8 @@
 
 Values come from a TOML file (default ``/etc/gsv-edge/config.toml``) and are overridden by
 ``GSV_EDGE_<SECTION>__<KEY>`` environment variables. Any bad value stops start-up with a
-:class:`ConfigError` naming the key, so a typo never silently becomes a default.
+:class:`ConfigError` naming the key, so a typo never silently becomes a default. The settings remember where
+each key's value came from (:meth:`Settings.effective`), for the console's settings page.
 """
 
 from __future__ import annotations
@@ -19,13 +20,14 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 from daemon.vocabulary import Priority
 
@@ -38,6 +40,9 @@ DEFAULT_CONFIG_PATH = Path("/etc/gsv-edge/config.toml")
 ENV_PREFIX = "GSV_EDGE_"
 
 _NODE_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SECRET_WORDS = ("password", "secret", "token")  # a key with one of these words never shows its value
+MASKED = "********"
+Source = Literal["environment", "file", "given", "default"]
 
 
 class ConfigError(Exception):
@@ -119,7 +124,7 @@ class MqttSettings(_Section):
     @field_validator("node_id")
     @classmethod
     def _node_id(cls, value: str) -> str:
-        if not _NODE_ID.match(value):
+        if not _NODE_ID.fullmatch(value):
             raise ValueError("must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
         return value
 
@@ -307,6 +312,59 @@ class Settings(BaseSettings):
     state_dir: Path = Field(default_factory=lambda: default_state_dir())
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # Where each value that is no default came from, by dotted key (``http.port``): the environment's variables
+    # the model read, and the values it was given (the TOML file's, when load_settings read one: _file names it).
+    _sources: dict[str, Source] = PrivateAttr(default_factory=dict)
+    _file: Path | None = PrivateAttr(None)
+
+    def __init__(self, **values: Any) -> None:
+        super().__init__(**values)
+        environment = _dotted(EnvSettingsSource(type(self))())
+        self._sources = {key: "environment" if key in environment else "given"
+                         for key in environment | _dotted(values)}
+
+    @property
+    def config_file(self) -> Path | None:
+        """The TOML file these settings were read from; None when none was."""
+        return self._file
+
+    def keys(self) -> list[str]:
+        """Every dotted key, in the order the model declares them."""
+        found = []
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            found += [f"{name}.{key}" for key in type(value).model_fields] if isinstance(value, _Section) else [name]
+        return found
+
+    def value(self, key: str) -> Any:
+        section, _, name = key.partition(".")
+        return getattr(getattr(self, section), name) if name else getattr(self, section)
+
+    def source(self, key: str) -> Source:
+        """Where ``key``'s value came from; the environment wins over the file, as it does when values are read."""
+        return self._sources.get(key, "default")
+
+    def effective(self) -> list[tuple[str, Any, Source]]:
+        """Every key with its value as JSON shows it (a secret's masked) and where it came from."""
+        return [(key, _shown(key, self.value(key)), self.source(key)) for key in self.keys()]
+
+    def with_value(self, key: str, value: Any) -> Settings:
+        """A copy with ``key`` set by the program rather than read (the HTTP API's switch of bundle): "given"."""
+        section, _, name = key.partition(".")
+        update = {section: getattr(self, section).model_copy(update={name: value})} if name else {section: value}
+        copy = self.model_copy(update=update)
+        copy._sources = {**self._sources, key: "given"}
+        return copy
+
+    def sources_from(self, new: Settings) -> Settings:
+        """A copy whose keys that hold ``new``'s value are described as ``new`` describes them: a reload switches
+        in some of a newly read configuration's keys and keeps the others."""
+        copy = self.model_copy()
+        described = {key: new if self.value(key) == new.value(key) else self for key in self.keys()}
+        copy._sources = {key: by._sources[key] for key, by in described.items() if key in by._sources}
+        copy._file = new._file
+        return copy
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -320,6 +378,34 @@ class Settings(BaseSettings):
         return env_settings, init_settings
 
 
+def _dotted(values: dict[str, Any]) -> frozenset[str]:
+    """The dotted keys of values given in the shape of :class:`Settings` (a section's as a dict or a model)."""
+    keys: set[str] = set()
+    for name, value in values.items():
+        if isinstance(value, BaseModel):
+            value = {key: None for key in value.model_fields_set}
+        if isinstance(value, dict) and _is_section(name):
+            keys |= {f"{name}.{key}" for key in value}
+        else:
+            keys.add(name)
+    return frozenset(keys)
+
+
+def _is_section(name: str) -> bool:
+    field = Settings.model_fields.get(name)
+    return field is not None and isinstance(field.annotation, type) and issubclass(field.annotation, _Section)
+
+
+def _shown(key: str, value: Any) -> Any:
+    """``value`` as JSON shows it; a set secret as :data:`MASKED`."""
+    words = key.rpartition(".")[2].split("_")
+    if value is not None and (isinstance(value, SecretStr) or any(word in words for word in SECRET_WORDS)):
+        return MASKED
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
 def env_name(loc: tuple[Any, ...]) -> str:
     return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
 
@@ -329,7 +415,7 @@ def _describe(error: ValidationError) -> str:
     for item in error.errors():
         loc = tuple(item["loc"])
         key = ".".join(str(part) for part in loc) or "(top level)"
-        detail = f"{key}: {item['msg']}"
+        detail = f"{key}: {item['msg'].removeprefix('Value error, ')}"
         if item["type"] not in ("missing", "extra_forbidden"):
             detail += f" (got {item['input']!r})"
         lines.append(f"{detail} [env {env_name(loc)}]")
@@ -342,7 +428,8 @@ def load_settings(config_file: Path | None = None) -> Settings:
     """Read the TOML file (an explicit path must exist) and the environment into :class:`Settings`."""
     path = config_file or DEFAULT_CONFIG_PATH
     values: dict[str, Any] = {}
-    if config_file is not None or path.exists():
+    read = config_file is not None or path.exists()
+    if read:
         try:
             with path.open("rb") as fh:
                 values = tomllib.load(fh)
@@ -351,6 +438,10 @@ def load_settings(config_file: Path | None = None) -> Settings:
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     try:
-        return Settings(**values)
+        settings = Settings(**values)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+        raise ConfigError(f"{path}: {_describe(exc)}" if read else _describe(exc)) from exc
+    if read:
+        settings._file = path
+        settings._sources = {key: "file" if source == "given" else source for key, source in settings._sources.items()}
+    return settings

@@ -183,7 +183,7 @@ class Reloader:
         except ConfigError as exc:
             raise RefusedReload(str(exc)) from exc
         if bundle is not None:
-            new = new.model_copy(update={"engine": new.engine.model_copy(update={"bundle": bundle})})
+            new = new.with_value("engine.bundle", bundle)
         old = service.settings
         changed = changed_keys(old, new)
         restart_needed = [key for key in changed if not _is_live(key)]
@@ -194,8 +194,8 @@ class Reloader:
             except (ConfigError, EngineUnavailable) as exc:
                 raise RefusedReload(str(exc)) from exc
         queue = old.queue.model_copy(update={key: getattr(new.queue, key) for key in LIVE_QUEUE_KEYS})
-        service.apply(old.model_copy(update={**{name: getattr(new, name) for name in LIVE_SECTIONS}, "queue": queue}),
-                      engines)
+        switched = old.model_copy(update={**{name: getattr(new, name) for name in LIVE_SECTIONS}, "queue": queue})
+        service.apply(switched.sources_from(new), engines)
         live = [key for key in changed if _is_live(key)]
         message = f"reloaded: engine {engines.engine.name}; changed {', '.join(live) or 'nothing live'}"
         if restart_needed:

@@ -27,6 +27,7 @@ from daemon.core.events import Event, EventKind, PayloadOrigin
 from daemon.core.pipeline import Pipeline
 from daemon.core.request_queue import Request
 from daemon.core.state_db import StateDb, StateDbError
+from daemon.model.bundle import Bundle
 from daemon.model.manifest import MANIFEST, Manifest
 from daemon.protocols.mqtt import MqttService
 from daemon.protocols.payloads import IntakePolicy, RejectedPayload
@@ -301,6 +302,14 @@ class Service:
 
     def current_bundle(self) -> Path | None:
         return self.settings.engine.bundle
+
+    def loaded_bundle(self) -> dict[str, Any] | None:
+        """The bundle the speaking engine was loaded from: its directory, digest and manifest as the file has it;
+        None when no bundle's engine speaks (the eSpeak NG fallback)."""
+        bundle = getattr(self.engines.engine, "bundle", None)  # the GPT-SoVITS engine's; no other engine has one
+        if not isinstance(bundle, Bundle):
+            return None
+        return {"path": str(bundle.path), "digest": bundle.digest, "manifest": bundle.manifest.to_dict()}
 
     def installed_bundles(self) -> list[tuple[Path, dict[str, str]]]:
         """Bundles beside ``engine.bundle`` (its directory's siblings, itself included), each with the file names

@@ -104,35 +104,58 @@ class AudioCache:
         """The cached chunks, or None on a miss (a damaged entry is removed)."""
         digest = key.digest()
         with self._lock:
-            if digest not in self._entries:
-                return None
-            path = self._path(digest)
-            try:
-                chunks = self._read(path, key)
-            except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
-                log.warning("dropping damaged audio cache entry %s: %s", path.name, exc)
-                self._drop(digest)
+            loaded = self._load(digest)
+            if loaded is None:
                 return None
             self._entries.move_to_end(digest)
             try:
-                os.utime(path)  # the LRU order survives a restart
+                os.utime(self._path(digest))  # the LRU order survives a restart
             except OSError:
                 pass
-            return chunks
+            return loaded[1]
+
+    def entry(self, digest: str) -> tuple[np.ndarray, int] | None:
+        """The audio kept under ``digest`` (a key's digest, as the audit trail records it) and its sample rate;
+        None when the cache no longer holds it. Reading it is not a use: it does not move in the LRU order."""
+        with self._lock:
+            loaded = self._load(digest)
+        if loaded is None:
+            return None
+        stored_key, chunks = loaded
+        return np.concatenate(chunks), int(json.loads(stored_key)["sample_rate"])
+
+    def holds(self, digest: str) -> bool:
+        """An entry is kept under ``digest`` (its file is there: something else may have deleted it)."""
+        with self._lock:
+            return digest in self._entries and self._path(digest).exists()
+
+    def _load(self, digest: str) -> tuple[str, list[np.ndarray]] | None:
+        """The entry's key (JSON) and chunks; None on a miss. A damaged entry is removed. The lock is held."""
+        if digest not in self._entries:
+            return None
+        path = self._path(digest)
+        try:
+            stored_key, chunks = self._read(path)
+            if hashlib.sha256(stored_key.encode("utf-8")).hexdigest() != digest:
+                raise ValueError("entry belongs to another key")
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            log.warning("dropping damaged audio cache entry %s: %s", path.name, exc)
+            self._drop(digest)
+            return None
+        return stored_key, chunks
 
     @staticmethod
-    def _read(path: Path, key: CacheKey) -> list[np.ndarray]:
+    def _read(path: Path) -> tuple[str, list[np.ndarray]]:
+        """The entry's key (as JSON) and its chunks, checked for shape and finiteness."""
         with np.load(path, allow_pickle=False) as data:
             stored_key, audio, bounds = str(data["key"]), data["audio"], data["bounds"]
-        if stored_key != key.as_json():
-            raise ValueError("entry belongs to another key")
         if audio.dtype != np.float32 or audio.ndim != 1 or bounds.ndim != 1 or not bounds.size:
             raise ValueError("unexpected array shapes")
         if bounds[-1] != audio.size or np.any(np.diff(bounds) <= 0) or bounds[0] <= 0:
             raise ValueError("chunk bounds do not match the audio")
         if not np.all(np.isfinite(audio)):
             raise ValueError("non-finite samples")
-        return np.split(audio, bounds[:-1])
+        return stored_key, np.split(audio, bounds[:-1])
 
     def put(self, key: CacheKey, chunks: list[np.ndarray]) -> None:
         """Store (atomically) and evict least recently used entries beyond the cap."""

@@ -5,7 +5,8 @@ within ``audit.max_rows`` and ``audit.max_age_days``. A row records where the re
 (protocol, topic, Wyoming or HTTP peer and the HTTP token's name; MQTT 3.1.1 does not tell a subscriber
 who published, so ``client`` is empty for MQTT), what was asked (site, id, voice, SHA-256 of the text; the
 text itself only with ``audit.store_text``) and what happened (outcome, reason, engine, SHA-256 of the audio
-produced). The ``done`` row is committed before the ``done`` event is published, so it survives a crash.
+produced, and the rendered-audio cache entry that holds that audio while the cache keeps it). The ``done`` row is
+committed before the ``done`` event is published, so it survives a crash.
 
 Changes to the box are rows too (:data:`CHANGE_OUTCOMES`): a voice registered or removed, a reload's outcome, a
 token added or revoked, each with who did it (:class:`Actor`): the HTTP token's name, the OS user who ran the
@@ -53,11 +54,12 @@ COLUMNS = (
     "engine",
     "audio_sha256",
     "audio_ms",
+    "cache_entry",
     "os_user",
     "subject",
 )
 
-ADDED_COLUMNS = ("token_name", "os_user", "subject")  # newer than the first schema, added to an existing trail
+ADDED_COLUMNS = ("token_name", "cache_entry", "os_user", "subject")  # newer than the first schema, added if missing
 
 RequestOutcome = Literal["done", "failed", "expired", "rejected"]
 ChangeOutcome = Literal["voice_added", "voice_removed", "reloaded", "reload_refused", "token_added", "token_revoked"]
@@ -84,6 +86,7 @@ SCHEMA = (
         engine TEXT,
         audio_sha256 TEXT,
         audio_ms INTEGER,
+        cache_entry TEXT,
         os_user TEXT,
         subject TEXT
     )""",
@@ -172,6 +175,7 @@ class AuditLog:
             engine=fields.get("engine"),
             audio_sha256=fields.get("audio_sha256"),
             audio_ms=fields.get("audio_ms"),
+            cache_entry=fields.get("cache_entry"),
         )
 
     def changed(self, outcome: ChangeOutcome, by: Actor | None, subject: str | None = None,
@@ -230,6 +234,18 @@ def read_records(state_dir: Path, since: float | None = None) -> list[dict[str, 
         conn.close()
     return [dict(zip(COLUMNS, row, strict=True)) for row in rows]
 
+
+
+def read_row(state_dir: Path, seq: int) -> dict[str, Any] | None:
+    """The row numbered ``seq``; None when there is none (never written, or pruned)."""
+    conn = open_read_only(state_dir)
+    try:
+        row = conn.execute(f"SELECT seq, {_selected(conn)} FROM audit WHERE seq = ?", (seq,)).fetchone()
+    except Exception as exc:  # sqlite3.Error: no audit table yet, a locked or damaged file
+        raise StateDbError(f"cannot read the audit trail in {state_dir}: {exc}") from exc
+    finally:
+        conn.close()
+    return None if row is None else dict(zip(("seq", *COLUMNS), row, strict=True))
 
 
 @dataclass(frozen=True)

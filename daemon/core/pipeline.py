@@ -67,6 +67,7 @@ class Job:
         self.engine = ""
         self.fallback_reason: str | None = None
         self.cached = False  # played from the rendered-audio cache, not synthesised
+        self.cache_entry: str | None = None  # the digest its audio is (or will be) kept under in that cache
         self.error: Exception | None = None
         self.started_at = time.monotonic()
         self.first_chunk_at: float | None = None
@@ -161,7 +162,7 @@ class Pipeline:
         cache: AudioCache | None = None,
     ) -> None:
         self._queue = queue
-        self._cache = cache
+        self.cache = cache
         self.heartbeat = Heartbeat()  # the synthesis and playback loops beat; the systemd watchdog reads it
         self.engine_lock = threading.Lock()  # the engine is not thread-safe: synthesis and voice registration
         self._draining = False
@@ -327,8 +328,9 @@ class Pipeline:
     def _synthesize(self, job: Job) -> None:
         request = job.request
         engine = self._engine_for(request)
-        key = cache_key(engine, request, job.sample_rate) if self._cache is not None else None
-        cached = self._cache.get(key) if self._cache is not None and key is not None else None
+        key = cache_key(engine, request, job.sample_rate) if self.cache is not None else None
+        cached = self.cache.get(key) if self.cache is not None and key is not None else None
+        job.cache_entry = key.digest() if key is not None else None
         self._events.emit(
             request,
             EventKind.STARTED,
@@ -344,10 +346,10 @@ class Pipeline:
             return
         with self.engine_lock:
             self._synthesize_with(job, engine)
-        if key is not None and self._cache is not None and not (job.cancelled.is_set() or job.truncated
+        if key is not None and self.cache is not None and not (job.cancelled.is_set() or job.truncated
                                                                 or job.fallback_reason):
             if job.error is None:
-                self._cache.put(key, list(job.chunks()))
+                self.cache.put(key, list(job.chunks()))
 
     def _synthesize_with(self, job: Job, engine: Synthesizer) -> None:
         request = job.request
@@ -528,6 +530,8 @@ class Pipeline:
         if job.error is not None:
             return EventKind.FAILED, {"reason": f"synthesis failed: {job.error}", **fields}
         fields["audio_sha256"] = self._audio_sha256(job)
+        if job.cache_entry is not None:
+            fields["cache_entry"] = job.cache_entry
         return EventKind.DONE, fields
 
     def _audio_sha256(self, job: Job) -> str:

@@ -25,6 +25,8 @@ class StateDb:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        if path.parent.exists() and not path.parent.is_dir():
+            raise StateDbError(f"{path.parent} is not a directory")
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None, timeout=10)

@@ -100,9 +100,14 @@ _JSON_KINDS = {type(None): "null", bool: "a boolean", int: "a number", float: "a
                list: "an array", dict: "an object"}
 
 
+def _not_json(constant: str) -> Any:
+    """Python's reader takes NaN and Infinity; JSON has neither, and no field here means anything by them."""
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 def _load_json(text: str) -> Any:
     try:
-        return json.loads(text)
+        return json.loads(text, parse_constant=_not_json)
     except json.JSONDecodeError as exc:
         raise RejectedPayload(f"invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from exc
     except ValueError as exc:  # e.g. an integer beyond Python's digit limit
@@ -124,7 +129,7 @@ def _native_object(text: str) -> dict[str, Any] | None:
     if text.lstrip().startswith("{"):  # meant as JSON: an error in it is reported, not spoken
         return _load_object(text)
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_not_json)
     except ValueError:
         return None
     return _object(data)
@@ -209,7 +214,7 @@ def parse_native(payload: bytes, policy: IntakePolicy, now: float | None = None)
             raise RejectedPayload(problem, request_id)
         if say.voice not in policy.voices:
             raise RejectedPayload(f"unknown voice {say.voice!r}", request_id)
-    if say.lang is not None and not _LANG.match(say.lang):
+    if say.lang is not None and not _LANG.fullmatch(say.lang):
         raise RejectedPayload(f"invalid lang {say.lang[:32]!r}", request_id)
     output = say.output or ("play" if policy.has_audio_device else "publish")
     if output != "publish" and not policy.has_audio_device:
@@ -290,7 +295,7 @@ def parse_hermes(
     context["request_id"] = request_id
     if problem := _text_problem(say.text, policy.max_text_chars):
         raise RejectedPayload(problem, **context)
-    if say.lang is not None and not _LANG.match(say.lang):
+    if say.lang is not None and not _LANG.fullmatch(say.lang):
         raise RejectedPayload(f"invalid lang {say.lang[:32]!r}", **context)
     return Request(
         id=request_id,

@@ -66,7 +66,7 @@ class RegistrationProblem:
 
 def voice_name_problem(name: str) -> str | None:
     """Why ``name`` cannot name a registered voice, or None."""
-    if not isinstance(name, str) or not VOICE_NAME.match(name) or ".." in name:
+    if not isinstance(name, str) or not VOICE_NAME.fullmatch(name) or ".." in name:
         return (f"voice name {name!r} is invalid: use 1-64 letters, digits, '_', '-' or '.', starting with a "
                 "letter or digit (no '/', '..', '+', '#')")
     return None

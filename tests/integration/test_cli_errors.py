@@ -173,7 +173,8 @@ CASES = [
     Case("serve-config-unknown-key", exit_codes.SETUP,
          lambda ws: (["serve", "--config", _unknown_key(ws)], ["bundel"])),
     # The disk, not the configuration: FAILED, which systemd restarts (it does not restart SETUP).
-    Case("serve-state-dir-unusable", exit_codes.FAILED, lambda ws: (["serve"], ["state_dir", "lost+found"]),
+    Case("serve-state-dir-unusable", exit_codes.FAILED,
+         lambda ws: (["serve"], ["state_dir", "lost+found", "is not a directory"]),
          env=lambda ws: {"GSV_EDGE_STATE_DIR": str(ws.file("lost+found", "a file where a directory should be"))}),
 ]
 

@@ -27,6 +27,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
+from daemon.app.reload import Reloader
 from daemon.core.audit import read_records
 from daemon.model.bundle import Bundle
 from daemon.model.engine import Engine
@@ -35,6 +36,7 @@ from tests.conftest import Broker
 from tests.http_fixtures import TONE_S
 from tests.integration.test_http_native import MANY, tokens
 from tests.paths import REPO
+from tests.unit.core.test_pipeline import CachedTone
 from tests.unit.model.test_engine import make_wav
 
 SHOTS = REPO / "docs" / "console"
@@ -49,7 +51,9 @@ def chromium(language: str) -> WebDriver:
     assert driver_path, "chromium-driver is not installed (scripts/setup.sh dev installs chromium and it)"
     options = webdriver.ChromeOptions()
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
-                     "--autoplay-policy=no-user-gesture-required", f"--window-size={TABLET},1000"):
+                     "--autoplay-policy=no-user-gesture-required", f"--window-size={TABLET},1000",
+                     # a microphone that needs no permission and plays a beep: the voices page records from it
+                     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream"):
         options.add_argument(argument)
     options.add_experimental_option("prefs", {"intl.accept_languages": language})  # headless ignores --lang
     options.set_capability("goog:loggingPrefs", {"performance": "ALL"})
@@ -158,7 +162,10 @@ class Page:
         """Nothing is cut off or pushed sideways at ``width`` px: the page is no wider than the screen."""
         self._viewport(width, 900)
         overflow = self.driver.execute_script("return document.documentElement.scrollWidth")
-        assert overflow <= width, f"the page is {overflow} px wide on a {width} px screen"
+        wide = self.driver.execute_script(  # what sticks out, for the message (a table's wrapper scrolls it)
+            "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > "
+            "arguments[0] && !e.closest('.table-wrap')).slice(0, 5).map(e => `${e.tagName}#${e.id}`)", width)
+        assert overflow <= width, f"the page is {overflow} px wide on a {width} px screen: {wide}"
 
     def screenshot(self, name: str, width: int = TABLET) -> None:
         """The whole page at ``width`` px into docs/console/NAME.png."""
@@ -325,12 +332,17 @@ def test_register_a_voice_by_upload_speak_with_it_and_remove_it(browser: WebDriv
     assert done["engine"] == engine.name and done["fallback"] is False
 
     page.open("voices")
-    page.visible('#voices-list tr[data-voice="carol"] button').click()
+    page.visible('#voices-list tr[data-voice="carol"] button.secondary').click()  # preview: carol says a sentence
+    previewed, wav = page.audio("#voice-preview-audio")
+    samples, rate = soundfile.read(io.BytesIO(wav))
+    assert previewed["error"] is None and rate == engine.sample_rate and len(samples) > rate // 2
+    assert page.find("#voice-preview-label").text == "carol says a sentence:"
+    page.visible('#voices-list tr[data-voice="carol"] button.danger').click()
     assert "carol" in browser.switch_to.alert.text
     browser.switch_to.alert.accept()
     page.wait(lambda d: not d.find_elements(By.CSS_SELECTOR, '#voices-list tr[data-voice="carol"]'))
     assert "carol" not in {v.name for v in engine.voices()}
-    page.visible('#voices-list tr[data-voice="en"] button').click()
+    page.visible('#voices-list tr[data-voice="en"] button.danger').click()
     browser.switch_to.alert.accept()
     assert "eSpeak NG" in page.text("#voices-error", "eSpeak")  # built in: the API's 409, as it words it
     assert page.external() == []
@@ -339,12 +351,12 @@ def test_register_a_voice_by_upload_speak_with_it_and_remove_it(browser: WebDriv
 def test_history_shows_requests_and_refusals_filtered_paged_and_as_csv(browser: WebDriver, http_daemon,
                                                                       tmp_path: Path) -> None:
     made = tokens(tmp_path, boss=["admin"], kiosk=["speak"])
-    daemon, url = http_daemon(**MANY)
+    daemon, url = http_daemon(CachedTone(seconds=TONE_S), **MANY)  # its audio is cached: History replays it
     page = Page(browser, url)
     page.log_in("gsv_wrong")
     page.text("#login-error", "Refused")
     page.log_in(made["boss"]["Authorization"].removeprefix("Bearer "))
-    assert page.nav() == ["Status", "Speak", "Voices", "History"]
+    assert page.nav() == ["Status", "Speak", "Voices", "History", "Model and settings"]
     page.open("speak")
     page.find("#speak-text").send_keys("Hello.")
     page.find("#speak-submit").click()
@@ -364,6 +376,16 @@ def test_history_shows_requests_and_refusals_filtered_paged_and_as_csv(browser: 
     assert spoken[1] == "done" and spoken[3].startswith("HTTPboss@127.0.0.1:")  # the protocol over who
     [refused] = [row for row in rows if row[1] == "rejected"]
     assert refused[6] == "401: invalid or revoked token" and refused[3].startswith("HTTP127.0.0.1:")
+
+    page.find('#history-rows tr[data-request="h10"] button.link').click()  # the request's events
+    page.text("#history-detail-id", "h10")
+    events = page.rows("#history-detail-events tr")
+    assert [row[1] for row in events] == ["queued", "started", "first_audio", "done"]
+    assert page.find("#history-detail-state").text == "done"
+    page.find('#history-rows tr[data-request="h10"] button.secondary').click()  # its audio, from the cache
+    replayed, wav = page.audio('#history-rows tr[data-request="h10"] audio')
+    samples, rate = soundfile.read(io.BytesIO(wav))
+    assert replayed["error"] is None and len(samples) / rate == pytest.approx(TONE_S, abs=0.01)
 
     page.select("#history-outcome", "rejected")
     page.find("#history-form button[type=submit]").click()
@@ -397,7 +419,7 @@ def test_the_page_speaks_the_browser_s_language_and_switches(browser: WebDriver,
         page.text("#login h1", "登录")
         assert chinese.find_element(By.TAG_NAME, "html").get_attribute("lang") == "zh-CN"
         page.log_in(made["boss"]["Authorization"].removeprefix("Bearer "))
-        assert page.nav() == ["状态", "播报", "语音", "历史"]
+        assert page.nav() == ["状态", "播报", "语音", "历史", "模型与设置"]
         page.text("#st-engine-state", "就绪")
         page.text("#st-uptime", "秒")  # units too
         assert page.find("#st-state").text == "空闲" and page.find("#st-mqtt-state").text == "已连接"
@@ -405,7 +427,7 @@ def test_the_page_speaks_the_browser_s_language_and_switches(browser: WebDriver,
         page.screenshot("status-zh")
         Select(page.find("#language")).select_by_value("en")
         page.text("#st-engine-state", "ready")
-        assert page.nav() == ["Status", "Speak", "Voices", "History"]
+        assert page.nav() == ["Status", "Speak", "Voices", "History", "Model and settings"]
         chinese.refresh()  # the choice is kept
         page.text("#st-engine-state", "ready")
         assert page.external() == []
@@ -426,6 +448,99 @@ def test_a_fresh_box_opens_without_a_login_and_may_only_speak(browser: WebDriver
     page.find("#login-button").click()
     page.visible("#login-token")
     assert page.external() == []
+
+
+def test_a_clip_recorded_in_the_browser_registers_a_voice(browser: WebDriver, http_daemon, demo_bundle: Path,
+                                                          tmp_path: Path) -> None:
+    made = tokens(tmp_path, curator=["voices"])
+    engine = Engine(Bundle.load(demo_bundle), HardwareProfile.load("x86-cpu"), tmp_path / "voices")
+    _, url = http_daemon(engine)
+    page = Page(browser, url)
+    page.log_in(made["curator"]["Authorization"].removeprefix("Bearer "))
+    assert page.nav() == ["Voices"]  # a voices token: the list too, without speaking
+    page.visible('#voices-list tr[data-voice="en"]')
+    assert not page.driver.find_elements(By.CSS_SELECTOR, "#voices-list button.secondary")  # no preview: no speak
+    record = page.find("#voice-record")
+    assert record.is_enabled() and record.text == "Record"
+    record.click()
+    page.wait(lambda d: d.execute_script(
+        "return parseFloat(document.querySelector('#voice-record-time').textContent.split(' ')[1]) >= 4"))
+    record.click()
+    page.text("#voice-record-time", "recorded")
+    seconds = float(page.find("#voice-record-time").text.split()[1])
+    assert 4.0 <= seconds < 10
+    chosen = page.driver.execute_script("const f = document.querySelector('#voice-audio').files[0]; "
+                                        "return f && [f.name, f.type, f.size]")
+    assert chosen[:2] == ["recording.wav", "audio/wav"]
+    page.visible("#voice-recorded")
+    page.find("#voice-name").send_keys("dave")
+    page.find("#voice-text").send_keys("This is a reference clip.")
+    page.select("#voice-lang", "en")
+    page.screenshot("voices-record")
+    page.find("#voice-submit").click()
+    assert page.text("#voice-added", "registered") == "The voice dave is registered."
+    assert engine.voices_store.meta("dave").seconds == pytest.approx(seconds, abs=0.1)  # the recording, as measured
+    assert page.external() == []
+
+
+def test_model_and_settings_show_the_bundle_where_values_came_from_and_reload(
+        browser: WebDriver, http_daemon, demo_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    made = tokens(tmp_path, boss=["admin"], curator=["voices"])
+    monkeypatch.setenv("GSV_EDGE_QUEUE__MAX_TEXT_CHARS", "1500")
+    bundle = Bundle.load(demo_bundle)
+    engine = Engine(bundle, HardwareProfile.load("x86-cpu"), tmp_path / "voices")
+    daemon, url = http_daemon(engine, sections={"mqtt": {"username": "box", "password": "hunter2"}})
+    page = Page(browser, url)
+    page.log_in(made["curator"]["Authorization"].removeprefix("Bearer "))
+    assert "Model and settings" not in page.nav()  # an admin's page
+    page.visible("#logout-button").click()
+    page.log_in(made["boss"]["Authorization"].removeprefix("Bearer "))
+    page.open("model")
+
+    digest = bundle.graphs["t2s_step"].sha256
+    step = page.text('#model-graphs tr[data-graph="t2s_step"]', digest)
+    assert "t2s_step.onnx" in step and f"{bundle.graphs['t2s_step'].bytes:,} bytes" in step
+    assert page.find("#model-name").text == engine.name and page.find("#model-engine-state").text == "ready"
+    assert page.find('#model-bundle [data-key="Bundle digest"]').text == bundle.digest
+    assert page.find('#model-provenance [data-key="sources.gpt.file"]').text == "demo-e1.ckpt"
+    assert ["t2s_step", "logits", "max_abs_diff"] == page.rows("#model-parity tr")[3][:3]
+    settings = {row[0]: row[1:] for row in page.rows("#model-settings tr")}
+    assert settings["mqtt.password"] == ["********", "file"] and settings["mqtt.username"] == ["box", "file"]
+    assert settings["queue.max_text_chars"] == ["1500", "environment"]
+    assert settings["queue.max_depth"] == ["32", "default"]
+    assert "hunter2" not in browser.page_source
+
+    page.find("#model-reload").click()
+    refused = page.text("#model-reload-outcome", "refused")
+    assert refused == "reload refused: this daemon was not started by gsv-edge serve"
+    assert "bad" in page.find("#model-reload-outcome").get_attribute("class")
+    config = daemon.service.settings.config_file
+    assert config is not None
+    daemon.service.reload_hook = Reloader(daemon.service, config).reload  # as gsv-edge serve wires it
+    config.write_text(config.read_text() + "\n[audit]\nmax_rows = 5000\n")
+    page.find("#model-reload").click()
+    reloaded = page.text("#model-reload-outcome", "reloaded")
+    assert reloaded == f"reloaded: engine {engine.name}; changed audit.max_rows"
+    page.wait(lambda d: page.rows('#model-settings tr[data-key="audit.max_rows"]') == [["audit.max_rows", "5000",
+                                                                                         "file"]])
+    page.fits(TABLET)
+    page.fits(PHONE)
+    page.screenshot("model")
+    assert page.external() == []
+
+
+def test_model_page_says_the_fallback_speaks_without_a_bundle(browser: WebDriver, http_daemon,
+                                                              tmp_path: Path) -> None:
+    made = tokens(tmp_path, boss=["admin"])
+    _, url = http_daemon(engine_section={})
+    page = Page(browser, url)
+    page.log_in(made["boss"]["Authorization"].removeprefix("Bearer "))
+    page.open("model")
+    assert "the eSpeak NG fallback speaks" in page.text("#model-alerts", "No model bundle is configured")
+    assert page.find("#model-engine-state").text == "fallback only"
+    assert not page.find("#model-graphs-card").is_displayed() and not page.find("#model-bundle").is_displayed()
+    page.visible('#model-settings tr[data-key="engine.bundle"]')
+    assert page.rows('#model-settings tr[data-key="engine.bundle"]') == [["engine.bundle", "-", "default"]]
 
 
 def test_history_shows_who_changed_what_and_the_voices_who_registered_them(browser: WebDriver, http_daemon,

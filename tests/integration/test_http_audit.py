@@ -1,5 +1,5 @@
 """``GET /v1/audit`` over real sockets: the trail of requests from several protocols and tokens, filtered, paged
-and exported as CSV, for an admin only."""
+and exported as CSV, for an admin only; a row's audio replayed while the rendered-audio cache holds it."""
 
 from __future__ import annotations
 
@@ -9,11 +9,14 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from daemon.core.audit import COLUMNS
 from daemon.protocols.http import audit_trail
+from tests.http_fixtures import TONE_S, decode
 from tests.integration.test_http_native import MANY, error, tokens
+from tests.unit.core.test_pipeline import CachedTone
 
 
 def test_the_trail_filtered_paged_and_exported(http_daemon, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,7 +39,7 @@ def test_the_trail_filtered_paged_and_exported(http_daemon, tmp_path: Path, monk
     assert everything["total"] == 8 and everything["page"] == 1 and everything["per_page"] == 50
     rows = everything["rows"]
     assert rows[0]["outcome"] == "rejected" and rows[0]["reason"].startswith("400: speed")
-    assert set(rows[0]) == {"seq", *COLUMNS} and [row["seq"] for row in rows] == sorted(
+    assert set(rows[0]) == {"seq", "replayable", *COLUMNS} and [row["seq"] for row in rows] == sorted(
         (row["seq"] for row in rows), reverse=True)
     assert {row["request_id"] for row in rows[1:]} == {"k0", "k1", "k2", "k3", "k4", "o1", "m1"}
 
@@ -87,3 +90,36 @@ def test_a_cell_a_spreadsheet_would_run_is_defused(http_daemon, tmp_path: Path) 
     [_, line] = list(csv.reader(io.StringIO(httpx.get(f"{url}/v1/audit?format=csv", headers=made["boss"]).text)))
     assert line[1 + COLUMNS.index("text")] == "'=1+1"
     assert httpx.get(f"{url}/v1/audit", headers=made["boss"]).json()["rows"][0]["text"] == "=1+1"  # JSON as it is
+
+
+def test_a_row_s_audio_replays_while_the_cache_holds_it(http_daemon, tmp_path: Path) -> None:
+    made = tokens(tmp_path, boss=["admin"], kiosk=["speak"])
+    daemon, url = http_daemon(CachedTone(seconds=TONE_S), **MANY)
+    boss = made["boss"]
+    assert httpx.post(f"{url}/v1/say", json={"id": "h1", "text": "One. Two.", "output": "response"},
+                      headers=made["kiosk"]).status_code == 202
+    daemon.say({"id": "m1", "text": "From MQTT.", "voice": "tone-a"})
+    assert httpx.post(f"{url}/v1/say", json={"text": "Hi.", "speed": 9}, headers=boss).status_code == 400
+    for request_id in ("h1", "m1"):
+        daemon.wait_event(request_id, "done")
+    rows = {row["request_id"]: row for row in httpx.get(f"{url}/v1/audit", headers=boss).json()["rows"]}
+    assert rows["h1"]["replayable"] and rows["m1"]["replayable"] and not rows[None]["replayable"]
+
+    kept, rate = decode(httpx.get(f"{url}/v1/requests/h1/audio", headers=made["kiosk"]).content, "wav")
+    replayed = httpx.get(f"{url}/v1/audit/{rows['h1']['seq']}/audio", headers=boss)
+    assert replayed.status_code == 200 and replayed.headers["content-type"] == "audio/wav"
+    samples, replay_rate = decode(replayed.content, "wav")
+    assert replay_rate == rate and np.array_equal(samples, kept)  # what the caller heard, sample for sample
+    mqtt_audio, _ = decode(httpx.get(f"{url}/v1/audit/{rows['m1']['seq']}/audio", headers=boss).content, "wav")
+    assert abs(len(mqtt_audio) / replay_rate - TONE_S) < 0.01  # one sentence, one tone
+
+    gone = error(httpx.get(f"{url}/v1/audit/{rows[None]['seq']}/audio", headers=boss), 410)
+    assert gone["code"] == "audio_gone" and "rejected" in gone["message"]
+    assert error(httpx.get(f"{url}/v1/audit/99999/audio", headers=boss), 404)["param"] == "seq"
+    assert error(httpx.get(f"{url}/v1/audit/{rows['h1']['seq']}/audio", headers=made["kiosk"]), 403)
+    for entry in (tmp_path / "state" / "cache" / "audio").glob("*.npz"):
+        entry.unlink()  # let go of by the cache (as by eviction): the row says so and the audio is gone
+    evicted = error(httpx.get(f"{url}/v1/audit/{rows['h1']['seq']}/audio", headers=boss), 410)
+    assert "no longer holds it" in evicted["message"]
+    rows = {row["request_id"]: row for row in httpx.get(f"{url}/v1/audit", headers=boss).json()["rows"]}
+    assert not rows["h1"]["replayable"] and rows["m1"]["replayable"] is False

@@ -302,6 +302,7 @@ def test_voice_listing_scopes_and_refusals(http_daemon, tmp_path: Path) -> None:
     listed = httpx.get(f"{url}/v1/voices", headers=made["kiosk"]).json()["voices"]
     assert {v["name"]: v["languages"] for v in listed} == {"tone-a": ["en"], "tone-b": ["en"], "en": ["en"]}
     assert next(v for v in listed if v["name"] == "tone-a")["description"] == "test tone A"
+    assert httpx.get(f"{url}/v1/voices", headers=made["curator"]).json()["voices"] == listed  # manages what it sees
     assert error(httpx.get(f"{url}/v1/voices"), 401)["code"] == "missing_token"
 
     upload = voice_form(audio=make_wav(seed=3))

@@ -146,12 +146,14 @@ def identify(http_request: HttpRequest) -> Caller:
     return caller
 
 
-def needs(scope: str) -> Callable[[HttpRequest], Caller]:
-    """A route dependency: the caller, allowed to do ``scope``; checked before the body is read or
-    validated, so a stranger learns nothing from a malformed body."""
+def needs(scope: str, *also: str) -> Callable[[HttpRequest], Caller]:
+    """A route dependency: the caller, allowed to do ``scope`` (or one of the scopes ``also``; a refusal names
+    ``scope``); checked before the body is read or validated, so a stranger learns nothing from a malformed body."""
 
     def dependency(http_request: HttpRequest) -> Caller:
-        return admit(http_request, scope)
+        caller = identify(http_request)
+        http_request.app.state.gate.admit(caller, next((other for other in also if caller.may(other)), scope))
+        return caller
 
     return dependency
 

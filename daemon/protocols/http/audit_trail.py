@@ -4,7 +4,8 @@ Filters are exact (outcome, protocol, voice, token name, OS user), a time range 
 ``change`` for the changes to the box (voices, reloads, tokens, with who made them), ``request`` for the rest;
 rows come newest first. ``format=csv`` exports every matching row, read in batches that rows written meanwhile do
 not shift; a cell that a spreadsheet would run as a formula (it starts with ``=``, ``+``, ``-`` or ``@``: a
-caller's text or id can) is prefixed with ``'``.
+caller's text or id can) is prefixed with ``'``. A row says whether its audio is ``replayable``: the rendered-audio
+cache still holds it, and ``GET /v1/audit/{seq}/audio`` plays it (as the engine rendered it: no chime, no volume).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from daemon.core.audit import COLUMNS, AuditProtocol, AuditQuery, Kind, Outcome, read_page
+from daemon.audio.wav import encode_wav
+from daemon.core.audio_cache import AudioCache
+from daemon.core.audit import COLUMNS, AuditProtocol, AuditQuery, Kind, Outcome, read_page, read_row
 from daemon.core.state_db import StateDbError
 from daemon.protocols.http.access import Caller, Refusal, needs
 
@@ -64,7 +67,37 @@ async def audit(params: Annotated[AuditParams, Query()], http_request: HttpReque
         return StreamingResponse(_csv(state_dir, query, first), media_type="text/csv; charset=utf-8",
                                  headers={"Content-Disposition": 'attachment; filename="gsv-edge-audit.csv"'})
     found, total = await _read(state_dir, query, params.per_page, (params.page - 1) * params.per_page)
+    cache = _cache(http_request)
+    for row in found:
+        row["replayable"] = bool(cache and row["cache_entry"] and cache.holds(row["cache_entry"]))
     return JSONResponse({"rows": found, "total": total, "page": params.page, "per_page": params.per_page})
+
+
+@router.get("/v1/audit/{seq}/audio")
+async def replay(seq: int, http_request: HttpRequest, caller: Admin) -> Response:
+    """The WAV of row ``seq``'s audio while the rendered-audio cache holds it: 404 for no such row, 410 when
+    there is no audio (any more)."""
+    state_dir: Path = http_request.app.state.server.settings.state_dir
+    try:
+        row = await asyncio.to_thread(read_row, state_dir, seq)
+    except StateDbError as exc:
+        raise Refusal(503, str(exc), "audit_unreadable") from exc
+    if row is None:
+        raise Refusal(404, f"no audit row {seq} (the trail keeps audit.max_rows rows for audit.max_age_days)",
+                      "not_found", param="seq")
+    cache = _cache(http_request)
+    kept = await asyncio.to_thread(cache.entry, row["cache_entry"]) if cache and row["cache_entry"] else None
+    if kept is None:
+        why = ("the rendered-audio cache no longer holds it" if row["cache_entry"]
+               else f"the request ended {row['outcome']} without cached audio")
+        raise Refusal(410, f"audit row {seq} has no audio to replay: {why}", "audio_gone", param="seq")
+    audio, sample_rate = kept
+    return Response(encode_wav(audio, sample_rate), media_type="audio/wav",
+                    headers={"X-Sample-Rate": str(sample_rate)})
+
+
+def _cache(http_request: HttpRequest) -> AudioCache | None:
+    return http_request.app.state.server.service.pipeline.cache
 
 
 async def _read(state_dir: Path, query: AuditQuery, limit: int, offset: int,

@@ -38,6 +38,7 @@ router = APIRouter()
 Speaker = Annotated[Caller, Depends(needs("speak"))]  # the caller, allowed to speak
 Curator = Annotated[Caller, Depends(needs("voices"))]  # ... to manage voices
 Admin = Annotated[Caller, Depends(needs("admin"))]  # ... to do anything
+Lister = Annotated[Caller, Depends(needs("speak", "voices"))]  # ... to choose a voice, or to manage them
 
 OUTPUTS = {"play": "play", "response": "publish", "publish": "publish", "both": "both"}  # HTTP's name -> MQTT's
 RETRY_AFTER_S = "1"  # audio asked for before the request is done
@@ -168,7 +169,7 @@ async def event_stream(http_request: HttpRequest, caller: Admin) -> StreamingRes
 
 
 @router.get("/v1/voices")
-async def voices(http_request: HttpRequest, caller: Speaker) -> dict[str, Any]:
+async def voices(http_request: HttpRequest, caller: Lister) -> dict[str, Any]:
     offered = _server(http_request).service.offered_voices()
     return {"voices": [_voice(info) for info, _ in offered]}
 

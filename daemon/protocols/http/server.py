@@ -48,6 +48,7 @@ class SpeechService(Protocol):
 
     engine: Synthesizer
     fallback: Synthesizer
+    settings: Settings  # as last applied: a reload replaces them
 
     def submit(self, request: Request) -> None: ...
 
@@ -79,6 +80,10 @@ class SpeechService(Protocol):
 
     def current_bundle(self) -> Path | None:
         """The bundle the engine was built from (``engine.bundle`` as last applied)."""
+        ...
+
+    def loaded_bundle(self) -> dict[str, Any] | None:
+        """The speaking engine's bundle: ``path``, ``digest`` and ``manifest`` (its JSON); None without one."""
         ...
 
     def reload_busy(self) -> bool:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from daemon.commands import exit_codes
-from daemon.config import ConfigError, default_node_id, load_settings
+from daemon.config import MASKED, ConfigError, MqttSettings, Settings, default_node_id, load_settings
 from tests.paths import REPO
 
 
@@ -57,6 +57,7 @@ def test_file_values_and_environment_overrides(tmp_path: Path, monkeypatch: pyte
         ('[mqtt]\nport = "abc"\n', "mqtt.port"),
         ("[mqtt]\nport = 70000\n", "mqtt.port"),
         ('[mqtt]\nnode_id = "a/b"\n', "mqtt.node_id"),
+        ('[mqtt]\nnode_id = "hall\\n"\n', "mqtt.node_id"),  # a trailing newline is no part of a topic level
         ('[mqtt]\nprefix = "tts/#"\n', "mqtt.prefix"),
         ("[audio]\nvolume = 5\n", "audio.volume"),
         ("[queue]\nmax_depth = 0\n", "queue.max_depth"),
@@ -70,6 +71,15 @@ def test_bad_file_value_names_the_key(tmp_path: Path, text: str, key: str) -> No
     with pytest.raises(ConfigError) as err:
         load_settings(_write(tmp_path, text))
     assert f"{key}:" in str(err.value)
+
+
+def test_without_a_config_file_an_error_names_only_the_variable(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    monkeypatch.setattr("daemon.config.DEFAULT_CONFIG_PATH", tmp_path / "absent.toml")
+    monkeypatch.setenv("GSV_EDGE_MQTT__PORT", "many")
+    with pytest.raises(ConfigError) as err:
+        load_settings(None)
+    assert str(err.value).startswith("invalid configuration: mqtt.port:") and "absent.toml" not in str(err.value)
 
 
 def test_bad_environment_value_names_key_and_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,3 +116,32 @@ def test_unknown_fallback_voice_names_the_key(tmp_path: Path) -> None:
     settings = load_settings(_write(tmp_path, '[engine]\nfallback_voice = "klingon"\n'))
     with pytest.raises(ConfigError, match="engine.fallback_voice"):
         Service(settings)
+
+
+def test_each_value_s_source_environment_over_file_over_default(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GSV_EDGE_HTTP__PORT", "9999")
+    monkeypatch.setenv("GSV_EDGE_STATE_DIR", str(tmp_path / "state"))
+    path = _write(tmp_path, '[http]\nport = 9880\nhost = "0.0.0.0"\n[mqtt]\npassword = "hunter2"\n')
+    settings = load_settings(path)
+    shown = {key: (value, source) for key, value, source in settings.effective()}
+    assert settings.config_file == path
+    assert shown["http.port"] == (9999, "environment") and shown["http.host"] == ("0.0.0.0", "file")
+    assert shown["state_dir"] == (str(tmp_path / "state"), "environment")
+    assert shown["mqtt.password"] == (MASKED, "file") and shown["mqtt.username"] == (None, "default")
+    assert shown["queue.max_depth"] == (32, "default") and list(shown) == settings.keys()
+
+
+def test_settings_built_by_a_program_say_so_and_a_reload_takes_the_new_sources(tmp_path: Path) -> None:
+    given = Settings(mqtt=MqttSettings(host="broker"), log_level="DEBUG", state_dir=tmp_path)
+    assert given.config_file is None
+    assert [given.source(key) for key in ("mqtt.host", "mqtt.port", "log_level")] == ["given", "default", "given"]
+    read = load_settings(_write(tmp_path, f'state_dir = "{tmp_path}"\n[mqtt]\nhost = "other"\n'))
+    switched = given.model_copy(update={"log_level": read.log_level}).sources_from(read)
+    assert switched.log_level == "INFO" and switched.source("log_level") == "default"  # the new value's source
+    assert switched.source("mqtt.host") == "given"  # not switched in: still the old value, from where it came
+    assert switched.source("state_dir") == "file" and switched.config_file == read.config_file
+    bundle = tmp_path / "other-bundle"
+    chosen = read.with_value("engine.bundle", bundle)
+    assert chosen.engine.bundle == bundle and chosen.source("engine.bundle") == "given"
+    assert read.engine.bundle is None and read.source("engine.bundle") == "default"

@@ -15,7 +15,7 @@ OLD_SCHEMA = """CREATE TABLE audit (seq INTEGER PRIMARY KEY AUTOINCREMENT, ts RE
     reason TEXT, engine TEXT, audio_sha256 TEXT, audio_ms INTEGER)"""
 
 
-def test_an_older_trail_gains_token_name_and_keeps_its_rows(tmp_path: Path) -> None:
+def test_an_older_trail_gains_the_newer_columns_and_keeps_its_rows(tmp_path: Path) -> None:
     db = StateDb.in_dir(tmp_path)
     with db.transaction() as conn:
         conn.execute(OLD_SCHEMA)
@@ -27,6 +27,6 @@ def test_an_older_trail_gains_token_name_and_keeps_its_rows(tmp_path: Path) -> N
                          refused=origin))
     db.close()
     old, new = read_records(tmp_path)
-    assert (old["request_id"], old["token_name"]) == ("old", None)
+    assert (old["request_id"], old["token_name"], old["cache_entry"]) == ("old", None, None)
     assert (new["protocol"], new["client"], new["token_name"]) == ("http", "10.0.0.5:4242", "kiosk")
     assert new["reason"].startswith("403")

@@ -132,7 +132,7 @@ def test_stereo_44k_clip_is_accepted(engine: Engine) -> None:
     assert voice.meta.seconds == pytest.approx(4.0, abs=0.01)
 
 
-@pytest.mark.parametrize("name", ["../etc", "a/b", "x+", "#", "", "a" * 65, "bad\0name"])
+@pytest.mark.parametrize("name", ["../etc", "a/b", "x+", "#", "", "a" * 65, "bad\0name", "carol\n"])
 def test_bad_voice_names(engine: Engine, name: str) -> None:
     with pytest.raises(VoiceError, match="invalid"):
         engine.register_voice(name, make_wav(), "参考文本。", "zh")

@@ -73,6 +73,31 @@ def test_integer_ids_are_accepted_as_their_decimal_string() -> None:
             raise AssertionError(f"id {raw!r} accepted")
 
 
+def test_nan_and_infinity_are_not_json() -> None:
+    for constant in ("NaN", "Infinity", "-Infinity"):
+        payload = b'{"text": "hi", "expires_at": ' + constant.encode() + b"}"
+        for parse in (lambda p=payload: parse_native(p, POLICY),
+                      lambda p=payload: parse_hermes(p, POLICY, [], "normal")):
+            try:
+                parse()
+            except RejectedPayload as rejection:
+                assert rejection.reason == f"invalid JSON: {constant} is not a JSON value", rejection.reason
+            else:
+                raise AssertionError(f"{constant} accepted")
+    assert parse_native(b"NaN", POLICY).text == "NaN"  # plain text that happens to be the word
+
+
+def test_a_language_code_is_all_there_is_in_lang() -> None:
+    for lang in ("en\n", "zh-CN\n", " en"):
+        try:
+            parse_native(json.dumps({"text": "hi", "lang": lang}).encode(), POLICY)
+        except RejectedPayload as rejection:
+            assert rejection.reason == f"invalid lang {lang!r}", rejection.reason
+        else:
+            raise AssertionError(f"lang {lang!r} accepted")
+    assert parse_native(b'{"text": "hi", "lang": "zh-CN"}', POLICY).lang == "zh-CN"
+
+
 def test_json_that_is_not_an_object_is_refused_and_plain_text_spoken() -> None:
     for payload, kind in ((b"null", "null"), (b" 42", "a number"), (b"[1, 2, 3]", "an array"), (b'"hi"', "a string")):
         try:

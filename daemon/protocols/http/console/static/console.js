@@ -210,8 +210,7 @@ function precisionText(precision) {
   return Object.entries(precision).map(([graph, value]) => `${graph}: ${value}`).join(", ");
 }
 
-function showAlerts(alerts) {
-  const box = $("#alerts");
+function showAlerts(alerts, box = $("#alerts")) {
   box.replaceChildren();
   for (const { kind, text } of alerts) {
     const div = document.createElement("div");
@@ -439,6 +438,14 @@ async function showVoices() {
     cell(row, voice.description);
     registered(cell(row, ""), voice);
     const actions = cell(row, "");
+    if (may("speak")) {
+      const preview = document.createElement("button");
+      preview.type = "button";
+      preview.className = "small secondary";
+      preview.textContent = t("voices.preview");
+      preview.addEventListener("click", () => previewVoice(voice));
+      actions.append(preview, " ");
+    }
     if (may("voices")) {
       const remove = document.createElement("button");
       remove.type = "button";
@@ -474,6 +481,8 @@ async function addVoice(event) {
     $("#voice-added").textContent = t("voices.added", { name: result.data.name });
     $("#voice-added").hidden = false;
     form.reset();
+    $("#voice-recorded").hidden = true;
+    $("#voice-record-time").textContent = "";
     await showVoices();
   } finally {
     $("#voice-submit").disabled = false;
@@ -481,10 +490,151 @@ async function addVoice(event) {
   }
 }
 
+// A sentence in the voice's own language, spoken by it (POST /v1/say, the audio kept for this page).
+const PREVIEW_TEXT = { zh: "你好，这是我的声音。", all_zh: "你好，这是我的声音。", en: "Hello, this is how I sound." };
+
+async function previewVoice(voice) {
+  const box = $("#voice-preview");
+  const audio = $("#voice-preview-audio");
+  box.hidden = false;
+  audio.removeAttribute("src");
+  $("#voice-preview-label").textContent = t("voices.preview_of", { name: voice.name });
+  $("#voice-preview-state").textContent = t("voices.preview_wait");
+  const text = PREVIEW_TEXT[voice.languages[0]] ?? PREVIEW_TEXT.en;
+  const said = await api("POST", "/v1/say", { json: { text, voice: voice.name, output: "response" } });
+  if (!said.ok) {
+    $("#voice-preview-state").textContent = said.error.message;
+    return;
+  }
+  for (;;) {
+    const result = await api("GET", said.data.status_url);
+    if (!result.ok) {
+      $("#voice-preview-state").textContent = result.error.message;
+      return;
+    }
+    if (ENDS.has(result.data.state)) {
+      const end = result.data.events[result.data.events.length - 1];
+      if (result.data.state !== "done") {
+        $("#voice-preview-state").textContent = end?.fields.reason ?? t(`request.${result.data.state}`);
+        return;
+      }
+      $("#voice-preview-state").textContent = "";
+      audio.src = said.data.audio_url;
+      audio.play().catch(() => {});  // the browser may want a click first: the controls are there
+      return;
+    }
+    await sleep(FOLLOW_MS);
+  }
+}
+
+// -- recording a clip ------------------------------------------------------------------------------
+
+const RECORD_MAX_S = 10;  // the longest reference clip the box takes
+const recording = { recorder: null, timer: null, started: 0 };
+
+// The samples of every channel averaged into one.
+function mono(buffer) {
+  const out = new Float32Array(buffer.length);
+  for (let c = 0; c < buffer.numberOfChannels; c++) {
+    const data = buffer.getChannelData(c);
+    for (let i = 0; i < out.length; i++) out[i] += data[i] / buffer.numberOfChannels;
+  }
+  return out;
+}
+
+// 16-bit PCM WAV of mono samples: what the box's clip check reads.
+function wavFile(samples, rate, name) {
+  const view = new DataView(new ArrayBuffer(44 + samples.length * 2));
+  const text = (offset, value) => [...value].forEach((ch, i) => view.setUint8(offset + i, ch.charCodeAt(0)));
+  text(0, "RIFF");
+  view.setUint32(4, 36 + samples.length * 2, true);
+  text(8, "WAVEfmt ");
+  view.setUint32(16, 16, true);
+  view.setUint16(20, 1, true);
+  view.setUint16(22, 1, true);
+  view.setUint32(24, rate, true);
+  view.setUint32(28, rate * 2, true);
+  view.setUint16(32, 2, true);
+  view.setUint16(34, 16, true);
+  text(36, "data");
+  view.setUint32(40, samples.length * 2, true);
+  samples.forEach((x, i) => view.setInt16(44 + i * 2, Math.max(-1, Math.min(1, x)) * 0x7fff, true));
+  return new File([view], name, { type: "audio/wav" });
+}
+
+// The recording, decoded by the browser and put in the form's file field as a WAV, to upload as any file.
+async function useRecording(chunks, type) {
+  const context = new AudioContext();
+  try {
+    const buffer = await context.decodeAudioData(await new Blob(chunks, { type }).arrayBuffer());
+    const file = wavFile(mono(buffer), buffer.sampleRate, "recording.wav");
+    const files = new DataTransfer();
+    files.items.add(file);
+    $("#voice-audio").files = files.files;
+    const heard = $("#voice-recorded");
+    if (heard.src) URL.revokeObjectURL(heard.src);
+    heard.src = URL.createObjectURL(file);
+    heard.hidden = false;
+    $("#voice-record-time").textContent = t("voices.recorded", { s: buffer.duration.toFixed(1) });
+  } catch (exc) {
+    $("#voice-record-hint").textContent = t("voices.record_failed", { message: exc.message });
+  } finally {
+    context.close();
+  }
+}
+
+async function toggleRecording() {
+  const button = $("#voice-record");
+  if (recording.recorder) {
+    recording.recorder.stop();
+    return;
+  }
+  $("#voice-record-hint").textContent = "";
+  let stream;
+  try {
+    stream = await navigator.mediaDevices.getUserMedia({ audio: { channelCount: 1, echoCancellation: false,
+                                                                  noiseSuppression: false, autoGainControl: false } });
+  } catch (exc) {
+    $("#voice-record-hint").textContent = t("voices.record_failed", { message: exc.message });
+    return;
+  }
+  const chunks = [];
+  const recorder = new MediaRecorder(stream);
+  recorder.ondataavailable = (event) => chunks.push(event.data);
+  recorder.onstop = async () => {
+    clearInterval(recording.timer);
+    recording.recorder = null;
+    for (const track of stream.getTracks()) track.stop();
+    button.textContent = t("voices.record");
+    await useRecording(chunks, recorder.mimeType);
+  };
+  recording.recorder = recorder;
+  recording.started = performance.now();
+  recorder.start();
+  button.textContent = t("voices.stop");
+  recording.timer = setInterval(() => {
+    const seconds = (performance.now() - recording.started) / 1000;
+    $("#voice-record-time").textContent = t("voices.recording", { s: seconds.toFixed(1) });
+    if (seconds >= RECORD_MAX_S) recorder.stop();
+  }, 100);
+}
+
+// Browsers allow the microphone only to a secure page: HTTPS, or the box's own loopback address.
+function offerRecording() {
+  const possible = Boolean(window.isSecureContext && navigator.mediaDevices && window.MediaRecorder);
+  $("#voice-record").disabled = !possible;
+  $("#voice-record-hint").textContent = possible ? "" : t("voices.record_needs_https");
+}
+
 page("voices", {
   scope: "voices",
   enter() {
+    offerRecording();
     showVoices();
+  },
+  leave() {
+    recording.recorder?.stop();
+    $("#voice-preview-audio").pause();
   },
 });
 
@@ -546,10 +696,27 @@ async function showHistory() {
     const when = new Date(row.ts * 1000);
     twoLines(cell(tr, clock(row.ts)), when.toLocaleDateString(state.lang));
     cell(tr, t(`request.${row.outcome}`)).className = `event-${row.outcome}`;
-    cell(tr, row.request_id ?? "-");
+    const id = cell(tr, row.request_id ? "" : "-");
+    if (row.request_id) {
+      const link = document.createElement("button");
+      link.type = "button";
+      link.className = "link";
+      link.textContent = row.request_id;
+      link.title = t("history.show_events");
+      link.addEventListener("click", () => showRequest(row.request_id));
+      id.append(link);
+    }
     twoLines(cell(tr, PROTOCOLS[row.protocol] ?? row.protocol ?? ""), who(row));
     cell(tr, row.voice ?? "");
-    cell(tr, row.audio_ms === null ? "" : t("unit.ms", { n: row.audio_ms }));
+    const audio = cell(tr, row.audio_ms === null ? "" : t("unit.ms", { n: row.audio_ms }));
+    if (row.replayable) {
+      const play = document.createElement("button");
+      play.type = "button";
+      play.className = "small secondary";
+      play.textContent = t("history.play");
+      play.addEventListener("click", () => replay(play, row.seq));
+      audio.append(" ", play);
+    }
     cell(tr, row.reason ?? row.engine ?? "");
     body.append(tr);
   }
@@ -613,6 +780,43 @@ function registered(td, voice) {
   if (by) twoLines(td, by);
 }
 
+// The row's audio from the rendered-audio cache, in a player where its button was.
+function replay(button, seq) {
+  const player = document.createElement("audio");
+  player.controls = true;
+  player.src = `/v1/audit/${seq}/audio`;
+  player.dataset.seq = String(seq);
+  button.replaceWith(player);
+  player.play().catch(() => {});
+}
+
+// What became of a request, event by event, while the daemon still remembers it (GET /v1/requests/{id}).
+async function showRequest(id) {
+  const card = $("#history-detail");
+  card.hidden = false;
+  $("#history-detail-id").textContent = id;
+  const body = $("#history-detail-events");
+  body.replaceChildren();
+  const result = await api("GET", `/v1/requests/${encodeURIComponent(id)}`);
+  $("#history-detail-gone").textContent = result.ok ? "" : t("history.events_gone", { message: result.error.message });
+  const stateBadge = $("#history-detail-state");
+  if (!result.ok) {
+    stateBadge.hidden = true;
+  } else {
+    const { state: ended, events } = result.data;
+    stateBadge.hidden = false;
+    badge(stateBadge, t(`request.${ended}`), { done: "good", queued: "warn", started: "warn" }[ended] ?? "bad");
+    for (const e of events) {
+      const row = document.createElement("tr");
+      cell(row, clock(e.ts));
+      cell(row, e.kind).className = `event-${e.kind}`;
+      cell(row, eventDetail({ event: e.kind, ...e.fields }));
+      body.append(row);
+    }
+  }
+  card.scrollIntoView({ block: "nearest" });
+}
+
 function turnPage(step) {
   trail.page += step;
   showHistory();
@@ -625,6 +829,177 @@ page("history", {
   },
 });
 
+// -- model and settings ----------------------------------------------------------------------------
+
+const SOURCES = { file: "good", environment: "warn", given: "warn", default: "" };
+
+// [key, value] pairs of a manifest's object, nested keys dotted: what the file has, as it has it.
+function flatten(value, prefix = "") {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) return [[prefix, value]];
+  return Object.entries(value).flatMap(([key, inner]) => flatten(inner, prefix ? `${prefix}.${key}` : key));
+}
+
+function shown(value) {
+  if (value === null || value === undefined) return "-";
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+function fillList(list, pairs) {
+  list.replaceChildren();
+  for (const [key, value] of pairs) {
+    const dt = document.createElement("dt");
+    dt.textContent = key;
+    const dd = document.createElement("dd");
+    dd.textContent = shown(value);
+    dd.dataset.key = key;
+    list.append(dt, dd);
+  }
+}
+
+function byteCount(n) {
+  const [size, unit] = n < 1048576 ? [n / 1024, "KiB"] : [n / 1048576, "MiB"];
+  return t("model.byte_count", { n: n.toLocaleString(state.lang), size: size.toFixed(1), unit });
+}
+
+// One pinned file in a cell: its name and size on a line, its SHA-256 below.
+function pinnedFile(td, file) {
+  const block = document.createElement("div");
+  block.className = "pinned";
+  const name = document.createElement("span");
+  name.textContent = file.file;
+  block.append(name);
+  if (file.bytes !== undefined) {
+    const size = document.createElement("small");
+    size.textContent = byteCount(file.bytes);
+    block.append(" ", size);
+  }
+  const digest = document.createElement("code");
+  digest.textContent = file.sha256;
+  block.append(digest);
+  td.append(block);
+}
+
+function showGraphs(manifest) {
+  const body = $("#model-graphs");
+  body.replaceChildren();
+  const rows = [
+    ...Object.entries(manifest.graphs).map(([name, graph]) => [name, [graph, ...(graph.data ? [graph.data] : [])],
+                                                               graph.precision]),
+    ...Object.entries(manifest.assets).map(([name, asset]) => [name, [asset], "-"]),
+  ];
+  for (const [name, files, precision] of rows) {
+    const row = document.createElement("tr");
+    row.dataset.graph = name;
+    cell(row, name);
+    const td = cell(row, "");
+    for (const file of files) pinnedFile(td, file);
+    cell(row, precision);
+    body.append(row);
+  }
+}
+
+function showParity(manifest) {
+  const body = $("#model-parity");
+  body.replaceChildren();
+  for (const [graph, outputs] of Object.entries(manifest.parity)) {
+    for (const [output, measures] of Object.entries(outputs)) {
+      for (const [measure, value] of Object.entries(measures)) {
+        const row = document.createElement("tr");
+        cell(row, graph);
+        cell(row, output);
+        cell(row, measure);
+        cell(row, typeof value === "number" ? value.toExponential(2) : shown(value));
+        body.append(row);
+      }
+    }
+  }
+  $("#model-no-fidelity").hidden = Boolean(manifest.fidelity);
+  fillList($("#model-fidelity"), manifest.fidelity ? flatten(manifest.fidelity, "fidelity") : []);
+}
+
+function showModel(m) {
+  const kinds = { ready: "good", degraded: "bad", "fallback-only": "warn" };
+  const engine = m.engine;
+  badge($("#model-engine-state"), t(`engine.${engine.engine_state}`), kinds[engine.engine_state] ?? "warn");
+  $("#model-name").textContent = engine.model;
+  $("#model-provider").textContent = engine.provider ?? "-";
+  $("#model-precision").textContent = precisionText(engine.precision);
+  const alerts = [];
+  if (engine.engine_state === "degraded") {
+    alerts.push({ kind: "bad", text: t("model.not_loaded", { bundle: m.configured_bundle, error: engine.engine_error }) });
+  } else if (engine.engine_state === "fallback-only") {
+    alerts.push({ kind: "info", text: t("model.no_bundle", { fallback: engine.fallback }) });
+  }
+  showAlerts(alerts, $("#model-alerts"));
+  const bundle = m.bundle;
+  for (const id of ["#model-bundle", "#model-graphs-card", "#model-fidelity-card", "#model-provenance-card"]) {
+    $(id).hidden = !bundle;
+  }
+  if (!bundle) return;
+  const manifest = bundle.manifest;
+  const about = ["name", "model_version", "precision", "sample_rate", "untrained", "format", "format_version"];
+  fillList($("#model-bundle"), [
+    [t("model.path"), bundle.path],
+    [t("model.digest"), bundle.digest],
+    ...about.filter((key) => key in manifest).map((key) => [key, manifest[key]]),
+    ...(manifest.requires_onnxruntime ? flatten(manifest.requires_onnxruntime, "requires_onnxruntime") : []),
+  ]);
+  showGraphs(manifest);
+  showParity(manifest);
+  fillList($("#model-provenance"), flatten(manifest.provenance));
+}
+
+function showSettings(s) {
+  $("#model-config-file").textContent = s.config_file
+    ? t("model.config_file", { file: s.config_file }) : t("model.no_config_file");
+  const body = $("#model-settings");
+  body.replaceChildren();
+  for (const { key, value, source } of s.settings) {
+    const row = document.createElement("tr");
+    row.dataset.key = key;
+    cell(row, key);
+    cell(row, shown(value)).className = "setting-value";
+    const label = document.createElement("span");
+    badge(label, t(`model.source_${source}`), SOURCES[source] ?? "");
+    label.dataset.source = source;
+    cell(row, "").append(label);
+    body.append(row);
+  }
+}
+
+async function refreshModel() {
+  const [model, settings] = await Promise.all([api("GET", "/v1/model"), api("GET", "/v1/settings")]);
+  if (model.ok) showModel(model.data);
+  if (settings.ok) showSettings(settings.data);
+  const failed = [model, settings].find((result) => !result.ok);
+  if (failed) showAlerts([{ kind: "bad", text: failed.error.message }], $("#model-alerts"));
+}
+
+async function reloadConfiguration() {
+  const button = $("#model-reload");
+  const outcome = $("#model-reload-outcome");
+  button.disabled = true;
+  button.textContent = t("model.reloading");
+  try {
+    const result = await api("POST", "/v1/reload");
+    outcome.textContent = result.ok ? result.data.message : result.error.message;
+    outcome.className = `alert ${result.ok ? "good" : "bad"}`;
+    outcome.hidden = false;
+    await refreshModel();
+  } finally {
+    button.disabled = false;
+    button.textContent = t("model.reload");
+  }
+}
+
+page("model", {
+  scope: "admin",
+  enter() {
+    $("#model-reload-outcome").hidden = true;
+    refreshModel();
+  },
+});
+
 // -- start -----------------------------------------------------------------------------------------
 
 async function start() {
@@ -633,6 +1008,7 @@ async function start() {
   $("#login-form").addEventListener("submit", logIn);
   $("#speak-form").addEventListener("submit", speak);
   $("#voice-form").addEventListener("submit", addVoice);
+  $("#voice-record").addEventListener("click", toggleRecording);
   $("#history-form").addEventListener("submit", (event) => {
     event.preventDefault();
     trail.page = 1;
@@ -645,6 +1021,7 @@ async function start() {
   });
   $("#history-prev").addEventListener("click", () => turnPage(-1));
   $("#history-next").addEventListener("click", () => turnPage(1));
+  $("#model-reload").addEventListener("click", reloadConfiguration);
   $("#logout-button").addEventListener("click", logOut);
   $("#login-button").addEventListener("click", () => showLogin());
   window.addEventListener("hashchange", route);
