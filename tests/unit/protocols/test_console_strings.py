@@ -14,11 +14,12 @@ from daemon.protocols.http.console.routes import FILES
 LANGUAGES = ("en", "zh")
 # Keys the script builds from a value (t(`engine.${state}`)): each value the API may send.
 BUILT = {
-    "nav": ("status", "speak", "voices", "history"),
+    "nav": ("status", "speak", "voices", "history", "model"),
     "engine": ("ready", "degraded", "fallback-only"),
     "state": ("idle", "speaking"),
     "request": ("queued", "started", "done", "failed", "expired", "rejected"),
     "change": CHANGE_OUTCOMES,
+    "model": ("source_file", "source_environment", "source_given", "source_default"),
 }
 
 
