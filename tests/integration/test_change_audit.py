@@ -101,10 +101,12 @@ def test_reloads_over_http_are_audited_with_the_token_refused_or_not(http_daemon
     daemon.service.reload_hook = Reloader(daemon.service, config).reload
     assert httpx.get(f"{url}/control", params={"command": "restart"}, headers=made["ops"]).json() == {
         "message": "success"}
-    first, second = changes(tmp_path / "state")
+    assert httpx.post(f"{url}/v1/reload", headers=made["ops"], timeout=120).json()["reloaded"] is True
+    first, second, third = changes(tmp_path / "state")
     assert who(first) == ("reload_refused", "http", "ops", None, None) and "gsv-edge serve" in first["reason"]
     assert who(second) == ("reloaded", "http", "ops", None, None) and second["reason"].startswith("reloaded:")
     assert second["client"].startswith("127.0.0.1:")
+    assert who(third) == ("reloaded", "http", "ops", None, None)  # POST /v1/reload, the console's button
 
 
 # -- MQTT ------------------------------------------------------------------------------------------
