@@ -300,7 +300,7 @@ class Engine:
     def voices(self) -> list[VoiceInfo]:
         return [
             VoiceInfo(m.name, [m.lang], m.description or f"cloned from a {m.seconds:.1f} s clip ({self.bundle.name})",
-                      m.created, m.created_by or None, m.created_via or None)
+                      m.created, m.created_by or None, m.created_via or None, round(m.seconds, 2), m.text)
             for m in self.voices_store.list()
             if m.bundle_digest == self.bundle.digest
         ]

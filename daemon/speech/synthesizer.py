@@ -21,8 +21,9 @@ VOICE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # a registered vo
 
 @dataclass(frozen=True)
 class VoiceInfo:
-    """A voice as lists show it; a registered one also says when (ISO 8601, UTC) and by whom (a token's name or
-    an OS user) through which protocol, where its record keeps it (voices registered before it did say None)."""
+    """A voice as lists show it; a registered one also says its reference clip's length and transcript, and when
+    (ISO 8601, UTC) and by whom (a token's name or an OS user) through which protocol, where its record keeps it
+    (voices registered before it did say None)."""
 
     name: str
     languages: list[str] = field(default_factory=list)
@@ -30,6 +31,8 @@ class VoiceInfo:
     created_at: str | None = None
     created_by: str | None = None
     created_via: str | None = None
+    clip_s: float | None = None
+    transcript: str | None = None
 
 
 @dataclass(frozen=True)

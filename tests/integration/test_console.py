@@ -315,7 +315,7 @@ def test_register_a_voice_by_upload_speak_with_it_and_remove_it(browser: WebDriv
     page.find("#voice-submit").click()
     assert page.text("#voice-added", "registered") == "The voice carol is registered."
     row = page.visible('#voices-list tr[data-voice="carol"]')
-    assert row.text.startswith("carol en Carol, the front desk")
+    assert row.text.startswith("carol en Carol, the front desk\n4.0 s clip: “This is a reference clip.”")
     page.screenshot("voices")
     page.fits(PHONE)
 

@@ -338,6 +338,7 @@ def test_a_voice_uploaded_over_http_speaks_and_is_removed(http_daemon, demo_bund
     added = httpx.post(f"{url}/v1/voices", **voice_form(audio=make_wav(seed=3)), headers=made["curator"], timeout=120)
     assert added.status_code == 201, added.text
     assert added.json()["name"] == "carol" and added.json()["languages"] == ["en"]
+    assert (added.json()["clip_s"], added.json()["transcript"]) == (4.0, "This is a reference clip.")
     registered = daemon.recorder.wait_for(daemon.topics.events, lambda m: m.json()["event"] == "voice_registered")
     assert registered.json()["voice"] == "carol"
     assert "carol" in {v["name"] for v in httpx.get(f"{url}/v1/voices", headers=made["kiosk"]).json()["voices"]}

@@ -175,8 +175,10 @@ async def voices(http_request: HttpRequest, caller: Lister) -> dict[str, Any]:
 
 
 def _voice(info: VoiceInfo) -> dict[str, Any]:
-    """A voice as ``/v1/voices`` lists it; when and by whom it was registered are null where not known."""
+    """A voice as ``/v1/voices`` lists it; its clip, and when and by whom it was registered, are null where not
+    known (eSpeak NG's voices have no clip)."""
     return {"name": info.name, "languages": info.languages, "description": info.description,
+            "clip_s": info.clip_s, "transcript": info.transcript,
             "created_at": info.created_at, "created_by": info.created_by, "created_via": info.created_via}
 
 

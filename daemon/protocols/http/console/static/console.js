@@ -435,7 +435,10 @@ async function showVoices() {
     row.dataset.voice = voice.name;
     cell(row, voice.name);
     cell(row, voice.languages.join(", "));
-    cell(row, voice.description);
+    const about = cell(row, voice.description);
+    if (voice.transcript !== null) {
+      twoLines(about, t("voices.clip", { s: voice.clip_s.toFixed(1), text: voice.transcript }));
+    }
     registered(cell(row, ""), voice);
     const actions = cell(row, "");
     if (may("speak")) {
