@@ -38,7 +38,7 @@ def announcement(rid: str, parts: tuple[Part, ...], **fields: Any) -> Request:
     return Request(id=rid, text=text, expires_at=time.time() + 60, parts=parts, **fields)
 
 
-def expected(parts: tuple[Part, ...], repeat: int = 1, gap_s: float = 0.0) -> np.ndarray:
+def expected(parts: tuple[Part, ...], repeat: int = 1, gap_s: float = 0.0, seconds: float = SECONDS) -> np.ndarray:
     """What the parts should sound like, built from the doubles' own tones and the built-in chime."""
     pieces: list[np.ndarray] = []
     for part in parts:
@@ -49,7 +49,7 @@ def expected(parts: tuple[Part, ...], repeat: int = 1, gap_s: float = 0.0) -> np
         else:
             assert part.text is not None
             sentences = [s for s in part.text.split(".") if s.strip()]
-            pieces += [tone(SECONDS, RATE, VoiceTones.FREQS[part.voice])] * len(sentences)
+            pieces += [tone(seconds, RATE, VoiceTones.FREQS[part.voice])] * len(sentences)
     once = np.concatenate(pieces)
     gap = np.zeros(round(gap_s * RATE), np.float32)
     return np.concatenate([once] + [np.concatenate((gap, once)) for _ in range(repeat - 1)])

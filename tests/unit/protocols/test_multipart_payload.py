@@ -10,8 +10,15 @@ from typing import Any
 import pytest
 
 from daemon.core.request_queue import Part
-from daemon.protocols.payloads import (MAX_PARTS, MAX_PAUSE_S, MAX_REPEAT, IntakePolicy, RejectedPayload, parse_hermes,
-                                       parse_native)
+from daemon.protocols.payloads import (
+    MAX_PARTS,
+    MAX_PAUSE_S,
+    MAX_REPEAT,
+    IntakePolicy,
+    RejectedPayload,
+    parse_hermes,
+    parse_native,
+)
 
 POLICY = IntakePolicy(max_text_chars=200, default_ttl_s=60, voices={"alto", "tenor"}, has_audio_device=False)
 
