@@ -1,6 +1,7 @@
 """Multi-part announcements end to end: over MQTT with a real mosquitto (the parts' order in the published WAV, an
 emergency cutting one on the sound card and a waiting one requeued and played whole, one terminal event and one
-audit row each) and over HTTP with httpx (``POST /v1/say``, the same parser)."""
+audit row each), played again whole after a kill -9 (the durable queue keeps the parts), and over HTTP with httpx
+(``POST /v1/say``, the same parser)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from daemon.core.request_queue import Part
 from tests.conftest import AlsaCapture, Daemon, Recorder
 from tests.doubles import VoiceTones
 from tests.http_fixtures import decode
+from tests.integration.test_durability import check_exactly_once, daemon_process  # noqa: F401 - a fixture
 from tests.integration.test_mqtt_native import read_wav
 from tests.unit.core.test_multipart import expected
 
@@ -89,6 +91,34 @@ def test_an_emergency_cuts_a_multi_part_announcement_and_a_waiting_one_plays_who
     parts = (Part(text="Later.", voice="tone-a"), Part(pause_s=0.2), Part(text="Encore.", voice="tone-b"))
     want = expected(parts, repeat=2, gap_s=0.3, seconds=0.5)
     assert later.size == want.size + 2 * lead and np.allclose(later[lead:lead + want.size], want, atol=1e-6)
+
+
+def test_a_multi_part_announcement_cut_by_a_crash_is_played_again_whole(
+        daemon_process: Any, alsa: AlsaCapture) -> None:  # noqa: F811 - the fixture
+    daemon = daemon_process(audio={"output_device": "gsvtest", **QUIET})
+    daemon.start()
+    parts = [{"chime": True}, {"text": "Attention please.", "lang": "en"}, {"pause_s": 2.0},
+             {"text": "The station closes.", "lang": "en", "speed": 1.5}]
+    daemon.say({"id": "closing", "parts": parts, "repeat": 2, "repeat_gap_s": 0.5})
+    daemon.wait_event("closing", "first_audio")
+    daemon.kill()
+    before = len(daemon.events())
+    assert not [e for e in daemon.events() if e["id"] == "closing" and e["event"] == "done"], "it played too soon"
+
+    daemon.start()
+    events = daemon.wait_terminal({"closing"})
+    check_exactly_once(events, {"closing"})
+    after = [e for e in events[before:] if e["id"] == "closing"]
+    assert [e["event"] for e in after] == ["queued", "started", "first_audio", "done"] and after[0]["resumed"]
+    assert after[1]["parts"] == 4
+    done = after[-1]
+    *_, whole = AlsaCapture.streams(alsa.good)
+    rate = after[2]["sample_rate"]  # first_audio's
+    lead = round(0.05 * rate)
+    assert abs(whole.size - 2 * lead - done["audio_ms"] / 1000 * rate) < rate / 500  # all of it, chime to end
+    assert done["audio_ms"] > 2 * (2000 + 850) + 500  # both repeats' pauses and chimes, and the gap
+    chime = builtin_chime(rate)[:lead]
+    assert np.allclose(whole[lead:2 * lead], chime, atol=1e-6)
 
 
 def test_http_say_takes_parts_and_refuses_bad_ones_naming_the_part(http_daemon) -> None:
