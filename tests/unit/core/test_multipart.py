@@ -14,7 +14,7 @@ import numpy as np
 from daemon.core.audio_cache import AudioCache
 from daemon.core.durable_queue import DurableQueue
 from daemon.core.events import EventKind, is_terminal
-from daemon.core.pipeline import builtin_chime
+from daemon.core.pipeline import STOPPING, builtin_chime
 from daemon.core.request_queue import Part, Request
 from daemon.core.state_db import StateDb
 from tests.doubles import VoiceTones, tone
@@ -128,6 +128,27 @@ def test_an_emergency_cuts_a_multi_part_announcement_once_and_requeues_a_waiting
     want = expected(waiting, repeat=2, gap_s=0.3)
     played = np.concatenate(card.played)
     assert np.array_equal(played[-want.size:], want)
+
+
+def test_a_drain_stops_rendering_between_parts_and_the_rendered_beginning_still_plays() -> None:
+    pace = threading.Semaphore(0)
+    parts = (say("tone-a", "A."), pause(0.1), say("tone-b", "B. C."))
+    with Rig(engine=VoiceTones(seconds=SECONDS, pace=pace)) as rig:
+        rig.pipeline.submit(announcement("pa", parts, repeat=2, repeat_gap_s=0.2))
+        pace.release()
+        rig.events.wait("pa", EventKind.FIRST_AUDIO)
+        drained = threading.Thread(target=rig.pipeline.drain, args=(10.0,))
+        drained.start()
+        pace.release()
+        pace.release()
+        drained.join(10.0)
+        end = rig.events.wait("pa")
+    assert end["event"] == "failed" and end["reason"] == STOPPING
+    assert [kind.value for kind, _ in terminal_events(rig, "pa")] == ["failed"]
+    delivered = np.concatenate(rig.published.audio["pa"])
+    whole = expected(parts, repeat=2, gap_s=0.2)
+    at_least = expected((say("tone-a", "A."), pause(0.1), say("tone-b", "B.")))
+    assert at_least.size <= delivered.size < whole.size and np.array_equal(delivered, whole[:delivered.size])
 
 
 def test_each_text_part_is_cached_under_its_own_key(tmp_path: Path) -> None:
