@@ -87,3 +87,14 @@ class ToneEngine:
 
 def failing_engine(name: str = "broken") -> ToneEngine:
     return ToneEngine(error=SynthesisError("model exploded"), name=name)
+
+
+class VoiceTones(ToneEngine):
+    """A tone engine whose voices sound apart (``FREQS``), so a test can tell from the audio who spoke when."""
+
+    FREQS = {None: 440.0, "tone-a": 440.0, "tone-b": 660.0}
+
+    def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0,
+                   sampling: Sampling | None = None) -> Generator[np.ndarray, None, None]:
+        for chunk in super().synthesize(text, voice, lang, speed, sampling):
+            yield tone(chunk.size / self.sample_rate, self.sample_rate, self.FREQS[voice])

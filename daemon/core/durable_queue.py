@@ -25,7 +25,7 @@ from typing import Any
 
 from daemon.core.events import Event, EventKind, is_durable, is_terminal
 from daemon.core.outbox import Message, Outbox, json_bytes
-from daemon.core.request_queue import Admission, MemoryQueue, Request
+from daemon.core.request_queue import Admission, MemoryQueue, Part, Request
 from daemon.core.state_db import StateDb, StateDbError
 from daemon.speech.synthesizer import Sampling
 
@@ -63,6 +63,7 @@ def _from_json(body: str) -> Request:
     data = {k: v for k, v in json.loads(body).items() if k in _FIELDS}
     if data.get("sampling") is not None:
         data["sampling"] = Sampling(**data["sampling"])
+    data["parts"] = tuple(Part(**part) for part in data.get("parts") or ())
     return Request(**data)
 
 
@@ -70,6 +71,9 @@ def content_digest(request: Request) -> str:
     content: dict[str, Any] = {name: getattr(request, name) for name in CONTENT}
     if request.sampling is not None:  # absent when unset, so digests recorded before it existed still match
         content["sampling"] = dataclasses.asdict(request.sampling)
+    if request.parts:  # likewise: a plain request's digest is what it was before parts existed
+        content.update(parts=[dataclasses.asdict(part) for part in request.parts], repeat=request.repeat,
+                       repeat_gap_s=request.repeat_gap_s)
     return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 

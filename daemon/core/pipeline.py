@@ -7,6 +7,7 @@ Audio flows through a :class:`Job` chunk by chunk, so output starts with the fir
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import threading
@@ -72,6 +73,7 @@ class Job:
         self.started_at = time.monotonic()
         self.first_chunk_at: float | None = None
         self.synth_done_at: float | None = None
+        self.speech_samples = 0  # synthesised (or cached) speech, not a multi-part's chimes, pauses and repeats
         self._chunks: list[np.ndarray] = []
         self._finished = False
         self._cond = threading.Condition()
@@ -90,12 +92,24 @@ class Job:
                 self.halt_reason = reason
                 self.halted.set()
 
-    def add(self, chunk: np.ndarray) -> None:
+    def add(self, chunk: np.ndarray, speech: bool = True) -> None:
         with self._cond:
             if self.first_chunk_at is None:
                 self.first_chunk_at = time.monotonic()
             self._chunks.append(chunk)
+            if speech:
+                self.speech_samples += chunk.size
             self._cond.notify_all()
+
+    @property
+    def chunk_count(self) -> int:
+        with self._cond:
+            return len(self._chunks)
+
+    def chunks_from(self, index: int) -> list[np.ndarray]:
+        """The chunks added since there were ``index`` of them."""
+        with self._cond:
+            return self._chunks[index:]
 
     def finish(self, error: Exception | None = None) -> None:
         with self._cond:
@@ -327,6 +341,9 @@ class Pipeline:
 
     def _synthesize(self, job: Job) -> None:
         request = job.request
+        if request.parts:
+            self._render(job)
+            return
         engine = self._engine_for(request)
         key = cache_key(engine, request, job.sample_rate) if self.cache is not None else None
         cached = self.cache.get(key) if self.cache is not None and key is not None else None
@@ -345,28 +362,95 @@ class Pipeline:
             job.finish()
             return
         with self.engine_lock:
-            self._synthesize_with(job, engine)
+            try:
+                self._synthesize_with(job, engine, request)
+            except Exception as exc:
+                job.finish(exc)
+            else:
+                job.finish()
         if key is not None and self.cache is not None and not (job.cancelled.is_set() or job.truncated
                                                                 or job.fallback_reason):
             if job.error is None:
                 self.cache.put(key, list(job.chunks()))
 
-    def _synthesize_with(self, job: Job, engine: Synthesizer) -> None:
-        request = job.request
+    def _synthesize_with(self, job: Job, engine: Synthesizer, say: Request) -> tuple[list[np.ndarray], bool]:
+        """Speak ``say`` (the job's request, or one part of it) into the job, on the fallback voice if ``engine``
+        fails; the chunks it added and whether the fallback stood in. Raises what the last engine raised."""
+        start = job.chunk_count
         try:
-            self._run_engine(job, engine, request.voice)
+            self._run_engine(job, engine, say, say.voice)
         except Exception as exc:
             if self._fallback is engine or job.cancelled.is_set() or job.halted.is_set():
-                job.finish(exc)
-                return
-            log.warning("engine %s failed on %s, using the fallback voice: %s", engine.name, request.id, exc)
+                raise
+            log.warning("engine %s failed on %s, using the fallback voice: %s", engine.name, job.request.id, exc)
             job.fallback_reason = f"{type(exc).__name__}: {exc}"
-            try:
-                self._run_engine(job, self._fallback, None)
-            except Exception as fallback_exc:
-                job.finish(fallback_exc)
-                return
+            self._run_engine(job, self._fallback, say, None)
+            return job.chunks_from(start), True
+        return job.chunks_from(start), False
+
+    def _render(self, job: Job) -> None:
+        """A multi-part request: its parts in order, then the whole sequence again after a gap for each repeat.
+
+        Each text part is cached under its own key, the one a plain say of that text in that voice has: a part
+        that many announcements share ("Attention please") is rendered once, and chimes, pauses and repeats,
+        cheap to make, take no cache space. Synthesis stops between parts when the job is cut or halted.
+        """
+        request, rate = job.request, job.sample_rate
+        sayings = {index: dataclasses.replace(request, text=part.text, voice=part.voice, lang=part.lang,
+                                              speed=part.speed, chime=False, parts=(), repeat=1)
+                   for index, part in enumerate(request.parts) if part.text is not None}
+        keys = {index: cache_key(self._engine_for(say), say, rate) if self.cache is not None else None
+                for index, say in sayings.items()}
+        hits = {index: hit for index, key in keys.items()
+                if key is not None and self.cache is not None and (hit := self.cache.get(key)) is not None}
+        job.engine = self._engine.name
+        job.cached = bool(sayings) and len(hits) == len(sayings)
+        self._events.emit(
+            request,
+            EventKind.STARTED,
+            engine=job.engine,
+            wait_ms=round((job.started_at - request.received_at) * 1000),
+            parts=len(request.parts),
+            **({"cached": True} if job.cached else {}),
+        )
+        try:
+            for index, part in enumerate(request.parts):
+                if job.cancelled.is_set() or job.halted.is_set() or job.truncated:
+                    job.truncated = not job.cancelled.is_set()
+                    break
+                if part.chime:
+                    job.add(self._chime, speech=False)
+                elif part.pause_s is not None:
+                    self._add_silence(job, part.pause_s)
+                elif index in hits:
+                    for chunk in hits[index]:
+                        job.add(chunk)
+                else:
+                    say = sayings[index]
+                    with self.engine_lock:
+                        chunks, fell_back = self._synthesize_with(job, self._engine_for(say), say)
+                    key = keys[index]
+                    if key is not None and self.cache is not None and not (fell_back or job.truncated
+                                                                            or job.cancelled.is_set()):
+                        self.cache.put(key, chunks)
+            sequence = job.chunks_from(0)
+            for _ in range(request.repeat - 1):
+                if job.cancelled.is_set() or job.halted.is_set() or job.truncated:
+                    job.truncated = not job.cancelled.is_set()
+                    break
+                self._add_silence(job, request.repeat_gap_s)
+                for chunk in sequence:
+                    job.add(chunk, speech=False)
+        except Exception as exc:
+            job.finish(exc)
+            return
         job.finish()
+
+    @staticmethod
+    def _add_silence(job: Job, seconds: float) -> None:
+        samples = round(seconds * job.sample_rate)
+        if samples:
+            job.add(np.zeros(samples, np.float32), speech=False)
 
     def _engine_for(self, request: Request) -> Synthesizer:
         """The fallback speaks a request naming a voice the engine lacks: the daemon's voice list offers the
@@ -376,12 +460,11 @@ class Pipeline:
             return engine
         return self._fallback
 
-    def _run_engine(self, job: Job, engine: Synthesizer, voice: str | None) -> None:
-        request = job.request
+    def _run_engine(self, job: Job, engine: Synthesizer, say: Request, voice: str | None) -> None:
         job.engine = engine.name
         resampler = LinearResampler(engine.sample_rate, job.sample_rate)
         produced = 0
-        stream = engine.synthesize(request.text, voice, request.lang, request.speed, request.sampling)
+        stream = engine.synthesize(say.text, voice, say.lang, say.speed, say.sampling)
         try:
             for chunk in stream:
                 if job.cancelled.is_set():
@@ -507,7 +590,7 @@ class Pipeline:
     def _outcome(self, job: Job) -> tuple[EventKind, dict[str, Any]]:
         """``audio_ms`` is the audio delivered, chime included (what a published WAV holds and ``audio_sha256``
         covers); ``speech_ms`` the synthesised speech alone, which the real-time factor is measured against."""
-        speech_ms = round(job.samples / job.sample_rate * 1000)
+        speech_ms = round(job.speech_samples / job.sample_rate * 1000)
         chime = self._chime.size if job.request.chime else 0
         fields: dict[str, Any] = {
             "engine": job.engine,

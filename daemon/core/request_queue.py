@@ -18,9 +18,26 @@ from daemon.speech.synthesizer import Sampling
 from daemon.vocabulary import PRIORITY_RANK, AudioFormat, Output, Priority, Source
 
 
+@dataclass(frozen=True)
+class Part:
+    """One step of a multi-part announcement: the chime, a pause, or a text in its own voice, language and
+    speed (the request's where the part named none, settled at intake)."""
+
+    chime: bool = False
+    text: str | None = None
+    voice: str | None = None
+    lang: str | None = None
+    speed: float = 1.0
+    pause_s: float | None = None
+
+
 @dataclass
 class Request:
-    """One announcement, whatever protocol it came in on."""
+    """One announcement, whatever protocol it came in on.
+
+    With ``parts`` it is a sequence played ``repeat`` times with ``repeat_gap_s`` of silence between: still one
+    request (one set of events, one audit row); ``text`` then holds its texts, one a line, for the record.
+    """
 
     id: str
     text: str
@@ -42,6 +59,9 @@ class Request:
     token_name: str | None = None  # the HTTP token that asked (its name, never the secret)
     sampling: Sampling | None = None  # its own token sampling (api_v2's fields); None: the engine's defaults
     row: int | None = None  # its row in the state database once admitted (ids may repeat, rows do not)
+    parts: tuple[Part, ...] = ()
+    repeat: int = 1
+    repeat_gap_s: float = 0.0
     received_at: float = field(default_factory=time.monotonic)
 
     @property

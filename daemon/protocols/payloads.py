@@ -8,6 +8,7 @@ else, because the daemon must keep serving after any payload.
 from __future__ import annotations
 
 import json
+import math
 import re
 import time
 import unicodedata
@@ -20,10 +21,14 @@ from typing import Any
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from daemon.core.request_queue import Request
+from daemon.core.request_queue import Part, Request
 from daemon.vocabulary import AudioFormat, Output, Priority
 
 MAX_NAME_CHARS = 128
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+MAX_PARTS = 20  # items of a multi-part announcement
+MAX_REPEAT = 5  # plays of its sequence
+MAX_PAUSE_S = 30.0  # a pause part, and the silence between repeats
 CLIENT_GONE = "client disconnected"  # why a request whose Wyoming or HTTP client hung up ends failed
 _LANG = re.compile(r"^[A-Za-z]{2,3}([_-][A-Za-z0-9]{1,8})*$")
 
@@ -160,7 +165,10 @@ class NativeSay(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
     id: str | None = None
-    text: str
+    text: str | None = None
+    parts: list[Any] | None = None  # checked item by item by _parts, which names the item at fault
+    repeat: int | None = None
+    repeat_gap_s: float | None = None
     voice: str | None = None
     lang: str | None = None
     priority: Priority = "normal"
@@ -168,7 +176,7 @@ class NativeSay(BaseModel):
     ttl_s: float | None = Field(None, gt=0, le=7 * 86400)
     expires_at: float | str | None = None  # Unix seconds or ISO 8601 with a time zone
     volume: float = Field(1.0, ge=0.0, le=2.0)
-    speed: float = Field(1.0, ge=0.25, le=4.0)
+    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
     chime: bool | None = None
     output: Output | None = None
     format: AudioFormat = "wav"
@@ -207,21 +215,26 @@ def parse_native(payload: bytes, policy: IntakePolicy, now: float | None = None)
     if say.id is not None and (problem := name_problem(say.id, "id")):
         raise RejectedPayload(problem, say.id[:MAX_NAME_CHARS])
     request_id = say.id or uuid.uuid4().hex
-    if problem := _text_problem(say.text, policy.max_text_chars):
+    if say.text is not None and say.parts is not None:
+        raise RejectedPayload("give text or parts, not both", request_id)
+    if say.text is None and say.parts is None:
+        raise RejectedPayload("text: Field required (or give parts)", request_id)
+    if say.text is not None and (problem := _text_problem(say.text, policy.max_text_chars)):
         raise RejectedPayload(problem, request_id)
-    if say.voice is not None:
-        if problem := name_problem(say.voice, "voice"):
-            raise RejectedPayload(problem, request_id)
-        if say.voice not in policy.voices:
-            raise RejectedPayload(f"unknown voice {say.voice!r}", request_id)
-    if say.lang is not None and not _LANG.fullmatch(say.lang):
-        raise RejectedPayload(f"invalid lang {say.lang[:32]!r}", request_id)
+    if problem := _voice_problem(say.voice, policy) or _lang_problem(say.lang):
+        raise RejectedPayload(problem, request_id)
     output = say.output or ("play" if policy.has_audio_device else "publish")
     if output != "publish" and not policy.has_audio_device:
         raise RejectedPayload(f"output {output!r} needs an audio device (audio.output_device)", request_id)
+    chime = policy.default_chime if say.chime is None else say.chime
+    try:
+        parts = _sequence(say, chime, policy)
+    except ValueError as exc:
+        raise RejectedPayload(str(exc), request_id) from exc
+    texts = [part.text for part in parts if part.text is not None]
     return Request(
         id=request_id,
-        text=say.text.strip(),
+        text="\n".join(texts) if parts else (say.text or "").strip(),
         expires_at=_expiry(say, now, policy.default_ttl_s),
         voice=say.voice,
         lang=say.lang,
@@ -229,10 +242,98 @@ def parse_native(payload: bytes, policy: IntakePolicy, now: float | None = None)
         interrupt=say.interrupt,
         volume=say.volume,
         speed=say.speed,
-        chime=policy.default_chime if say.chime is None else say.chime,
+        chime=chime and not parts,
         output=output,
         format=say.format,
+        parts=parts,
+        repeat=say.repeat or 1,
+        repeat_gap_s=say.repeat_gap_s or 0.0,
     )
+
+
+def _voice_problem(voice: str | None, policy: IntakePolicy, where: str = "") -> str | None:
+    """Why ``voice`` cannot be spoken; ``where`` names the part that asks for it (a prefix: ``parts[0].``)."""
+    if voice is None:
+        return None
+    if problem := name_problem(voice, f"{where}voice"):
+        return problem
+    return None if voice in policy.voices else f"{where}{'voice: ' if where else ''}unknown voice {voice!r}"
+
+
+def _lang_problem(lang: str | None, where: str = "") -> str | None:
+    if lang is None or _LANG.fullmatch(lang):
+        return None
+    return f"{where}{'lang: ' if where else ''}invalid lang {lang[:32]!r}"
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _seconds_problem(value: Any, where: str) -> str | None:
+    if not _number(value) or not 0 <= value <= MAX_PAUSE_S:
+        return f"{where}: must be between 0 and {MAX_PAUSE_S:g} seconds"
+    return None
+
+
+def _sequence(say: NativeSay, chime: bool, policy: IntakePolicy) -> tuple[Part, ...]:
+    """The parts to play, checked; a plain text asked to repeat becomes its chime and itself. Empty: a plain
+    say. Raises ValueError naming the field at fault."""
+    if say.repeat is not None and not 1 <= say.repeat <= MAX_REPEAT:
+        raise ValueError(f"repeat: must be between 1 and {MAX_REPEAT}")
+    if say.repeat_gap_s is not None and (problem := _seconds_problem(say.repeat_gap_s, "repeat_gap_s")):
+        raise ValueError(problem)
+    if say.parts is None:
+        if (say.repeat or 1) == 1:
+            return ()
+        return ((Part(chime=True),) if chime else ()) + (Part(text=(say.text or "").strip(), voice=say.voice,
+                                                               lang=say.lang, speed=say.speed),)
+    if say.chime is not None:
+        raise ValueError('chime: give the chime as a part ({"chime": true}) when parts are given')
+    if not 1 <= len(say.parts) <= MAX_PARTS:
+        raise ValueError(f"parts: must hold 1 to {MAX_PARTS} items, got {len(say.parts)}")
+    parts = tuple(_part(item, f"parts[{index}]", say, policy) for index, item in enumerate(say.parts))
+    chars = sum(len(part.text) for part in parts if part.text is not None)
+    if chars > policy.max_text_chars:
+        raise ValueError(f"parts: texts too long together ({chars} > {policy.max_text_chars} characters)")
+    return parts
+
+
+_PART_KEYS = {"chime": {"chime"}, "pause_s": {"pause_s"}, "text": {"text", "voice", "lang", "speed"}}
+
+
+def _part(item: Any, where: str, say: NativeSay, policy: IntakePolicy) -> Part:
+    """One item of ``parts``: exactly one of ``chime``, ``text`` (with its voice, lang, speed) or ``pause_s``."""
+    if not isinstance(item, dict):
+        raise ValueError(f"{where}: must be an object, not {_JSON_KINDS.get(type(item), 'that')}")
+    kinds = [kind for kind in _PART_KEYS if kind in item]
+    if len(kinds) != 1:
+        raise ValueError(f"{where}: must hold exactly one of chime, text or pause_s")
+    kind = kinds[0]
+    for key in item:
+        if key not in _PART_KEYS[kind]:
+            raise ValueError(f"{where}.{key}: not allowed in a {kind} part")
+    if kind == "chime":
+        if item["chime"] is not True:
+            raise ValueError(f"{where}.chime: must be true")
+        return Part(chime=True)
+    if kind == "pause_s":
+        if problem := _seconds_problem(item["pause_s"], f"{where}.pause_s"):
+            raise ValueError(problem)
+        return Part(pause_s=float(item["pause_s"]))
+    text, voice, lang, speed = (item.get(key) for key in ("text", "voice", "lang", "speed"))
+    for key, value in (("text", text), ("voice", voice), ("lang", lang)):
+        if not isinstance(value, str) and (value is not None or key == "text"):
+            raise ValueError(f"{where}.{key}: must be a string")
+    assert isinstance(text, str)
+    if problem := _text_problem(text, policy.max_text_chars):
+        raise ValueError(f"{where}.text: {problem}")
+    if problem := _voice_problem(voice, policy, f"{where}.") or _lang_problem(lang, f"{where}."):
+        raise ValueError(problem)
+    if speed is not None and (not _number(speed) or not MIN_SPEED <= speed <= MAX_SPEED):
+        raise ValueError(f"{where}.speed: must be between {MIN_SPEED:g} and {MAX_SPEED:g}")
+    return Part(text=text.strip(), voice=say.voice if voice is None else voice,
+                lang=say.lang if lang is None else lang, speed=say.speed if speed is None else float(speed))
 
 
 class HermesSay(BaseModel):

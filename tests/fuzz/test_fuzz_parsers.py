@@ -27,7 +27,7 @@ json_scalars = st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.flo
 json_values = st.recursive(json_scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
     st.text(max_size=10), inner, max_size=4), max_leaves=10)
 NATIVE_KEYS = ["id", "text", "voice", "lang", "priority", "interrupt", "ttl_s", "expires_at", "volume", "speed",
-               "chime", "output", "format"]
+               "chime", "output", "format", "parts", "repeat", "repeat_gap_s"]
 HERMES_KEYS = ["text", "siteId", "lang", "id", "sessionId", "volume", "extra"]
 tricky_text = st.sampled_from(["", " ", "a/b", "+", "#", "..", "\x00", "\u202e", "\ud800"[:0] + "é", "x" * 300])
 
@@ -38,8 +38,11 @@ def payload_objects(keys: list[str]) -> st.SearchStrategy[dict[str, Any]]:
 
 def check_request(request: Request) -> None:
     assert name_problem(request.id, "id") is None
-    assert request.text.strip() and len(request.text) <= POLICY.max_text_chars
+    assert (request.text.strip() or request.parts) and len(request.text) <= POLICY.max_text_chars + len(request.parts)
     assert request.voice is None or request.voice in POLICY.voices
+    for part in request.parts:  # exactly one of chime, text, pause; a text's voice one the daemon has
+        assert part.chime + (part.text is not None) + (part.pause_s is not None) == 1
+        assert part.voice is None or part.voice in POLICY.voices
     assert request.expires_at == request.expires_at  # not NaN
 
 

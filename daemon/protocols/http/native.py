@@ -102,10 +102,10 @@ def _say_request(server: HttpServer, body: bytes, caller: Caller) -> Request:
 
 
 def _field_of(reason: str) -> str | None:
-    """The field a rejection of MQTT's parser is about: the one it starts with (``volume: ...``), else the first
-    it names (``unknown voice 'x'``)."""
+    """The field a rejection of MQTT's parser is about: the one it starts with (``volume: ...``, or a part's,
+    ``parts[2].pause_s: ...``), else the first it names (``unknown voice 'x'``)."""
     head, colon, _ = reason.partition(":")
-    if colon and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", head):
+    if colon and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*(\[[0-9]+\](\.[A-Za-z_][A-Za-z0-9_]*)?)?", head):
         return head
     return next((word for word in re.findall(r"[a-z_]+", reason) if word in _SAY_FIELDS), None)
 

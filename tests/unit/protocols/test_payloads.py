@@ -27,6 +27,12 @@ say_objects = st.fixed_dictionaries(
         "ttl_s": json_values,
         "volume": json_values,
         "output": st.sampled_from(["play", "publish", "both", "x"]),
+        "parts": st.lists(st.fixed_dictionaries({}, optional={
+            "chime": st.just(True) | json_values, "text": st.text(max_size=60) | json_values,
+            "voice": st.sampled_from(["alto", "tenor"]) | json_values, "pause_s": json_values,
+            "speed": json_values}), max_size=4) | json_values,
+        "repeat": json_values,
+        "repeat_gap_s": json_values,
     },
 )
 
@@ -40,7 +46,9 @@ def _check(parse) -> None:  # noqa: ANN001 - a parse call
     if request is None:
         return
     assert name_problem(request.id, "id") is None
-    assert request.text.strip() and len(request.text) <= POLICY.max_text_chars
+    assert (request.text.strip() or request.parts) and len(request.text) <= POLICY.max_text_chars + len(request.parts)
+    assert all(part.chime + (part.text is not None) + (part.pause_s is not None) == 1 for part in request.parts)
+    assert all(part.voice in (None, "alto") and (part.text is None or part.text.strip()) for part in request.parts)
     assert request.voice in (None, "alto") and request.output == "publish"
 
 
