@@ -427,17 +427,21 @@ def test_status_lists_the_request_in_hand_and_those_waiting_by_priority(http_dae
             assert said.status_code == 202
             if request_id == "q1":
                 daemon.wait_event("q1", "started")  # held in synthesis by the gate: the rest wait
+        daemon.say({"id": "q5", "text": "Over MQTT.", "priority": "low"})
+        daemon.wait_event("q5", "queued")
         seen = httpx.get(f"{url}/v1/status", headers=made["kiosk"]).json()
         full = httpx.get(f"{url}/v1/status", headers=made["boss"]).json()
     finally:
         gate.set()
     lineup = [(entry["id"], entry["state"], entry["priority"], entry["protocol"]) for entry in seen["queue"]]
     assert lineup == [("q1", "current", "normal", "http"), ("q3", "queued", "high", "http"),
-                      ("q4", "queued", "normal", "http"), ("q2", "queued", "low", "http")]
-    assert seen["queue_depth"] == 3 and all(0 <= entry["age_s"] < 60 for entry in seen["queue"])
+                      ("q4", "queued", "normal", "http"), ("q2", "queued", "low", "http"),
+                      (None, "queued", "low", "native")]  # someone else's: its place, not its id
+    assert seen["queue_depth"] == 4 and all(0 <= entry["age_s"] < 60 for entry in seen["queue"])
     assert all("text" not in entry for entry in seen["queue"])  # a caller's words are an admin's to read
-    assert [entry["text"] for entry in full["queue"]] == ["Number q1.", "Number q3.", "Number q4.", "Number q2."]
-    daemon.wait_event("q2", "done")
+    assert [(entry["id"], entry["text"]) for entry in full["queue"]] == [
+        ("q1", "Number q1."), ("q3", "Number q3."), ("q4", "Number q4."), ("q2", "Number q2."), ("q5", "Over MQTT.")]
+    daemon.wait_event("q5", "done")
     assert httpx.get(f"{url}/v1/status", headers=made["kiosk"]).json()["queue"] == []
 
 

@@ -30,7 +30,7 @@ from daemon.core.events import EventKind
 from daemon.core.request_queue import Request
 from daemon.core.status_history import WINDOW_S
 from daemon.protocols.http.access import Caller, Refusal, needs
-from daemon.protocols.http.request_records import SAY_ROUTE, Record, keeps_audio
+from daemon.protocols.http.request_records import SAY_ROUTE, Record, keeps_audio, may_see
 from daemon.protocols.http.responses import refusal_for
 from daemon.protocols.http.server import Ending, HttpServer, SpeechService
 from daemon.protocols.payloads import NativeSay, RejectedPayload, parse_native
@@ -245,18 +245,20 @@ async def status(http_request: HttpRequest, caller: Speaker) -> dict[str, Any]:
     service = server.service
     resources = await asyncio.to_thread(service.resources)  # a slow disk must not hold up the event loop
     return {**service.status(), "listeners": service.listeners(), "speaker": service.intake_policy().has_audio_device,
-            "uptime_s": round(time.monotonic() - server.started_at), "queue": _lineup(service, caller.may("admin")),
+            "uptime_s": round(time.monotonic() - server.started_at), "queue": _lineup(service, caller),
             **resources, **service.health()}
 
 
-def _lineup(service: SpeechService, with_text: bool) -> list[dict[str, Any]]:
-    """Each request not yet ended: who asked is not said, and its text only to an admin."""
+def _lineup(service: SpeechService, caller: Caller) -> list[dict[str, Any]]:
+    """Each request not yet ended; its id only to a caller who may see the request (GET /v1/requests/{id}), its
+    text only to an admin."""
     now = time.monotonic()
+    admin = caller.may("admin")
     lineup = []
     for where, request in service.lineup():
-        entry = {"id": request.id, "state": where, "priority": request.priority, "protocol": request.source,
-                 "age_s": round(now - request.received_at, 1)}
-        if with_text:
+        entry = {"id": request.id if may_see(request, caller.token_name, admin) else None, "state": where,
+                 "priority": request.priority, "protocol": request.source, "age_s": round(now - request.received_at, 1)}
+        if admin:
             entry["text"] = request.text
         lineup.append(entry)
     return lineup
