@@ -33,7 +33,7 @@ from daemon.core.audit import read_records
 from daemon.model.bundle import Bundle
 from daemon.model.engine import Engine
 from daemon.model.hardware import HardwareProfile
-from tests.conftest import Broker
+from tests.conftest import AlsaCapture, Broker
 from tests.doubles import ToneEngine
 from tests.http_fixtures import TONE_S
 from tests.integration.test_http_native import MANY, tokens
@@ -656,4 +656,26 @@ def test_status_plots_timings_lists_the_queue_and_shows_disk_and_memory(browser:
     daemon.wait_event("later", "done")
     page.wait(lambda d: not d.find_elements(By.CSS_SELECTOR, "#st-lineup tr"))
     assert page.find("#st-lineup-empty").is_displayed()
+    assert page.external() == []
+
+
+def test_status_alerts_while_the_audio_device_fails_and_after(browser: WebDriver, http_daemon, alsa: AlsaCapture,
+                                                              tmp_path: Path) -> None:
+    made = tokens(tmp_path, kiosk=["speak"])
+    audio = {"output_device": "gsvbroken", "retry_initial_s": 0.1, "retry_max_s": 0.2}
+    daemon, url = http_daemon(sections={"audio": audio})
+    page = Page(browser, url)
+    page.log_in(made["kiosk"]["Authorization"].removeprefix("Bearer "))
+    page.text("#st-engine-state", "ready")
+    assert page.find("#alerts").text == ""
+    said = httpx.post(f"{url}/v1/say", json={"id": "loud", "text": "Hello.", "output": "play"}, headers=made["kiosk"])
+    assert said.status_code == 202
+    retry = daemon.wait_event("loud", "failed")
+    alert = page.text("#alerts", "The audio device fails")  # a speak token polls: no event stream
+    assert retry["reason"] in alert
+    assert page.rows("#st-lineup tr")[0][:2] == ["loud", "speaking now"]
+    alsa.repair()
+    daemon.wait_event("loud", "done")
+    assert page.text("#alerts", "it plays again").startswith("Audio device errors since start: ")
+    assert page.find("#alerts .alert").get_attribute("class") == "alert info"
     assert page.external() == []

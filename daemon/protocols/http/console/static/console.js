@@ -294,8 +294,8 @@ function showLineup(lineup) {
   body.replaceChildren();
   for (const entry of lineup) {
     const row = document.createElement("tr");
-    row.dataset.request = entry.id;
-    cell(row, entry.id);
+    row.dataset.request = entry.id ?? "";
+    cell(row, entry.id ?? "-");  // someone else's request: its place in the queue, not its id
     cell(row, t(`status.queue_${entry.state}`));
     cell(row, t(`priority.${entry.priority}`)).className = `priority-${entry.priority}`;
     cell(row, PROTOCOLS[entry.protocol] ?? entry.protocol);
@@ -365,17 +365,15 @@ function panel(root, { top, width, x, values, label, unit, marks, least }) {
 }
 
 function drawPlot() {
+  if (plot.now === null) return;
   const box = $("#st-plot");
-  const width = box.clientWidth;
-  if (!width || plot.now === null) return;  // not shown: drawn when it is
   const points = plot.points;
   const empty = $("#st-plot-empty");
   empty.hidden = points.length > 0;
   empty.textContent = t("plot.empty", { h: Math.round(plot.windowS / 3600) });
-  if (!points.length) {
-    box.replaceChildren();
-    return;
-  }
+  box.hidden = !points.length;
+  const width = box.clientWidth;
+  if (!points.length || !width) return;  // nothing to draw, or the page is not shown: drawn when it is
   const end = plot.now;
   const start = Math.max(end - plot.windowS, Math.min(points[0].ts, end - PLOT.minSpanS));
   const x = (ts) => PLOT.left + ((ts - start) / (end - start)) * (width - PLOT.left - PLOT.right);
