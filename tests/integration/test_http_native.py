@@ -373,7 +373,7 @@ def test_status_says_how_the_box_is_and_where_it_listens(http_daemon, mosquitto_
     assert error(httpx.get(f"{url}/v1/status"), 401)["code"] == "missing_token"
     paths = httpx.get(f"{url}/openapi.json").json()["paths"]
     assert {"/v1/say", "/v1/requests/{request_id}", "/v1/requests/{request_id}/audio", "/v1/events", "/v1/voices",
-            "/v1/voices/{name}", "/v1/status"} <= set(paths)
+            "/v1/voices/{name}", "/v1/status", "/v1/status/history"} <= set(paths)
 
 
 def test_status_history_has_a_point_for_each_request_done(http_daemon, tmp_path: Path) -> None:

@@ -310,7 +310,7 @@ function showLineup(lineup) {
 
 const SVG = "http://www.w3.org/2000/svg";
 const PLOT = { panelHeight: 130, left: 52, right: 14, top: 22, bottom: 26, minSpanS: 900, dot: 3.5 };
-const plot = { points: [], last: null, now: null, windowS: null };
+const plot = { points: [], last: null, now: null, windowS: null, drawn: "" };
 
 async function refreshPlot() {
   const since = plot.last === null ? "" : `?since=${plot.last}`;
@@ -374,6 +374,11 @@ function drawPlot() {
   box.hidden = !points.length;
   const width = box.clientWidth;
   if (!points.length || !width) return;  // nothing to draw, or the page is not shown: drawn when it is
+  // Drawn anew when something shows: a new point, another width or language, or a minute passed (the time axis
+  // moves); not on every refresh, so a dot's tooltip stays while it is read.
+  const drawn = [points.length, points[points.length - 1].ts, width, state.lang, Math.floor(plot.now / 60)].join();
+  if (drawn === plot.drawn && box.firstChild) return;
+  plot.drawn = drawn;
   const end = plot.now;
   const start = Math.max(end - plot.windowS, Math.min(points[0].ts, end - PLOT.minSpanS));
   const x = (ts) => PLOT.left + ((ts - start) / (end - start)) * (width - PLOT.left - PLOT.right);
