@@ -17,6 +17,7 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from daemon.app.engines import Engines, build_engines, fallback_voice
+from daemon.app.systemd_notify import SILENCE_S
 from daemon.audio.output import AudioOutput
 from daemon.config import ConfigError, Settings
 from daemon.core.audio_cache import AudioCache
@@ -26,7 +27,9 @@ from daemon.core.durable_queue import DurableQueue
 from daemon.core.events import Event, EventKind, PayloadOrigin
 from daemon.core.pipeline import Pipeline
 from daemon.core.request_queue import Request
+from daemon.core.resources import disk_space, memory_available, resident_bytes
 from daemon.core.state_db import StateDb, StateDbError
+from daemon.core.status_history import StatusHistory
 from daemon.model.bundle import Bundle
 from daemon.model.manifest import MANIFEST, Manifest
 from daemon.protocols.mqtt import MqttService
@@ -78,6 +81,7 @@ class Service:
         self.state, self.queue, self.audit = self._open_state(settings)
         self.http = self._http_server() if settings.http.port is not None else None
         self.metrics = self._metrics() if settings.metrics.port is not None else None
+        self.history = StatusHistory()
         self.bus = self._event_bus()
         self.outputs = self._output_router()
         self.pipeline = self._pipeline(settings)
@@ -120,7 +124,7 @@ class Service:
         """Every event is recorded in the queue's database with its MQTT messages, heard by these subscribers,
         then published over MQTT."""
         bus = EventBus(journal=self.queue, announcer=self.mqtt)
-        for subscriber in (self.audit, self.metrics, self.wyoming, self.http):
+        for subscriber in (self.audit, self.metrics, self.history, self.wyoming, self.http):
             if subscriber is not None:
                 bus.subscribe(subscriber)
         return bus
@@ -366,6 +370,35 @@ class Service:
         if self.engine_error:
             status["engine_error"] = self.engine_error
         return status
+
+    def lineup(self) -> list[tuple[str, Request]]:
+        """The request being spoken, the next one and those waiting, in order, each with where it is."""
+        return self.pipeline.lineup()
+
+    def resources(self) -> dict[str, Any]:
+        """Disk (the state directory's filesystem, the rendered-audio cache) and memory (this process, the
+        system); a value the OS does not tell is None."""
+        disk = disk_space(self.settings.state_dir)
+        memory = memory_available()
+        cache = self.pipeline.cache
+        return {
+            "disk": {"free_bytes": disk[0] if disk else None, "total_bytes": disk[1] if disk else None,
+                     "audio_cache_bytes": cache.total_bytes if cache is not None else None},
+            "memory": {"rss_bytes": resident_bytes(), "available_bytes": memory[0] if memory else None,
+                       "total_bytes": memory[1] if memory else None},
+        }
+
+    def health(self) -> dict[str, Any]:
+        """What the daemon already watches that an operator must hear about: the watchdog's problems (a stuck
+        loop, a dead network thread), failed writes to the state database (a full or failing disk), and the
+        audio device's errors."""
+        device = self.history.audio_device()
+        return {
+            "problems": self.problems(SILENCE_S),
+            "state_write_errors": self.queue.write_errors + self.audit.write_errors,
+            "audio_device": {"errors": device.errors, "failing": device.failing, "last_error": device.last_error,
+                             "last_error_ts": device.last_error_ts},
+        }
 
     def listeners(self) -> dict[str, Any]:
         """Where the daemon listens and whether its broker connection is up."""

@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CHECK_S = 5.0  # how often STATUS= is refreshed when systemd asks for no watchdog
 MIN_SILENCE_S = 3.0  # idle loops beat about once a second: never call one stuck sooner than this
+SILENCE_S = 60.0  # a loop silent this long is stuck, where systemd sets no watchdog interval (and for the console)
 
 
 class Notifier:
@@ -134,7 +135,7 @@ class Watchdog:
     def _run(self) -> None:
         watchdog_s = self._notifier.watchdog_s
         interval = watchdog_s / 2 if watchdog_s else DEFAULT_CHECK_S
-        max_silence = max(watchdog_s or 60.0, MIN_SILENCE_S)
+        max_silence = max(watchdog_s or SILENCE_S, MIN_SILENCE_S)
         last_status = ""
         last_problems: list[str] = []
         while True:

@@ -156,6 +156,10 @@ class DurableQueue:
         with self._db.lock:
             return [r for r in self._memory.remove_expired(now) if not self._is_void(r)]
 
+    def waiting(self) -> list[Request]:
+        with self._db.lock:
+            return [r for r in self._memory.waiting() if not any(r is void for void in self._void)]
+
     def __len__(self) -> int:
         with self._db.lock:
             return len(self._memory) - len(self._void)

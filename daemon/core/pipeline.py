@@ -209,6 +209,14 @@ class Pipeline:
     def depth(self) -> int:
         return len(self._queue)
 
+    def lineup(self) -> list[tuple[str, Request]]:
+        """Every request not yet ended, in the order it is served: ``current`` (being delivered, and synthesised
+        while it is), ``next`` (synthesised ahead while the current one plays), then ``queued``."""
+        with self._cond:  # the synthesis thread pops under it too: no request is seen twice or missed
+            held = [(name, job.request) for name, job in (("current", self._current), ("next", self._next))
+                    if job is not None]
+            return held + [("queued", request) for request in self._queue.waiting()]
+
     def set_engine(self, engine: Synthesizer, fallback: Synthesizer) -> None:
         """Switch engines (reload): a request already being synthesised finishes on the old one."""
         chime = self._load_chime(self._audio_settings, engine.sample_rate)

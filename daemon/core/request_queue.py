@@ -113,6 +113,10 @@ class RequestQueue(Protocol):
 
     def remove_expired(self, now: float | None = None) -> list[Request]: ...
 
+    def waiting(self) -> list[Request]:
+        """The queued requests in the order they will be taken."""
+        ...
+
     def __len__(self) -> int: ...
 
 
@@ -175,6 +179,10 @@ class MemoryQueue:
                 self._heap = [entry for entry in self._heap if not entry[3].expired(now)]
                 heapq.heapify(self._heap)
             return expired
+
+    def waiting(self) -> list[Request]:
+        with self._lock:
+            return [entry[3] for entry in sorted(self._heap, key=lambda entry: entry[:3])]
 
     def __len__(self) -> int:
         with self._lock:

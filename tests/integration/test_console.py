@@ -15,6 +15,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,7 +33,8 @@ from daemon.core.audit import read_records
 from daemon.model.bundle import Bundle
 from daemon.model.engine import Engine
 from daemon.model.hardware import HardwareProfile
-from tests.conftest import Broker
+from tests.conftest import AlsaCapture, Broker
+from tests.doubles import ToneEngine
 from tests.http_fixtures import TONE_S
 from tests.integration.test_http_native import MANY, tokens
 from tests.paths import REPO
@@ -239,8 +241,6 @@ def test_status_is_live_and_raises_alerts(browser: WebDriver, http_daemon, mosqu
     mosquitto_broker.stop()
     assert mosquitto_broker.host in page.text("#alerts", "is not connected")
     assert page.find("#st-mqtt-state").text == "not connected"
-    page.screenshot("status")
-    page.screenshot("status-phone", PHONE)
     assert page.external() == []
 
 
@@ -587,4 +587,97 @@ def test_history_shows_who_changed_what_and_the_voices_who_registered_them(brows
     exported = page.fetch_text(page.find("#history-csv").get_attribute("href"))
     header, line = exported.strip().splitlines()
     assert header.endswith(",os_user,subject") and line.endswith(f",{me},door")
+
+
+class Hold(threading.Event):
+    """A gate for :class:`ToneEngine` that holds synthesis until set, however long the screenshots take."""
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return super().wait(WAIT_S * 3)
+
+
+def test_status_plots_timings_lists_the_queue_and_shows_disk_and_memory(browser: WebDriver, http_daemon,
+                                                                         tmp_path: Path) -> None:
+    made = tokens(tmp_path, boss=["admin"])
+    hold = Hold()
+    hold.set()
+    daemon, url = http_daemon(ToneEngine(seconds=TONE_S, gate=hold), **MANY)
+    page = Page(browser, url)
+    page.log_in(made["boss"]["Authorization"].removeprefix("Bearer "))
+    page.text("#st-plot-empty", "No request was done")
+    assert not page.driver.find_elements(By.CSS_SELECTOR, "#st-plot circle")
+    page.open("speak")
+    page.find("#speak-text").send_keys("Hello. Goodbye.")
+    page.find("#speak-submit").click()
+    page.audio("#speak-audio")
+    spoken = daemon.wait_event(page.find("#speak-id").text, "first_audio")
+
+    page.open("status")
+    page.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#st-plot circle.first-audio")) == 1)
+    [tip] = browser.execute_script(  # in one go: the plot is drawn anew on each refresh
+        "return [...document.querySelectorAll('#st-plot circle.first-audio title')].map(t => t.textContent)")
+    assert tip.endswith(f"{spoken['latency_ms']} ms")
+    assert len(page.driver.find_elements(By.CSS_SELECTOR, "#st-plot circle.rtf")) == 1
+    assert page.find("#st-plot-empty").is_displayed() is False
+    disk = page.text("#st-disk", "free of")
+    assert "GiB" in disk or "MiB" in disk
+    assert "available of" in page.find("#st-memory").text and page.find("#st-rss").text.endswith("MiB")
+    browser.execute_script("window.stillThisPage = true")
+
+    for n in range(2):  # over the API while the page is open: the plot grows without a reload
+        said = httpx.post(f"{url}/v1/say", json={"id": f"more-{n}", "text": "More.", "output": "response"},
+                          headers=made["boss"])
+        assert said.status_code == 202
+    daemon.wait_event("more-1", "done")
+    page.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#st-plot circle.first-audio")) == 3)
+    assert len(page.driver.find_elements(By.CSS_SELECTOR, "#st-plot polyline")) == 2
+
+    hold.clear()  # the next request is held in synthesis: the rest wait behind it by priority
+    try:
+        for request_id, priority in (("held", "normal"), ("later", "low"), ("urgent", "high")):
+            said = httpx.post(f"{url}/v1/say", json={"id": request_id, "text": f"The {request_id} one.",
+                                                      "priority": priority, "output": "response"},
+                              headers=made["boss"])
+            assert said.status_code == 202
+            if request_id == "held":
+                daemon.wait_event("held", "started")
+        page.wait(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#st-lineup tr")) == 3)
+        rows = page.rows("#st-lineup tr")
+        assert [row[:4] for row in rows] == [["held", "speaking now", "normal", "HTTP"],
+                                             ["urgent", "waiting", "high", "HTTP"],
+                                             ["later", "waiting", "low", "HTTP"]]
+        assert rows[1][5] == "The urgent one."  # an admin reads the texts
+        assert browser.execute_script("return window.stillThisPage") is True
+        page.fits(TABLET)
+        page.fits(PHONE)
+        page.screenshot("status")
+        page.screenshot("status-phone", PHONE)
+    finally:
+        hold.set()
+    daemon.wait_event("later", "done")
+    page.wait(lambda d: not d.find_elements(By.CSS_SELECTOR, "#st-lineup tr"))
+    assert page.find("#st-lineup-empty").is_displayed()
+    assert page.external() == []
+
+
+def test_status_alerts_while_the_audio_device_fails_and_after(browser: WebDriver, http_daemon, alsa: AlsaCapture,
+                                                              tmp_path: Path) -> None:
+    made = tokens(tmp_path, kiosk=["speak"])
+    audio = {"output_device": "gsvbroken", "retry_initial_s": 0.1, "retry_max_s": 0.2}
+    daemon, url = http_daemon(sections={"audio": audio})
+    page = Page(browser, url)
+    page.log_in(made["kiosk"]["Authorization"].removeprefix("Bearer "))
+    page.text("#st-engine-state", "ready")
+    assert page.find("#alerts").text == ""
+    said = httpx.post(f"{url}/v1/say", json={"id": "loud", "text": "Hello.", "output": "play"}, headers=made["kiosk"])
+    assert said.status_code == 202
+    retry = daemon.wait_event("loud", "failed")
+    alert = page.text("#alerts", "The audio device fails")  # a speak token polls: no event stream
+    assert retry["reason"] in alert
+    assert page.rows("#st-lineup tr")[0][:2] == ["loud", "speaking now"]
+    alsa.repair()
+    daemon.wait_event("loud", "done")
+    assert page.text("#alerts", "it plays again").startswith("Audio device errors since start: ")
+    assert browser.execute_script("return [...document.querySelectorAll('#alerts .alert')].map(a => a.className)") \
+        == ["alert info"]
     assert page.external() == []

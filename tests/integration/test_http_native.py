@@ -374,7 +374,94 @@ def test_status_says_how_the_box_is_and_where_it_listens(http_daemon, mosquitto_
     assert error(httpx.get(f"{url}/v1/status"), 401)["code"] == "missing_token"
     paths = httpx.get(f"{url}/openapi.json").json()["paths"]
     assert {"/v1/say", "/v1/requests/{request_id}", "/v1/requests/{request_id}/audio", "/v1/events", "/v1/voices",
-            "/v1/voices/{name}", "/v1/status"} <= set(paths)
+            "/v1/voices/{name}", "/v1/status", "/v1/status/history"} <= set(paths)
+
+
+def test_status_history_has_a_point_for_each_request_done(http_daemon, tmp_path: Path) -> None:
+    made = tokens(tmp_path, kiosk=["speak"], curator=["voices"])
+    pace = threading.Semaphore(0)
+    daemon, url = http_daemon(ToneEngine(seconds=TONE_S, pace=pace))
+    empty = httpx.get(f"{url}/v1/status/history", headers=made["kiosk"]).json()
+    assert empty["points"] == [] and empty["window_s"] >= 3600
+    said = httpx.post(f"{url}/v1/say", json={"id": "p1", "text": TEXT, "output": "response"}, headers=made["kiosk"])
+    assert said.status_code == 202
+    for _ in range(3):  # a sentence at a time, so synthesis takes a measurable while
+        time.sleep(0.05)
+        pace.release()
+    done = daemon.wait_event("p1", "done")
+    first_audio = daemon.wait_event("p1", "first_audio")
+
+    history = httpx.get(f"{url}/v1/status/history", headers=made["kiosk"]).json()
+    [point] = history["points"]
+    assert point["first_audio_ms"] == first_audio["latency_ms"] and 0 <= point["first_audio_ms"] <= done["total_ms"]
+    assert point["rtf"] == done["rtf"] and 0 < point["rtf"] < 1  # tones come faster than they play
+    assert point["engine"] == "tone" and point["cached"] is False
+    assert done["ts"] - 5 <= point["ts"] <= history["ts"]
+    newer = httpx.get(f"{url}/v1/status/history", params={"since": point["ts"]}, headers=made["kiosk"]).json()
+    assert newer["points"] == []
+    bad = error(httpx.get(f"{url}/v1/status/history", params={"since": "yesterday"}, headers=made["kiosk"]), 400)
+    assert bad["param"] == "since"
+    assert error(httpx.get(f"{url}/v1/status/history", params={"until": 1}, headers=made["kiosk"]), 400)["param"] \
+        == "until"
+    assert error(httpx.get(f"{url}/v1/status/history", headers=made["curator"]), 403)["code"] == "insufficient_scope"
+
+
+def test_status_tells_disk_memory_and_what_needs_an_operator(http_daemon, tmp_path: Path) -> None:
+    made = tokens(tmp_path, kiosk=["speak"])
+    _, url = http_daemon()
+    status = httpx.get(f"{url}/v1/status", headers=made["kiosk"]).json()
+    disk, memory = status["disk"], status["memory"]
+    assert 0 < disk["free_bytes"] <= disk["total_bytes"] and disk["audio_cache_bytes"] == 0  # tones are not cached
+    assert 0 < memory["rss_bytes"] < memory["total_bytes"] and 0 < memory["available_bytes"] <= memory["total_bytes"]
+    assert status["problems"] == [] and status["state_write_errors"] == 0
+    assert status["audio_device"] == {"errors": 0, "failing": False, "last_error": None, "last_error_ts": None}
+
+
+def test_status_lists_the_request_in_hand_and_those_waiting_by_priority(http_daemon, tmp_path: Path) -> None:
+    made = tokens(tmp_path, kiosk=["speak"], boss=["admin"])
+    gate = threading.Event()
+    daemon, url = http_daemon(ToneEngine(gate=gate))
+    try:
+        for request_id, priority in (("q1", "normal"), ("q2", "low"), ("q3", "high"), ("q4", "normal")):
+            said = httpx.post(f"{url}/v1/say", json={"id": request_id, "text": f"Number {request_id}.",
+                                                      "priority": priority}, headers=made["kiosk"])
+            assert said.status_code == 202
+            if request_id == "q1":
+                daemon.wait_event("q1", "started")  # held in synthesis by the gate: the rest wait
+        daemon.say({"id": "q5", "text": "Over MQTT.", "priority": "low"})
+        daemon.wait_event("q5", "queued")
+        seen = httpx.get(f"{url}/v1/status", headers=made["kiosk"]).json()
+        full = httpx.get(f"{url}/v1/status", headers=made["boss"]).json()
+    finally:
+        gate.set()
+    lineup = [(entry["id"], entry["state"], entry["priority"], entry["protocol"]) for entry in seen["queue"]]
+    assert lineup == [("q1", "current", "normal", "http"), ("q3", "queued", "high", "http"),
+                      ("q4", "queued", "normal", "http"), ("q2", "queued", "low", "http"),
+                      (None, "queued", "low", "native")]  # someone else's: its place, not its id
+    assert seen["queue_depth"] == 4 and all(0 <= entry["age_s"] < 60 for entry in seen["queue"])
+    assert all("text" not in entry for entry in seen["queue"])  # a caller's words are an admin's to read
+    assert [(entry["id"], entry["text"]) for entry in full["queue"]] == [
+        ("q1", "Number q1."), ("q3", "Number q3."), ("q4", "Number q4."), ("q2", "Number q2."), ("q5", "Over MQTT.")]
+    daemon.wait_event("q5", "done")
+    assert httpx.get(f"{url}/v1/status", headers=made["kiosk"]).json()["queue"] == []
+
+
+def test_status_raises_the_audio_device_s_errors_until_it_plays_again(http_daemon, alsa: AlsaCapture,
+                                                                       tmp_path: Path) -> None:
+    made = tokens(tmp_path, kiosk=["speak"])
+    audio = {"output_device": "gsvbroken", "retry_initial_s": 0.1, "retry_max_s": 0.2}
+    daemon, url = http_daemon(sections={"audio": audio})
+    said = httpx.post(f"{url}/v1/say", json={"id": "loud", "text": "Hello.", "output": "play"}, headers=made["kiosk"])
+    assert said.status_code == 202
+    retry = daemon.wait_event("loud", "failed")
+    device = httpx.get(f"{url}/v1/status", headers=made["kiosk"]).json()["audio_device"]
+    assert device["failing"] is True and device["errors"] >= 1 and device["last_error"] == retry["reason"]
+    [speaking] = httpx.get(f"{url}/v1/status", headers=made["kiosk"]).json()["queue"]
+    assert speaking["id"] == "loud" and speaking["state"] == "current"
+    alsa.repair()
+    daemon.wait_event("loud", "done")
+    device = httpx.get(f"{url}/v1/status", headers=made["kiosk"]).json()["audio_device"]
+    assert device["failing"] is False and device["errors"] >= 1  # the count stays: it happened
 
 
 # -- restart --------------------------------------------------------------------------------------

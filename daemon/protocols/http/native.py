@@ -17,7 +17,8 @@ from functools import partial
 from typing import Annotated, Any
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -27,10 +28,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from daemon.audio.wav import AudioError
 from daemon.core.events import EventKind
 from daemon.core.request_queue import Request
+from daemon.core.status_history import WINDOW_S
 from daemon.protocols.http.access import Caller, Refusal, needs
-from daemon.protocols.http.request_records import SAY_ROUTE, Record, keeps_audio
+from daemon.protocols.http.request_records import SAY_ROUTE, Record, keeps_audio, may_see
 from daemon.protocols.http.responses import refusal_for
-from daemon.protocols.http.server import Ending, HttpServer
+from daemon.protocols.http.server import Ending, HttpServer, SpeechService
 from daemon.protocols.payloads import NativeSay, RejectedPayload, parse_native
 from daemon.speech.synthesizer import SynthesisError, UnknownVoice, VoiceInfo, registration_problem
 
@@ -239,9 +241,42 @@ async def remove_voice(name: str, http_request: HttpRequest, caller: Curator) ->
 
 @router.get("/v1/status")
 async def status(http_request: HttpRequest, caller: Speaker) -> dict[str, Any]:
-    """The MQTT status topic's body, where the daemon listens, whether it has a speaker (``output`` ``play``)
-    and how long it has run."""
+    """The MQTT status topic's body, where the daemon listens, whether it has a speaker (``output`` ``play``),
+    how long it has run, the requests in hand and waiting, disk and memory, and what needs an operator."""
     server = _server(http_request)
     service = server.service
+    resources = await asyncio.to_thread(service.resources)  # a slow disk must not hold up the event loop
     return {**service.status(), "listeners": service.listeners(), "speaker": service.intake_policy().has_audio_device,
-            "uptime_s": round(time.monotonic() - server.started_at)}
+            "uptime_s": round(time.monotonic() - server.started_at), "queue": _lineup(service, caller),
+            **resources, **service.health()}
+
+
+def _lineup(service: SpeechService, caller: Caller) -> list[dict[str, Any]]:
+    """Each request not yet ended; its id only to a caller who may see the request (GET /v1/requests/{id}), its
+    text only to an admin."""
+    now = time.monotonic()
+    admin = caller.may("admin")
+    lineup = []
+    for where, request in service.lineup():
+        entry = {"id": request.id if may_see(request, caller.token_name, admin) else None, "state": where,
+                 "priority": request.priority, "protocol": request.source, "age_s": round(now - request.received_at, 1)}
+        if admin:
+            entry["text"] = request.text
+        lineup.append(entry)
+    return lineup
+
+
+class HistoryParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: float | None = Field(None, allow_inf_nan=False)  # Unix seconds, excluded: only newer points
+
+
+@router.get("/v1/status/history")
+async def status_history(params: Annotated[HistoryParams, Query()], http_request: HttpRequest,
+                         caller: Speaker) -> dict[str, Any]:
+    """Time to first audio and real-time factor of each request done within the last ``window_s``, oldest first
+    (``since``: only those after it, for a page that has the rest)."""
+    now = time.time()
+    points = _server(http_request).service.history.points(now, params.since)
+    return {"window_s": WINDOW_S, "ts": round(now, 3), "points": points}

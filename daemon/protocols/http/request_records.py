@@ -48,8 +48,12 @@ class Record:
     audio_gone: str | None = None  # why there is no audio (any more)
 
     def visible_to(self, token_name: str | None, admin: bool) -> bool:
-        """An admin sees every request; anyone else those they made over HTTP (anonymous callers are one)."""
-        return admin or (self.request.source == "http" and self.request.token_name == token_name)
+        return may_see(self.request, token_name, admin)
+
+
+def may_see(request: Request, token_name: str | None, admin: bool) -> bool:
+    """An admin sees every request; anyone else those they made over HTTP (anonymous callers are one)."""
+    return admin or (request.source == "http" and request.token_name == token_name)
 
 
 class RequestRecords:

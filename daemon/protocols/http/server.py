@@ -32,6 +32,7 @@ from daemon.core.audit import Actor
 from daemon.core.events import EventKind, PayloadOrigin, is_terminal
 from daemon.core.pipeline import AudioStream, Discard
 from daemon.core.request_queue import Request
+from daemon.core.status_history import StatusHistory
 from daemon.core.tokens import TokenStore
 from daemon.protocols.http.access import Caller, Refusal
 from daemon.protocols.http.event_feed import EventFeed
@@ -49,6 +50,7 @@ class SpeechService(Protocol):
     engine: Synthesizer
     fallback: Synthesizer
     settings: Settings  # as last applied: a reload replaces them
+    history: StatusHistory  # the last hours' timings, for GET /v1/status/history
 
     def submit(self, request: Request) -> None: ...
 
@@ -104,6 +106,18 @@ class SpeechService(Protocol):
     def status(self) -> dict[str, Any]: ...
 
     def listeners(self) -> dict[str, Any]: ...
+
+    def lineup(self) -> list[tuple[str, Request]]:
+        """The requests in hand and waiting, in order, each with where it is (``current``, ``next``, ``queued``)."""
+        ...
+
+    def resources(self) -> dict[str, Any]:
+        """``disk`` and ``memory``, as the OS tells them (None where it does not)."""
+        ...
+
+    def health(self) -> dict[str, Any]:
+        """The watchdog's ``problems``, ``state_write_errors`` and the ``audio_device``'s errors."""
+        ...
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ BUILT = {
     "request": ("queued", "started", "done", "failed", "expired", "rejected"),
     "change": CHANGE_OUTCOMES,
     "model": ("source_file", "source_environment", "source_given", "source_default"),
+    "status": ("queue_current", "queue_next", "queue_queued"),  # a request's place in GET /v1/status's queue
 }
 
 

@@ -243,14 +243,162 @@ function showStatus(s) {
   if (s.engine_state === "degraded") alerts.push({ kind: "bad", text: t("alert.engine_down", { error: s.engine_error }) });
   if (s.engine_state === "fallback-only") alerts.push({ kind: "info", text: t("alert.fallback_only") });
   if (!mqtt.connected) alerts.push({ kind: "bad", text: t("alert.broker_down", { broker: mqtt.broker }) });
+  alerts.push(...healthAlerts(s));
   showAlerts(alerts);
+  showResources(s);
+  showLineup(s.queue);
   $("#st-updated").textContent = t("status.updated", { time: clock(s.ts) });
 }
 
 async function refreshStatus() {
-  const result = await api("GET", "/v1/status");
+  const [result] = await Promise.all([api("GET", "/v1/status"), refreshPlot()]);
   if (result.ok) showStatus(result.data);
   else if (result.status === 0) showAlerts([{ kind: "bad", text: result.error.message }]);
+}
+
+// What the daemon watches beyond the engine and the broker: its watchdog, the state disk, the audio device.
+function healthAlerts(s) {
+  const alerts = (s.problems ?? []).map((problem) => ({ kind: "bad", text: t("status.alert_problem", { problem }) }));
+  if (s.state_write_errors) alerts.push({ kind: "bad", text: t("status.alert_state_disk", { n: s.state_write_errors }) });
+  const device = s.audio_device;
+  if (device?.failing) {
+    alerts.push({ kind: "bad", text: t("status.alert_audio_failing", { error: device.last_error, n: device.errors }) });
+  } else if (device?.errors) {
+    alerts.push({ kind: "info", text: t("status.alert_audio_recovered", { n: device.errors, time: clock(device.last_error_ts) }) });
+  }
+  return alerts;
+}
+
+function bytes(n) {
+  if (n === null || n === undefined) return "-";
+  const units = [["status.bytes_gb", 2 ** 30], ["status.bytes_mb", 2 ** 20], ["status.bytes_kb", 2 ** 10]];
+  for (const [key, size] of units) {
+    if (n >= size) return t(key, { n: (n / size).toFixed(n >= 10 * size ? 0 : 1) });
+  }
+  return t("status.bytes", { n });
+}
+
+function showResources(s) {
+  const { disk, memory } = s;
+  $("#st-disk").textContent = disk.free_bytes === null ? "-"
+    : t("status.free_of", { free: bytes(disk.free_bytes), total: bytes(disk.total_bytes) });
+  $("#st-cache").textContent = disk.audio_cache_bytes === null ? t("listener.off") : bytes(disk.audio_cache_bytes);
+  $("#st-rss").textContent = bytes(memory.rss_bytes);
+  $("#st-memory").textContent = memory.available_bytes === null ? "-"
+    : t("status.available_of", { free: bytes(memory.available_bytes), total: bytes(memory.total_bytes) });
+}
+
+// The request in hand and those waiting, in the order they are served; their texts only reach an admin.
+function showLineup(lineup) {
+  const body = $("#st-lineup");
+  body.replaceChildren();
+  for (const entry of lineup) {
+    const row = document.createElement("tr");
+    row.dataset.request = entry.id ?? "";
+    cell(row, entry.id ?? "-");  // someone else's request: its place in the queue, not its id
+    cell(row, t(`status.queue_${entry.state}`));
+    cell(row, t(`priority.${entry.priority}`)).className = `priority-${entry.priority}`;
+    cell(row, PROTOCOLS[entry.protocol] ?? entry.protocol);
+    cell(row, duration(Math.round(entry.age_s)));
+    if ("text" in entry) cell(row, entry.text);
+    body.append(row);
+  }
+  $("#st-lineup-empty").hidden = lineup.length > 0;
+}
+
+// -- the plot: first-audio time and real-time factor of each request done, as inline SVG -----------------
+
+const SVG = "http://www.w3.org/2000/svg";
+const PLOT = { panelHeight: 130, left: 52, right: 14, top: 22, bottom: 26, minSpanS: 900, dot: 3.5 };
+const plot = { points: [], last: null, now: null, windowS: null, drawn: "" };
+
+async function refreshPlot() {
+  const since = plot.last === null ? "" : `?since=${plot.last}`;
+  const result = await api("GET", `/v1/status/history${since}`);
+  if (!result.ok) return;
+  const { points, ts, window_s: windowS } = result.data;
+  plot.now = ts;
+  plot.windowS = windowS;
+  plot.points = plot.points.concat(points).filter((p) => p.ts > ts - windowS);
+  if (points.length) plot.last = points[points.length - 1].ts;
+  drawPlot();
+}
+
+function svg(name, attributes = {}, parent = null) {
+  const el = document.createElementNS(SVG, name);
+  for (const [key, value] of Object.entries(attributes)) el.setAttribute(key, String(value));
+  parent?.append(el);
+  return el;
+}
+
+// The smallest of 1, 2, 5 times a power of ten that is at least v: round numbers on the y axis.
+function niceCeil(v) {
+  const power = 10 ** Math.floor(Math.log10(v));
+  return [1, 2, 5, 10].map((m) => m * power).find((step) => step >= v);
+}
+
+function panel(root, { top, width, x, values, label, unit, marks, least }) {
+  const height = PLOT.panelHeight - PLOT.top - PLOT.bottom;
+  const bottom = top + PLOT.top + height;
+  const max = niceCeil(Math.max(least, ...values.map((v) => v.value)) * 1.05);
+  const y = (value) => bottom - (value / max) * height;
+  svg("text", { x: PLOT.left, y: top + PLOT.top - 8, class: "plot-label" }, root).textContent = label;
+  for (const value of [0, max / 2, max]) {
+    svg("line", { x1: PLOT.left, x2: width - PLOT.right, y1: y(value), y2: y(value), class: "plot-grid" }, root);
+    const tick = svg("text", { x: PLOT.left - 6, y: y(value) + 4, class: "plot-tick plot-y" }, root);
+    tick.textContent = unit(value);
+  }
+  for (const mark of marks.filter((m) => m.at <= max)) {
+    svg("line", { x1: PLOT.left, x2: width - PLOT.right, y1: y(mark.at), y2: y(mark.at), class: "plot-mark" }, root);
+    const text = svg("text", { x: width - PLOT.right - 4, y: y(mark.at) - 4, class: "plot-tick plot-mark-label" }, root);
+    text.textContent = mark.label;
+  }
+  if (values.length > 1) {
+    const line = values.map((v) => `${x(v.ts).toFixed(1)},${y(v.value).toFixed(1)}`).join(" ");
+    svg("polyline", { points: line, class: "plot-line" }, root);
+  }
+  for (const v of values) {
+    const dot = svg("circle", { cx: x(v.ts), cy: y(v.value), r: PLOT.dot, class: `plot-dot ${v.kind}${v.cached ? " cached" : ""}` }, root);
+    svg("title", {}, dot).textContent = `${clock(v.ts)}  ${unit(v.value)}${v.cached ? ` (${t("plot.cached")})` : ""}`;
+  }
+  return bottom;
+}
+
+function drawPlot() {
+  if (plot.now === null) return;
+  const box = $("#st-plot");
+  const points = plot.points;
+  const empty = $("#st-plot-empty");
+  empty.hidden = points.length > 0;
+  empty.textContent = t("plot.empty", { h: Math.round(plot.windowS / 3600) });
+  box.hidden = !points.length;
+  const width = box.clientWidth;
+  if (!points.length || !width) return;  // nothing to draw, or the page is not shown: drawn when it is
+  // Drawn anew when something shows: a new point, another width or language, or a minute passed (the time axis
+  // moves); not on every refresh, so a dot's tooltip stays while it is read.
+  const drawn = [points.length, points[points.length - 1].ts, width, state.lang, Math.floor(plot.now / 60)].join();
+  if (drawn === plot.drawn && box.firstChild) return;
+  plot.drawn = drawn;
+  const end = plot.now;
+  const start = Math.max(end - plot.windowS, Math.min(points[0].ts, end - PLOT.minSpanS));
+  const x = (ts) => PLOT.left + ((ts - start) / (end - start)) * (width - PLOT.left - PLOT.right);
+  const root = svg("svg", { width, height: 2 * PLOT.panelHeight, viewBox: `0 0 ${width} ${2 * PLOT.panelHeight}`,
+                            role: "img", "aria-label": t("plot.title") });
+  const latencies = points.filter((p) => p.first_audio_ms !== null)
+    .map((p) => ({ ts: p.ts, value: p.first_audio_ms, cached: p.cached, kind: "first-audio" }));
+  const rtfs = points.filter((p) => p.rtf !== null).map((p) => ({ ts: p.ts, value: p.rtf, cached: p.cached, kind: "rtf" }));
+  panel(root, { top: 0, width, x, values: latencies, label: t("plot.first_audio"), marks: [], least: 10,
+                unit: (v) => t("unit.ms", { n: Math.round(v) }) });
+  const bottom = panel(root, { top: PLOT.panelHeight, width, x, values: rtfs, label: t("plot.rtf"),
+                               marks: [{ at: 1, label: t("plot.real_time") }], least: 0.01,
+                               unit: (v) => String(Number(v.toPrecision(2))) });
+  const ticks = [start, (start + end) / 2, end];
+  ticks.forEach((ts, i) => {
+    const anchor = ["start", "middle", "end"][i];
+    const text = svg("text", { x: x(ts), y: bottom + 17, class: `plot-tick plot-x-${anchor}` }, root);
+    text.textContent = clock(ts);
+  });
+  box.replaceChildren(root);
 }
 
 function eventDetail(e) {
@@ -276,6 +424,8 @@ function addEvent(e) {
 
 page("status", {
   enter() {
+    Object.assign(plot, { points: [], last: null, now: null });
+    $$(".lineup .admin-only").forEach((th) => { th.hidden = !may("admin"); });
     refreshStatus();
     live.timer = setInterval(refreshStatus, STATUS_POLL_MS);
     const admin = may("admin");
@@ -1028,6 +1178,7 @@ async function start() {
   $("#logout-button").addEventListener("click", logOut);
   $("#login-button").addEventListener("click", () => showLogin());
   window.addEventListener("hashchange", route);
+  window.addEventListener("resize", () => { if (state.page === "status") drawPlot(); });
   const who = await api("GET", "/v1/session");
   if (who.ok && who.data.scopes.length) enter(who.data);
   else if (who.error?.code !== "session_expired") showLogin(who.ok ? "" : who.error.message);  // else shown
