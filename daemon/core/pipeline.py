@@ -271,22 +271,23 @@ class Pipeline:
         if request.expired():
             self._events.emit(request, EventKind.EXPIRED, reason="expired before it was queued")
             return
-        admission = self._queue.put(request)
-        if admission.status == "full":
-            for stale in self._queue.remove_expired():
-                self._events.emit(stale, EventKind.EXPIRED, reason="ttl elapsed while queued")
+        with self._cond:  # the synthesis thread takes it only once ``queued`` is out: no ``started`` before it
             admission = self._queue.put(request)
-        if admission.status == "duplicate":
-            log.info("request %s repeats one already admitted (%s)", request.id, admission.state)
-            self._events.emit(request, EventKind.DUPLICATE, state=admission.state)
-            return
-        if admission.status == "full":
-            self._events.emit(request, EventKind.REJECTED, reason="queue full", queue_depth=len(self._queue))
-            return
-        if admission.displaced is not None:
-            self._events.emit(admission.displaced, EventKind.REJECTED, reason=f"queue full: displaced by {request.id}")
-        self._events.emit(request, EventKind.QUEUED, queue_depth=len(self._queue), priority=request.priority)
-        with self._cond:
+            if admission.status == "full":
+                for stale in self._queue.remove_expired():
+                    self._events.emit(stale, EventKind.EXPIRED, reason="ttl elapsed while queued")
+                admission = self._queue.put(request)
+            if admission.status == "duplicate":
+                log.info("request %s repeats one already admitted (%s)", request.id, admission.state)
+                self._events.emit(request, EventKind.DUPLICATE, state=admission.state)
+                return
+            if admission.status == "full":
+                self._events.emit(request, EventKind.REJECTED, reason="queue full", queue_depth=len(self._queue))
+                return
+            if admission.displaced is not None:
+                self._events.emit(admission.displaced, EventKind.REJECTED,
+                                  reason=f"queue full: displaced by {request.id}")
+            self._events.emit(request, EventKind.QUEUED, queue_depth=len(self._queue), priority=request.priority)
             requeued = self._preempt(request) if request.interrupt or request.priority == "emergency" else None
             self._cond.notify_all()
         if requeued is not None:

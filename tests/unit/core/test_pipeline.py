@@ -104,11 +104,11 @@ def request(rid: str, text: str = "One. Two.", **fields: Any) -> Request:
 
 class Rig:
     def __init__(self, engine: ToneEngine | None = None, fallback: ToneEngine | None = None,
-                 card: SoundCard | None = None, cache: AudioCache | None = None) -> None:
+                 card: SoundCard | None = None, cache: AudioCache | None = None, events: Events | None = None) -> None:
         self.queue = MemoryQueue(max_depth=8, dedup_window_s=0)
         self.engine = engine or ToneEngine(seconds=0.05)
         self.fallback = fallback or ToneEngine(seconds=0.05, name="fallback")
-        self.events = Events()
+        self.events = events or Events()
         self.published = Published()
         self.card = card
         settings = AudioSettings(retry_initial_s=0.01, retry_max_s=0.02)
@@ -132,6 +132,22 @@ def test_a_request_is_spoken_and_its_events_come_in_order() -> None:
     delivered = np.concatenate(rig.published.audio["a"])
     assert done["speech_ms"] == round(delivered.size / ToneEngine.sample_rate * 1000)
     assert rig.engine.sentences == ["One", "Two"]
+
+
+class SlowToQueue(Events):
+    """Takes longer to hear ``queued`` than the synthesis thread waits between looks at the queue."""
+
+    def emit(self, request: Request, kind: EventKind, **fields: Any) -> None:
+        if kind is EventKind.QUEUED:
+            time.sleep(1.5)
+        super().emit(request, kind, **fields)
+
+
+def test_queued_is_out_before_synthesis_can_start() -> None:
+    with Rig(events=SlowToQueue()) as rig:
+        rig.pipeline.submit(request("a"))
+        rig.events.wait("a")
+    assert rig.events.kinds("a") == ["queued", "started", "first_audio", "done"]
 
 
 def test_an_emergency_cuts_what_plays_and_goes_before_what_waits() -> None:
