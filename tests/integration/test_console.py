@@ -285,6 +285,29 @@ def test_speak_in_the_browser_with_the_api_s_own_messages(browser: WebDriver, ht
     assert page.external() == []
 
 
+def test_speech_is_heard_in_the_browser_from_its_first_sentence(browser: WebDriver, http_daemon) -> None:
+    pace = threading.Semaphore(0)
+    daemon, url = http_daemon(ToneEngine(seconds=TONE_S, pace=pace))
+    page = Page(browser, url)  # a fresh box: anonymous on loopback may speak
+    page.open("speak")
+    page.find("#speak-text").send_keys("One. Two. Three.")
+    page.find("#speak-submit").click()
+    pace.release()  # the first sentence of three
+
+    def heard_s(driver: WebDriver) -> float:
+        return float(driver.execute_script("return document.querySelector('#speak-audio').dataset.heardS || 0"))
+
+    page.wait(lambda d: heard_s(d) >= TONE_S)
+    request_id = page.find("#speak-id").text
+    assert httpx.get(f"{url}/v1/requests/{request_id}").json()["state"] == "started"  # heard before it is done
+    pace.release(2)
+    played, wav = page.audio("#speak-audio")  # then the whole of it, to hear again
+    samples, rate = soundfile.read(io.BytesIO(wav))
+    assert heard_s(page.driver) == pytest.approx(len(samples) / rate, abs=0.001) == pytest.approx(3 * TONE_S)
+    assert played["error"] is None and daemon.wait_event(request_id, "done")["audio_ms"] == round(3 * TONE_S * 1000)
+    assert page.external() == []
+
+
 def test_register_a_voice_by_upload_speak_with_it_and_remove_it(browser: WebDriver, http_daemon, demo_bundle: Path,
                                                                 tmp_path: Path) -> None:
     made = tokens(tmp_path, boss=["admin"])

@@ -89,6 +89,36 @@ def test_say_keeps_the_audio_for_its_caller(http_daemon, fmt: str) -> None:
     assert (row["outcome"], row["protocol"], row["topic"]) == ("done", "http", "POST /v1/say")
 
 
+def test_the_kept_audio_streams_while_it_is_delivered(http_daemon) -> None:
+    pace = threading.Semaphore(0)
+    daemon, url = http_daemon(ToneEngine(seconds=TONE_S, pace=pace))
+    assert httpx.post(f"{url}/v1/say", json={"id": "s2", "text": TEXT, "output": "response"}).status_code == 202
+    with httpx.stream("GET", f"{url}/v1/requests/s2/audio", params={"stream": "true"}, timeout=30) as streamed:
+        assert streamed.status_code == 200 and streamed.headers["x-sample-rate"] == "16000"
+        chunks = streamed.iter_bytes()
+        body = b""
+        pace.release()  # one sentence of three
+        while len(body) < 44 + int(TONE_S * 16000) * 2:
+            body += next(chunks)
+        assert httpx.get(f"{url}/v1/requests/s2").json()["state"] == "started"  # heard before it is done
+        pace.release(2)
+        body += b"".join(chunks)
+    daemon.wait_event("s2", "done")
+    streamed_samples, _ = decode(body, "wav")
+    kept, _ = decode(httpx.get(f"{url}/v1/requests/s2/audio").content, "wav")
+    assert len(kept) == round(3 * TONE_S * 16000) and np.array_equal(streamed_samples, kept)
+    again = httpx.get(f"{url}/v1/requests/s2/audio", params={"stream": "true"})  # done: the kept audio, whole
+    assert again.status_code == 200 and again.content[44:] == body[44:]
+
+    gate = threading.Event()
+    _, url = http_daemon(ToneEngine(gate=gate))
+    for say in ({"id": "a1", "text": "Hold."}, {"id": "e1", "text": "Too late.", "ttl_s": 0.5}):
+        assert httpx.post(f"{url}/v1/say", json={**say, "output": "response"}).status_code == 202
+    threading.Timer(1.0, gate.set).start()  # e1's time runs out while a1 holds the engine
+    gone = error(httpx.get(f"{url}/v1/requests/e1/audio", params={"stream": "true"}, timeout=30), 410)
+    assert gone["code"] == "audio_gone" and "expired" in gone["message"]  # it waited, and there never was any
+
+
 def test_say_without_an_id_gets_one_and_publish_is_response(http_daemon) -> None:
     daemon, url = http_daemon()
     answer = httpx.post(f"{url}/v1/say", json={"text": "Hello.", "output": "publish"}).json()

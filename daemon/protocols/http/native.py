@@ -13,6 +13,7 @@ import dataclasses
 import json
 import re
 import time
+from collections.abc import AsyncIterator
 from functools import partial
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -25,12 +26,13 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
+from daemon.audio.encoding import UNKNOWN_SIZE, wav_header
 from daemon.audio.wav import AudioError
 from daemon.core.events import EventKind
 from daemon.core.request_queue import Request
 from daemon.core.status_history import WINDOW_S
 from daemon.protocols.http.access import Caller, Refusal, needs
-from daemon.protocols.http.request_records import SAY_ROUTE, Record, keeps_audio, may_see
+from daemon.protocols.http.request_records import SAY_ROUTE, KeptStream, Record, keeps_audio, may_see
 from daemon.protocols.http.responses import refusal_for
 from daemon.protocols.http.server import Ending, HttpServer, SpeechService
 from daemon.protocols.payloads import NativeSay, RejectedPayload, parse_native
@@ -44,6 +46,7 @@ Lister = Annotated[Caller, Depends(needs("speak", "voices"))]  # ... to choose a
 
 OUTPUTS = {"play": "play", "response": "publish", "publish": "publish", "both": "both"}  # HTTP's name -> MQTT's
 RETRY_AFTER_S = "1"  # audio asked for before the request is done
+STREAM_POLL_S = 0.05  # how often a streamed request's audio is looked at for more
 MAX_FORM_PARTS = 8  # files, and fields, in a voice upload: its five and a few a client adds
 _SAY_FIELDS = frozenset(NativeSay.model_fields)
 
@@ -139,21 +142,62 @@ async def request_state(request_id: str, http_request: HttpRequest, caller: Spea
 
 
 @router.get("/v1/requests/{request_id}/audio")
-async def request_audio(request_id: str, http_request: HttpRequest, caller: Speaker) -> Response:
-    """The kept audio once the request is done: 409 while it is not yet, 410 when there is none (any more)."""
+async def request_audio(request_id: str, http_request: HttpRequest, caller: Speaker,
+                        stream: Annotated[bool, Query()] = False) -> Response:
+    """The kept audio once the request is done: 409 while it is not yet, 410 when there is none (any more).
+    ``stream=true`` waits for the audio instead and sends it as it is delivered (a WAV of unknown length)."""
+    server = _server(http_request)
     record = _record(http_request, caller, request_id)
     if not keeps_audio(record.request):
         raise Refusal(404, f"request {request_id!r} keeps no audio: only POST /v1/say with output response or "
                       "both does", "no_audio", param="id")
+    if stream and record.audio is None and record.ended_at is None:
+        delivering = await _delivery(server, record.request, http_request)
+        if delivering is not None:
+            return StreamingResponse(_delivered(delivering, http_request), media_type=_media_type(record.request),
+                                     headers={"X-Request-Id": request_id,
+                                              "X-Sample-Rate": str(delivering.sample_rate)})
+        record = _record(http_request, caller, request_id)
     if record.audio is None:
         if record.ended_at is None:
             raise Refusal(409, f"request {request_id!r} is {record.state}: its audio is not ready yet",
                           "not_ready", headers={"Retry-After": RETRY_AFTER_S})
         raise Refusal(410, f"request {request_id!r} has no audio: {record.audio_gone or 'it ended ' + record.state}",
                       "audio_gone")
-    media_type = "audio/wav" if record.request.format == "wav" else "audio/pcm"
-    return Response(record.audio, media_type=media_type,
+    return Response(record.audio, media_type=_media_type(record.request),
                     headers={"X-Request-Id": request_id, "X-Sample-Rate": str(record.sample_rate)})
+
+
+def _media_type(request: Request) -> str:
+    return "audio/wav" if request.format == "wav" else "audio/pcm"
+
+
+async def _delivery(server: HttpServer, request: Request, http_request: HttpRequest) -> KeptStream | None:
+    """The request's audio once its delivery opens; None when it ended first (or the client left)."""
+    while (delivering := server.records.delivering(request)) is None:
+        record = server.records.get(request.id)
+        if record is None or record.request is not request or record.ended_at is not None or record.audio is not None:
+            return None
+        if await http_request.is_disconnected():
+            return None
+        await asyncio.sleep(STREAM_POLL_S)
+    return delivering
+
+
+async def _delivered(delivering: KeptStream, http_request: HttpRequest) -> AsyncIterator[bytes]:
+    """A WAV header of unknown length (for ``format`` ``wav``), then the PCM as it arrives, to the end. A client
+    that hangs up stops only its copy: the request was made to keep its audio, and it does."""
+    if delivering.request.format == "wav":
+        yield wav_header(delivering.sample_rate, UNKNOWN_SIZE)
+    offset = 0
+    while True:
+        pcm, ended = delivering.read(offset)
+        offset += len(pcm)
+        if pcm:
+            yield pcm
+        if ended or await http_request.is_disconnected():
+            return
+        await asyncio.sleep(STREAM_POLL_S)
 
 
 # -- events ---------------------------------------------------------------------------------------

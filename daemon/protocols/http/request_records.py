@@ -2,7 +2,8 @@
 
 Every request on the event bus gets a record (whatever protocol it came in on), so ``GET /v1/requests/{id}`` can
 say where it is. A request of ``POST /v1/say`` whose output is ``publish`` (``response``) or ``both`` has its audio
-kept, encoded as it asked (``format``), for ``GET /v1/requests/{id}/audio``: nobody waits on a connection for it.
+kept, encoded as it asked (``format``), for ``GET /v1/requests/{id}/audio``: nobody waits on a connection for it;
+while it is delivered, that route can also stream it as it comes (``stream=true``: the console plays it at once).
 All of it is in memory: a finished request is forgotten ``http.keep_requests_s`` after its end, and the kept audio
 of all requests together stays within ``http.keep_audio_mb`` (the oldest audio goes first). After a restart only
 what the new run hears is known: a request resumed from the durable queue is known again from its ``queued``
@@ -66,6 +67,7 @@ class RequestRecords:
         self._records: OrderedDict[str, Record] = OrderedDict()
         self._audio_bytes = 0
         self._expected: dict[int, tuple[Request, Event | None]] = {}
+        self._delivering: dict[str, KeptStream] = {}  # request id -> its audio while the pipeline delivers it
         self._lock = threading.Lock()
 
     # -- what a handler asks ----------------------------------------------------------------------
@@ -87,6 +89,12 @@ class RequestRecords:
             self._prune()
             record = self._records.get(request_id)
             return None if record is None else dataclasses.replace(record, events=deque(record.events))
+
+    def delivering(self, request: Request) -> KeptStream | None:
+        """The request's audio as it is delivered; None before delivery opens and once it has closed."""
+        with self._lock:
+            stream = self._delivering.get(request.id)
+            return stream if stream is not None and stream.request is request else None
 
     @property
     def audio_bytes(self) -> int:
@@ -132,7 +140,18 @@ class RequestRecords:
 
     def stream(self, request: Request, sample_rate: int) -> AudioStream:
         """Where the pipeline delivers the audio of a request whose audio is kept."""
-        return _KeptStream(self, request, sample_rate)
+        stream = KeptStream(self, request, sample_rate)
+        with self._lock:
+            self._delivering[request.id] = stream
+        return stream
+
+    def delivered(self, stream: KeptStream, pcm16: bytes, cancelled: bool) -> None:
+        """Delivery ended: the audio is kept (unless cancelled) before the stream stops being found."""
+        if not cancelled:
+            self.keep(stream.request, pcm16, stream.sample_rate)
+        with self._lock:
+            if self._delivering.get(stream.request.id) is stream:
+                del self._delivering[stream.request.id]
 
     def keep(self, request: Request, pcm16: bytes, sample_rate: int) -> None:
         """Keep a request's delivered audio, dropping the oldest kept audio to stay within the cap."""
@@ -168,18 +187,29 @@ class RequestRecords:
                 del self._records[request_id]
 
 
-class _KeptStream:
-    """A kept request's audio as 16-bit PCM while it is delivered; kept once delivery ends."""
+class KeptStream:
+    """A kept request's audio as 16-bit PCM while it is delivered (readable meanwhile); kept once delivery ends."""
 
     def __init__(self, records: RequestRecords, request: Request, sample_rate: int) -> None:
         self._records = records
-        self._request = request
-        self._rate = sample_rate
-        self._pcm: list[bytes] = []
+        self.request = request
+        self.sample_rate = sample_rate
+        self._pcm = bytearray()
+        self._ended = False
+        self._lock = threading.Lock()
 
     def write(self, audio: np.ndarray) -> None:
-        self._pcm.append(to_pcm16(np.asarray(audio, dtype=np.float32)))
+        pcm = to_pcm16(np.asarray(audio, dtype=np.float32))
+        with self._lock:
+            self._pcm += pcm
+
+    def read(self, offset: int) -> tuple[bytes, bool]:
+        """The PCM from byte ``offset`` on, and whether delivery has ended (nothing more will come)."""
+        with self._lock:
+            return bytes(self._pcm[offset:]), self._ended
 
     def close(self, cancel: threading.Event) -> None:
-        if not cancel.is_set():
-            self._records.keep(self._request, b"".join(self._pcm), self._rate)
+        with self._lock:
+            self._ended = True
+            pcm = bytes(self._pcm)
+        self._records.delivered(self, pcm, cancel.is_set())

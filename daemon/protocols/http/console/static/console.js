@@ -517,16 +517,64 @@ async function follow(answer) {
     if (ENDS.has(record.state)) {
       const end = record.events[record.events.length - 1];
       $("#speak-reason").textContent = record.state === "done" ? "" : end?.fields.reason ?? "";
-      if (record.state === "done" && answer.audio_url) {
+      if (record.state === "done" && answer.audio_url) {  // the whole of it, to hear again
         const audio = $("#speak-audio");
         audio.src = answer.audio_url;
         audio.hidden = false;
-        audio.play().catch(() => {});  // the browser may want a click first: the controls are there
+        if (!heard.started) audio.play().catch(() => {});  // the browser may want a click: the controls are there
       }
       $("#speak-played").hidden = !(record.state === "done" && record.output !== "publish");
       return;
     }
     await sleep(FOLLOW_MS);
+  }
+}
+
+// The speech as it is synthesised, played through Web Audio buffer after buffer: an <audio> element would wait
+// for the end of a WAV whose length is not known yet.
+const heard = { started: false, seconds: 0 };
+
+async function hear(url) {
+  heard.started = false;
+  heard.seconds = 0;
+  const response = await fetch(url, { credentials: "same-origin" }).catch(() => null);
+  if (!response?.ok || !window.AudioContext) return;
+  const rate = Number(response.headers.get("x-sample-rate"));
+  const context = new AudioContext({ sampleRate: rate });
+  const reader = response.body.getReader();
+  let header = 44;  // a 16-bit mono WAV header, then PCM
+  let odd = new Uint8Array(0);  // a sample's first byte, waiting for its second
+  let at = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      let bytes = new Uint8Array(odd.length + value.length);
+      bytes.set(odd);
+      bytes.set(value, odd.length);
+      const skipped = Math.min(header, bytes.length);
+      header -= skipped;
+      bytes = bytes.subarray(skipped);
+      const whole = bytes.length - (bytes.length % 2);
+      odd = bytes.slice(whole);
+      if (!whole) continue;
+      const pcm = new DataView(bytes.buffer, bytes.byteOffset, whole);
+      const samples = new Float32Array(whole / 2);
+      for (let i = 0; i < samples.length; i++) samples[i] = pcm.getInt16(i * 2, true) / 32768;
+      const buffer = context.createBuffer(1, samples.length, rate);
+      buffer.copyToChannel(samples, 0);
+      const source = context.createBufferSource();
+      source.buffer = buffer;
+      source.connect(context.destination);
+      at = Math.max(at, context.currentTime);
+      source.start(at);
+      at += buffer.duration;
+      heard.started = true;
+      heard.seconds += buffer.duration;
+      $("#speak-audio").dataset.heardS = heard.seconds.toFixed(3);
+    }
+  } finally {
+    setTimeout(() => context.close(), Math.max(0, (at - context.currentTime) * 1000) + 500);
   }
 }
 
@@ -555,8 +603,10 @@ async function speak(event) {
     $("#speak-id").textContent = result.data.id;
     $("#speak-audio").hidden = true;
     $("#speak-audio").removeAttribute("src");
+    delete $("#speak-audio").dataset.heardS;
     $("#speak-played").hidden = true;
     $("#speak-reason").textContent = "";
+    if (result.data.audio_url) hear(`${result.data.audio_url}?stream=true`);
     await follow(result.data);
   } finally {
     $("#speak-submit").disabled = false;
