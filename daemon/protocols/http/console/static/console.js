@@ -1060,8 +1060,7 @@ function fillList(list, pairs) {
 }
 
 function byteCount(n) {
-  const [size, unit] = n < 1048576 ? [n / 1024, "KiB"] : [n / 1048576, "MiB"];
-  return t("model.byte_count", { n: n.toLocaleString(state.lang), size: size.toFixed(1), unit });
+  return t("model.byte_count", { n: n.toLocaleString(state.lang), size: bytes(n) });
 }
 
 // One pinned file in a cell: its name and size on a line, its SHA-256 below.
