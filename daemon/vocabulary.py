@@ -1,5 +1,6 @@
-"""Words every layer shares: request priorities, outputs, audio formats, the protocols requests arrive on, the
-front end's language modes, the model versions a bundle is made from and the scopes of the HTTP API's tokens.
+"""Words every layer shares: request priorities, speaking rates, outputs, audio formats, the protocols requests
+arrive on, the front end's language modes, the model versions a bundle is made from and the scopes of the HTTP API's
+tokens.
 
 It sits beside ``config.py`` at the bottom of the daemon and imports nothing of it, so the configuration, the
 queue, the protocol parsers, the engine, the command line and the offline converter all name these the same way.
@@ -15,6 +16,13 @@ AudioFormat = Literal["wav", "pcm"]
 Source = Literal["native", "hermes", "wyoming", "http"]
 
 PRIORITY_RANK: dict[str, int] = {"emergency": 0, "high": 1, "normal": 2, "low": 3}
+MIN_SPEED, MAX_SPEED = 0.25, 4.0  # the speaking rates the engine takes (1 = as the voice speaks)
+
+
+def speed_within_range(speed: float) -> float:
+    """A rate clamped to the engine's range: for upstream's APIs, whose clients send any stretch factor."""
+    return min(max(speed, MIN_SPEED), MAX_SPEED)
+
 
 LanguageMode = Literal["zh", "en", "all_zh", "auto"]
 """How the GPT-SoVITS front end reads text (upstream's v2 modes): Chinese with English mixed in, English only,

@@ -21,7 +21,7 @@ from daemon.commands.engine_options import SetupError, add_engine_arguments, bui
 from daemon.model.engine import SynthesisOptions
 from daemon.model.voices import VoiceError
 from daemon.speech.synthesizer import SynthesisError, UnknownVoice
-from daemon.vocabulary import LANGUAGE_MODES
+from daemon.vocabulary import LANGUAGE_MODES, MAX_SPEED, MIN_SPEED
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lang", choices=LANGUAGE_MODES, help="text language (default: voice's)")
     parser.add_argument("-o", "--out", type=Path, help="write a 16-bit WAV here")
     parser.add_argument("--play", action="store_true", help="play on the default sound card as it is synthesized")
-    parser.add_argument("--speed", type=float, default=1.0, help="speaking rate, 0.25-4.0")
+    parser.add_argument("--speed", type=float, default=1.0, help=f"speaking rate, {MIN_SPEED:g}-{MAX_SPEED:g}")
     parser.add_argument("--seed", type=int, help="sampling seed: the same seed gives the same audio")
     parser.add_argument("--chunk-tokens", type=int, default=0,
                         help="vocode in chunks of up to N semantic tokens (25 = 1 s; the first a quarter) so --play "

@@ -53,7 +53,7 @@ from daemon.speech.synthesizer import (
     registration_problem,
     voice_name_problem,
 )
-from daemon.vocabulary import LANGUAGE_MODES, PRO_VERSIONS
+from daemon.vocabulary import LANGUAGE_MODES, MAX_SPEED, MIN_SPEED, PRO_VERSIONS
 
 log = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ class SynthesisOptions:
     chunk_tokens: int = 0
 
     def __post_init__(self) -> None:
-        if not 0.25 <= self.speed <= 4.0:
-            raise ValueError(f"speed must be within 0.25-4.0, got {self.speed}")
+        if not MIN_SPEED <= self.speed <= MAX_SPEED:
+            raise ValueError(f"speed must be within {MIN_SPEED:g}-{MAX_SPEED:g}, got {self.speed}")
         if self.chunk_tokens < 0 or 0 < self.chunk_tokens < MIN_CHUNK_TOKENS:
             raise ValueError(f"chunk_tokens must be 0 (whole segments) or >= {MIN_CHUNK_TOKENS}")
 

@@ -22,10 +22,9 @@ from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic.alias_generators import to_camel
 
 from daemon.core.request_queue import Part, Request
-from daemon.vocabulary import AudioFormat, Output, Priority
+from daemon.vocabulary import MAX_SPEED, MIN_SPEED, AudioFormat, Output, Priority
 
 MAX_NAME_CHARS = 128
-MIN_SPEED, MAX_SPEED = 0.25, 4.0
 MAX_PARTS = 20  # items of a multi-part announcement
 MAX_REPEAT = 5  # plays of its sequence
 MAX_PAUSE_S = 30.0  # a pause part, and the silence between repeats

@@ -29,7 +29,7 @@ from daemon.protocols.http.access import Caller, Refusal, needs
 from daemon.protocols.http.responses import streamed, whole
 from daemon.protocols.http.server import HttpServer
 from daemon.speech.synthesizer import Sampling, SynthesisError
-from daemon.vocabulary import LANGUAGE_MODES
+from daemon.vocabulary import LANGUAGE_MODES, speed_within_range
 
 router = APIRouter()
 Speaker = Annotated[Caller, Depends(needs("speak"))]  # the caller, allowed to speak
@@ -90,7 +90,7 @@ async def tts(params: TtsParams, http_request: HttpRequest, caller: Caller) -> R
     server: HttpServer = http_request.app.state.server
     voice = await reference_voice(server, params, caller)
     text_lang = params.text_lang.lower() if params.text_lang else None
-    speed = min(max(params.speed_factor, 0.25), 4.0)  # upstream stretches anything; the engine takes this range
+    speed = speed_within_range(params.speed_factor)  # upstream stretches by any factor
     request = server.request(caller, params.text or "", voice, text_lang, speed, voice_param="ref_audio_path",
                              text_param="text", sampling=sampling(params))
     speech = await server.speak(request)

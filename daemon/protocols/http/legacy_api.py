@@ -25,7 +25,7 @@ from daemon.protocols.http.access import Caller, Refusal, admit, needs
 from daemon.protocols.http.console.routes import CONSOLE_PATH
 from daemon.protocols.http.responses import whole
 from daemon.protocols.http.server import HttpServer
-from daemon.vocabulary import LANGUAGE_MODES
+from daemon.vocabulary import LANGUAGE_MODES, speed_within_range
 
 router = APIRouter()
 Speaker = Annotated[Caller, Depends(needs("speak"))]
@@ -116,10 +116,9 @@ async def legacy(params: LegacyParams, http_request: HttpRequest, caller: Caller
                                                     temperature=params.temperature))
     except Refusal as refusal:
         raise _refusal(refusal.message, refusal.param) from refusal
-    speed = min(max(params.speed, 0.25), 4.0)
     try:
-        request = server.request(caller, params.text, voice, text_lang, speed, voice_param="refer_wav_path",
-                                 text_param="text", sampling=sampling)
+        request = server.request(caller, params.text, voice, text_lang, speed_within_range(params.speed),
+                                 voice_param="refer_wav_path", text_param="text", sampling=sampling)
     except Refusal as refusal:
         raise _refusal(refusal.message, refusal.param) from refusal
     speech = await server.speak(request)

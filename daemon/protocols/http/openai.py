@@ -20,6 +20,7 @@ from daemon.audio.encoding import encoding
 from daemon.protocols.http.access import Caller, Refusal, admit, needs
 from daemon.protocols.http.responses import sse_delta, sse_done, streamed
 from daemon.protocols.http.server import HttpServer
+from daemon.vocabulary import MAX_SPEED, MIN_SPEED
 
 router = APIRouter()
 Speaker = Annotated[Caller, Depends(needs("speak"))]  # the caller, allowed to speak
@@ -40,7 +41,7 @@ class SpeechBody(BaseModel):
     input: str
     voice: str | VoiceRef
     response_format: Literal["mp3", "opus", "aac", "flac", "wav", "pcm"] = "mp3"
-    speed: float = Field(1.0, ge=0.25, le=4.0)
+    speed: float = Field(1.0, ge=MIN_SPEED, le=MAX_SPEED)
     instructions: str | None = None
     stream_format: Literal["audio", "sse"] = "audio"
     sample_rate: int | None = Field(None, ge=8000, le=48000)
