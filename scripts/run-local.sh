@@ -27,7 +27,8 @@ fi
 daemon_pid=""
 broker_pid=""
 stop_started() {
-    trap - EXIT INT TERM
+    trap - EXIT
+    trap '' INT TERM  # a second Ctrl-C must not leave the broker behind: stopping takes at most queue.drain_s
     if [ -n "$daemon_pid" ]; then
         kill -TERM "$daemon_pid" 2>/dev/null || true
         wait "$daemon_pid" 2>/dev/null || true  # it finishes the announcement in progress first

@@ -148,6 +148,24 @@ def test_stopping_the_script_stops_the_daemon_and_then_the_broker_it_started(
     assert status == 128 + signal.SIGTERM  # as a shell reports a command ended by the signal
 
 
+def test_ctrl_c_pressed_again_while_stopping_still_stops_the_broker(
+    run_local: Callable[[int], RunLocal], tmp_path: Path
+) -> None:
+    broker = Broker(tmp_path)
+    script = run_local(broker.port)
+    deadline = time.monotonic() + 60
+    while not _answers(broker.port):
+        assert script.proc.poll() is None and time.monotonic() < deadline, script.log.read_text()
+        time.sleep(0.1)
+    script.wait_online(lambda: Recorder(broker)).close()
+    [started] = _running_with(script.broker_config)
+    while script.proc.poll() is None and time.monotonic() < deadline:  # an impatient user: Ctrl-C, again and again
+        script.proc.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+    assert script.proc.poll() is not None, "run-local.sh did not stop"
+    assert not _running_with(script.broker_config), f"mosquitto {started}, started by the script, still runs"
+
+
 def test_a_broker_that_was_already_there_is_left_alone(
     run_local: Callable[[int], RunLocal], mosquitto_broker: Broker, recorder: Recorder
 ) -> None:
