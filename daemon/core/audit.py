@@ -62,7 +62,8 @@ COLUMNS = (
 ADDED_COLUMNS = ("token_name", "cache_entry", "os_user", "subject")  # newer than the first schema, added if missing
 
 RequestOutcome = Literal["done", "failed", "expired", "rejected"]
-ChangeOutcome = Literal["voice_added", "voice_removed", "reloaded", "reload_refused", "token_added", "token_revoked"]
+ChangeOutcome = Literal["voice_added", "voice_removed", "reloaded", "reload_refused", "token_added", "token_revoked",
+                        "schedule_added", "schedule_removed"]
 CHANGE_OUTCOMES: tuple[str, ...] = get_args(ChangeOutcome)
 Outcome = Literal[RequestOutcome, ChangeOutcome]
 AuditProtocol = Literal[Source, "cli", "signal"]  # the request protocols and a change's others
