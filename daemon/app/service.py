@@ -17,6 +17,7 @@ from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from daemon.app.engines import Engines, build_engines, fallback_voice
+from daemon.app.scheduler import ScheduleRunner
 from daemon.app.systemd_notify import SILENCE_S
 from daemon.audio.output import AudioOutput
 from daemon.config import ConfigError, Settings
@@ -28,6 +29,7 @@ from daemon.core.events import Event, EventKind, PayloadOrigin
 from daemon.core.pipeline import Pipeline
 from daemon.core.request_queue import Request
 from daemon.core.resources import disk_space, memory_available, resident_bytes
+from daemon.core.schedules import ScheduleStore
 from daemon.core.state_db import StateDb, StateDbError
 from daemon.core.status_history import StatusHistory
 from daemon.model.bundle import Bundle
@@ -85,6 +87,8 @@ class Service:
         self.bus = self._event_bus()
         self.outputs = self._output_router()
         self.pipeline = self._pipeline(settings)
+        self.schedules = ScheduleRunner(self._schedule_store(), self.intake_policy, self.submit,
+                                        lambda topic, rejection: self.rejected("native", topic, rejection))
         # set by gsv-edge serve: the safe reload, and what ends the process (a signal, or an admin over HTTP)
         self.reload_hook: Callable[[Path | None, Actor | None], tuple[bool, str]] | None = None
         self.reload_busy: Callable[[], bool] = lambda: False
@@ -103,6 +107,12 @@ class Service:
             return state, queue, AuditLog(state, settings.audit)
         except (StateDbError, OSError) as exc:
             raise StartFault(f"state_dir {settings.state_dir}: {exc}") from exc
+
+    def _schedule_store(self) -> ScheduleStore:
+        try:
+            return ScheduleStore(self.state)
+        except StateDbError as exc:
+            raise StartFault(f"state_dir {self.settings.state_dir}: {exc}") from exc
 
     def _http_server(self) -> HttpServer:
         from daemon.core.tokens import TokenStore
@@ -436,6 +446,7 @@ class Service:
             self.bus.emit(request, EventKind.QUEUED, resumed=True, queue_depth=len(self.queue),
                           priority=request.priority)
         self.pipeline.start()
+        self.schedules.start()
         self._publish_engine_down()
         self.mqtt.start()
         self._relist.start()
@@ -463,6 +474,7 @@ class Service:
             self.http.stop()
         if self.wyoming is not None:
             self.wyoming.stop()
+        self.schedules.stop()
         self.pipeline.stop()
         self.mqtt.stop()
         if self.metrics is not None:
