@@ -22,6 +22,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "voice": ("daemon.commands.voice", "register, list and remove cloned voices"),
     "audit": ("daemon.commands.audit", "print the audit trail: every request, its outcome and the audio's SHA-256"),
     "token": ("daemon.commands.token", "manage the HTTP API's bearer tokens"),
+    "schedule": ("daemon.commands.schedule", "announcements at set times: add, list, remove, next"),
     "reload": ("daemon.commands.reload", "validate the config and bundle, then switch the running daemon to them"),
     "make-demo": ("quantize.demo", "build the small random-weight demo bundle (needs torch)"),
     "quantize": ("quantize.quantization", "make an int8 / fp16 / mixed bundle from an fp32 one, with its fidelity"),

@@ -1,0 +1,155 @@
+"""``gsv-edge schedule add|list|remove|next``: announcements at set times (:mod:`daemon.core.schedules`).
+
+It writes the state database through its own connection (WAL), so it works while the daemon runs; the daemon
+looks at the table every few seconds and runs what is added here without a reload.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from datetime import datetime, timezone
+from pathlib import Path
+
+from daemon.commands import exit_codes
+from daemon.commands.audit import record_change
+from daemon.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
+from daemon.core.schedules import (
+    Schedule,
+    ScheduleError,
+    ScheduleStore,
+    check_payload,
+    local_zone_name,
+    make,
+    next_dues,
+)
+from daemon.core.state_db import StateDb, StateDbError
+from daemon.vocabulary import PRIORITY_RANK
+
+NEXT_COUNT = 3  # due times ``schedule next`` shows per schedule
+
+
+def _add_config_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
+                        help=f"TOML configuration naming the state directory (default {DEFAULT_CONFIG_PATH})")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="schedule_command", metavar="ACTION", required=True)
+    add = sub.add_parser("add", help="add a named announcement, once at a local time or on a cron expression")
+    add.add_argument("name", help="schedule name (letters, digits, '_', '.', '-'); each run's id starts with it")
+    add.add_argument("--at", metavar="LOCAL_ISO_TIME", help="once, at this local time (e.g. 2026-12-24T08:00)")
+    add.add_argument("--cron", metavar="EXPR", help='recurring: "minute hour day month weekday" (e.g. "0 8 * * 1-5")')
+    add.add_argument("--text", help="what to say")
+    add.add_argument("--payload", metavar="JSON", help="a say payload (a JSON object, as on MQTT; text or parts)")
+    add.add_argument("--voice", metavar="V")
+    add.add_argument("--lang", metavar="L")
+    add.add_argument("--priority", metavar="P", help=f"one of {', '.join(PRIORITY_RANK)} (default normal)")
+    add.add_argument("--tz", metavar="ZONE", help="IANA time zone the times are read in (default the box's own)")
+    add.add_argument("--start", metavar="DATE", help="first local date it may run (YYYY-MM-DD)")
+    add.add_argument("--end", metavar="DATE", help="last local date it may run (YYYY-MM-DD)")
+    add.add_argument("--except", dest="exceptions", action="append", metavar="DATE",
+                     help="a local date it does not run on (a holiday); repeat it or separate with commas")
+    add.add_argument("--run-if-late", type=float, metavar="SECONDS",
+                     help="a run missed (daemon down, clock jump) still plays if at most this late; "
+                          "default: missed runs are skipped")
+    _add_config_argument(add)
+    lst = sub.add_parser("list", help="list the schedules")
+    lst.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
+    _add_config_argument(lst)
+    remove = sub.add_parser("remove", help="delete a schedule: its future runs do not happen")
+    remove.add_argument("name")
+    _add_config_argument(remove)
+    nxt = sub.add_parser("next", help=f"the next {NEXT_COUNT} due times of each schedule, soonest first")
+    _add_config_argument(nxt)
+
+
+def _schedule(args: argparse.Namespace) -> Schedule:
+    if args.text is not None:
+        if not args.text.strip():
+            raise ScheduleError("--text: empty")
+        payload = {"text": args.text}
+    else:
+        payload = check_payload(args.payload)
+    for key in ("voice", "lang", "priority"):
+        if getattr(args, key) is not None:
+            payload[key] = getattr(args, key)
+    check_payload(json.dumps(payload))
+    exceptions = [d for value in args.exceptions or () for d in value.split(",") if d.strip()]
+    return make(args.name, payload, args.tz or local_zone_name(), at=args.at, cron=args.cron, start=args.start,
+                end=args.end, exceptions=exceptions, late_s=args.run_if_late)
+
+
+def _timing(schedule: Schedule) -> str:
+    when = f"at {schedule.at}" if schedule.at else f"cron '{schedule.cron}'"
+    extra = [f"from {schedule.start_date}" if schedule.start_date else "",
+             f"until {schedule.end_date}" if schedule.end_date else "",
+             f"except {','.join(sorted(d.isoformat() for d in schedule.except_dates))}" if schedule.except_dates
+             else "",
+             "missed: skip" if schedule.late_s is None else f"missed: run if < {schedule.late_s:g} s late"]
+    return " ".join([when, schedule.tz, *(e for e in extra if e)])
+
+
+def _run(store: ScheduleStore, args: argparse.Namespace, settings: Settings) -> None:
+    now = datetime.now(timezone.utc)
+    if args.schedule_command == "add":
+        schedule = _schedule(args)
+        store.add(schedule)
+        record_change(settings, "schedule_added", schedule.name, _timing(schedule))
+        dues = next_dues(schedule, now, 1)
+        first = dues[0].isoformat() if dues else "never"
+        print(f"schedule '{schedule.name}' added ({_timing(schedule)}); next run {first}")
+    elif args.schedule_command == "list":
+        schedules = store.list()
+        if args.json:
+            for s in schedules:
+                print(json.dumps({"name": s.name, "payload": s.payload, "at": s.at, "cron": s.cron, "tz": s.tz,
+                                  "start": s.start_date and s.start_date.isoformat(),
+                                  "end": s.end_date and s.end_date.isoformat(),
+                                  "except": sorted(d.isoformat() for d in s.except_dates),
+                                  "run_if_late_s": s.late_s}, ensure_ascii=False))
+        else:
+            print("\n".join(f"{s.name}  {_timing(s)}  {json.dumps(s.payload, ensure_ascii=False)}" for s in schedules)
+                  if schedules else "no schedules")
+    elif args.schedule_command == "next":
+        dues = sorted(((due, s) for s in store.list() for due in next_dues(s, now, NEXT_COUNT)),
+                      key=lambda pair: pair[0].astimezone(timezone.utc))
+        print("\n".join(f"{due.isoformat()}  {s.name}  ({s.run_id(due)})" for due, s in dues)
+              if dues else "nothing due")
+    else:
+        store.remove(args.name)
+        record_change(settings, "schedule_removed", args.name)
+        print(f"schedule '{args.name}' removed")
+
+
+def _usage_problem(args: argparse.Namespace) -> str | None:
+    """Options that exclude each other, said in one line (argparse would print its usage too)."""
+    if args.schedule_command != "add":
+        return None
+    if (args.at is None) == (args.cron is None):
+        return "give --at or --cron, not both" if args.at is not None else "give --at LOCAL_ISO_TIME or --cron EXPR"
+    if (args.text is None) == (args.payload is None):
+        return "give --text or --payload, not both" if args.text is not None else "give --text TEXT or --payload JSON"
+    return None
+
+
+def run(args: argparse.Namespace) -> int:
+    if problem := _usage_problem(args):
+        return exit_codes.fail("schedule", problem, exit_codes.USAGE)
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as exc:
+        return exit_codes.fail("schedule", exc, exit_codes.SETUP)
+    try:
+        db = StateDb.in_dir(settings.state_dir)
+    except (StateDbError, OSError) as exc:
+        return exit_codes.fail("schedule", f"state_dir {settings.state_dir}: {exc}", exit_codes.FAILED)
+    try:
+        _run(ScheduleStore(db), args, settings)
+    except ScheduleError as exc:
+        return exit_codes.fail("schedule", exc, exit_codes.INPUT)
+    except StateDbError as exc:
+        return exit_codes.fail("schedule", f"state_dir {settings.state_dir}: {exc}", exit_codes.FAILED)
+    finally:
+        db.close()
+    return exit_codes.OK
