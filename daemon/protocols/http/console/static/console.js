@@ -845,7 +845,8 @@ page("voices", {
 
 const trail = { page: 1 };  // the History page shown
 const PROTOCOLS = { native: "MQTT", hermes: "Hermes", wyoming: "Wyoming", http: "HTTP" };
-const CHANGES = ["voice_added", "voice_removed", "reloaded", "reload_refused", "token_added", "token_revoked"];
+const CHANGES = ["voice_added", "voice_removed", "reloaded", "reload_refused", "token_added", "token_revoked",
+  "schedule_added", "schedule_removed"];
 
 // The filters as GET /v1/audit's query: empty fields left out, local times as Unix seconds.
 function historyQuery() {
