@@ -9,11 +9,11 @@ produced, and the rendered-audio cache entry that holds that audio while the cac
 committed before the ``done`` event is published, so it survives a crash.
 
 Changes to the box are rows too (:data:`CHANGE_OUTCOMES`): a voice registered or removed, a reload's outcome, a
-token added or revoked, each with who did it (:class:`Actor`): the HTTP token's name, the OS user who ran the
-command line (``protocol`` ``cli``), or for MQTT only the topic. ``subject`` names what changed (the voice, the
-token) and ``reason`` says it in words (a reload's message, a token's scopes). A reload sent as a bare SIGHUP has
-no sender to name: its row says ``signal`` and nothing more (``gsv-edge reload`` leaves its user for the daemon
-to find, :mod:`daemon.app.reload`).
+token added or revoked, a schedule added or removed, each with who did it (:class:`Actor`): the HTTP token's name,
+the OS user who ran the command line (``protocol`` ``cli``), or for MQTT only the topic. ``subject`` names what
+changed (the voice, the token, the schedule) and ``reason`` says it in words (a reload's message, a token's
+scopes, a schedule's timing). A reload sent as a bare SIGHUP has no sender to name: its row says ``signal`` and
+nothing more (``gsv-edge reload`` leaves its user for the daemon to find, :mod:`daemon.app.reload`).
 
 ``gsv-edge audit [--since WHEN] [--json]`` prints it; ``GET /v1/audit`` pages through it (:func:`read_page`).
 """

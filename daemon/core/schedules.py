@@ -4,7 +4,8 @@ The calendar arithmetic is croniter's over zoneinfo-aware datetimes; this module
 count. A local time that does not exist (clocks go forward) is moved as croniter moves it (to the first valid
 minute after); a local time that happens twice (clocks go back) runs once, at its first occurrence. Each schedule
 keeps the last due time it handled, written before its run is submitted, so no due time runs twice, even across a
-restart. The daemon polls :meth:`ScheduleStore.version` to notice schedules added or removed from the command line.
+restart. The daemon's runner reads the table every few seconds, so schedules added or removed from the command line
+count without a reload.
 """
 
 from __future__ import annotations
@@ -256,11 +257,6 @@ class ScheduleStore:
         with self._db.transaction() as conn:
             if conn.execute("DELETE FROM schedules WHERE name = ?", (name,)).rowcount == 0:
                 raise ScheduleError(f"NAME {name!r}: no such schedule")
-
-    def version(self) -> str:
-        """Changes when a schedule is added or removed (names and creation times), not when one runs."""
-        rows = self._db.query("SELECT name, created_at FROM schedules ORDER BY name")
-        return json.dumps(rows)
 
     def mark_handled(self, name: str, due: datetime) -> bool:
         """Record ``due`` as handled, before its run is submitted; False if it was handled already (or the
