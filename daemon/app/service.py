@@ -462,6 +462,7 @@ class Service:
         announcement in progress may play out what is synthesised for ``timeout_s``; queued requests stay in
         the durable queue."""
         self.mqtt.leave_share_group()
+        self.schedules.stop()  # a run due from now on is decided at the next start, by its missed-run policy
         if self.http is not None:
             self.http.draining = True
         if not self.pipeline.drain(timeout_s):
