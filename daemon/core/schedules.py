@@ -1,11 +1,11 @@
 """Schedules: named announcements due once at a local time or on a cron expression, kept in the state database.
 
 The calendar arithmetic is croniter's over zoneinfo-aware datetimes; this module only decides which of its times
-count. A local time that does not exist (clocks go forward) is moved as croniter moves it (to the first valid
-minute after); a local time that happens twice (clocks go back) runs once, at its first occurrence. Each schedule
-keeps the last due time it handled, written before its run is submitted, so no due time runs twice, even across a
-restart. The daemon's runner reads the table every few seconds, so schedules added or removed from the command line
-count without a reload.
+count. A cron time that does not exist (clocks go forward) is moved as croniter moves it (to the first valid minute
+after), a one-shot's as zoneinfo reads it (with the offset before the gap); a local time that happens twice (clocks
+go back) runs once, at its first occurrence. Each schedule keeps the last due time it handled, written before its
+run is submitted, so no due time runs twice, even across a restart. The daemon's runner reads the table every few
+seconds, so schedules added or removed from the command line count without a reload.
 """
 
 from __future__ import annotations

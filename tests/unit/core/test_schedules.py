@@ -56,6 +56,13 @@ def test_spring_forward_a_missing_local_time_moves_to_the_first_valid_minute() -
     assert wall(dues) == ["2026-03-29T03:00:00+02:00", "2026-03-30T02:30:00+02:00", "2026-03-31T02:30:00+02:00"]
 
 
+def test_a_one_shot_in_the_spring_gap_keeps_its_distance_from_the_hour_before() -> None:
+    """zoneinfo reads a missing 02:30 with the winter offset: 01:30 UTC, which is 03:30 summer time."""
+    s = make("gap", dict(SAY), "Europe/Berlin", at="2026-03-29T02:30", now=at(2026, 3, 1).timestamp())
+    (due,) = next_dues(s, at(2026, 3, 1), 3)
+    assert due.astimezone(UTC) == datetime(2026, 3, 29, 1, 30, tzinfo=UTC)
+
+
 def test_fall_back_a_repeated_local_time_runs_once() -> None:
     dues = next_dues(cron("30 2 * * *"), at(2026, 10, 24, 12), 3)  # 02:30 happens twice on 25 October
     assert wall(dues) == ["2026-10-25T02:30:00+02:00", "2026-10-26T02:30:00+01:00", "2026-10-27T02:30:00+01:00"]
