@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 from datetime import datetime, timezone
-from pathlib import Path
 
 from daemon.commands import exit_codes
 from daemon.commands.audit import record_change
-from daemon.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
+from daemon.commands.state_command import add_config_argument, run_on_state
+from daemon.config import Settings
 from daemon.core.schedules import (
     Schedule,
     ScheduleError,
@@ -23,15 +23,9 @@ from daemon.core.schedules import (
     make,
     next_dues,
 )
-from daemon.core.state_db import StateDb, StateDbError
 from daemon.vocabulary import PRIORITY_RANK
 
 NEXT_COUNT = 3  # due times ``schedule next`` shows per schedule
-
-
-def _add_config_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
-                        help=f"TOML configuration naming the state directory (default {DEFAULT_CONFIG_PATH})")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -53,15 +47,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--run-if-late", type=float, metavar="SECONDS",
                      help="a run missed (daemon down, clock jump) still plays if at most this late; "
                           "default: missed runs are skipped")
-    _add_config_argument(add)
+    add_config_argument(add)
     lst = sub.add_parser("list", help="list the schedules")
     lst.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
-    _add_config_argument(lst)
+    add_config_argument(lst)
     remove = sub.add_parser("remove", help="delete a schedule: its future runs do not happen")
     remove.add_argument("name")
-    _add_config_argument(remove)
+    add_config_argument(remove)
     nxt = sub.add_parser("next", help=f"the next {NEXT_COUNT} due times of each schedule, soonest first")
-    _add_config_argument(nxt)
+    add_config_argument(nxt)
 
 
 def _schedule(args: argparse.Namespace) -> Schedule:
@@ -136,20 +130,5 @@ def _usage_problem(args: argparse.Namespace) -> str | None:
 def run(args: argparse.Namespace) -> int:
     if problem := _usage_problem(args):
         return exit_codes.fail("schedule", problem, exit_codes.USAGE)
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        return exit_codes.fail("schedule", exc, exit_codes.SETUP)
-    try:
-        db = StateDb.in_dir(settings.state_dir)
-    except (StateDbError, OSError) as exc:
-        return exit_codes.fail("schedule", f"state_dir {settings.state_dir}: {exc}", exit_codes.FAILED)
-    try:
-        _run(ScheduleStore(db), args, settings)
-    except ScheduleError as exc:
-        return exit_codes.fail("schedule", exc, exit_codes.INPUT)
-    except StateDbError as exc:
-        return exit_codes.fail("schedule", f"state_dir {settings.state_dir}: {exc}", exit_codes.FAILED)
-    finally:
-        db.close()
-    return exit_codes.OK
+    return run_on_state("schedule", args.config, lambda db, settings: _run(ScheduleStore(db), args, settings),
+                        ScheduleError)

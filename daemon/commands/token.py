@@ -9,19 +9,12 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from pathlib import Path
 
-from daemon.commands import exit_codes
 from daemon.commands.audit import local_time, record_change
-from daemon.config import DEFAULT_CONFIG_PATH, ConfigError, Settings, load_settings
-from daemon.core.state_db import StateDb, StateDbError
+from daemon.commands.state_command import add_config_argument, run_on_state
+from daemon.config import Settings
 from daemon.core.tokens import TokenError, TokenInfo, TokenStore
 from daemon.vocabulary import SCOPES
-
-
-def _add_config_argument(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, default=None, metavar="FILE",
-                        help=f"TOML configuration naming the state directory (default {DEFAULT_CONFIG_PATH})")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,13 +24,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add.add_argument("--scope", action="append", required=True, metavar="SCOPE",
                      help=f"what it may do: {', '.join(SCOPES)} (admin implies the others); repeat it or "
                           "separate with commas")
-    _add_config_argument(add)
+    add_config_argument(add)
     lst = sub.add_parser("list", help="list the tokens: name, scopes, when made and last used (never the secret)")
     lst.add_argument("--json", action="store_true", help="one JSON object per line instead of a table")
-    _add_config_argument(lst)
+    add_config_argument(lst)
     revoke = sub.add_parser("revoke", help="delete a token: its secret stops working at once")
     revoke.add_argument("name")
-    _add_config_argument(revoke)
+    add_config_argument(revoke)
 
 
 def _table(infos: list[TokenInfo]) -> list[str]:
@@ -72,20 +65,4 @@ def _run(store: TokenStore, args: argparse.Namespace, settings: Settings) -> Non
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        settings = load_settings(args.config)
-    except ConfigError as exc:
-        return exit_codes.fail("token", exc, exit_codes.SETUP)
-    try:
-        db = StateDb.in_dir(settings.state_dir)
-    except (StateDbError, OSError) as exc:
-        return exit_codes.fail("token", f"state_dir {settings.state_dir}: {exc}", exit_codes.FAILED)
-    try:
-        _run(TokenStore(db), args, settings)
-    except TokenError as exc:
-        return exit_codes.fail("token", exc, exit_codes.INPUT)
-    except StateDbError as exc:
-        return exit_codes.fail("token", f"state_dir {settings.state_dir}: {exc}", exit_codes.FAILED)
-    finally:
-        db.close()
-    return exit_codes.OK
+    return run_on_state("token", args.config, lambda db, settings: _run(TokenStore(db), args, settings), TokenError)
