@@ -503,31 +503,38 @@ function showTimings(events) {
   }
 }
 
-async function follow(answer) {
-  const states = { queued: "warn", started: "warn", done: "good" };
+// GET the request's state until it ends, telling ``each`` every record; the last record, or the API's error.
+async function untilEnded(statusUrl, each = () => {}) {
   for (;;) {
-    const result = await api("GET", answer.status_url);
-    if (!result.ok) {
-      $("#speak-reason").textContent = result.error.message;
-      return;
-    }
-    const record = result.data;
-    badge($("#speak-state"), t(`request.${record.state}`), states[record.state] ?? "bad");
-    showTimings(record.events);
-    if (ENDS.has(record.state)) {
-      const end = record.events[record.events.length - 1];
-      $("#speak-reason").textContent = record.state === "done" ? "" : end?.fields.reason ?? "";
-      if (record.state === "done" && answer.audio_url) {  // the whole of it, to hear again
-        const audio = $("#speak-audio");
-        audio.src = answer.audio_url;
-        audio.hidden = false;
-        if (!heard.started) audio.play().catch(() => {});  // the browser may want a click: the controls are there
-      }
-      $("#speak-played").hidden = !(record.state === "done" && record.output !== "publish");
-      return;
+    const result = await api("GET", statusUrl);
+    if (!result.ok) return { error: result.error };
+    each(result.data);
+    if (ENDS.has(result.data.state)) {
+      const events = result.data.events;
+      return { record: result.data, reason: events[events.length - 1]?.fields.reason };
     }
     await sleep(FOLLOW_MS);
   }
+}
+
+async function follow(answer) {
+  const states = { queued: "warn", started: "warn", done: "good" };
+  const { record, reason, error } = await untilEnded(answer.status_url, (now) => {
+    badge($("#speak-state"), t(`request.${now.state}`), states[now.state] ?? "bad");
+    showTimings(now.events);
+  });
+  if (error) {
+    $("#speak-reason").textContent = error.message;
+    return;
+  }
+  $("#speak-reason").textContent = record.state === "done" ? "" : reason ?? "";
+  if (record.state === "done" && answer.audio_url) {  // the whole of it, to hear again
+    const audio = $("#speak-audio");
+    audio.src = answer.audio_url;
+    audio.hidden = false;
+    if (!heard.started) audio.play().catch(() => {});  // the browser may want a click: the controls are there
+  }
+  $("#speak-played").hidden = !(record.state === "done" && record.output !== "publish");
 }
 
 // The speech as it is synthesised, played through Web Audio buffer after buffer: an <audio> element would wait
@@ -709,25 +716,14 @@ async function previewVoice(voice) {
     $("#voice-preview-state").textContent = said.error.message;
     return;
   }
-  for (;;) {
-    const result = await api("GET", said.data.status_url);
-    if (!result.ok) {
-      $("#voice-preview-state").textContent = result.error.message;
-      return;
-    }
-    if (ENDS.has(result.data.state)) {
-      const end = result.data.events[result.data.events.length - 1];
-      if (result.data.state !== "done") {
-        $("#voice-preview-state").textContent = end?.fields.reason ?? t(`request.${result.data.state}`);
-        return;
-      }
-      $("#voice-preview-state").textContent = "";
-      audio.src = said.data.audio_url;
-      audio.play().catch(() => {});  // the browser may want a click first: the controls are there
-      return;
-    }
-    await sleep(FOLLOW_MS);
+  const { record, reason, error } = await untilEnded(said.data.status_url);
+  if (error || record.state !== "done") {
+    $("#voice-preview-state").textContent = error?.message ?? reason ?? t(`request.${record.state}`);
+    return;
   }
+  $("#voice-preview-state").textContent = "";
+  audio.src = said.data.audio_url;
+  audio.play().catch(() => {});  // the browser may want a click first: the controls are there
 }
 
 // -- recording a clip ------------------------------------------------------------------------------
