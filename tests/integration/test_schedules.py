@@ -16,7 +16,11 @@ from typing import Any
 from daemon.commands import exit_codes
 from daemon.core.audit import read_records
 from tests.doubles import ToneEngine
-from tests.integration.test_durability import DaemonProcess, daemon_process  # noqa: F401 - fixture
+from tests.integration.test_durability import (  # noqa: F401 - fixture
+    DaemonProcess,
+    daemon_process,
+    without_redeliveries,
+)
 from tests.paths import REPO
 
 AHEAD_S = 6  # far enough ahead that the command has stored it before it is due (a slow machine still runs it late)
@@ -61,7 +65,7 @@ def test_a_kill_at_the_due_second_does_not_run_it_twice(daemon_process: Any, tmp
     db = sqlite3.connect(daemon.state_dir / "state.db")
     assert db.execute("SELECT COUNT(*) FROM requests WHERE id = ?", (run_id,)).fetchone() == (1,)
     db.close()
-    events = [e for e in daemon.events() if e["id"] == run_id]
+    events = without_redeliveries([e for e in daemon.events() if e["id"] == run_id])
     assert len([e for e in events if e["event"] == "queued" and not e.get("resumed")]) == 1
     assert not [e for e in events if e["event"] in ("duplicate", "rejected")]  # not even submitted a second time
     rows = [r for r in read_records(daemon.state_dir) if r["request_id"] == run_id]
