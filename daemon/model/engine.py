@@ -273,8 +273,12 @@ class Engine:
         return voice
 
     def remove_voice(self, name: str) -> None:
+        """Delete a voice of this bundle; one registered for another bundle is not offered here, so it is not
+        removed either (it is kept for a reload back to that bundle)."""
         if voice_name_problem(name):  # no voice can have it
             raise NoSuchVoice(f"unknown voice {name!r}")
+        if self.voices_store.exists(name) and self.voices_store.meta(name).bundle_digest != self.bundle.digest:
+            raise NoSuchVoice(f"unknown voice {name!r}: it was registered for another bundle, which keeps it")
         self.voices_store.remove(name)
 
     def prompt_tokens(self, wav16: np.ndarray) -> np.ndarray:

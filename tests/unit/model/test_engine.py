@@ -157,6 +157,9 @@ def test_voice_from_another_bundle_is_refused(voiced: Engine, tmp_path: Path) ->
     with pytest.raises(VoiceError, match="made for bundle"):
         list(engine2.stream("你好。", "alice", "zh"))
     assert engine2.voices() == [], "a voice of another bundle is not offered"
+    with pytest.raises(VoiceError, match="registered for another bundle"):
+        engine2.remove_voice("alice")
+    assert [v.name for v in voiced.voices()] == ["alice"], "nor removed through this bundle"
 
 
 def test_tampered_graph_is_refused(demo_bundle: Path, tmp_path: Path) -> None:  # noqa: F811
