@@ -5,9 +5,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,26 +13,13 @@ import pytest
 from daemon.commands import exit_codes
 from daemon.core.audit import CHANGE_OUTCOMES, read_records
 from daemon.core.schedules import ScheduleStore
-from daemon.core.state_db import StateDb
-from tests.paths import REPO
+from tests.state_box import StateBox
 
 
-class Box:
-    """A config naming a scratch state directory, and the daemon's own connection to its database."""
-
+class Box(StateBox):
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.state_dir = root / "state"
-        self.config = root / "config.toml"
-        self.config.write_text(f"state_dir = {json.dumps(str(self.state_dir))}\n")
-        self.db = StateDb.in_dir(self.state_dir)
+        super().__init__(root, "schedule")
         self.store = ScheduleStore(self.db)
-
-    def gsv(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GSV_EDGE_")}
-        env.update(PYTHONPATH=str(REPO), HOME=str(self.root))
-        return subprocess.run([sys.executable, "-m", "daemon", "schedule", *args, "--config", str(self.config)],
-                              cwd=self.root, env=env, capture_output=True, text=True, timeout=120)
 
 
 @pytest.fixture

@@ -4,38 +4,20 @@ that counts at once, beside a connection held open as the daemon holds it, and o
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from daemon.commands import exit_codes
-from daemon.core.state_db import StateDb
 from daemon.core.tokens import TOKEN_PREFIX, TokenStore
-from tests.paths import REPO
+from tests.state_box import StateBox
 
 
-class Box:
-    """A config naming a scratch state directory, and the daemon's own connection to its database."""
-
+class Box(StateBox):
     def __init__(self, root: Path) -> None:
-        self.root = root
-        self.state_dir = root / "state"
-        self.config = root / "config.toml"
-        self.config.write_text(f"state_dir = {json.dumps(str(self.state_dir))}\n")
-        self.db = StateDb.in_dir(self.state_dir)
+        super().__init__(root, "token")
         self.store = TokenStore(self.db)
-
-    def gsv(self, *args: str, config: Path | None = None) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GSV_EDGE_")}  # the file says where
-        env.update(PYTHONPATH=str(REPO), HOME=str(self.root))
-        return subprocess.run(
-            [sys.executable, "-m", "daemon", "token", *args, "--config", str(config or self.config)],
-            cwd=self.root, env=env, capture_output=True, text=True, timeout=120,
-        )
 
     def add(self, name: str, *scopes: str) -> str:
         result = self.gsv("add", name, *(f"--scope={scope}" for scope in scopes))
