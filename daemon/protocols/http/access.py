@@ -13,8 +13,9 @@ audited with the caller's address and token name, as every request is.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.requests import Request as HttpRequest
 
@@ -59,6 +60,13 @@ class Refusal(Exception):
         self.code = code
         self.param = param
         self.headers = headers or {}
+
+
+def invalid_value(error: Mapping[str, Any], legacy: bool = False) -> Refusal:
+    """400 naming the first field a body or query fails on; ``legacy``: upstream api.py's body shape ("code")."""
+    field = ".".join(str(part) for part in error.get("loc", ()) if part not in ("body", "query"))
+    message = f"{field}: {error['msg']}" if field else str(error["msg"])
+    return Refusal(400, message, "invalid_value", param=field or None, extra={"code": 400} if legacy else None)
 
 
 class Gate:

@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon.core.events import PayloadOrigin
 from daemon.protocols.http import api_v2, audit_trail, configuration, legacy_api, native, openai
-from daemon.protocols.http.access import Caller, Gate, Refusal, peer
+from daemon.protocols.http.access import Caller, Gate, Refusal, invalid_value, peer
 from daemon.protocols.http.console import routes as console
 from daemon.protocols.http.responses import ClientGone
 from daemon.protocols.http.server import HttpServer
@@ -110,14 +110,10 @@ async def _invalid(http_request: HttpRequest, exc: Exception) -> Response:
     if error.get("type") == "json_invalid":
         detail = error.get("ctx", {}).get("error", "")
         return await _refused(http_request, Refusal(400, f"the body is not valid JSON: {detail}", "invalid_json"))
-    loc = [str(part) for part in error.get("loc", ()) if part not in ("body", "query")]
-    field = ".".join(loc)
-    if not field and tuple(error.get("loc", ())) == ("body",):
-        message = "the body must be a JSON object"
-    else:
-        message = f"{field}: {error['msg']}" if field else str(error["msg"])
-    legacy = {"code": 400} if http_request.url.path == "/" else None  # upstream api.py's error shape
-    return await _refused(http_request, Refusal(400, message, "invalid_value", param=field or None, extra=legacy))
+    if tuple(error.get("loc", ())) == ("body",):
+        return await _refused(http_request, Refusal(400, "the body must be a JSON object", "invalid_value"))
+    legacy = http_request.url.path == "/"  # upstream api.py's error shape
+    return await _refused(http_request, invalid_value(error, legacy))
 
 
 async def _http_error(http_request: HttpRequest, exc: Exception) -> Response:

@@ -21,7 +21,7 @@ from starlette.responses import RedirectResponse, Response
 
 from daemon.audio.encoding import encoding
 from daemon.protocols.http import api_v2
-from daemon.protocols.http.access import Caller, Refusal, admit, needs
+from daemon.protocols.http.access import Caller, Refusal, admit, invalid_value, needs
 from daemon.protocols.http.console.routes import CONSOLE_PATH
 from daemon.protocols.http.responses import whole
 from daemon.protocols.http.server import HttpServer
@@ -81,12 +81,12 @@ async def root_post(http_request: HttpRequest, caller: Speaker) -> Response:
         try:
             params = api_v2.TtsParams.model_validate(body)
         except ValidationError as exc:
-            raise _invalid(exc, legacy=False) from exc
+            raise invalid_value(exc.errors()[0]) from exc
         return await api_v2.tts(params, http_request, caller)
     try:
         legacy_params = LegacyParams.model_validate(body)
     except ValidationError as exc:
-        raise _invalid(exc, legacy=True) from exc
+        raise invalid_value(exc.errors()[0], legacy=True) from exc
     return await legacy(legacy_params, http_request, caller)
 
 
@@ -137,15 +137,6 @@ def _language(value: str, field: str) -> str:
 
 def _refusal(message: str, param: str | None) -> Refusal:
     return Refusal(400, message, "invalid_value", param=param, extra={"code": 400})
-
-
-def _invalid(exc: ValidationError, legacy: bool) -> Refusal:
-    error = exc.errors()[0]
-    field = ".".join(str(part) for part in error["loc"])
-    refusal = Refusal(400, f"{field}: {error['msg']}", "invalid_value", param=field or None)
-    if legacy:
-        refusal.extra = {"code": 400}
-    return refusal
 
 
 async def _json_object(http_request: HttpRequest) -> dict[str, Any]:
