@@ -87,6 +87,14 @@ def test_marks_and_unknown_characters() -> None:
     assert phones == ["ㄴ", "ㅔ", ",", "ㅇ", "ㅣ", "ㅔ", ",", ".", "停", "ㅇ", "ㅣ", "ㅔ", "停"]
 
 
+@needs_extra
+def test_rieul_after_object_marker_read_as_nieun() -> None:
+    """Upstream's correction of g2pk2: after 을/를 ending on ㅇㅡㄹ or ㄹㅡㄹ, a word's first ㄹ is read ㄴ."""
+    assert korean.g2p("물을 라면에")[0][:7] == ["ㅁ", "ㅜ", "ㄹ", "ㅡ", "ㄹ", "空", "ㄴ"]
+    assert korean.g2p("게임을 로드")[0][:8] == ["ㄱ", "ㅔ", "ㅇ", "ㅣ", "ㅁ", "ㅡ", "ㄹ", "空"]
+    assert korean.g2p("게임을 로드")[0][8] == "ㄹ"  # ㅁㅡㄹ is not one of the two endings
+
+
 _AUDITED_RUN = """
 import os, sys
 
