@@ -44,7 +44,7 @@ DEBIAN_DICTIONARY = Path("/var/lib/mecab/dic/open-jtalk/naist-jdic")  # apt's op
 _JAPANESE = r"A-Za-z\d\u3005\u3040-\u30ff\u4e00-\u9fff\uff11-\uff19\uff21-\uff3a\uff41-\uff5a\uff66-\uff9d"
 _MARK_RE = re.compile(f"[^{_JAPANESE}]")
 _MARK_TO_PHONE = {"：": ",", "；": ",", "，": ",", "。": ".", "！": "!", "？": "?", "\n": ".", "·": ",", "、": ","}
-_MORA_END = frozenset({"a", "i", "u", "e", "o", "A", "I", "U", "E", "O", "N", "cl"})  # may close an accent phrase
+_MORA_END = frozenset({"a", "i", "u", "e", "o", "N", "cl"})  # may close an accent phrase (devoiced vowels lowered)
 
 # Fields of an Open JTalk full-context label: the phone, its accent-phrase position and size, the question flag.
 _PHONE_RE = re.compile(r"-(.*?)\+")
