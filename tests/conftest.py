@@ -174,13 +174,15 @@ def recorder(mosquitto_broker: Broker) -> Iterator[Recorder]:
     rec.close()
 
 
-def to_toml(config: dict[str, dict[str, Any]]) -> str:
-    """Enough TOML for test configs: tables of strings, numbers, booleans and lists of strings."""
+def to_toml(config: dict[str, Any]) -> str:
+    """Enough TOML for test configs: tables (or arrays of tables, ``[[zones]]``) of strings, numbers, booleans and
+    lists of strings."""
     lines = []
-    for section, values in config.items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {str(value).lower() if isinstance(value, bool) else json.dumps(value)}")
+    for section, tables in config.items():
+        for values in tables if isinstance(tables, list) else [tables]:
+            lines.append(f"[[{section}]]" if isinstance(tables, list) else f"[{section}]")
+            for key, value in values.items():
+                lines.append(f"{key} = {str(value).lower() if isinstance(value, bool) else json.dumps(value)}")
     return "\n".join(lines) + "\n"
 
 
@@ -221,7 +223,7 @@ def start_daemon(
     monkeypatch.setenv("GSV_EDGE_STATE_DIR", str(tmp_path / "state"))
 
     def start(
-        synth: Synthesizer | None = None, fallback: Synthesizer | None = None, **sections: dict[str, Any]
+        synth: Synthesizer | None = None, fallback: Synthesizer | None = None, **sections: Any
     ) -> Daemon:
         node_id = f"t{uuid.uuid4().hex[:10]}"
         mqtt_section = {
