@@ -6,9 +6,9 @@ device open, wrote its first sample (the zones wait for each other there). Witho
 are ALSA ``file`` devices on ``null`` (as in the tests), so the figure is the daemon's own share of the skew;
 real cards add their own output latency differences on top.
 
-    python bench/zones.py --runs 100
-    python bench/zones.py --runs 100 --no-gate    # each zone starts as soon as its own device is open
-    python bench/zones.py --devices "USB Audio,Headphones" --runs 20
+    python -m bench.zones --runs 100
+    python -m bench.zones --runs 100 --no-gate    # each zone starts as soon as its own device is open
+    python -m bench.zones --devices "USB Audio,Headphones" --runs 20
 """
 
 from __future__ import annotations
@@ -17,14 +17,11 @@ import argparse
 import json
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 ASOUND = '<{system}>\n' + ''.join(
     f'pcm.{name} {{\n  type file\n  slave.pcm "null"\n  file "{{root}}/{name}.raw"\n  format "raw"\n}}\n'
