@@ -6,18 +6,22 @@ ALSA devices."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from daemon.audio.output import AudioDeviceError
 from daemon.config import AudioSettings
+from daemon.core.durable_queue import DurableQueue, content_digest
 from daemon.core.events import EventKind, is_terminal
 from daemon.core.pipeline import Pipeline, ZoneOutput
 from daemon.core.request_queue import MemoryQueue, Request
+from daemon.core.state_db import StateDb
 from tests.doubles import ToneEngine
 from tests.unit.core.test_pipeline import WAIT_S, Events, Published, request
 
@@ -218,3 +222,14 @@ def test_a_request_for_a_zone_no_longer_configured_fails_naming_it() -> None:
         rig.pipeline.submit(request("old", zones=("attic",), output="play"))
         ending = rig.events.wait("old")
     assert ending["event"] == "failed" and ending["reason"] == "zone 'attic' is no longer configured"
+
+
+def test_a_requests_zones_survive_the_state_database_and_tell_content_apart(tmp_path: Path) -> None:
+    plain = Request(id="a", text="Hello.", expires_at=time.time() + 60)
+    zoned = dataclasses.replace(plain, zones=("lobby", "ward"), output="play")
+    queue = DurableQueue(StateDb.in_dir(tmp_path), max_depth=8, dedup_window_s=60)
+    assert queue.put(zoned).status == "queued"
+    [resumed] = DurableQueue(StateDb.in_dir(tmp_path), max_depth=8, dedup_window_s=60).resumed
+    assert resumed.zones == ("lobby", "ward")
+    assert content_digest(plain) != content_digest(zoned) != content_digest(dataclasses.replace(zoned, zones=("ward",)))
+    assert content_digest(plain) == content_digest(dataclasses.replace(plain, zones=()))
