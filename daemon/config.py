@@ -290,7 +290,16 @@ class HttpSettings(_Section):
 
 
 _ZONE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
 ALL_ZONES = "all"  # a say's ``zones`` naming every configured zone; no zone may be called this
+
+
+def minute_of_day(text: str) -> int:
+    """``HH:MM`` (00:00-23:59, the box's local time) as minutes after midnight; ValueError naming the format."""
+    match = _CLOCK_TIME.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a time of day HH:MM (00:00-23:59)")
+    return int(match[1]) * 60 + int(match[2])
 
 
 class ZoneSettings(_Section):
@@ -301,8 +310,46 @@ class ZoneSettings(_Section):
     topic: str | None = None  # WAV of each announcement published here, for a player on the network
     volume: float = Field(1.0, ge=0.0, le=2.0)
     lead_in_s: float = Field(0.15, ge=0.0, le=5.0)  # silence before the first word: wakes this zone's amplifier
+    # "22:00-07:00" (local time): only high and emergency requests play; the rest wait, or expire by their TTL
+    quiet_hours: str | None = None
+    # {"07:00" = 0.8, "22:00" = 0.3}: from each local time on, this volume (round the clock); empty: ``volume``
+    volume_schedule: dict[str, float] = Field(default_factory=dict)
 
-    _unset = field_validator("output_device", "topic", mode="before")(_empty_is_none)
+    _unset = field_validator("output_device", "topic", "quiet_hours", mode="before")(_empty_is_none)
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        start, dash, end = value.partition("-")
+        if not dash:
+            raise ValueError("must be START-END in local time, e.g. 22:00-07:00")
+        if minute_of_day(start.strip()) == minute_of_day(end.strip()):
+            raise ValueError("start and end are the same time")
+        return value
+
+    @field_validator("volume_schedule")
+    @classmethod
+    def _volume_schedule(cls, value: dict[str, float]) -> dict[str, float]:
+        for moment, volume in value.items():
+            minute_of_day(moment)
+            if not 0.0 <= volume <= 2.0:
+                raise ValueError(f"volume at {moment} must be between 0 and 2, got {volume}")
+        return value
+
+    @property
+    def quiet_span(self) -> tuple[int, int] | None:
+        """Quiet hours as (start, end) minutes after midnight; the end may be the next morning."""
+        if self.quiet_hours is None:
+            return None
+        start, _, end = self.quiet_hours.partition("-")
+        return minute_of_day(start.strip()), minute_of_day(end.strip())
+
+    @property
+    def volume_steps(self) -> tuple[tuple[int, float], ...]:
+        """The volume schedule as (minute after midnight, volume), earliest first."""
+        return tuple(sorted((minute_of_day(moment), volume) for moment, volume in self.volume_schedule.items()))
 
     @field_validator("name")
     @classmethod

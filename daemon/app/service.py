@@ -170,10 +170,11 @@ class Service:
         if zone.output_device is not None:
             audio = self.settings.audio.model_copy(
                 update={"output_device": zone.output_device, "volume": zone.volume, "lead_in_ms": lead_in_ms})
-            return ZoneOutput(zone.name, audio=AudioOutput(audio), lead_in_ms=lead_in_ms)
+            return ZoneOutput(zone.name, audio=AudioOutput(audio), volume=zone.volume, lead_in_ms=lead_in_ms,
+                              quiet=zone.quiet_span, volumes=zone.volume_steps)
         assert zone.topic is not None
         return ZoneOutput(zone.name, publisher=ZonePublisher(self.mqtt, zone.topic), volume=zone.volume,
-                          lead_in_ms=lead_in_ms)
+                          lead_in_ms=lead_in_ms, quiet=zone.quiet_span, volumes=zone.volume_steps)
 
     @property
     def engine(self) -> Synthesizer:

@@ -93,11 +93,13 @@ class AudioOutput:
         on_start: Callable[[], None],
         on_ready: Callable[[], None] | None = None,
         lead_in_ms: int | None = None,
+        gain: float | None = None,
     ) -> None:
         """Play to the end, or until ``cancel`` is set (then with a short fade, so there is no click).
 
         ``on_ready`` runs once the device is open, before its first sample: where zones playing one announcement
-        wait for each other. ``lead_in_ms`` replaces the configured lead-in (zones align their first words).
+        wait for each other. ``lead_in_ms`` replaces the configured lead-in (zones align their first words),
+        ``gain`` the configured volume (a zone's volume by time of day).
         """
         sd = self._sounddevice()
         device, default_rate = self._find_device()
@@ -107,7 +109,8 @@ class AudioOutput:
             with sd.OutputStream(device=device, samplerate=rate, channels=1, dtype="float32") as stream:
                 if on_ready is not None:
                     on_ready()
-                self._write_all(stream, chunks, sample_rate, rate, cancel, on_start, lead_in)
+                self._write_all(stream, chunks, sample_rate, rate, cancel, on_start, lead_in,
+                                self._settings.volume if gain is None else gain)
         except sd.PortAudioError as exc:
             raise AudioDeviceError(str(exc)) from exc
 
@@ -120,10 +123,10 @@ class AudioOutput:
         cancel: threading.Event,
         on_start: Callable[[], None],
         lead_in_ms: int,
+        gain: float,
     ) -> None:
         block = max(1, int(rate * _BLOCK_S))
         resampler = LinearResampler(src_rate, rate)
-        gain = self._settings.volume
         started = time.monotonic()
         written = 0
         last = 0.0

@@ -17,6 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -30,11 +31,13 @@ from daemon.core.events import EventKind, EventSink
 from daemon.core.heartbeat import Heartbeat
 from daemon.core.request_queue import Request, RequestQueue
 from daemon.speech.synthesizer import SynthesisError, Synthesizer
+from daemon.vocabulary import PRIORITY_RANK
 
 log = logging.getLogger(__name__)
 
 STOPPING = "daemon stopping"  # why a request is cut or left unfinished by a stop
 START_GATE_S = 5.0  # the longest the zones of one announcement wait for each other's devices to open
+QUIET_RANK = PRIORITY_RANK["high"]  # in a zone's quiet hours only requests this urgent (or more) play
 
 
 class AudioStream(Protocol):
@@ -69,6 +72,21 @@ class ZoneOutput:
     publisher: AudioPublisher | None = None
     volume: float = 1.0
     lead_in_ms: int = 0
+    quiet: tuple[int, int] | None = None  # quiet hours: (start, end) minutes after local midnight
+    volumes: tuple[tuple[int, float], ...] = ()  # (minute after local midnight, volume from then on), earliest first
+
+    def quiet_at(self, minute: int) -> bool:
+        if self.quiet is None:
+            return False
+        start, end = self.quiet
+        return start <= minute < end if start < end else minute >= start or minute < end
+
+    def volume_at(self, minute: int) -> float:
+        """The volume by the schedule (the last step before ``minute``, yesterday's last before the first)."""
+        if not self.volumes:
+            return self.volume
+        earlier = [volume for at, volume in self.volumes if at <= minute]
+        return earlier[-1] if earlier else self.volumes[-1][1]
 
 
 class _Lane:
@@ -252,8 +270,11 @@ class Pipeline:
         audio_settings: AudioSettings,
         cache: AudioCache | None = None,
         zones: Sequence[ZoneOutput] = (),
+        clock: Callable[[], datetime] = datetime.now,
     ) -> None:
+        """``clock``: the box's local time, for the zones' quiet hours and volume schedules."""
         self._queue = queue
+        self._clock = clock
         self.cache = cache
         self.heartbeat = Heartbeat()  # the synthesis and playback loops beat; the systemd watchdog reads it
         self.engine_lock = threading.Lock()  # the engine is not thread-safe: synthesis and voice registration
@@ -478,12 +499,25 @@ class Pipeline:
         if not self._zones:
             return self._queue.pop() if self._default.next is None else None
         held = {id(lane) for lane in self._lanes if lane.next is not None}
+        minute = self._minute()
         for request in self._queue.waiting():
-            lanes = {id(lane) for lane in self._lanes_of(request)}
+            if request.expired():  # reported now, not when quiet hours end
+                if self._queue.remove(request):
+                    return request
+                continue
+            zones = self._lanes_of(request)
+            if request.rank > QUIET_RANK and any(lane.zone is not None and lane.zone.quiet_at(minute)
+                                                 for lane in zones):
+                continue  # waits for the end of quiet hours, keeping no zone from others meanwhile
+            lanes = {id(lane) for lane in zones}
             if not lanes & held and self._queue.remove(request):
                 return request
             held |= lanes
         return None
+
+    def _minute(self) -> int:
+        now = self._clock()
+        return now.hour * 60 + now.minute
 
     def _job(self, request: Request) -> Job:
         """The job for ``request``, waiting in each of its lanes (under the lock)."""
@@ -766,10 +800,11 @@ class Pipeline:
         job.zone_started.setdefault(zone.name, time.monotonic())
         stream = zone.publisher.open(job.request, job.sample_rate)
         stream.write(np.zeros(round(zone.lead_in_ms * job.sample_rate / 1000), np.float32))
+        volume = zone.volume_at(self._minute())
         for chunk in self._output_chunks(job, lane.beat):
             if lane.cut.is_set():
                 break
-            stream.write(chunk * zone.volume if zone.volume != 1.0 else chunk)
+            stream.write(chunk * volume if volume != 1.0 else chunk)
             on_start()
         seconds = job.samples / job.sample_rate
         self.heartbeat.beat(lane.beat, seconds)
@@ -807,7 +842,7 @@ class Pipeline:
                     audio.play(chunks, job.sample_rate, lane.cut, on_start)
                 else:
                     audio.play(chunks, job.sample_rate, lane.cut, on_start, on_ready=on_ready,
-                               lead_in_ms=job.lead_in_ms)
+                               lead_in_ms=job.lead_in_ms, gain=zone.volume_at(self._minute()))
                 return None
             except AudioDeviceError as exc:
                 if zone is not None and job.gate is not None:

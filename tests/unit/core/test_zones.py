@@ -50,11 +50,12 @@ class ZoneCard:
         self.hold: threading.Event | None = None
         self.played: dict[str, list[np.ndarray]] = {}
         self.lead_ins: list[int | None] = []
+        self.gains: list[float | None] = []
         self.current = ""
 
     def play(self, chunks: Iterable[np.ndarray], sample_rate: int, cancel: threading.Event,
              on_start: Callable[[], None], on_ready: Callable[[], None] | None = None,
-             lead_in_ms: int | None = None) -> None:
+             lead_in_ms: int | None = None, gain: float | None = None) -> None:
         if self.failures:
             self.failures -= 1
             raise AudioDeviceError(f"{self.zone}: device unplugged")
@@ -62,6 +63,7 @@ class ZoneCard:
         assert on_ready is not None
         on_ready()
         self.lead_ins.append(lead_in_ms)
+        self.gains.append(gain)
         self.log.add(self.zone, rid, "start")
         for chunk in chunks:
             if cancel.is_set():
