@@ -1,12 +1,14 @@
 """Zones end to end: a real mosquitto, the ALSA test devices (``gsvtest``, and ``gsvbroken``, which fails until
 repaired) as two zones' sound cards, and an MQTT topic as a networked player's. Each zone plays on its own (a ward
 announcement is heard while the lobby's goes on), ``"all"`` plays on every card, a failing zone is reported by
-name while the others play, and every request has one terminal event with each zone's result and one audit row."""
+name while the others play, every request has one terminal event with each zone's result and one audit row, and
+quiet hours hold back all but urgent requests."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -128,3 +130,19 @@ def test_an_unknown_zone_is_rejected_naming_it_over_mqtt_and_http(http_daemon, r
     assert accepted.status_code == 202
     assert daemon.wait_event("h1", "done")["zones"] == {"garden": {"state": "done"}}
     assert read_wav(recorder.wait_for(GARDEN["topic"]).payload)[0].size > 0
+
+
+def test_quiet_hours_hold_a_normal_request_and_let_a_high_one_play_at_the_nights_volume(
+        start_daemon, alsa: AlsaCapture) -> None:
+    now = datetime.now()
+    hours = f"{(now - timedelta(hours=1)):%H:%M}-{(now + timedelta(hours=1)):%H:%M}"  # quiet now, whatever the hour
+    ward = {"name": "ward3", "output_device": "gsvtest", "quiet_hours": hours, "volume_schedule": {"00:00": 0.25}}
+    daemon = start_daemon(synth=ToneEngine(seconds=0.3), zones=[ward], audio=QUIET)
+    daemon.say({"id": "chatter", "text": "Shop opens at nine.", "zones": ["ward3"], "ttl_s": 1.5})
+    daemon.say({"id": "code", "text": "Doctor to bed four.", "zones": ["ward3"], "priority": "high"})
+    assert daemon.wait_event("code", "done")["zones"] == {"ward3": {"state": "done"}}
+    expired = daemon.wait_event("chatter", "expired")
+    assert expired["reason"] == "ttl elapsed while queued"
+    assert [e["event"] for e in daemon.events("chatter")] == ["queued", "expired"]  # never spoken
+    [played] = AlsaCapture.streams(alsa.good)
+    assert np.isclose(np.abs(played).max(), TONE * 0.25, atol=0.01)  # the volume schedule's, not 1

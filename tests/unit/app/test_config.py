@@ -175,3 +175,16 @@ def test_zones_are_read_in_order_with_their_defaults(tmp_path: Path) -> None:
         ("lobby", "USB", None, 0.5, 0.15), ("garden", None, "pa/garden/play", 1.0, 0.4)]
     shown = dict((key, value) for key, value, _ in settings.effective())
     assert shown["zones"][0]["name"] == "lobby"  # plain data, as the console's settings page shows it
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('quiet_hours = "22:00"\n', "zones.0.quiet_hours (zone 'ward3'): must be START-END in local time"),
+    ('quiet_hours = "22:00-24:00"\n', "zones.0.quiet_hours (zone 'ward3'): '24:00' is not a time of day HH:MM"),
+    ('quiet_hours = "07:00-07:00"\n', "zones.0.quiet_hours (zone 'ward3'): start and end are the same time"),
+    ('volume_schedule = {"7:00" = 0.5}\n', "zones.0.volume_schedule (zone 'ward3'): '7:00' is not a time of day"),
+    ('volume_schedule = {"22:00" = 3}\n', "zones.0.volume_schedule (zone 'ward3'): volume at 22:00 must be between"),
+])
+def test_bad_quiet_hours_or_volume_schedule_name_the_zone(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(_write(tmp_path, f'[[zones]]\nname = "ward3"\ntopic = "pa/w"\n{text}'))
+    assert "\n" not in str(error.value) and message in str(error.value)

@@ -10,10 +10,12 @@ import dataclasses
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 
 from daemon.audio.output import AudioDeviceError
 from daemon.config import AudioSettings
@@ -235,3 +237,80 @@ def test_a_requests_zones_survive_the_state_database_and_tell_content_apart(tmp_
     assert resumed.zones == ("lobby", "ward")
     assert content_digest(plain) != content_digest(zoned) != content_digest(dataclasses.replace(zoned, zones=("ward",)))
     assert content_digest(plain) == content_digest(dataclasses.replace(plain, zones=()))
+
+
+class Clock:
+    """The box's local time, set by the test."""
+
+    def __init__(self, hour: int, minute: int = 0) -> None:
+        self.set(hour, minute)
+
+    def set(self, hour: int, minute: int = 0) -> None:
+        self.now = datetime(2026, 12, 5, hour, minute)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+NIGHT = (22 * 60, 7 * 60)
+STEPS = ((7 * 60, 1.0), (22 * 60, 0.25))
+
+
+def night_rig(clock: Clock) -> Rig:
+    """Lobby without quiet hours; the ward quiet 22:00-07:00; the garden (a topic) quieter from 22:00."""
+    rig = Rig()
+    zones = [ZoneOutput("lobby", audio=rig.lobby, volumes=STEPS),  # type: ignore[arg-type]
+             ZoneOutput("ward", audio=rig.ward, quiet=NIGHT),  # type: ignore[arg-type]
+             ZoneOutput("garden", publisher=rig.garden, volume=0.8, volumes=STEPS)]
+    rig.pipeline = Pipeline(MemoryQueue(max_depth=8, dedup_window_s=0), rig.engine,
+                            ToneEngine(seconds=0.05, name="fallback"), rig.events, Published(), None,
+                            AudioSettings(), zones=zones, clock=clock)
+    return rig
+
+
+@pytest.mark.parametrize(("span", "minute", "quiet"), [
+    (NIGHT, 23 * 60, True), (NIGHT, 3 * 60, True), (NIGHT, 7 * 60, False), (NIGHT, 12 * 60, False),
+    (NIGHT, 22 * 60, True), ((12 * 60, 14 * 60), 13 * 60, True), ((12 * 60, 14 * 60), 14 * 60, False)])
+def test_quiet_hours_may_run_past_midnight(span: tuple[int, int], minute: int, quiet: bool) -> None:
+    assert ZoneOutput("z", quiet=span).quiet_at(minute) is quiet
+
+
+@pytest.mark.parametrize(("minute", "volume"), [(8 * 60, 1.0), (23 * 60, 0.25), (3 * 60, 0.25), (7 * 60, 1.0)])
+def test_the_volume_schedule_runs_round_the_clock(minute: int, volume: float) -> None:
+    assert ZoneOutput("z", volume=0.7, volumes=STEPS).volume_at(minute) == volume
+    assert ZoneOutput("z", volume=0.7).volume_at(minute) == 0.7
+
+
+def test_in_quiet_hours_only_urgent_requests_play_and_the_rest_wait_holding_no_zone() -> None:
+    clock = Clock(23, 30)
+    with night_rig(clock) as rig:
+        rig.pipeline.submit(request("night", zones=("ward",), output="play"))
+        rig.pipeline.submit(request("both", zones=("lobby", "ward"), output="play"))
+        rig.pipeline.submit(request("lobby-only", zones=("lobby",), output="play", priority="low"))
+        rig.pipeline.submit(request("urgent", zones=("ward",), output="play", priority="high"))
+        assert rig.events.wait("urgent")["event"] == "done"
+        assert rig.events.wait("lobby-only")["event"] == "done"  # "both" waits for the ward, not in the lobby
+        assert rig.events.kinds("night") == rig.events.kinds("both") == ["queued"]
+        clock.set(7, 0)
+        assert rig.events.wait("night")["event"] == "done" and rig.events.wait("both")["event"] == "done"
+
+
+def test_a_request_that_expires_in_quiet_hours_is_reported_then() -> None:
+    with night_rig(Clock(23, 30)) as rig:
+        rig.pipeline.submit(Request(id="late", text="Hi.", zones=("ward",), output="play",
+                                    expires_at=time.time() + 0.3))
+        ending = rig.events.wait("late")
+    assert ending == {"event": "expired", "reason": "ttl elapsed while queued"}
+
+
+def test_a_zone_plays_at_its_volume_for_the_time_of_day() -> None:
+    clock = Clock(23, 0)
+    with night_rig(clock) as rig:
+        rig.pipeline.submit(request("night", zones=("lobby", "garden"), output="play"))
+        rig.events.wait("night")
+        clock.set(8, 0)
+        rig.pipeline.submit(request("day", zones=("lobby", "garden"), output="play"))
+        rig.events.wait("day")
+    assert rig.lobby.gains == [0.25, 1.0]  # the card is told its volume when it starts
+    night, day = (np.concatenate(rig.garden.audio[rid]) for rid in ("night", "day"))
+    assert np.allclose(night, day * 0.25) and np.abs(day).max() > 0  # the schedule, not the zone's volume (0.8)
