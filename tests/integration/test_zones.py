@@ -17,6 +17,7 @@ import numpy as np
 from daemon.core.audit import read_records
 from tests.conftest import AlsaCapture, Daemon, Recorder
 from tests.doubles import ToneEngine
+from tests.integration.test_durability import check_exactly_once, daemon_process  # noqa: F401 - a fixture
 from tests.integration.test_http_native import error
 from tests.integration.test_mqtt_native import read_wav
 
@@ -146,3 +147,26 @@ def test_quiet_hours_hold_a_normal_request_and_let_a_high_one_play_at_the_nights
     assert [e["event"] for e in daemon.events("chatter")] == ["queued", "expired"]  # never spoken
     [played] = AlsaCapture.streams(alsa.good)
     assert np.isclose(np.abs(played).max(), TONE * 0.25, atol=0.01)  # the volume schedule's, not 1
+
+
+def test_a_zone_request_cut_by_a_crash_plays_again_whole_in_all_its_zones(
+        daemon_process: Any, alsa: AlsaCapture) -> None:  # noqa: F811 - the fixture
+    alsa.repair()
+    daemon = daemon_process(audio=QUIET, zones=[{**zone, "volume": 1.0} for zone in CARDS])
+    daemon.start()
+    daemon.say({"id": "evacuate", "text": "Please leave the building by the nearest exit. Do not use the lifts.",
+                "lang": "en", "zones": "all"})
+    daemon.wait_event("evacuate", "first_audio")
+    daemon.kill()
+    before = len(daemon.events())
+    assert not [e for e in daemon.events() if e["id"] == "evacuate" and e["event"] == "done"], "it played too soon"
+
+    daemon.start()
+    events = daemon.wait_terminal({"evacuate"})
+    check_exactly_once(events, {"evacuate"})
+    after = {e["event"]: e for e in events[before:] if e["id"] == "evacuate"}
+    done, rate = after["done"], after["first_audio"]["sample_rate"]
+    assert done["zones"] == {"lobby": {"state": "done"}, "ward3": {"state": "done"}} and after["queued"]["resumed"]
+    *_, lobby = AlsaCapture.streams(alsa.good)
+    *_, ward = AlsaCapture.streams(alsa.broken)
+    assert np.array_equal(lobby, ward) and lobby.size >= done["audio_ms"] / 1000 * rate  # whole, in both
