@@ -27,15 +27,19 @@ POLL_S = 2.0  # how often the table is looked at for schedules added or removed 
 
 class ScheduleRunner:
     """``clock`` gives Unix seconds (a test may drive it); ``rejected(topic, rejection)`` hears a run the daemon
-    refuses (a voice removed since the schedule was added, say)."""
+    refuses (a voice removed since the schedule was added, say); ``changed()`` hears that the schedules differ from
+    the last look (added or removed, from the command line too, or a due time handled), so the list is republished."""
 
     def __init__(self, store: ScheduleStore, policy: Callable[[], IntakePolicy], submit: Callable[[Request], None],
-                 rejected: Callable[[str, RejectedPayload], None], clock: Callable[[], float] = time.time) -> None:
+                 rejected: Callable[[str, RejectedPayload], None], clock: Callable[[], float] = time.time,
+                 changed: Callable[[], None] = lambda: None) -> None:
         self._store = store
         self._policy = policy
         self._submit = submit
         self._rejected = rejected
         self._clock = clock
+        self._changed = changed
+        self._seen: tuple[tuple[str, float, float | None], ...] | None = None  # (name, created, last due) last look
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="gsv-schedules", daemon=True)
 
@@ -71,6 +75,10 @@ class ScheduleRunner:
                                 schedule.name, decision.due.isoformat(), (now - decision.due).total_seconds())
             if decision.wake_at is not None:
                 wakes.append(decision.wake_at.timestamp())
+        seen = tuple((s.name, s.created_at, s.last_due) for s in self._store.list())
+        if seen != self._seen:
+            self._seen = seen
+            self._changed()
         return min(wakes) if wakes else None
 
     def _run(self, schedule: Schedule, due: datetime) -> None:
