@@ -92,7 +92,8 @@ class Service:
         self.schedule_store = self._schedule_store()
         self.schedule_runner = ScheduleRunner(self.schedule_store, self.intake_policy, self.submit,
                                               lambda topic, rejection: self.rejected("native", topic, rejection),
-                                              changed=self._relist_schedules)
+                                              changed=self._relist_schedules, prerender=self.pipeline.prerender,
+                                              ahead_s=lambda: self.settings.cache.prerender_s)
         # set by gsv-edge serve: the safe reload, and what ends the process (a signal, or an admin over HTTP)
         self.reload_hook: Callable[[Path | None, Actor | None], tuple[bool, str]] | None = None
         self.reload_busy: Callable[[], bool] = lambda: False

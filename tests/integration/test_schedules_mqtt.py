@@ -8,6 +8,8 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+import pytest
+
 from daemon.core.audit import CHANGE_OUTCOMES, read_records
 from daemon.core.schedules import ScheduleStore, make
 from daemon.core.state_db import StateDb
@@ -133,3 +135,17 @@ def test_the_list_follows_schedules_added_beside_the_daemon(start_daemon: Any) -
         listed(daemon, lambda names: names == [])
     finally:
         db.close()
+
+
+@pytest.mark.parametrize(("ahead_s", "cached"), [(300, True), (0, None)])
+def test_a_run_is_rendered_ahead_and_starts_from_the_cache(start_daemon: Any, ahead_s: int, cached: Any) -> None:
+    """eSpeak NG's audio is cached (it has an identity): a run due within ``cache.prerender_s`` is rendered at
+    once, so its ``started`` says ``cached``; with the setting at 0 it is synthesised when due."""
+    daemon = start_daemon(cache={"prerender_s": ahead_s})
+    due = (datetime.now(timezone.utc) + timedelta(seconds=4)).replace(microsecond=0)
+    change(daemon, "add", {"name": "close", "at": due.replace(tzinfo=None).isoformat(), "tz": "UTC",
+                           "text": "The shop closes in ten minutes.", "lang": "en", "run_if_late_s": 300})
+    run_id = f"close@{due.strftime('%Y-%m-%dT%H:%M:%SZ')}"
+    assert daemon.wait_event(run_id, "done", timeout=60)["id"] == run_id
+    started = daemon.wait_event(run_id, "started")
+    assert started.get("cached") is cached, started
