@@ -344,6 +344,10 @@ class Service:
             request_id = exc.request_id if isinstance(exc, ScheduleRejected) else request_id
             log.info("schedule change %s on %s rejected: %s", request_id, topic, exc)
             event = Event(EventKind.REJECTED, {"reason": str(exc)}, id=request_id)
+        except StateDbError as exc:  # the box is at fault, not the change
+            log.error("cannot record schedule change %s: %s", request_id, exc)
+            event = Event(EventKind.REJECTED, {"reason": f"cannot record the change (state directory full?): {exc}",
+                                               "cause": "state_write"}, id=request_id)
         self.bus.publish(event)
 
     def _relist_schedules(self) -> None:

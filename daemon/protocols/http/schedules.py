@@ -16,7 +16,9 @@ from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 
 from daemon.core.schedules import FIELDS, NEXT_COUNT, NoSuchSchedule, ScheduleExists, upcoming
+from daemon.core.state_db import StateDbError
 from daemon.protocols.http.access import Caller, Refusal, needs
+from daemon.protocols.http.responses import STATE_WRITE_RETRY_AFTER_S
 from daemon.protocols.http.server import HttpServer
 from daemon.protocols.schedule_requests import ScheduleRejected, parse_addition
 
@@ -53,6 +55,8 @@ async def add_schedule(http_request: HttpRequest, caller: Admin) -> JSONResponse
         raise Refusal(400, exc.reason, "invalid_value", param=exc.field) from exc
     except ScheduleExists as exc:
         raise Refusal(409, str(exc), "schedule_exists", param="name") from exc
+    except StateDbError as exc:
+        raise _not_recorded(exc) from exc
     return JSONResponse(schedule.listed(datetime.now(timezone.utc)), status_code=201,
                         headers={"Location": f"/v1/schedules/{schedule.name}"})
 
@@ -64,7 +68,15 @@ async def remove_schedule(name: str, http_request: HttpRequest, caller: Admin) -
         await asyncio.to_thread(partial(_server(http_request).service.remove_schedule, name, by=caller.actor()))
     except NoSuchSchedule as exc:
         raise Refusal(404, f"{exc}: GET /v1/schedules lists them", "schedule_not_found", param=FIELDS["name"]) from exc
+    except StateDbError as exc:
+        raise _not_recorded(exc) from exc
     return Response(status_code=204)
+
+
+def _not_recorded(exc: StateDbError) -> Refusal:
+    """The state database cannot take the change (a full or failing disk): the box's fault, as for a say."""
+    return Refusal(503, f"cannot record the change (state directory full?): {exc}", "state_write_failed",
+                   headers={"Retry-After": STATE_WRITE_RETRY_AFTER_S})
 
 
 @router.get("/v1/schedules/next")
