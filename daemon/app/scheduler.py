@@ -64,6 +64,11 @@ class ScheduleRunner:
             self._thread.join()
         self._worker.shutdown(wait=True, cancel_futures=True)
 
+    def forget_rendered(self) -> None:
+        """The engine was switched (reload): what was rendered ahead is kept under the old engine's identity, so
+        the next runs are rendered again at the next pass."""
+        self._rendered = {}
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             try:

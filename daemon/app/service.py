@@ -366,6 +366,7 @@ class Service:
         if engines.engine is not self.engine or engines.fallback is not self.fallback:
             self.engines = engines
             self.pipeline.set_engine(engines.engine, engines.fallback)
+            self.schedule_runner.forget_rendered()
             self.mqtt.publish_voices()
         self.mqtt.publish_status(self.status())
 

@@ -136,3 +136,30 @@ def test_without_a_window_or_a_cache_nothing_is_rendered_ahead(tmp_path: Path) -
         runner.stop()
     assert engine.calls == [] and len(cache) == 0
     db.close()
+
+
+def test_a_switched_engine_renders_the_next_run_again(tmp_path: Path) -> None:
+    """After a reload the entries rendered ahead are the old engine's: the runner renders the run again."""
+    db = StateDb.in_dir(tmp_path)
+    store = ScheduleStore(db)
+    clock = Clock(datetime(2026, 12, 5, 7, 58, tzinfo=BERLIN))
+    store.add(make("bell", {"text": "Classes begin."}, "Europe/Berlin", cron="0 8 * * *", now=clock.now))
+    old, new = CachedTone(seconds=0.05), CachedTone(seconds=0.05)
+    new.identity = "tone v2"
+    cache = AudioCache(tmp_path / "cache", 1 << 20)
+    with Rig(engine=old, cache=cache) as rig:
+        runner = ScheduleRunner(store, lambda: POLICY, rig.pipeline.submit, lambda t, r: None, clock=clock,
+                                prerender=rig.pipeline.prerender, ahead_s=lambda: 300.0)
+        runner.run_due()
+        wait_until(lambda: len(cache) == 1)
+        rig.pipeline.set_engine(new, rig.fallback)
+        runner.run_due()  # rendered for this due time already, as far as the runner knows
+        runner.forget_rendered()
+        runner.run_due()
+        wait_until(lambda: len(cache) == 2)
+        clock.now = datetime(2026, 12, 5, 8, tzinfo=BERLIN).timestamp()
+        runner.run_due()
+        done = rig.events.wait("bell@2026-12-05T07:00:00Z")
+        runner.stop()
+    assert old.calls == new.calls == ["Classes begin."] and done["cached"] is True
+    db.close()
