@@ -377,6 +377,7 @@ class ZoneSettings(_Section):
 
 class CacheSettings(_Section):
     max_mb: int = Field(256, ge=0)  # rendered-audio cache in <state_dir>/cache/audio; 0 = off
+    prerender_s: float = Field(300.0, ge=0, le=86400)  # a schedule's run is rendered this long before it is due
 
 
 class Settings(BaseSettings):

@@ -12,6 +12,7 @@ import time
 import wave
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timezone
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
@@ -29,13 +30,14 @@ from daemon.core.events import Event, EventKind, PayloadOrigin
 from daemon.core.pipeline import Pipeline, ZoneOutput
 from daemon.core.request_queue import Request
 from daemon.core.resources import disk_space, memory_available, resident_bytes
-from daemon.core.schedules import ScheduleStore
+from daemon.core.schedules import FIELDS, Schedule, ScheduleError, ScheduleStore
 from daemon.core.state_db import StateDb, StateDbError
 from daemon.core.status_history import StatusHistory
 from daemon.model.bundle import Bundle
 from daemon.model.manifest import MANIFEST, Manifest
 from daemon.protocols.mqtt import MqttService, ZonePublisher
 from daemon.protocols.payloads import IntakePolicy, RejectedPayload
+from daemon.protocols.schedule_requests import ScheduleRejected, json_object, parse_addition, parse_removal
 from daemon.protocols.voice_registration import (
     RegistrationRejected,
     VoiceRegistration,
@@ -87,8 +89,11 @@ class Service:
         self.bus = self._event_bus()
         self.outputs = self._output_router()
         self.pipeline = self._pipeline(settings)
-        self.schedules = ScheduleRunner(self._schedule_store(), self.intake_policy, self.submit,
-                                        lambda topic, rejection: self.rejected("native", topic, rejection))
+        self.schedule_store = self._schedule_store()
+        self.schedule_runner = ScheduleRunner(self.schedule_store, self.intake_policy, self.submit,
+                                              lambda topic, rejection: self.rejected("native", topic, rejection),
+                                              changed=self._relist_schedules, prerender=self.pipeline.prerender,
+                                              ahead_s=lambda: self.settings.cache.prerender_s)
         # set by gsv-edge serve: the safe reload, and what ends the process (a signal, or an admin over HTTP)
         self.reload_hook: Callable[[Path | None, Actor | None], tuple[bool, str]] | None = None
         self.reload_busy: Callable[[], bool] = lambda: False
@@ -304,6 +309,65 @@ class Service:
             if self.mqtt.connected:
                 self.mqtt.publish_voices(only_if_changed=True)
 
+    # -- schedules ------------------------------------------------------------------------------
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule as listed: its definition, next due time and that run's id, by name."""
+        now = datetime.now(timezone.utc)
+        return [schedule.listed(now) for schedule in self.schedule_store.list()]
+
+    def add_schedule(self, schedule: Schedule, *, by: Actor | None = None) -> None:
+        """Store a checked schedule (:class:`ScheduleExists` when the name is taken), record who did (``by``) and
+        list the schedules again; the runner picks it up at its next look."""
+        self.schedule_store.add(schedule, FIELDS)
+        log.info("schedule %s added (%s)", schedule.name, schedule.timing())
+        self.audit.changed("schedule_added", by, subject=schedule.name, reason=schedule.timing())
+        self._relist_schedules()
+
+    def remove_schedule(self, name: str, *, by: Actor | None = None) -> None:
+        """Delete a schedule (:class:`NoSuchSchedule` when there is none of that name): its future runs do not
+        happen; record who did (``by``) and list the schedules again."""
+        self.schedule_store.remove(name, FIELDS)
+        log.info("schedule %s removed", name)
+        self.audit.changed("schedule_removed", by, subject=name)
+        self._relist_schedules()
+
+    def change_schedule(self, topic: str, payload: bytes) -> None:
+        """An MQTT ``schedules/add`` or ``schedules/remove``, made as the topic (MQTT 3.1.1 names no publisher);
+        answered with ``schedule_added`` / ``schedule_removed`` (``schedule``, and an addition's ``next``) or
+        ``rejected`` with the reason, under the change's ``id``."""
+        by = Actor("native", topic=topic)
+        request_id = None
+        try:
+            limit = self.settings.queue.max_payload_bytes
+            if len(payload) > limit:
+                raise ScheduleRejected(f"payload too large ({len(payload)} > {limit} bytes)")
+            data = json_object(payload)
+            if topic == self.mqtt.topics.schedule_add:
+                schedule, request_id = parse_addition(data)
+                self.add_schedule(schedule, by=by)
+                listed = schedule.listed(datetime.now(timezone.utc))
+                event = Event(EventKind.SCHEDULE_ADDED, {"schedule": schedule.name, "next": listed["next"],
+                                                         "next_id": listed["next_id"]}, id=request_id)
+            else:
+                removal = parse_removal(data)
+                request_id = removal.id
+                self.remove_schedule(removal.name, by=by)
+                event = Event(EventKind.SCHEDULE_REMOVED, {"schedule": removal.name}, id=request_id)
+        except (ScheduleRejected, ScheduleError) as exc:
+            request_id = exc.request_id if isinstance(exc, ScheduleRejected) else request_id
+            log.info("schedule change %s on %s rejected: %s", request_id, topic, exc)
+            event = Event(EventKind.REJECTED, {"reason": str(exc)}, id=request_id)
+        except StateDbError as exc:  # the box is at fault, not the change
+            log.error("cannot record schedule change %s: %s", request_id, exc)
+            event = Event(EventKind.REJECTED, {"reason": f"cannot record the change (state directory full?): {exc}",
+                                               "cause": "state_write"}, id=request_id)
+        self.bus.publish(event)
+
+    def _relist_schedules(self) -> None:
+        if self.mqtt.connected:
+            self.mqtt.publish_schedules(only_if_changed=True)
+
     # -- reload ---------------------------------------------------------------------------------
 
     def apply(self, settings: Settings, engines: Engines) -> None:
@@ -316,6 +380,7 @@ class Service:
         if engines.engine is not self.engine or engines.fallback is not self.fallback:
             self.engines = engines
             self.pipeline.set_engine(engines.engine, engines.fallback)
+            self.schedule_runner.forget_rendered()
             self.mqtt.publish_voices()
         self.mqtt.publish_status(self.status())
 
@@ -460,7 +525,7 @@ class Service:
             self.bus.emit(request, EventKind.QUEUED, resumed=True, queue_depth=len(self.queue),
                           priority=request.priority)
         self.pipeline.start()
-        self.schedules.start()
+        self.schedule_runner.start()
         self._publish_engine_down()
         self.mqtt.start()
         self._relist.start()
@@ -476,7 +541,7 @@ class Service:
         announcement in progress may play out what is synthesised for ``timeout_s``; queued requests stay in
         the durable queue."""
         self.mqtt.leave_share_group()
-        self.schedules.stop()  # a run due from now on is decided at the next start, by its missed-run policy
+        self.schedule_runner.stop()  # a run due from now on is decided at the next start, by its missed-run policy
         if self.http is not None:
             self.http.draining = True
         if not self.pipeline.drain(timeout_s):
@@ -489,7 +554,7 @@ class Service:
             self.http.stop()
         if self.wyoming is not None:
             self.wyoming.stop()
-        self.schedules.stop()
+        self.schedule_runner.stop()
         self.pipeline.stop()
         self.mqtt.stop()
         if self.metrics is not None:

@@ -15,6 +15,7 @@ from daemon.commands.audit import record_change
 from daemon.commands.state_command import add_config_argument, run_on_state
 from daemon.config import Settings
 from daemon.core.schedules import (
+    NEXT_COUNT,
     Schedule,
     ScheduleError,
     ScheduleStore,
@@ -22,10 +23,10 @@ from daemon.core.schedules import (
     local_zone_name,
     make,
     next_dues,
+    say_payload,
+    upcoming,
 )
 from daemon.vocabulary import PRIORITY_RANK
-
-NEXT_COUNT = 3  # due times ``schedule next`` shows per schedule
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -59,29 +60,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _schedule(args: argparse.Namespace) -> Schedule:
-    if args.text is not None:
-        if not args.text.strip():
-            raise ScheduleError("--text: empty")
-        payload = {"text": args.text}
-    else:
-        payload = check_payload(args.payload)
-    for key in ("voice", "lang", "priority"):
-        if getattr(args, key) is not None:
-            payload[key] = getattr(args, key)
-    check_payload(json.dumps(payload))
+    payload = say_payload(args.text, None if args.payload is None else check_payload(args.payload),
+                          {"voice": args.voice, "lang": args.lang, "priority": args.priority})
     exceptions = [d for value in args.exceptions or () for d in value.split(",") if d.strip()]
     return make(args.name, payload, args.tz or local_zone_name(), at=args.at, cron=args.cron, start=args.start,
                 end=args.end, exceptions=exceptions, late_s=args.run_if_late)
-
-
-def _timing(schedule: Schedule) -> str:
-    when = f"at {schedule.at}" if schedule.at else f"cron '{schedule.cron}'"
-    extra = [f"from {schedule.start_date}" if schedule.start_date else "",
-             f"until {schedule.end_date}" if schedule.end_date else "",
-             f"except {','.join(sorted(d.isoformat() for d in schedule.except_dates))}" if schedule.except_dates
-             else "",
-             "missed: skip" if schedule.late_s is None else f"missed: run if < {schedule.late_s:g} s late"]
-    return " ".join([when, schedule.tz, *(e for e in extra if e)])
 
 
 def _run(store: ScheduleStore, args: argparse.Namespace, settings: Settings) -> None:
@@ -89,25 +72,20 @@ def _run(store: ScheduleStore, args: argparse.Namespace, settings: Settings) -> 
     if args.schedule_command == "add":
         schedule = _schedule(args)
         store.add(schedule)
-        record_change(settings, "schedule_added", schedule.name, _timing(schedule))
+        record_change(settings, "schedule_added", schedule.name, schedule.timing())
         dues = next_dues(schedule, now, 1)
         first = dues[0].isoformat() if dues else "never"
-        print(f"schedule '{schedule.name}' added ({_timing(schedule)}); next run {first}")
+        print(f"schedule '{schedule.name}' added ({schedule.timing()}); next run {first}")
     elif args.schedule_command == "list":
         schedules = store.list()
         if args.json:
             for s in schedules:
-                print(json.dumps({"name": s.name, "payload": s.payload, "at": s.at, "cron": s.cron, "tz": s.tz,
-                                  "start": s.start_date and s.start_date.isoformat(),
-                                  "end": s.end_date and s.end_date.isoformat(),
-                                  "except": sorted(d.isoformat() for d in s.except_dates),
-                                  "run_if_late_s": s.late_s}, ensure_ascii=False))
+                print(json.dumps(s.to_dict(), ensure_ascii=False))
         else:
-            print("\n".join(f"{s.name}  {_timing(s)}  {json.dumps(s.payload, ensure_ascii=False)}" for s in schedules)
+            print("\n".join(f"{s.name}  {s.timing()}  {json.dumps(s.payload, ensure_ascii=False)}" for s in schedules)
                   if schedules else "no schedules")
     elif args.schedule_command == "next":
-        dues = sorted(((due, s) for s in store.list() for due in next_dues(s, now, NEXT_COUNT)),
-                      key=lambda pair: pair[0].astimezone(timezone.utc))
+        dues = upcoming(store.list(), now)
         print("\n".join(f"{due.isoformat()}  {s.name}  ({s.run_id(due)})" for due, s in dues)
               if dues else "nothing due")
     else:

@@ -6,8 +6,9 @@ the request lives on. ``duplicate`` answers a repeat of a request already admitt
 and content, e.g. a QoS 1 redelivery); it ends nothing, as the original has its own events.
 
 The daemon's own events carry no request: ``engine_down`` (a configured bundle cannot be used),
-``reloaded`` / ``reload_refused``, and a voice registration's ``voice_registered`` or ``rejected`` (with
-the registration's id). All of them go through one :class:`~daemon.core.bus.EventBus`.
+``reloaded`` / ``reload_refused``, a voice registration's ``voice_registered`` or ``rejected`` (with
+the registration's id), and a schedule change's ``schedule_added`` / ``schedule_removed`` or ``rejected`` (with
+the change's id). All of them go through one :class:`~daemon.core.bus.EventBus`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ class EventKind(str, Enum):
     RELOADED = "reloaded"
     RELOAD_REFUSED = "reload_refused"
     VOICE_REGISTERED = "voice_registered"
+    SCHEDULE_ADDED = "schedule_added"
+    SCHEDULE_REMOVED = "schedule_removed"
 
 
 def is_terminal(kind: EventKind, fields: dict[str, Any]) -> bool:

@@ -247,6 +247,13 @@ def _preempts(new: Request, current: Request) -> bool:
     return new.interrupt or current.priority != "emergency"
 
 
+def _sayings(request: Request) -> dict[int, Request]:
+    """A multi-part request's text parts, by index, each as the plain say of it that it is cached as."""
+    return {index: dataclasses.replace(request, text=part.text, voice=part.voice, lang=part.lang, speed=part.speed,
+                                       chime=False, parts=(), repeat=1)
+            for index, part in enumerate(request.parts) if part.text is not None}
+
+
 def builtin_chime(sample_rate: int) -> np.ndarray:
     """A soft two-tone "ding-dong" (E6 then C6) with exponential decay."""
     parts = []
@@ -588,9 +595,7 @@ class Pipeline:
         cheap to make, take no cache space. Synthesis stops between parts when the job is cut or halted.
         """
         request, rate = job.request, job.sample_rate
-        sayings = {index: dataclasses.replace(request, text=part.text, voice=part.voice, lang=part.lang,
-                                              speed=part.speed, chime=False, parts=(), repeat=1)
-                   for index, part in enumerate(request.parts) if part.text is not None}
+        sayings = _sayings(request)
         keys = {index: cache_key(self._engine_for(say), say, rate) if self.cache is not None else None
                 for index, say in sayings.items()}
         hits = {index: hit for index, key in keys.items()
@@ -637,6 +642,30 @@ class Pipeline:
             job.finish(exc)
             return
         job.finish()
+
+    def prerender(self, request: Request) -> int:
+        """Render ``request``'s speech into the rendered-audio cache now, without delivering it or any event, so
+        that the request itself, submitted later (a schedule's run), starts from the cache at once. A multi-part
+        request's text parts are rendered each under its own key, where :meth:`_render` looks. Synthesis takes
+        the engine between other requests' syntheses. Returns how many entries it rendered (0: no cache, or all
+        there already); a fallback's stand-in is not kept; raises what the engine raises."""
+        if self.cache is None:
+            return 0
+        with self._cond:
+            rate = self._engine.sample_rate
+        rendered = 0
+        for say in ([request] if not request.parts else list(_sayings(request).values())):
+            engine = self._engine_for(say)
+            key = cache_key(engine, say, rate)
+            if key is None or self.cache.holds(key.digest()):
+                continue
+            job = Job(say, rate)
+            with self.engine_lock:
+                chunks, fell_back = self._synthesize_with(job, engine, say)
+            if not fell_back:
+                self.cache.put(key, chunks)
+                rendered += 1
+        return rendered
 
     @staticmethod
     def _add_silence(job: Job, seconds: float) -> None:

@@ -46,8 +46,29 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS schedules (
 COLUMNS = "name, payload, at, cron, tz, start_date, end_date, except_dates, late_s, created_at, last_due"
 
 
+# What each field is called where it is given: the command line's arguments, or the JSON keys of MQTT and HTTP.
+OPTIONS = {"name": "NAME", "at": "--at", "cron": "--cron", "tz": "--tz", "start": "--start", "end": "--end",
+           "except": "--except", "run_if_late": "--run-if-late", "payload": "--payload", "priority": "--priority",
+           "text": "--text"}
+FIELDS = {**{key: key for key in OPTIONS}, "run_if_late": "run_if_late_s"}
+NEXT_COUNT = 3  # due times ``schedule next`` and ``GET /v1/schedules/next`` show per schedule
+
+
 class ScheduleError(ValueError):
-    """A schedule that cannot be added or removed as asked; the message names the argument at fault."""
+    """A schedule that cannot be added or removed as asked; the message names the argument at fault, ``field`` its
+    JSON key (None where the fault is no one field's)."""
+
+    def __init__(self, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class ScheduleExists(ScheduleError):
+    """A schedule of that name is stored already."""
+
+
+class NoSuchSchedule(ScheduleError):
+    """No schedule of that name is stored."""
 
 
 @dataclass(frozen=True)
@@ -76,12 +97,35 @@ class Schedule:
     def grace_s(self) -> float:
         return ON_TIME_S if self.late_s is None else max(self.late_s, ON_TIME_S)
 
+    def timing(self) -> str:
+        """When it runs, in one line (``schedule list``, and the audit row of its addition)."""
+        when = f"at {self.at}" if self.at else f"cron '{self.cron}'"
+        extra = [f"from {self.start_date}" if self.start_date else "",
+                 f"until {self.end_date}" if self.end_date else "",
+                 f"except {','.join(sorted(d.isoformat() for d in self.except_dates))}" if self.except_dates else "",
+                 "missed: skip" if self.late_s is None else f"missed: run if < {self.late_s:g} s late"]
+        return " ".join([when, self.tz, *(e for e in extra if e)])
 
-def zone(name: str) -> ZoneInfo:
+    def to_dict(self) -> dict[str, Any]:
+        """The schedule as JSON lists it (``schedule list --json``, MQTT's retained list, ``GET /v1/schedules``),
+        in the keys an addition over MQTT or HTTP takes (:data:`FIELDS`)."""
+        return {"name": self.name, "payload": self.payload, "at": self.at, "cron": self.cron, "tz": self.tz,
+                "start": self.start_date and self.start_date.isoformat(),
+                "end": self.end_date and self.end_date.isoformat(),
+                "except": sorted(d.isoformat() for d in self.except_dates), "run_if_late_s": self.late_s}
+
+    def listed(self, now: datetime) -> dict[str, Any]:
+        """:meth:`to_dict` with its next due time after ``now`` (local ISO, null: never again) and that run's id."""
+        dues = next_dues(self, now, 1)
+        return {**self.to_dict(), "next": dues[0].isoformat() if dues else None,
+                "next_id": self.run_id(dues[0]) if dues else None}
+
+
+def zone(name: str, names: dict[str, str] = OPTIONS) -> ZoneInfo:
     try:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as exc:
-        raise ScheduleError(f"--tz {name!r}: not an IANA time zone (e.g. Europe/Berlin)") from exc
+        raise ScheduleError(f"{names['tz']} {name!r}: not an IANA time zone (e.g. Europe/Berlin)", "tz") from exc
 
 
 def local_zone_name() -> str:
@@ -95,61 +139,88 @@ def local_zone_name() -> str:
         return "UTC"
 
 
-def _date(value: str, option: str) -> date:
+def _date(value: str, key: str, names: dict[str, str]) -> date:
     try:
         return date.fromisoformat(value.strip())
     except ValueError as exc:
-        raise ScheduleError(f"{option} {value!r}: not a date (YYYY-MM-DD)") from exc
+        raise ScheduleError(f"{names[key]} {value!r}: not a date (YYYY-MM-DD)", key) from exc
 
 
-def check_payload(text: str) -> dict[str, Any]:
-    """The shape a say payload must have to be stored; the daemon checks the rest (voices, limits) when it runs."""
+def check_payload(text: str, names: dict[str, str] = OPTIONS) -> dict[str, Any]:
+    """A say payload given as JSON text, in the shape :func:`check_say` asks for."""
     try:
         data = json.loads(text)
     except ValueError as exc:
-        raise ScheduleError(f"--payload: not JSON ({exc})") from exc
+        raise ScheduleError(f"{names['payload']}: not JSON ({exc})", "payload") from exc
+    return check_say(data, names)
+
+
+def check_say(data: object, names: dict[str, str] = OPTIONS) -> dict[str, Any]:
+    """The shape a say payload must have to be stored; the daemon checks the rest (voices, limits) when it runs."""
+    where = names["payload"]
     if not isinstance(data, dict):
-        raise ScheduleError("--payload: must be a JSON object")
+        raise ScheduleError(f"{where}: must be a JSON object", "payload")
     text_value, parts = data.get("text"), data.get("parts")
     if not (isinstance(text_value, str) and text_value.strip()) and not (isinstance(parts, list) and parts):
-        raise ScheduleError("--payload: needs \"text\" or a non-empty \"parts\" list")
+        raise ScheduleError(f"{where}: needs \"text\" or a non-empty \"parts\" list", "payload")
     if "id" in data:
-        raise ScheduleError("--payload: no \"id\": each run's id is the schedule's name and due time")
+        raise ScheduleError(f"{where}: no \"id\": each run's id is the schedule's name and due time", "payload")
     if data.get("priority", "normal") not in PRIORITY_RANK:
-        raise ScheduleError(f"--priority: one of {', '.join(PRIORITY_RANK)}")
+        raise ScheduleError(f"{names['priority']}: one of {', '.join(PRIORITY_RANK)}", "priority")
     return data
+
+
+def say_payload(text: str | None, payload: dict[str, Any] | None, overrides: dict[str, Any],
+                names: dict[str, str] = OPTIONS) -> dict[str, Any]:
+    """The say payload a schedule stores: ``text`` alone, or ``payload``, with ``overrides`` (voice, lang,
+    priority: those not None) laid over it; exactly one of ``text`` and ``payload`` is given."""
+    if (text is None) == (payload is None):
+        both = text is not None
+        raise ScheduleError(f"give {names['text']} or {names['payload']}{', not both' if both else ''}",
+                            None if both else "text")
+    if text is not None and not text.strip():
+        raise ScheduleError(f"{names['text']}: empty", "text")
+    data = {"text": text} if text is not None else dict(check_say(payload, names))
+    data.update({key: value for key, value in overrides.items() if value is not None})
+    return check_say(data, names)
 
 
 def make(name: str, payload: dict[str, Any], tz: str, *, at: str | None = None, cron: str | None = None,
          start: str | None = None, end: str | None = None, exceptions: list[str] | None = None,
-         late_s: float | None = None, now: float | None = None) -> Schedule:
-    """A checked schedule; every problem names the command-line argument at fault."""
+         late_s: float | None = None, now: float | None = None, names: dict[str, str] = OPTIONS) -> Schedule:
+    """A checked schedule; every problem names the argument at fault as ``names`` calls it (the command line's
+    options by default, :data:`FIELDS` for JSON)."""
     if not NAME_RE.fullmatch(name):
-        raise ScheduleError(f"NAME {name!r}: 1-64 letters, digits, '_', '.', '-', starting with a letter or digit")
-    zone(tz)
+        raise ScheduleError(f"{names['name']} {name!r}: 1-64 letters, digits, '_', '.', '-', starting with a letter "
+                            "or digit", "name")
+    zone(tz, names)
     if (at is None) == (cron is None):
-        raise ScheduleError("give --at or --cron, not both")
+        raise ScheduleError(f"give {names['at']} or {names['cron']}{', not both' if at is not None else ''}",
+                            None if at is not None else "at")
     now = time.time() if now is None else now
     if cron is not None and not croniter.is_valid(cron):
-        raise ScheduleError(f"--cron {cron!r}: not a cron expression (minute hour day month weekday)")
+        raise ScheduleError(f"{names['cron']} {cron!r}: not a cron expression (minute hour day month weekday)",
+                            "cron")
     if at is not None:
         try:
             moment = datetime.fromisoformat(at)
         except ValueError as exc:
-            raise ScheduleError(f"--at {at!r}: not a local ISO time (e.g. 2026-12-24T08:00)") from exc
+            raise ScheduleError(f"{names['at']} {at!r}: not a local ISO time (e.g. 2026-12-24T08:00)", "at") from exc
         if moment.tzinfo is not None:
-            raise ScheduleError(f"--at {at!r}: a local time without an offset; the zone is --tz")
-    if late_s is not None and late_s < 0:
-        raise ScheduleError(f"--run-if-late {late_s:g}: must be 0 or more seconds")
+            raise ScheduleError(f"{names['at']} {at!r}: a local time without an offset; the zone is {names['tz']}",
+                                "at")
+    if late_s is not None and not late_s >= 0:
+        raise ScheduleError(f"{names['run_if_late']} {late_s:g}: must be 0 or more seconds", "run_if_late")
     schedule = Schedule(name, payload, tz, at=at, cron=cron,
-                        start_date=_date(start, "--start") if start else None,
-                        end_date=_date(end, "--end") if end else None,
-                        except_dates=frozenset(_date(d, "--except") for d in exceptions or ()),
+                        start_date=_date(start, "start", names) if start else None,
+                        end_date=_date(end, "end", names) if end else None,
+                        except_dates=frozenset(_date(d, "except", names) for d in exceptions or ()),
                         late_s=late_s, created_at=now)
     if schedule.start_date and schedule.end_date and schedule.end_date < schedule.start_date:
-        raise ScheduleError("--end: before --start")
+        raise ScheduleError(f"{names['end']}: before {names['start']}", "end")
     if at is not None and not next_dues(schedule, datetime.fromtimestamp(now, UTC), 1):
-        raise ScheduleError(f"--at {at!r}: already past (or excluded by --start/--end/--except)")
+        raise ScheduleError(f"{names['at']} {at!r}: already past (or excluded by {names['start']}/{names['end']}/"
+                            f"{names['except']})", "at")
     return schedule
 
 
@@ -238,10 +309,11 @@ class ScheduleStore:
         with db.transaction() as conn:
             conn.execute(SCHEMA)
 
-    def add(self, schedule: Schedule) -> None:
+    def add(self, schedule: Schedule, names: dict[str, str] = OPTIONS) -> None:
         with self._db.transaction() as conn:
             if conn.execute("SELECT 1 FROM schedules WHERE name = ?", (schedule.name,)).fetchone():
-                raise ScheduleError(f"NAME {schedule.name!r}: a schedule of that name exists (remove it first)")
+                raise ScheduleExists(f"{names['name']} {schedule.name!r}: a schedule of that name exists (remove it "
+                                     "first)", "name")
             conn.execute(
                 f"INSERT INTO schedules ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (schedule.name, json.dumps(schedule.payload, ensure_ascii=False), schedule.at, schedule.cron,
@@ -253,10 +325,10 @@ class ScheduleStore:
     def list(self) -> list[Schedule]:
         return [_row(row) for row in self._db.query(f"SELECT {COLUMNS} FROM schedules ORDER BY name")]
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, names: dict[str, str] = OPTIONS) -> None:
         with self._db.transaction() as conn:
             if conn.execute("DELETE FROM schedules WHERE name = ?", (name,)).rowcount == 0:
-                raise ScheduleError(f"NAME {name!r}: no such schedule")
+                raise NoSuchSchedule(f"{names['name']} {name!r}: no such schedule", "name")
 
     def mark_handled(self, name: str, due: datetime) -> bool:
         """Record ``due`` as handled, before its run is submitted; False if it was handled already (or the
@@ -273,3 +345,9 @@ def after_all(now: datetime, schedules: list[Schedule]) -> datetime | None:
     dues = [d for s in schedules for d in next_dues(s, now, 1)]
     return min(dues, key=lambda d: d.astimezone(UTC)) if dues else None
 
+
+
+def upcoming(schedules: list[Schedule], now: datetime, count: int = NEXT_COUNT) -> list[tuple[datetime, Schedule]]:
+    """The next ``count`` due times of each schedule, soonest first."""
+    return sorted(((due, s) for s in schedules for due in next_dues(s, now, count)),
+                  key=lambda pair: pair[0].astimezone(UTC))

@@ -1,4 +1,5 @@
-"""The daemon on MQTT (paho-mqtt 2.x): native API, Hermes TTS and Home Assistant discovery.
+"""The daemon on MQTT (paho-mqtt 2.x): native API (with voice registration and schedules), Hermes TTS and Home
+Assistant discovery.
 
 A persistent session (fixed client id, clean_session off) and QoS 1 keep ``say`` requests sent while
 the daemon was offline; subscriptions are (re)made in on_connect; paho reconnects with backoff.
@@ -54,6 +55,15 @@ class RequestHandler(Protocol):
 
     def register_voice(self, payload: bytes) -> None:
         """A ``voices/register`` payload; answered later by a ``voice_registered`` or ``rejected`` event."""
+        ...
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """The schedules as listed (definition, next due time and its run's id), by name."""
+        ...
+
+    def change_schedule(self, topic: str, payload: bytes) -> None:
+        """A ``schedules/add`` or ``schedules/remove`` payload (``topic`` says which); answered by a
+        ``schedule_added``, ``schedule_removed`` or ``rejected`` event."""
         ...
 
     def rejected(self, protocol: str, topic: str, rejection: RejectedPayload) -> None:
@@ -175,6 +185,7 @@ class MqttService:
         cfg = settings.mqtt
         self._v5 = bool(cfg.share_group)  # shared subscriptions are MQTT 5
         self._voices_payload: bytes | None = None  # last voices list published, to republish only changes
+        self._schedules_payload: bytes | None = None  # likewise the schedule list
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=cfg.client_id or f"gsv-edge-{cfg.node_id}",
@@ -200,6 +211,8 @@ class MqttService:
         self._client.on_subscribe = lambda *_: self.ready.set()
         self._routes: dict[str, Callable[[mqtt.MQTTMessage], None]] = {self.topics.say: self._on_native_say}
         self._routes[self.topics.voice_register] = self._on_voice_register
+        self._routes[self.topics.schedule_add] = self._on_schedule_change
+        self._routes[self.topics.schedule_remove] = self._on_schedule_change
         self._filters: dict[str, str] = {}  # route topic -> the filter subscribed for it, where they differ
         if self.topics.shared_say_filter is not None:
             self._routes[self.topics.shared_say] = self._on_native_say
@@ -282,6 +295,7 @@ class MqttService:
                 self.publish(topic, _json(config), retain=True)
         self.publish(self.topics.availability, b"online", retain=True)
         self.publish_voices()
+        self.publish_schedules()
         self.publish_status(self._handler.status())
 
     # -- outgoing -------------------------------------------------------------------------------
@@ -332,6 +346,15 @@ class MqttService:
             return
         self._voices_payload = payload
         self.publish(self.topics.voices, payload, retain=True)
+
+    def publish_schedules(self, only_if_changed: bool = False) -> None:
+        """The retained schedule list: at connect, and after every change (over MQTT, HTTP or the command
+        line, which the schedule runner notices) and every run (a schedule's next due time moves on)."""
+        payload = _json({"schedules": self._handler.schedules()})
+        if only_if_changed and payload == self._schedules_payload:
+            return
+        self._schedules_payload = payload
+        self.publish(self.topics.schedules, payload, retain=True)
 
     def messages(self, event: Event) -> list[tuple[str, dict[str, Any]]]:
         """An event as MQTT messages (topic, JSON body); a Hermes request's end also ends it the Hermes way."""
@@ -429,6 +452,13 @@ class MqttService:
             self.publish(self.topics.events, _json(event_payload(None, EventKind.REJECTED, reason=reason)))
             return
         self._handler.register_voice(msg.payload)
+
+    def _on_schedule_change(self, msg: mqtt.MQTTMessage) -> None:
+        if msg.retain:  # would add or remove again on every reconnect
+            reason = "retained schedule changes are ignored"
+            self.publish(self.topics.events, _json(event_payload(None, EventKind.REJECTED, reason=reason)))
+            return
+        self._handler.change_schedule(msg.topic, msg.payload)
 
     def _on_hermes_say(self, msg: mqtt.MQTTMessage) -> None:
         hermes = self.settings.hermes

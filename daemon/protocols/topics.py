@@ -28,6 +28,9 @@ class Topics:
         self.voices = f"{self.base}/voices"
         self.availability = f"{self.base}/availability"
         self.voice_register = f"{self.voices}/register"
+        self.schedules = f"{self.base}/schedules"  # retained: the list; below it, the changes to make
+        self.schedule_add = f"{self.schedules}/add"
+        self.schedule_remove = f"{self.schedules}/remove"
         # Fleet requests: one box of the share group takes each (MQTT 5 shared subscription).
         self.shared_say = f"{mqtt.prefix}/say"
         self.shared_say_filter = f"$share/{mqtt.share_group}/{self.shared_say}" if mqtt.share_group else None

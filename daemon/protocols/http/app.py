@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from daemon.core.events import PayloadOrigin
-from daemon.protocols.http import api_v2, audit_trail, configuration, legacy_api, native, openai
+from daemon.protocols.http import api_v2, audit_trail, configuration, legacy_api, native, openai, schedules
 from daemon.protocols.http.access import Caller, Gate, Refusal, invalid_value, peer
 from daemon.protocols.http.console import routes as console
 from daemon.protocols.http.responses import ClientGone
@@ -43,6 +43,7 @@ def build_app(server: HttpServer) -> FastAPI:
     app.include_router(native.router)
     app.include_router(audit_trail.router)
     app.include_router(configuration.router)
+    app.include_router(schedules.router)
     app.include_router(console.router)
     app.add_api_route("/healthz", healthz, methods=["GET"])
     app.add_api_route("/readyz", readyz, methods=["GET"])

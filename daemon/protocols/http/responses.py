@@ -22,6 +22,7 @@ from daemon.protocols.http.access import Refusal
 from daemon.protocols.http.server import Ending, HttpServer, Speech, Start
 
 DISCONNECT_POLL_S = 0.2
+STATE_WRITE_RETRY_AFTER_S = "30"  # a full or failing disk is not mended in seconds
 
 
 def refusal_for(ending: Ending) -> Refusal:
@@ -32,7 +33,8 @@ def refusal_for(ending: Ending) -> Refusal:
         if cause == "queue_full":
             return Refusal(503, reason, "queue_full", headers={"Retry-After": "5"}, audited=True)
         if cause == "state_write":
-            return Refusal(503, reason, "state_write_failed", headers={"Retry-After": "30"}, audited=True)
+            return Refusal(503, reason, "state_write_failed", headers={"Retry-After": STATE_WRITE_RETRY_AFTER_S},
+                           audited=True)
         return Refusal(400, reason, "rejected", audited=True)
     if ending.kind is EventKind.EXPIRED:
         return Refusal(503, reason, "expired", audited=True)

@@ -32,6 +32,7 @@ from daemon.core.audit import Actor
 from daemon.core.events import EventKind, PayloadOrigin, is_terminal
 from daemon.core.pipeline import AudioStream, Discard
 from daemon.core.request_queue import Request
+from daemon.core.schedules import Schedule, ScheduleStore
 from daemon.core.status_history import StatusHistory
 from daemon.core.tokens import TokenStore
 from daemon.protocols.http.access import Caller, Refusal
@@ -74,6 +75,20 @@ class SpeechService(Protocol):
         ...
 
     def offered_voices(self) -> list[tuple[VoiceInfo, bool]]: ...
+
+    schedule_store: ScheduleStore
+
+    def schedules(self) -> list[dict[str, Any]]:
+        """Every schedule as listed: definition, next due time and that run's id."""
+        ...
+
+    def add_schedule(self, schedule: Schedule, *, by: Actor | None = None) -> None:
+        """Store a checked schedule, recorded as ``by``'s doing; ScheduleExists when the name is taken."""
+        ...
+
+    def remove_schedule(self, name: str, *, by: Actor | None = None) -> None:
+        """Delete a schedule, recorded as ``by``'s doing; NoSuchSchedule when there is none of that name."""
+        ...
 
     def reload(self, bundle: Path | None = None, *, by: Actor | None = None) -> tuple[bool, str]:
         """The safe reload, with ``bundle`` in place of ``engine.bundle`` when given, asked for ``by`` someone
