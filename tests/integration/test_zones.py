@@ -2,13 +2,14 @@
 repaired) as two zones' sound cards, and an MQTT topic as a networked player's. Each zone plays on its own (a ward
 announcement is heard while the lobby's goes on), ``"all"`` plays on every card, a failing zone is reported by
 name while the others play, every request has one terminal event with each zone's result and one audit row, and
-quiet hours hold back all but urgent requests."""
+quiet hours hold back all but urgent requests; a schedule's run plays in the zones its payload names."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import httpx
@@ -170,3 +171,16 @@ def test_a_zone_request_cut_by_a_crash_plays_again_whole_in_all_its_zones(
     *_, lobby = AlsaCapture.streams(alsa.good)
     *_, ward = AlsaCapture.streams(alsa.broken)
     assert np.array_equal(lobby, ward) and lobby.size >= done["audio_ms"] / 1000 * rate  # whole, in both
+
+
+def test_a_schedule_added_over_mqtt_plays_in_its_zone(start_daemon, recorder: Recorder) -> None:
+    daemon = start_daemon(synth=ToneEngine(seconds=0.3), zones=[GARDEN])
+    recorder.subscribe(GARDEN["topic"])
+    due = (datetime.now(timezone.utc) + timedelta(seconds=3)).replace(microsecond=0)
+    daemon.recorder.publish(daemon.topics.schedule_add, json.dumps({
+        "id": "add-dusk", "name": "dusk", "at": due.replace(tzinfo=None).isoformat(), "tz": "UTC",
+        "run_if_late_s": 300, "payload": {"text": "The garden closes now.", "zones": ["garden"]}}))
+    run_id = daemon.wait_event("add-dusk", "schedule_added")["next_id"]
+    done = daemon.wait_event(run_id, "done", timeout=60)
+    assert done["zones"] == {"garden": {"state": "done"}}
+    assert read_wav(recorder.wait_for(GARDEN["topic"]).payload)[0].size == round((0.3 + 0.25) * RATE)
