@@ -289,6 +289,92 @@ class HttpSettings(_Section):
         return self.host in ("127.0.0.1", "::1", "localhost") or self.host.startswith("127.")
 
 
+_ZONE_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_CLOCK_TIME = re.compile(r"^([01][0-9]|2[0-3]):([0-5][0-9])$")
+ALL_ZONES = "all"  # a say's ``zones`` naming every configured zone; no zone may be called this
+
+
+def minute_of_day(text: str) -> int:
+    """``HH:MM`` (00:00-23:59, the box's local time) as minutes after midnight; ValueError naming the format."""
+    match = _CLOCK_TIME.fullmatch(text)
+    if match is None:
+        raise ValueError(f"{text!r} is not a time of day HH:MM (00:00-23:59)")
+    return int(match[1]) * 60 + int(match[2])
+
+
+class ZoneSettings(_Section):
+    """One ``[[zones]]`` entry: a named output, either a sound card or an MQTT topic a networked player hears."""
+
+    name: str
+    output_device: str | None = None  # sounddevice output by name, as audio.output_device
+    topic: str | None = None  # WAV of each announcement published here, for a player on the network
+    volume: float = Field(1.0, ge=0.0, le=2.0)
+    lead_in_s: float = Field(0.15, ge=0.0, le=5.0)  # silence before the first word: wakes this zone's amplifier
+    # "22:00-07:00" (local time): only high and emergency requests play; the rest wait, or expire by their TTL
+    quiet_hours: str | None = None
+    # {"07:00" = 0.8, "22:00" = 0.3}: from each local time on, this volume (round the clock); empty: ``volume``
+    volume_schedule: dict[str, float] = Field(default_factory=dict)
+
+    _unset = field_validator("output_device", "topic", "quiet_hours", mode="before")(_empty_is_none)
+
+    @field_validator("quiet_hours")
+    @classmethod
+    def _quiet_hours(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        start, dash, end = value.partition("-")
+        if not dash:
+            raise ValueError("must be START-END in local time, e.g. 22:00-07:00")
+        if minute_of_day(start.strip()) == minute_of_day(end.strip()):
+            raise ValueError("start and end are the same time")
+        return value
+
+    @field_validator("volume_schedule")
+    @classmethod
+    def _volume_schedule(cls, value: dict[str, float]) -> dict[str, float]:
+        for moment, volume in value.items():
+            minute_of_day(moment)
+            if not 0.0 <= volume <= 2.0:
+                raise ValueError(f"volume at {moment} must be between 0 and 2, got {volume}")
+        return value
+
+    @property
+    def quiet_span(self) -> tuple[int, int] | None:
+        """Quiet hours as (start, end) minutes after midnight; the end may be the next morning."""
+        if self.quiet_hours is None:
+            return None
+        start, _, end = self.quiet_hours.partition("-")
+        return minute_of_day(start.strip()), minute_of_day(end.strip())
+
+    @property
+    def volume_steps(self) -> tuple[tuple[int, float], ...]:
+        """The volume schedule as (minute after midnight, volume), earliest first."""
+        return tuple(sorted((minute_of_day(moment), volume) for moment, volume in self.volume_schedule.items()))
+
+    @field_validator("name")
+    @classmethod
+    def _zone_name(cls, value: str) -> str:
+        if not _ZONE_NAME.fullmatch(value):
+            raise ValueError("must be 1-64 characters of A-Z, a-z, 0-9, '_' or '-'")
+        if value == ALL_ZONES:
+            raise ValueError(f"{ALL_ZONES!r} means every zone in a say; give this zone another name")
+        return value
+
+    @field_validator("topic")
+    @classmethod
+    def _zone_topic(cls, value: str | None) -> str | None:
+        if value is not None and (value.startswith("/") or value.endswith("/") or any(c in value for c in "+#\0")):
+            raise ValueError("must be a topic without '+', '#', NUL or leading/trailing '/'")
+        return value
+
+    @model_validator(mode="after")
+    def _one_output(self) -> ZoneSettings:
+        if (self.output_device is None) == (self.topic is None):
+            which = "not both" if self.output_device is not None else "one of them is required"
+            raise ValueError(f"zone {self.name!r}: give output_device or topic, {which}")
+        return self
+
+
 class CacheSettings(_Section):
     max_mb: int = Field(256, ge=0)  # rendered-audio cache in <state_dir>/cache/audio; 0 = off
     prerender_s: float = Field(300.0, ge=0, le=86400)  # a schedule's run is rendered this long before it is due
@@ -310,8 +396,17 @@ class Settings(BaseSettings):
     wyoming: WyomingSettings = Field(default_factory=WyomingSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     cache: CacheSettings = Field(default_factory=CacheSettings)
+    zones: list[ZoneSettings] = Field(default_factory=list)  # [[zones]]: none = one output, the [audio] device
     state_dir: Path = Field(default_factory=lambda: default_state_dir())
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("zones")
+    @classmethod
+    def _unique_zones(cls, zones: list[ZoneSettings]) -> list[ZoneSettings]:
+        names = [zone.name for zone in zones]
+        if duplicate := next((name for name in names if names.count(name) > 1), None):
+            raise ValueError(f"zone {duplicate!r} is defined twice: each [[zones]] name must be unique")
+        return zones
 
     # Where each value that is no default came from, by dotted key (``http.port``): the environment's variables
     # the model read, and the values it was given (the TOML file's, when load_settings read one: _file names it).
@@ -404,6 +499,8 @@ def _shown(key: str, value: Any) -> Any:
         return MASKED
     if isinstance(value, Path):
         return str(value)
+    if isinstance(value, list) and any(isinstance(item, BaseModel) for item in value):
+        return [item.model_dump(mode="json") if isinstance(item, BaseModel) else item for item in value]
     return value
 
 
@@ -411,13 +508,24 @@ def env_name(loc: tuple[Any, ...]) -> str:
     return ENV_PREFIX + "__".join(str(part).upper() for part in loc)
 
 
-def _describe(error: ValidationError) -> str:
+def _zone_named(loc: tuple[Any, ...], values: dict[str, Any]) -> str:
+    """`` (zone 'ward3')`` for a key inside the ``[[zones]]`` entry that names itself so, else nothing."""
+    zones = values.get("zones")
+    if len(loc) < 2 or loc[0] != "zones" or not isinstance(loc[1], int) or not isinstance(zones, list):
+        return ""
+    entry = zones[loc[1]] if loc[1] < len(zones) else None
+    name = entry.get("name") if isinstance(entry, dict) else None
+    return f" (zone {name!r})" if isinstance(name, str) and len(loc) > 2 else ""
+
+
+def _describe(error: ValidationError, values: dict[str, Any] | None = None) -> str:
     lines = []
     for item in error.errors():
         loc = tuple(item["loc"])
         key = ".".join(str(part) for part in loc) or "(top level)"
-        detail = f"{key}: {item['msg'].removeprefix('Value error, ')}"
-        if item["type"] not in ("missing", "extra_forbidden"):
+        detail = f"{key}{_zone_named(loc, values or {})}: {item['msg'].removeprefix('Value error, ')}"
+        if item["type"] not in ("missing", "extra_forbidden") and not (loc[:1] == ("zones",)
+                                                                     and isinstance(item["input"], dict | list)):
             detail += f" (got {item['input']!r})"
         lines.append(f"{detail} [env {env_name(loc)}]")
     if len(lines) == 1:  # the common case stays one line, as a log line or a CLI error should be
@@ -441,7 +549,8 @@ def load_settings(config_file: Path | None = None) -> Settings:
     try:
         settings = Settings(**values)
     except ValidationError as exc:
-        raise ConfigError(f"{path}: {_describe(exc)}" if read else _describe(exc)) from exc
+        described = _describe(exc, values)
+        raise ConfigError(f"{path}: {described}" if read else described) from exc
     if read:
         settings._file = path
         settings._sources = {key: "file" if source == "given" else source for key, source in settings._sources.items()}

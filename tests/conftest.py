@@ -174,14 +174,23 @@ def recorder(mosquitto_broker: Broker) -> Iterator[Recorder]:
     rec.close()
 
 
-def to_toml(config: dict[str, dict[str, Any]]) -> str:
-    """Enough TOML for test configs: tables of strings, numbers, booleans and lists of strings."""
+def to_toml(config: dict[str, Any]) -> str:
+    """Enough TOML for test configs: tables (or arrays of tables, ``[[zones]]``) of strings, numbers, booleans,
+    lists of strings and inline tables."""
     lines = []
-    for section, values in config.items():
-        lines.append(f"[{section}]")
-        for key, value in values.items():
-            lines.append(f"{key} = {str(value).lower() if isinstance(value, bool) else json.dumps(value)}")
+    for section, tables in config.items():
+        for values in tables if isinstance(tables, list) else [tables]:
+            lines.append(f"[[{section}]]" if isinstance(tables, list) else f"[{section}]")
+            lines += [f"{key} = {_toml_value(value)}" for key, value in values.items()]
     return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict):  # an inline table
+        return "{" + ", ".join(f"{json.dumps(key)} = {_toml_value(item)}" for key, item in value.items()) + "}"
+    return json.dumps(value)
 
 
 class Daemon:
@@ -221,7 +230,7 @@ def start_daemon(
     monkeypatch.setenv("GSV_EDGE_STATE_DIR", str(tmp_path / "state"))
 
     def start(
-        synth: Synthesizer | None = None, fallback: Synthesizer | None = None, **sections: dict[str, Any]
+        synth: Synthesizer | None = None, fallback: Synthesizer | None = None, **sections: Any
     ) -> Daemon:
         node_id = f"t{uuid.uuid4().hex[:10]}"
         mqtt_section = {

@@ -7,7 +7,8 @@ serving. The queue is never touched, so nothing waiting is lost.
 
 Live: ``engine.*``, ``audit.*``, ``log_level`` and the per-message limits ``queue.max_text_chars``,
 ``queue.default_ttl_s`` and ``queue.max_payload_bytes``. Anything else that changed is reported as
-``restart_needed`` and takes effect at the next start.
+``restart_needed`` and takes effect at the next start; for ``[[zones]]`` the message (and so the audit row) says
+which zones were added, removed or changed and in which keys.
 
 The daemon writes its pid to ``<state_dir>/gsv-edge.pid`` and records in the state database which config
 file it re-reads and each reload's outcome; ``gsv-edge reload`` (:mod:`daemon.commands.reload`) reads them.
@@ -76,6 +77,19 @@ def changed_keys(old: Settings, new: Settings) -> list[str]:
         elif before != after:
             changed.append(name)
     return changed
+
+
+def zone_changes(old: Settings, new: Settings) -> str:
+    """What a new ``[[zones]]`` list changes, in words for the reload's message and audit row: zones added,
+    removed, and the keys changed in each kept one."""
+    before, after = {z.name: z for z in old.zones}, {z.name: z for z in new.zones}
+    changes = [f"added {name}" for name in after if name not in before]
+    changes += [f"removed {name}" for name in before if name not in after]
+    for name, zone in after.items():
+        if name in before and zone != before[name]:
+            keys = [key for key in type(zone).model_fields if getattr(zone, key) != getattr(before[name], key)]
+            changes.append(f"{name}: {', '.join(keys)}")
+    return "; ".join(changes) or "order"
 
 
 def _is_live(key: str) -> bool:
@@ -199,7 +213,8 @@ class Reloader:
         live = [key for key in changed if _is_live(key)]
         message = f"reloaded: engine {engines.engine.name}; changed {', '.join(live) or 'nothing live'}"
         if restart_needed:
-            message += f"; at the next restart: {', '.join(restart_needed)}"
+            named = [f"zones ({zone_changes(old, new)})" if key == "zones" else key for key in restart_needed]
+            message += f"; at the next restart: {', '.join(named)}"
         return message, {"engine": engines.engine.name, "changed": live, "restart_needed": restart_needed}
 
 

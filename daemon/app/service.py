@@ -21,13 +21,13 @@ from daemon.app.engines import Engines, build_engines, fallback_voice
 from daemon.app.scheduler import ScheduleRunner
 from daemon.app.systemd_notify import SILENCE_S
 from daemon.audio.output import AudioOutput
-from daemon.config import ConfigError, Settings
+from daemon.config import ConfigError, Settings, ZoneSettings
 from daemon.core.audio_cache import AudioCache
 from daemon.core.audit import Actor, AuditLog
 from daemon.core.bus import EventBus, OutputRouter
 from daemon.core.durable_queue import DurableQueue
 from daemon.core.events import Event, EventKind, PayloadOrigin
-from daemon.core.pipeline import Pipeline
+from daemon.core.pipeline import Pipeline, ZoneOutput
 from daemon.core.request_queue import Request
 from daemon.core.resources import disk_space, memory_available, resident_bytes
 from daemon.core.schedules import FIELDS, Schedule, ScheduleError, ScheduleStore
@@ -35,7 +35,7 @@ from daemon.core.state_db import StateDb, StateDbError
 from daemon.core.status_history import StatusHistory
 from daemon.model.bundle import Bundle
 from daemon.model.manifest import MANIFEST, Manifest
-from daemon.protocols.mqtt import MqttService
+from daemon.protocols.mqtt import MqttService, ZonePublisher
 from daemon.protocols.payloads import IntakePolicy, RejectedPayload
 from daemon.protocols.schedule_requests import ScheduleRejected, json_object, parse_addition, parse_removal
 from daemon.protocols.voice_registration import (
@@ -164,9 +164,22 @@ class Service:
             raise StartFault(f"cache.max_mb: cannot use {cache_dir}: {exc}") from exc
         try:
             return Pipeline(self.queue, self.engine, self.fallback, events=self.bus, publisher=self.outputs,
-                            audio=audio, audio_settings=settings.audio, cache=cache)
+                            audio=audio, audio_settings=settings.audio, cache=cache,
+                            zones=[self._zone_output(zone) for zone in settings.zones])
         except (OSError, ValueError, wave.Error) as exc:
             raise ConfigError(f"audio.chime_file: cannot use {settings.audio.chime_file}: {exc}") from exc
+
+    def _zone_output(self, zone: ZoneSettings) -> ZoneOutput:
+        """A zone's sound card plays as the ``[audio]`` one does, with the zone's device, volume and lead-in."""
+        lead_in_ms = round(zone.lead_in_s * 1000)
+        if zone.output_device is not None:
+            audio = self.settings.audio.model_copy(
+                update={"output_device": zone.output_device, "volume": zone.volume, "lead_in_ms": lead_in_ms})
+            return ZoneOutput(zone.name, audio=AudioOutput(audio), volume=zone.volume, lead_in_ms=lead_in_ms,
+                              quiet=zone.quiet_span, volumes=zone.volume_steps)
+        assert zone.topic is not None
+        return ZoneOutput(zone.name, publisher=ZonePublisher(self.mqtt, zone.topic), volume=zone.volume,
+                          lead_in_ms=lead_in_ms, quiet=zone.quiet_span, volumes=zone.volume_steps)
 
     @property
     def engine(self) -> Synthesizer:
@@ -211,6 +224,7 @@ class Service:
             voices=frozenset(v.name for v in self.voices()),
             has_audio_device=self._has_audio_device,
             default_chime=self.settings.audio.chime_default,
+            zones=tuple(zone.name for zone in self.settings.zones),
         )
 
     def voices(self) -> list[VoiceInfo]:

@@ -91,14 +91,26 @@ class AudioOutput:
         sample_rate: int,
         cancel: threading.Event,
         on_start: Callable[[], None],
+        on_ready: Callable[[], None] | None = None,
+        lead_in_ms: int | None = None,
+        gain: float | None = None,
     ) -> None:
-        """Play to the end, or until ``cancel`` is set (then with a short fade, so there is no click)."""
+        """Play to the end, or until ``cancel`` is set (then with a short fade, so there is no click).
+
+        ``on_ready`` runs once the device is open, before its first sample: where zones playing one announcement
+        wait for each other. ``lead_in_ms`` replaces the configured lead-in (zones align their first words),
+        ``gain`` the configured volume (a zone's volume by time of day).
+        """
         sd = self._sounddevice()
         device, default_rate = self._find_device()
         rate = self._device_rate(device, default_rate, sample_rate)
+        lead_in = self._settings.lead_in_ms if lead_in_ms is None else lead_in_ms
         try:
             with sd.OutputStream(device=device, samplerate=rate, channels=1, dtype="float32") as stream:
-                self._write_all(stream, chunks, sample_rate, rate, cancel, on_start)
+                if on_ready is not None:
+                    on_ready()
+                self._write_all(stream, chunks, sample_rate, rate, cancel, on_start, lead_in,
+                                self._settings.volume if gain is None else gain)
         except sd.PortAudioError as exc:
             raise AudioDeviceError(str(exc)) from exc
 
@@ -110,10 +122,11 @@ class AudioOutput:
         rate: int,
         cancel: threading.Event,
         on_start: Callable[[], None],
+        lead_in_ms: int,
+        gain: float,
     ) -> None:
         block = max(1, int(rate * _BLOCK_S))
         resampler = LinearResampler(src_rate, rate)
-        gain = self._settings.volume
         started = time.monotonic()
         written = 0
         last = 0.0
@@ -128,7 +141,7 @@ class AudioOutput:
             if ahead > _MAX_AHEAD_S:
                 cancel.wait(ahead - _MAX_AHEAD_S)
 
-        write(np.zeros(int(rate * self._settings.lead_in_ms / 1000), np.float32))
+        write(np.zeros(int(rate * lead_in_ms / 1000), np.float32))
         on_start()
         pending = np.zeros(0, np.float32)
         for chunk in chunks:

@@ -64,6 +64,7 @@ def _from_json(body: str) -> Request:
     if data.get("sampling") is not None:
         data["sampling"] = Sampling(**data["sampling"])
     data["parts"] = tuple(Part(**part) for part in data.get("parts") or ())
+    data["zones"] = tuple(data.get("zones") or ())
     return Request(**data)
 
 
@@ -74,6 +75,8 @@ def content_digest(request: Request) -> str:
     if request.parts:  # likewise: a plain request's digest is what it was before parts existed
         content.update(parts=[dataclasses.asdict(part) for part in request.parts], repeat=request.repeat,
                        repeat_gap_s=request.repeat_gap_s)
+    if request.zones:  # likewise for a request without zones
+        content["zones"] = list(request.zones)
     return hashlib.sha256(json.dumps(content, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 

@@ -1,8 +1,12 @@
-"""Two worker threads: one synthesises the next request while the other plays the current one.
+"""Worker threads: one synthesises the next request while another plays the current one.
 
 The synthesis thread takes a request from the queue only when the hand-over slot is free, so it is
 never more than one request ahead and a late urgent request still overtakes everything queued.
 Audio flows through a :class:`Job` chunk by chunk, so output starts with the first sentence.
+
+With ``[[zones]]`` each zone is a lane of its own (hand-over slot, playback thread, priority order), so
+an announcement for one zone does not wait behind another zone's; synthesis stays one thread, and a
+request for several zones is synthesised once and starts in all of them together.
 """
 
 from __future__ import annotations
@@ -12,7 +16,8 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -26,10 +31,13 @@ from daemon.core.events import EventKind, EventSink
 from daemon.core.heartbeat import Heartbeat
 from daemon.core.request_queue import Request, RequestQueue
 from daemon.speech.synthesizer import SynthesisError, Synthesizer
+from daemon.vocabulary import PRIORITY_RANK
 
 log = logging.getLogger(__name__)
 
 STOPPING = "daemon stopping"  # why a request is cut or left unfinished by a stop
+START_GATE_S = 5.0  # the longest the zones of one announcement wait for each other's devices to open
+QUIET_RANK = PRIORITY_RANK["high"]  # in a zone's quiet hours only requests this urgent (or more) play
 
 
 class AudioStream(Protocol):
@@ -54,6 +62,69 @@ class AudioPublisher(Protocol):
     def open(self, request: Request, sample_rate: int) -> AudioStream: ...
 
 
+@dataclasses.dataclass(frozen=True)
+class ZoneOutput:
+    """A ``[[zones]]`` entry made ready: its sound card (which applies the zone's volume itself) or the
+    publisher of its MQTT topic."""
+
+    name: str
+    audio: AudioOutput | None = None
+    publisher: AudioPublisher | None = None
+    volume: float = 1.0
+    lead_in_ms: int = 0
+    quiet: tuple[int, int] | None = None  # quiet hours: (start, end) minutes after local midnight
+    volumes: tuple[tuple[int, float], ...] = ()  # (minute after local midnight, volume from then on), earliest first
+
+    def quiet_at(self, minute: int) -> bool:
+        if self.quiet is None:
+            return False
+        start, end = self.quiet
+        return start <= minute < end if start < end else minute >= start or minute < end
+
+    def volume_at(self, minute: int) -> float:
+        """The volume by the schedule (the last step before ``minute``, yesterday's last before the first)."""
+        if not self.volumes:
+            return self.volume
+        earlier = [volume for at, volume in self.volumes if at <= minute]
+        return earlier[-1] if earlier else self.volumes[-1][1]
+
+
+class _Lane:
+    """Where requests play: without zones the one lane (the ``[audio]`` device and/or the protocol's way back),
+    else one per zone. ``next`` is synthesised (or being synthesised) for it, ``current`` being delivered;
+    ``cut`` stops this lane's delivery of ``current`` (for the one lane, the job's own ``cancelled``)."""
+
+    def __init__(self, zone: ZoneOutput | None) -> None:
+        self.zone = zone
+        self.beat = "playback" if zone is None else f"playback:{zone.name}"
+        self.next: Job | None = None
+        self.current: Job | None = None
+        self.cut = threading.Event()
+        self.cut_reason = ""
+
+
+class _StartGate:
+    """The zones of one announcement start together: each arrives once its device is open (or leaves when it
+    cannot play now), and none starts before all have arrived or left."""
+
+    def __init__(self, zones: Sequence[str]) -> None:
+        self._waiting = set(zones)
+        self._cond = threading.Condition()
+
+    def arrive(self, zone: str, cancel: threading.Event) -> None:
+        deadline = time.monotonic() + START_GATE_S
+        with self._cond:
+            self._waiting.discard(zone)
+            self._cond.notify_all()
+            while self._waiting and not cancel.is_set() and (left := deadline - time.monotonic()) > 0:
+                self._cond.wait(min(left, 0.05))
+
+    def leave(self, zone: str) -> None:
+        with self._cond:
+            self._waiting.discard(zone)
+            self._cond.notify_all()
+
+
 class Job:
     """A request on its way through the pipeline: audio chunks appear here as they are synthesised."""
 
@@ -62,6 +133,13 @@ class Job:
         self.sample_rate = sample_rate
         self.cancelled = threading.Event()
         self.cancel_reason = ""
+        self.lanes: list[_Lane] = []
+        self.gate: _StartGate | None = None  # zones only
+        self.lead_in_ms: int | None = None  # zones only: the longest of its sound cards', so first words align
+        self.results: dict[str, tuple[EventKind, dict[str, Any]]] = {}  # zone -> how it ended there
+        self.zone_started: dict[str, float] = {}  # zone -> when its first sample went out
+        self._first_audio_sent = False
+        self._watchers: list[threading.Event] = []
         self.halted = threading.Event()  # synthesis stops at the next chunk; what is synthesised is still delivered
         self.halt_reason = ""
         self.truncated = False  # synthesis stopped before the end of the text
@@ -83,7 +161,24 @@ class Job:
             if not self.cancelled.is_set():
                 self.cancel_reason = reason
                 self.cancelled.set()
+            for watcher in self._watchers:
+                watcher.set()
             self._cond.notify_all()
+
+    def watch(self) -> threading.Event:
+        """An event that :meth:`cancel` sets too: a zone's own way to be cut, alone or with the whole job."""
+        event = threading.Event()
+        with self._cond:
+            self._watchers.append(event)
+            if self.cancelled.is_set():
+                event.set()
+        return event
+
+    def first_audio_due(self) -> bool:
+        """True the first time only: a request reports its first audio once, however many zones play it."""
+        with self._cond:
+            due, self._first_audio_sent = not self._first_audio_sent, True
+            return due
 
     def halt(self, reason: str) -> None:
         """Synthesise nothing more (no effect once synthesis has finished)."""
@@ -181,8 +276,12 @@ class Pipeline:
         audio: AudioOutput | None,
         audio_settings: AudioSettings,
         cache: AudioCache | None = None,
+        zones: Sequence[ZoneOutput] = (),
+        clock: Callable[[], datetime] = datetime.now,
     ) -> None:
+        """``clock``: the box's local time, for the zones' quiet hours and volume schedules."""
         self._queue = queue
+        self._clock = clock
         self.cache = cache
         self.heartbeat = Heartbeat()  # the synthesis and playback loops beat; the systemd watchdog reads it
         self.engine_lock = threading.Lock()  # the engine is not thread-safe: synthesis and voice registration
@@ -195,8 +294,9 @@ class Pipeline:
         self._audio_settings = audio_settings
         self._chime = self._load_chime(audio_settings, engine.sample_rate)
         self._cond = threading.Condition()
-        self._next: Job | None = None  # synthesising (or synthesised), waiting for the player
-        self._current: Job | None = None  # being played or published
+        self._default = _Lane(None)
+        self._zones = {zone.name: _Lane(zone) for zone in zones}
+        self._lanes = [self._default, *self._zones.values()]
         self._running = False
         self._threads: list[threading.Thread] = []
         self.last_latency_ms: float | None = None
@@ -211,7 +311,7 @@ class Pipeline:
     @property
     def busy(self) -> bool:
         with self._cond:
-            return self._current is not None or self._next is not None
+            return any(lane.current is not None or lane.next is not None for lane in self._lanes)
 
     def depth(self) -> int:
         return len(self._queue)
@@ -220,8 +320,14 @@ class Pipeline:
         """Every request not yet ended, in the order it is served: ``current`` (being delivered, and synthesised
         while it is), ``next`` (synthesised ahead while the current one plays), then ``queued``."""
         with self._cond:  # the synthesis thread pops under it too: no request is seen twice or missed
-            held = [(name, job.request) for name, job in (("current", self._current), ("next", self._next))
-                    if job is not None]
+            held: list[tuple[str, Request]] = []
+            seen: set[int] = set()  # a job for several zones is held by each of their lanes
+            for name in ("current", "next"):
+                for lane in self._lanes:
+                    job = getattr(lane, name)
+                    if job is not None and id(job) not in seen:
+                        seen.add(id(job))
+                        held.append((name, job.request))
             return held + [("queued", request) for request in self._queue.waiting()]
 
     def set_engine(self, engine: Synthesizer, fallback: Synthesizer) -> None:
@@ -232,17 +338,20 @@ class Pipeline:
 
     def start(self) -> None:
         self._running = True
-        for target, name in ((self._synth_loop, "synthesis"), (self._play_loop, "playback")):
-            thread = threading.Thread(target=target, name=f"gsv-{name}", daemon=True)
+        workers: list[tuple[Callable[[], None], str]] = [(self._synth_loop, "gsv-synthesis")]
+        workers += [(lambda lane=lane: self._play_loop(lane), f"gsv-{lane.beat}") for lane in self._lanes]
+        for target, name in workers:
+            thread = threading.Thread(target=target, name=name, daemon=True)
             thread.start()
             self._threads.append(thread)
 
     def stop(self) -> None:
         with self._cond:
             self._running = False
-            for job in (self._current, self._next):
-                if job is not None:
-                    job.cancel(STOPPING)
+            for lane in self._lanes:
+                for job in (lane.current, lane.next):
+                    if job is not None:
+                        job.cancel(STOPPING)
             self._cond.notify_all()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -259,17 +368,33 @@ class Pipeline:
         deadline = time.monotonic() + timeout_s
         with self._cond:
             self._draining = True
-            pending = self._next
-            if pending is not None:
-                pending.cancel(STOPPING)
-                self._next = None
-                self._queue.requeue(pending.request)
-            if self._current is not None:
-                self._current.halt(STOPPING)
+            for lane in self._lanes:
+                pending = lane.next
+                if pending is not None:
+                    pending.cancel(STOPPING)
+                    self._unslot(pending)
+                    self._queue.requeue(pending.request)
+                if lane.current is not None:
+                    lane.current.halt(STOPPING)
             self._cond.notify_all()
-            while self._current is not None and (left := deadline - time.monotonic()) > 0:
+            while self._playing() and (left := deadline - time.monotonic()) > 0:
                 self._cond.wait(left)
-            return self._current is None
+            return not self._playing()
+
+    def _playing(self) -> bool:
+        return any(lane.current is not None for lane in self._lanes)
+
+    def _lanes_of(self, request: Request) -> list[_Lane]:
+        """The lanes a request plays in: its zones' (those still configured), or the one lane."""
+        if not request.zones:
+            return [self._default]
+        return [self._zones[name] for name in request.zones if name in self._zones]
+
+    def _unslot(self, job: Job) -> None:
+        """Take a job synthesised ahead out of every lane it waits in."""
+        for lane in job.lanes:
+            if lane.next is job:
+                lane.next = None
 
     # -- intake ---------------------------------------------------------------------------------
 
@@ -296,37 +421,51 @@ class Pipeline:
                 self._events.emit(admission.displaced, EventKind.REJECTED, cause="queue_full",
                                   reason=f"queue full: displaced by {request.id}")
             self._events.emit(request, EventKind.QUEUED, queue_depth=len(self._queue), priority=request.priority)
-            requeued = self._preempt(request) if request.interrupt or request.priority == "emergency" else None
+            urgent = request.interrupt or request.priority == "emergency"
+            requeued = self._preempt(request) if urgent else []
             self._cond.notify_all()
-        if requeued is not None:
-            self._events.emit(requeued, EventKind.QUEUED, requeued=True, reason=f"preempted by {request.id}")
+        for pending in requeued:
+            self._events.emit(pending, EventKind.QUEUED, requeued=True, reason=f"preempted by {request.id}")
 
-    def _preempt(self, request: Request) -> Request | None:
-        """Cut the current playback if ``request`` may, and put synthesised-but-waiting work back in
-        the queue so ``request`` goes first; returns the requeued request."""
-        requeued = None
-        pending = self._next
-        if pending is not None and (request.rank, not request.interrupt) < (pending.request.rank, True):
-            pending.cancel(f"preempted by {request.id}")
-            self._next = None
-            self._queue.requeue(pending.request)
-            requeued = pending.request
-        current = self._current
-        if current is not None and current.request.occupies_speaker and _preempts(request, current.request):
-            current.cancel(f"interrupted by {request.id}")
+    def _preempt(self, request: Request) -> list[Request]:
+        """Cut the current playback in ``request``'s lanes if it may, and put synthesised-but-waiting work
+        there back in the queue so ``request`` goes first; returns the requeued requests.
+
+        A request playing in several zones is cut only in the zones ``request`` plays in; the others go on."""
+        requeued = []
+        lanes = self._lanes_of(request)
+        for lane in lanes:
+            pending = lane.next
+            if pending is not None and (request.rank, not request.interrupt) < (pending.request.rank, True):
+                pending.cancel(f"preempted by {request.id}")
+                self._unslot(pending)
+                self._queue.requeue(pending.request)
+                requeued.append(pending.request)
+        for lane in lanes:
+            current = lane.current
+            if current is not None and current.request.occupies_speaker and _preempts(request, current.request):
+                reason = f"interrupted by {request.id}"
+                if all(other in lanes for other in current.lanes):
+                    current.cancel(reason)
+                elif not lane.cut.is_set():
+                    lane.cut_reason = reason
+                    lane.cut.set()
         return requeued
 
     def cancel(self, request: Request, reason: str) -> None:
         """Drop ``request`` wherever it is: out of the queue, or its synthesis and delivery stopped at the
         next chunk. It ends ``failed`` with ``reason``; nothing happens if it has already ended."""
         with self._cond:
-            current, pending = self._current, self._next
-            if current is not None and current.request is request:
+            current = next((lane.current for lane in self._lanes
+                            if lane.current is not None and lane.current.request is request), None)
+            if current is not None:
                 current.cancel(reason)  # the playback loop reports it
                 return
-            if pending is not None and pending.request is request:
+            pending = next((lane.next for lane in self._lanes
+                            if lane.next is not None and lane.next.request is request), None)
+            if pending is not None:
                 pending.cancel(reason)
-                self._next = None
+                self._unslot(pending)
             elif not self._queue.remove(request):
                 return
             self._cond.notify_all()
@@ -338,23 +477,66 @@ class Pipeline:
         while True:
             with self._cond:
                 request = None
-                while self._running and (
-                    self._next is not None or self._draining or (request := self._queue.pop()) is None
-                ):
+                while self._running and (self._draining or (request := self._take()) is None):
                     self._cond.wait(timeout=1.0)
                     self.heartbeat.beat("synthesis")
                 if not self._running:
                     return
                 assert request is not None
-                if request.expired():
-                    job = None
-                else:
-                    job = self._next = Job(request, self._engine.sample_rate)
+                missing = [name for name in request.zones if name not in self._zones]
+                job = None
+                if not missing and not request.expired():
+                    job = self._job(request)
                     self._cond.notify_all()
+            if missing:
+                self._events.emit(request, EventKind.FAILED, reason=f"zone {missing[0]!r} is no longer configured",
+                                  zones={name: {"state": "failed"} for name in missing})
+                continue
             if job is None:
                 self._events.emit(request, EventKind.EXPIRED, reason="ttl elapsed while queued")
                 continue
             self._synthesize(job)
+
+    def _take(self) -> Request | None:
+        """The next request to synthesise: the most urgent one whose lanes are all free to take it.
+
+        A request waiting for a busy lane keeps that lane for itself: nothing less urgent overtakes it there,
+        so each zone plays in priority order, and a request for several zones is not starved by single ones.
+        """
+        if not self._zones:
+            return self._queue.pop() if self._default.next is None else None
+        held = {id(lane) for lane in self._lanes if lane.next is not None}
+        minute = self._minute()
+        for request in self._queue.waiting():
+            if request.expired():  # reported now, not when quiet hours end
+                if self._queue.remove(request):
+                    return request
+                continue
+            zones = self._lanes_of(request)
+            if request.rank > QUIET_RANK and any(lane.zone is not None and lane.zone.quiet_at(minute)
+                                                 for lane in zones):
+                continue  # waits for the end of quiet hours, keeping no zone from others meanwhile
+            lanes = {id(lane) for lane in zones}
+            if not lanes & held and self._queue.remove(request):
+                return request
+            held |= lanes
+        return None
+
+    def _minute(self) -> int:
+        now = self._clock()
+        return now.hour * 60 + now.minute
+
+    def _job(self, request: Request) -> Job:
+        """The job for ``request``, waiting in each of its lanes (under the lock)."""
+        job = Job(request, self._engine.sample_rate)
+        job.lanes = self._lanes_of(request)
+        if request.zones:
+            job.gate = _StartGate(request.zones)
+            job.lead_in_ms = max((lane.zone.lead_in_ms for lane in job.lanes
+                                  if lane.zone is not None and lane.zone.audio is not None), default=0)
+        for lane in job.lanes:
+            lane.next = job
+        return job
 
     def _synthesize(self, job: Job) -> None:
         request = job.request
@@ -524,54 +706,105 @@ class Pipeline:
 
     # -- output ---------------------------------------------------------------------------------
 
-    def _play_loop(self) -> None:
+    def _play_loop(self, lane: _Lane) -> None:
         while True:
             with self._cond:
-                while self._running and self._next is None:
-                    self._cond.wait(timeout=1.0)
-                    self.heartbeat.beat("playback")
+                while self._running and lane.current is None:
+                    self._claim(lane)
+                    if lane.current is None:
+                        self._cond.wait(timeout=1.0)
+                        self.heartbeat.beat(lane.beat)
                 if not self._running:
                     return
-                job, self._next, self._current = self._next, None, self._next
-                self._cond.notify_all()
+                job = lane.current
+                assert job is not None
             try:
-                kind, fields = self._deliver(job)
+                kind, fields = self._deliver(job, lane)
             except Exception as exc:  # a bug must not kill the playback thread
                 log.exception("delivering %s failed", job.request.id)
                 kind, fields = EventKind.FAILED, {"reason": f"internal error: {exc}"}
+            finally:
+                if job.gate is not None and lane.zone is not None:
+                    job.gate.leave(lane.zone.name)
             with self._cond:
-                self._current = None
+                lane.current = None
+                ending = self._settle(job, lane, kind, fields)
                 self._cond.notify_all()
-            self._events.emit(job.request, kind, **fields)  # after clearing: the status then reads idle
+            if ending is not None:
+                self._events.emit(job.request, ending[0], **ending[1])  # after clearing: status then reads idle
 
-    def _output_chunks(self, job: Job) -> Iterator[np.ndarray]:
+    def _claim(self, lane: _Lane) -> None:
+        """Move the job waiting in ``lane`` to playing, in all its lanes at once, when every one is free: an
+        announcement for several zones starts in all of them together (under the lock)."""
+        job = lane.next
+        if job is None or any(other.current is not None or other.next is not job for other in job.lanes):
+            return
+        for other in job.lanes:
+            other.next, other.current = None, job
+            other.cut, other.cut_reason = (job.cancelled if other.zone is None else job.watch()), ""
+        self._cond.notify_all()
+
+    def _settle(
+        self, job: Job, lane: _Lane, kind: EventKind, fields: dict[str, Any]
+    ) -> tuple[EventKind, dict[str, Any]] | None:
+        """The request's terminal event once its last lane has ended it; None while other zones play on."""
+        if lane.zone is None:
+            return kind, fields
+        job.results[lane.zone.name] = (kind, fields)
+        if len(job.results) < len(job.lanes):
+            return None
+        return self._combined(job)
+
+    @staticmethod
+    def _combined(job: Job) -> tuple[EventKind, dict[str, Any]]:
+        """One ending for all its zones: ``done`` if any zone played it to the end (a reason names the zones
+        that did not), else ``expired`` if it expired everywhere, else ``failed``; ``zones`` has each one's."""
+        results = {name: job.results[name] for name in job.request.zones if name in job.results}
+        zones = {name: {"state": kind.value, **({"reason": fields["reason"]} if "reason" in fields else {})}
+                 for name, (kind, fields) in results.items()}
+        missed = "; ".join(f"zone {name}: {zone.get('reason', zone['state'])}"
+                           for name, zone in zones.items() if zone["state"] != EventKind.DONE.value)
+        done = [fields for kind, fields in results.values() if kind is EventKind.DONE]
+        if done:
+            kind, fields = EventKind.DONE, {**done[0], **({"reason": missed} if missed else {})}
+        else:
+            kinds = {kind for kind, _ in results.values()}
+            kind = EventKind.EXPIRED if kinds == {EventKind.EXPIRED} else EventKind.FAILED
+            fields = {**next(iter(results.values()))[1], "reason": missed}
+        fields["zones"] = zones
+        if len(job.zone_started) > 1:
+            fields["start_skew_ms"] = round((max(job.zone_started.values()) - min(job.zone_started.values())) * 1000,
+                                            3)
+        return kind, fields
+
+    def _output_chunks(self, job: Job, beat: str = "playback") -> Iterator[np.ndarray]:
         """The chunks to deliver; each beat allows the consumer the chunk's duration to play it."""
         if job.request.chime:
-            self.heartbeat.beat("playback", self._chime.size / job.sample_rate)
+            self.heartbeat.beat(beat, self._chime.size / job.sample_rate)
             yield self._chime * job.request.volume
         for chunk in job.chunks():
-            self.heartbeat.beat("playback", chunk.size / job.sample_rate)
+            self.heartbeat.beat(beat, chunk.size / job.sample_rate)
             yield chunk * job.request.volume if job.request.volume != 1.0 else chunk
 
-    def _deliver(self, job: Job) -> tuple[EventKind, dict[str, Any]]:
-        """Play and/or publish the job; returns its terminal event."""
+    def _deliver(self, job: Job, lane: _Lane) -> tuple[EventKind, dict[str, Any]]:
+        """Play and/or publish the job in one lane; returns how it ended there."""
         request = job.request
         if not job.has_audio():
-            if job.cancelled.is_set():
-                return EventKind.FAILED, {"reason": job.cancel_reason}
+            if lane.cut.is_set():
+                return EventKind.FAILED, {"reason": lane.cut_reason or job.cancel_reason}
             return EventKind.FAILED, {"reason": f"synthesis failed: {job.error}", "engine": job.engine}
         if request.expired():
             job.cancel("ttl elapsed")
             return EventKind.EXPIRED, {"reason": "ttl elapsed before playback"}
-        first_audio = threading.Event()
 
         def on_start() -> None:
-            if not first_audio.is_set():
-                first_audio.set()
-                self._first_audio(job)
+            if job.first_audio_due():
+                self._first_audio(job, lane)
 
+        if lane.zone is not None:
+            return self._deliver_zone(job, lane, lane.zone, on_start)
         if request.output in ("play", "both"):
-            outcome = self._play_with_retry(job, on_start)
+            outcome = self._play_with_retry(job, lane, on_start)
             if outcome is not None:
                 return outcome
         if request.output in ("publish", "both") and not job.cancelled.is_set():
@@ -581,24 +814,71 @@ class Pipeline:
                 on_start()
             self.heartbeat.beat("playback", job.samples / job.sample_rate)  # a remote player may take as long
             stream.close(job.cancelled)
-        return self._outcome(job)
+        return self._outcome(job, lane)
 
-    def _play_with_retry(self, job: Job, on_start: Callable[[], None]) -> tuple[EventKind, dict[str, Any]] | None:
+    def _deliver_zone(
+        self, job: Job, lane: _Lane, zone: ZoneOutput, on_start: Callable[[], None]
+    ) -> tuple[EventKind, dict[str, Any]]:
+        """A zone's sound card, or its topic: one WAV, the zone's lead-in and volume in it, then the time it
+        takes to play, so the zone's next announcement does not talk over it."""
+        if zone.audio is not None:
+            outcome = self._play_with_retry(job, lane, on_start)
+            return outcome if outcome is not None else self._outcome(job, lane)
+        assert zone.publisher is not None and job.gate is not None
+        job.gate.arrive(zone.name, lane.cut)
+        job.zone_started.setdefault(zone.name, time.monotonic())
+        stream = zone.publisher.open(job.request, job.sample_rate)
+        stream.write(np.zeros(round(zone.lead_in_ms * job.sample_rate / 1000), np.float32))
+        volume = zone.volume_at(self._minute())
+        for chunk in self._output_chunks(job, lane.beat):
+            if lane.cut.is_set():
+                break
+            stream.write(chunk * volume if volume != 1.0 else chunk)
+            on_start()
+        seconds = job.samples / job.sample_rate
+        self.heartbeat.beat(lane.beat, seconds)
+        if not lane.cut.is_set():
+            stream.close(lane.cut)
+            lane.cut.wait(seconds)
+        return self._outcome(job, lane)
+
+    def _play_with_retry(
+        self, job: Job, lane: _Lane, on_start: Callable[[], None]
+    ) -> tuple[EventKind, dict[str, Any]] | None:
         """Play locally, retrying device errors with backoff until it works or the request expires.
 
-        Returns the terminal event when the request ended here (expired while the device was failing).
+        Returns the terminal event when the request ended here (expired while the device was failing). In a
+        zone, the first try opens the device and waits for the announcement's other zones (:class:`_StartGate`);
+        a device that fails to open lets them start without it.
         """
-        assert self._audio is not None
+        zone = lane.zone
+        audio = self._audio if zone is None else zone.audio
+        assert audio is not None
         request = job.request
         delay = self._audio_settings.retry_initial_s
         attempt = 0
+        where = {} if zone is None else {"zone": zone.name}
+
+        def on_ready() -> None:
+            if zone is not None and job.gate is not None:
+                job.gate.arrive(zone.name, lane.cut)
+                job.zone_started.setdefault(zone.name, time.monotonic())
+
         while True:
             try:
-                self._audio.play(self._output_chunks(job), job.sample_rate, job.cancelled, on_start)
+                chunks = self._output_chunks(job, lane.beat)
+                if zone is None:
+                    audio.play(chunks, job.sample_rate, lane.cut, on_start)
+                else:
+                    audio.play(chunks, job.sample_rate, lane.cut, on_start, on_ready=on_ready,
+                               lead_in_ms=job.lead_in_ms, gain=zone.volume_at(self._minute()))
                 return None
             except AudioDeviceError as exc:
+                if zone is not None and job.gate is not None:
+                    job.gate.leave(zone.name)
                 attempt += 1
-                log.warning("audio device error on %s (attempt %d): %s", request.id, attempt, exc)
+                log.warning("audio device error on %s%s (attempt %d): %s", request.id,
+                            f" in zone {zone.name}" if zone is not None else "", attempt, exc)
                 self._events.emit(
                     request,
                     EventKind.FAILED,
@@ -606,18 +886,21 @@ class Pipeline:
                     retrying=True,
                     attempt=attempt,
                     retry_in_s=delay,
+                    **where,
                 )
-            self.heartbeat.beat("playback", delay)
-            if job.cancelled.wait(delay):
+            self.heartbeat.beat(lane.beat, delay)
+            if lane.cut.wait(delay):
                 return None
             if request.expired():
                 return EventKind.EXPIRED, {"reason": "ttl elapsed while the audio device failed"}
             delay = min(delay * 2, self._audio_settings.retry_max_s)
 
-    def _first_audio(self, job: Job) -> None:
+    def _first_audio(self, job: Job, lane: _Lane) -> None:
         latency_ms = round((time.monotonic() - job.request.received_at) * 1000)
         self.last_latency_ms = latency_ms
         fields: dict[str, Any] = {"latency_ms": latency_ms, "engine": job.engine, "sample_rate": job.sample_rate}
+        if lane.zone is not None:
+            fields["zone"] = lane.zone.name
         if job.first_chunk_at is not None:
             fields["synth_ms"] = round((job.first_chunk_at - job.started_at) * 1000)
         if job.fallback_reason:
@@ -626,7 +909,7 @@ class Pipeline:
             fields["cached"] = True
         self._events.emit(job.request, EventKind.FIRST_AUDIO, **fields)
 
-    def _outcome(self, job: Job) -> tuple[EventKind, dict[str, Any]]:
+    def _outcome(self, job: Job, lane: _Lane) -> tuple[EventKind, dict[str, Any]]:
         """``audio_ms`` is the audio delivered, chime included (what a published WAV holds and ``audio_sha256``
         covers); ``speech_ms`` the synthesised speech alone, which the real-time factor is measured against."""
         speech_ms = round(job.speech_samples / job.sample_rate * 1000)
@@ -645,8 +928,8 @@ class Pipeline:
             fields["fallback_reason"] = job.fallback_reason
         if job.cached:
             fields["cached"] = True
-        if job.cancelled.is_set():
-            return EventKind.FAILED, {"reason": job.cancel_reason, **fields}
+        if lane.cut.is_set():
+            return EventKind.FAILED, {"reason": lane.cut_reason or job.cancel_reason, **fields}
         if job.truncated:
             return EventKind.FAILED, {"reason": job.halt_reason, **fields}
         if job.error is not None:

@@ -62,6 +62,7 @@ class Request:
     parts: tuple[Part, ...] = ()
     repeat: int = 1
     repeat_gap_s: float = 0.0
+    zones: tuple[str, ...] = ()  # the [[zones]] it plays in (each its own device or topic); none: the one output
     received_at: float = field(default_factory=time.monotonic)
 
     @property

@@ -140,6 +140,27 @@ class _PlayBytesStream(_WavStream):
             _wait_any((finished, cancel), deadline)
 
 
+class _ZoneStream(_WavStream):
+    """A zone's networked player: the whole announcement as one WAV on the zone's own topic."""
+
+    def __init__(self, service: MqttService, topic: str, request: Request, sample_rate: int) -> None:
+        super().__init__(service, request, sample_rate)
+        self._topic = topic
+
+    def close(self, cancel: threading.Event) -> None:
+        self._service.publish(self._topic, encode_wav(np.concatenate(self._chunks), self._rate))
+
+
+class ZonePublisher:
+    """The :class:`~daemon.core.pipeline.AudioPublisher` of a ``[[zones]]`` entry with a ``topic``."""
+
+    def __init__(self, service: MqttService, topic: str) -> None:
+        self._service, self._topic = service, topic
+
+    def open(self, request: Request, sample_rate: int) -> AudioStream:
+        return _ZoneStream(self._service, self._topic, request, sample_rate)
+
+
 def _wait_any(events: tuple[threading.Event, ...], timeout: float) -> None:
     """Wait until one of the events is set or the timeout passes (events cannot be selected on)."""
     deadline = time.monotonic() + timeout

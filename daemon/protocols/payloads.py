@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import AliasGenerator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from daemon.config import ALL_ZONES
 from daemon.core.request_queue import Part, Request
 from daemon.vocabulary import MAX_SPEED, MIN_SPEED, AudioFormat, Output, Priority
 
@@ -58,6 +59,7 @@ class IntakePolicy:
     voices: Collection[str]
     has_audio_device: bool
     default_chime: bool = False
+    zones: tuple[str, ...] = ()  # the configured [[zones]] names, in config order
 
 
 def name_problem(value: str, what: str) -> str | None:
@@ -179,6 +181,25 @@ class NativeSay(BaseModel):
     chime: bool | None = None
     output: Output | None = None
     format: AudioFormat = "wav"
+    zones: list[str] | str | None = None  # [[zones]] names, or "all"
+
+
+def _zones(say: NativeSay, policy: IntakePolicy) -> tuple[str, ...]:
+    """The zones a say names, each once in config order; raises ValueError naming the zone at fault."""
+    if say.zones is None:
+        return ()
+    if not policy.zones:
+        raise ValueError("zones: this box has no [[zones]] configured")
+    if say.output is not None:
+        raise ValueError("output: not with zones (each zone plays on its own device or topic)")
+    wanted = [say.zones] if isinstance(say.zones, str) else say.zones
+    if not wanted:
+        raise ValueError(f'zones: name at least one zone, or "{ALL_ZONES}"')
+    if ALL_ZONES in wanted:
+        return policy.zones
+    if unknown := next((name for name in wanted if name not in policy.zones), None):
+        raise ValueError(f"zones: unknown zone {unknown[:MAX_NAME_CHARS]!r}")
+    return tuple(name for name in policy.zones if name in wanted)
 
 
 def _expiry(say: NativeSay, now: float, default_ttl_s: float) -> float:
@@ -222,8 +243,12 @@ def parse_native(payload: bytes, policy: IntakePolicy, now: float | None = None)
         raise RejectedPayload(problem, request_id)
     if problem := _voice_problem(say.voice, policy) or _lang_problem(say.lang):
         raise RejectedPayload(problem, request_id)
-    output = say.output or ("play" if policy.has_audio_device else "publish")
-    if output != "publish" and not policy.has_audio_device:
+    try:
+        zones = _zones(say, policy)
+    except ValueError as exc:
+        raise RejectedPayload(str(exc), request_id) from exc
+    output = say.output or ("play" if policy.has_audio_device or zones else "publish")
+    if output != "publish" and not policy.has_audio_device and not zones:
         raise RejectedPayload(f"output {output!r} needs an audio device (audio.output_device)", request_id)
     chime = policy.default_chime if say.chime is None else say.chime
     try:
@@ -247,6 +272,7 @@ def parse_native(payload: bytes, policy: IntakePolicy, now: float | None = None)
         parts=parts,
         repeat=say.repeat or 1,
         repeat_gap_s=say.repeat_gap_s or 0.0,
+        zones=zones,
     )
 
 

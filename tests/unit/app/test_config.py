@@ -145,3 +145,46 @@ def test_settings_built_by_a_program_say_so_and_a_reload_takes_the_new_sources(t
     chosen = read.with_value("engine.bundle", bundle)
     assert chosen.engine.bundle == bundle and chosen.source("engine.bundle") == "given"
     assert read.engine.bundle is None and read.source("engine.bundle") == "default"
+
+
+ZONE_ERRORS = [
+    ('[[zones]]\nname = "ward3"\noutput_device = "USB"\ntopic = "pa/ward3"\n',
+     "zones.0: zone 'ward3': give output_device or topic, not both [env GSV_EDGE_ZONES__0]"),
+    ('[[zones]]\nname = "ward3"\n', "zones.0: zone 'ward3': give output_device or topic, one of them is required"),
+    ('[[zones]]\nname = "ward3"\ntopic = "pa/a"\n[[zones]]\nname = "ward3"\noutput_device = "USB"\n',
+     "zones: zone 'ward3' is defined twice: each [[zones]] name must be unique"),
+    ('[[zones]]\nname = "ward3"\ntopic = "pa/a"\nvolume = 3\n', "zones.0.volume (zone 'ward3'): "),
+    ('[[zones]]\nname = "lobby"\ntopic = "pa/#"\n', "zones.0.topic (zone 'lobby'): must be a topic without '+', '#'"),
+    ('[[zones]]\nname = "all"\ntopic = "pa/a"\n', "zones.0.name (zone 'all'): 'all' means every zone"),
+    ('[[zones]]\nname = "ward3"\ntopic = "pa/a"\nvolum = 1\n', "zones.0.volum (zone 'ward3'): Extra inputs"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), ZONE_ERRORS)
+def test_a_bad_zone_is_one_line_naming_the_zone_and_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(_write(tmp_path, text))
+    assert "\n" not in str(error.value) and message in str(error.value)
+
+
+def test_zones_are_read_in_order_with_their_defaults(tmp_path: Path) -> None:
+    settings = load_settings(_write(tmp_path, '[[zones]]\nname = "lobby"\noutput_device = "USB"\nvolume = 0.5\n'
+                                              '[[zones]]\nname = "garden"\ntopic = "pa/garden/play"\n'
+                                              'lead_in_s = 0.4\n'))
+    assert [(z.name, z.output_device, z.topic, z.volume, z.lead_in_s) for z in settings.zones] == [
+        ("lobby", "USB", None, 0.5, 0.15), ("garden", None, "pa/garden/play", 1.0, 0.4)]
+    shown = dict((key, value) for key, value, _ in settings.effective())
+    assert shown["zones"][0]["name"] == "lobby"  # plain data, as the console's settings page shows it
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ('quiet_hours = "22:00"\n', "zones.0.quiet_hours (zone 'ward3'): must be START-END in local time"),
+    ('quiet_hours = "22:00-24:00"\n', "zones.0.quiet_hours (zone 'ward3'): '24:00' is not a time of day HH:MM"),
+    ('quiet_hours = "07:00-07:00"\n', "zones.0.quiet_hours (zone 'ward3'): start and end are the same time"),
+    ('volume_schedule = {"7:00" = 0.5}\n', "zones.0.volume_schedule (zone 'ward3'): '7:00' is not a time of day"),
+    ('volume_schedule = {"22:00" = 3}\n', "zones.0.volume_schedule (zone 'ward3'): volume at 22:00 must be between"),
+])
+def test_bad_quiet_hours_or_volume_schedule_name_the_zone(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as error:
+        load_settings(_write(tmp_path, f'[[zones]]\nname = "ward3"\ntopic = "pa/w"\n{text}'))
+    assert "\n" not in str(error.value) and message in str(error.value)

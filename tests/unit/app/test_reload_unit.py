@@ -157,3 +157,17 @@ def test_a_signal_is_credited_to_the_user_gsv_edge_reload_left_once(tmp_path: Pa
         reloader.stop()
     assert _changes(config.state) == [("reloaded", "cli", None, "alice"), ("reloaded", "signal", None, None),
                                       ("reloaded", "signal", None, None)]
+
+
+def test_a_zone_change_waits_for_a_restart_and_is_audited_zone_by_zone(tmp_path: Path) -> None:
+    daemon, reloader, config = setup(tmp_path, '[[zones]]\nname = "lobby"\ntopic = "pa/lobby"\n'
+                                               '[[zones]]\nname = "ward3"\ntopic = "pa/ward3"\n')
+    config.write_text('[[zones]]\nname = "lobby"\ntopic = "pa/lobby"\nvolume = 0.5\nlead_in_s = 1.0\n'
+                      '[[zones]]\nname = "ward4"\noutput_device = "USB"\n')
+    ok, message = reloader.reload(by=Actor.http("facilities"))
+    kind, fields = outcome(daemon)
+    assert ok and fields["restart_needed"] == ["zones"]
+    assert [zone.name for zone in daemon.applied[0][0].zones] == ["lobby", "ward3"]  # not switched live
+    assert message.endswith("at the next restart: zones (added ward4; removed ward3; lobby: volume, lead_in_s)")
+    [row] = read_records(config.state)
+    assert (row["outcome"], row["token_name"]) == ("reloaded", "facilities") and row["reason"] == message
