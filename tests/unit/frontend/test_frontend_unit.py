@@ -104,6 +104,41 @@ def test_language_split_rules() -> None:
     assert split_languages("Hello 你好", "en") == [("en", "Hello 你好")]
 
 
+def test_language_modes_of_japanese_korean_and_cantonese() -> None:
+    # mixed modes: English runs stay English, everything else (digits between) is the mode's language
+    assert split_languages("目的地まであと3.5kmです。", "ja") == [("ja", "目的地まであと3.5"), ("en", "km"),
+                                                               ("ja", "です。")]
+    assert split_languages("KTX 열차가 출발합니다.", "ko") == [("en", "KTX "), ("ko", "열차가 출발합니다.")]
+    assert split_languages("請喺APP度確認訂單。", "yue") == [("yue", "請喺"), ("en", "APP"), ("yue", "度確認訂單。")]
+    # all_*: runs without a Latin letter are the language, symbols such as ℃ included; all_yue reads as zh then
+    # calls it Cantonese
+    assert split_languages("冷凍室溫度設定為-18℃。", "all_yue") == [("yue", "冷凍室溫度設定為-18℃。")]
+    assert split_languages("USBメモリ", "all_ja") == [("en", "USB"), ("ja", "メモリ")]
+    # but ja/ko/yue modes give such a symbol, which the script rule calls English, to English (as upstream's do)
+    assert split_languages("湿度は60％です。", "ja") == [("ja", "湿度は60"), ("en", "％"), ("ja", "です。")]
+
+
+def test_auto_reads_kana_texts_as_japanese_and_hangul_as_korean() -> None:
+    assert split_languages("現在の時刻は午前10時30分です。", "auto") == [("ja", "現在の時刻は午前10時30分です。")]
+    assert split_languages("今天十点开会。", "auto") == [("zh", "今天十点开会。")]
+    assert split_languages("你好 안녕하세요 Hello", "auto") == [("zh", "你好 "), ("ko", "안녕하세요 "), ("en", "Hello")]
+    assert split_languages("而家係Eco Mode。", "auto_yue") == [("yue", "而家係"), ("en", "Eco Mode。")]
+
+
+def test_a_language_without_its_front_end_names_what_to_install() -> None:
+    from daemon.frontend.languages import LanguageUnavailable, installed_languages, missing_extra
+
+    for language in ("ja", "ko"):
+        if language in installed_languages():
+            continue
+        with pytest.raises(LanguageUnavailable, match=f"gsv-edge\\[{language}\\]|no daemon.frontend") as caught:
+            text_to_phones("テスト 테스트", language)
+        assert caught.value.language == language
+        assert "Traceback" not in str(caught.value) and "\n" not in str(caught.value)
+        assert missing_extra(language) is not None
+    assert installed_languages()[:2] == ("zh", "en")
+
+
 def test_neural_fallback_for_unknown_word() -> None:
     phones = text_to_phones("Mr. Xiaoqiang is here.", "en").phones
     assert phones[:3] == ["M", "IH1", "S"]
