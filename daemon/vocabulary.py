@@ -32,6 +32,11 @@ LANGUAGE_MODES: tuple[str, ...] = get_args(LanguageMode)
 SEGMENT_LANGUAGES: tuple[str, ...] = ("zh", "en", "ja", "ko", "yue")
 """The languages a segment of text is read in (each with its own front end); the modes above combine them."""
 
+
+def mode_language(mode: str) -> str | None:
+    """The language a mode reads its text in (English runs aside); None for ``auto``, decided run by run."""
+    return None if mode == "auto" else mode.removeprefix("all_").removeprefix("auto_")
+
 SOVITS_VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus")  # a bundle's model_version; upstream's v3/v4 are not supported
 PRO_VERSIONS = ("v2Pro", "v2ProPlus")  # their voice style also takes a speaker-verification embedding
 

@@ -23,6 +23,7 @@ import pytest
 
 from daemon.audio.wav import encode_wav
 from daemon.commands import exit_codes
+from daemon.frontend.languages import OPTIONAL_LANGUAGES, missing_extra
 from daemon.model.bundle import Bundle, OutputPathError, building, check_output_dir
 from tests.paths import REPO
 
@@ -162,6 +163,11 @@ CASES = [
     Case("voice-add-text-as-clip", exit_codes.INPUT,
          lambda ws: (["voice", "add", "v1", "--ref", ws.file("clip.wav", "not audio"), "--text", "hi", "--lang",
                       "en", "--bundle", ws.bundle], ["clip.wav"])),
+    # a language whose optional front end is not installed: setup, naming the extra (or the missing module)
+    *[Case(f"voice-add-{lang}-without-its-extra", exit_codes.SETUP,
+           lambda ws, lang=lang: (["voice", "add", "v1", "--ref", ws.file("clip.wav", clip(4.0)), "--text",
+                                   "テスト 테스트", "--lang", lang, "--bundle", ws.bundle], [lang]))
+      for lang in OPTIONAL_LANGUAGES if lang != "yue" and missing_extra(lang)],
     Case("voice-remove-unknown", exit_codes.INPUT,
          lambda ws: (["voice", "remove", "nobody", "--bundle", ws.bundle], ["nobody"])),
     Case("audit-config-not-toml", exit_codes.SETUP, lambda ws: (["audit", "--config", _bad_toml(ws)], ["config.toml"])),
