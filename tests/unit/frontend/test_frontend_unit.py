@@ -338,3 +338,16 @@ def test_chinese_front_end_uses_the_compact_tables_and_falls_back_to_the_librari
     assert (freq, phrases) == ("dict", "dict") and "compact Chinese dictionaries unavailable" in stderr
     assert fallback_phones == phones and "ch ong2" in phones
     assert compact_mb < 80 < plain_mb, (compact_mb, plain_mb)
+
+
+@pytest.mark.parametrize(("text", "lang", "loaded"),
+                         [("请注意安全。", "zh", False), ("請注意安全。", "yue", True)])
+@pytest.mark.integration  # a fresh Python process
+def test_cantonese_loads_with_the_first_cantonese_text(text: str, lang: str, loaded: bool) -> None:
+    """ToJyutping and the Cantonese module stay out of a process that never reads Cantonese, the daemon's
+    start-up included (it only looks up which extras are installed)."""
+    code = ("import sys; import daemon.app.service; from daemon.frontend import text_to_phones, installed_languages; "
+            f"installed_languages(); text_to_phones({text!r}, {lang!r}); "
+            "print(sorted(m for m in sys.modules if m in {'ToJyutping', 'daemon.frontend.cantonese'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ("['ToJyutping', 'daemon.frontend.cantonese']" if loaded else "[]")
