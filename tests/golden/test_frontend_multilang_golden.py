@@ -79,3 +79,18 @@ def test_frontend_item(item: dict | None) -> None:
     assert result.phone_ids == item["phone_ids"]
     assert result.norm_text == item["norm_text"]
     assert result.retried_with_leading_dot == item["retried_with_leading_dot"]
+
+
+_EN = [(item["id"], i, seg) for item in _ITEMS for i, seg in enumerate(item["segments"]) if seg["lang"] == "en"]
+
+
+@pytest.mark.parametrize("where", _EN or [None], ids=[f"{i}-seg{n}" for i, n, _ in _EN] or ["no-golden"])
+def test_english_segments_of_every_item(where: tuple[str, int, dict] | None) -> None:
+    """The English segments of Japanese and Korean items too, which need no extra: ``％`` and ``℃`` are a pause,
+    ``、`` between words a space, short ones get the "," prefix."""
+    if where is None:
+        _missing()
+    segment = where[2]
+    result = text_to_phones(segment["text"], "en", _final=True)  # one segment, without the whole-text retry
+    assert (result.norm_text, result.phones, result.phone_ids) == (segment["norm_text"], segment["phones"],
+                                                                   segment["phone_ids"])
