@@ -6,6 +6,7 @@ loaded, the daemon still speaks with the eSpeak NG fallback and says so in its s
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -32,7 +33,6 @@ from daemon.core.resources import disk_space, memory_available, resident_bytes
 from daemon.core.schedules import ScheduleStore
 from daemon.core.state_db import StateDb, StateDbError
 from daemon.core.status_history import StatusHistory
-from daemon.frontend.languages import OPTIONAL_LANGUAGES, missing_extra
 from daemon.model.bundle import Bundle
 from daemon.model.manifest import MANIFEST, Manifest
 from daemon.protocols.mqtt import MqttService
@@ -52,6 +52,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("gsv-edge")
 
 VOICES_RELIST_S = 30.0  # voices added or removed with the CLI while the daemon runs show up this soon
+
+
+@functools.cache
+def _unspoken_languages() -> dict[str, str]:
+    """The neural engine's languages whose extra is not installed, and why (looked up once: installing one takes a
+    restart). Imported here, not with the module: the front end loads with a neural engine, whose failure to load
+    (a damaged installation) leaves the daemon speaking with eSpeak NG."""
+    from daemon.frontend.languages import OPTIONAL_LANGUAGES, missing_extra
+
+    return {language: reason for language in OPTIONAL_LANGUAGES if (reason := missing_extra(language)) is not None}
 
 
 def _version() -> str:
@@ -77,9 +87,6 @@ class Service:
         share one thread pool (``gsv-edge serve``)."""
         self.settings = settings
         self.shared_threads = shared_threads
-        # the neural engine's languages whose extra is not installed (looked up once: installing one needs a restart)
-        self.unspoken_languages = {language: reason for language in OPTIONAL_LANGUAGES
-                                   if (reason := missing_extra(language)) is not None}
         self.engines = build_engines(settings, shared_threads) if engine is None else Engines(
             engine, fallback or fallback_voice(settings))
         self.mqtt = MqttService(settings, self, _version())
@@ -210,7 +217,7 @@ class Service:
             voices=frozenset(v.name for v in self.voices()),
             has_audio_device=self._has_audio_device,
             default_chime=self.settings.audio.chime_default,
-            unspoken=self.unspoken_languages if self.engines.neural else {},  # eSpeak NG speaks them all
+            unspoken=_unspoken_languages() if self.engines.neural else {},  # eSpeak NG speaks them all
         )
 
     def voices(self) -> list[VoiceInfo]:
