@@ -193,7 +193,7 @@ class Service:
             self.pipeline.submit(request)
         except StateDbError as exc:  # not on disk, so not acknowledged
             log.error("cannot accept %s: %s", request.id, exc)
-            self.bus.emit(request, EventKind.REJECTED,
+            self.bus.emit(request, EventKind.REJECTED, cause="state_write",
                           reason=f"cannot record the request (state directory full?): {exc}")
 
     def cancel(self, request: Request, reason: str) -> None:

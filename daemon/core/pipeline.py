@@ -282,10 +282,11 @@ class Pipeline:
                 self._events.emit(request, EventKind.DUPLICATE, state=admission.state)
                 return
             if admission.status == "full":
-                self._events.emit(request, EventKind.REJECTED, reason="queue full", queue_depth=len(self._queue))
+                self._events.emit(request, EventKind.REJECTED, reason="queue full", cause="queue_full",
+                                  queue_depth=len(self._queue))
                 return
             if admission.displaced is not None:
-                self._events.emit(admission.displaced, EventKind.REJECTED,
+                self._events.emit(admission.displaced, EventKind.REJECTED, cause="queue_full",
                                   reason=f"queue full: displaced by {request.id}")
             self._events.emit(request, EventKind.QUEUED, queue_depth=len(self._queue), priority=request.priority)
             requeued = self._preempt(request) if request.interrupt or request.priority == "emergency" else None

@@ -26,7 +26,7 @@ from pypinyin import Style, lazy_pinyin  # noqa: E402
 from pypinyin.contrib.tone_convert import to_finals_tone3, to_initials  # noqa: E402
 
 from daemon.frontend import tone_sandhi  # noqa: E402
-from daemon.frontend.symbols import DATA_DIR, PUNCTUATION, PUNCTUATION_CLASS  # noqa: E402
+from daemon.frontend.symbols import DATA_DIR, PUNCTUATION, PUNCTUATION_CLASS, REPEATED_PUNCTUATION_RE  # noqa: E402
 from daemon.frontend.zh_normalize import normalize  # noqa: E402
 
 if TYPE_CHECKING:  # g2pW is optional: its module is only imported by whoever builds one
@@ -42,7 +42,6 @@ _PUNCT_MAP = {
 }  # fmt: skip
 _PUNCT_MAP_RE = re.compile("|".join(re.escape(k) for k in _PUNCT_MAP))
 _NOT_KEPT_RE = re.compile(r"[^\u4e00-\u9fa5" + PUNCTUATION_CLASS + r"]+")
-_REPEATED_PUNCT_RE = re.compile(f"([{PUNCTUATION_CLASS}])([{PUNCTUATION_CLASS}])+")
 _SENTENCE_CUT_RE = re.compile(f"(?<=[{PUNCTUATION_CLASS}])\\s*")
 
 # Words that always / never take erhua (upstream ``must_erhua`` / ``not_erhua``).
@@ -80,7 +79,7 @@ def replace_punctuation(text: str) -> str:
 def text_normalize(text: str) -> str:
     """Upstream ``chinese2.text_normalize``: numbers spelled out, punctuation mapped and squashed."""
     text = "".join(replace_punctuation(sentence) for sentence in normalize(text))
-    return _REPEATED_PUNCT_RE.sub(r"\1", text)
+    return REPEATED_PUNCTUATION_RE.sub(r"\1", text)
 
 
 def _merge_erhua(initials: list[str], finals: list[str], word: str, pos: str) -> tuple[list[str], list[str]]:

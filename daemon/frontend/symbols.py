@@ -18,6 +18,8 @@ SYMBOLS_V2_SHA256 = "0771f6cd6f6201e8c2b0de921dc69cc04caf3f346c599d4a41413967d56
 # Punctuation marks both language front ends keep as phones.
 PUNCTUATION: tuple[str, ...] = ("!", "?", "…", ",", ".", "-")
 PUNCTUATION_CLASS = "".join(re.escape(p) for p in PUNCTUATION)  # the marks inside a regex "[...]"
+# A run of those marks, which upstream squashes to its first (so a reference's "!!!" cannot leak into the prompt).
+REPEATED_PUNCTUATION_RE = re.compile(f"([{PUNCTUATION_CLASS}])([{PUNCTUATION_CLASS}])+")
 
 
 def _load_symbols() -> list[str]:

@@ -14,6 +14,7 @@ import os
 import pwd
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -706,3 +707,29 @@ def test_status_alerts_while_the_audio_device_fails_and_after(browser: WebDriver
     assert browser.execute_script("return [...document.querySelectorAll('#alerts .alert')].map(a => a.className)") \
         == ["alert info"]
     assert page.external() == []
+
+
+def test_status_alerts_when_the_state_database_refuses_writes(browser: WebDriver, http_daemon,
+                                                              tmp_path: Path) -> None:
+    """Another process holding the database's write lock past the daemon's busy timeout stands in for a failing
+    state disk: the say is refused, nothing is lost silently, and the page says writes failed."""
+    made = tokens(tmp_path, boss=["admin"])
+    daemon, url = http_daemon()
+    page = Page(browser, url)
+    page.log_in(made["boss"]["Authorization"].removeprefix("Bearer "))
+    page.text("#st-engine-state", "ready")
+    assert page.find("#alerts").text == ""
+    holder = sqlite3.connect(daemon.service.settings.state_dir / "state.db", isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        said = httpx.post(f"{url}/v1/say", json={"id": "locked", "text": "Hello."}, headers=made["boss"], timeout=120)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert said.status_code == 503 and said.headers["retry-after"], said.text  # the box is at fault, not the call
+    assert said.json()["error"]["code"] == "state_write_failed" and "database is locked" in said.text
+    alert = page.text("#alerts", "writes to the state database failed")
+    assert int(alert.split()[0]) >= 1
+    again = httpx.post(f"{url}/v1/say", json={"id": "unlocked", "text": "Hello."}, headers=made["boss"])
+    assert again.status_code == 202
+    daemon.wait_event("unlocked", "done")

@@ -28,8 +28,11 @@ def refusal_for(ending: Ending) -> Refusal:
     """The status a request's unhappy end is answered with (its end is audited already)."""
     reason = ending.reason
     if ending.kind is EventKind.REJECTED:
-        if "queue" in reason and "full" in reason:
+        cause = ending.fields.get("cause")  # set where the box, not the request, is at fault
+        if cause == "queue_full":
             return Refusal(503, reason, "queue_full", headers={"Retry-After": "5"}, audited=True)
+        if cause == "state_write":
+            return Refusal(503, reason, "state_write_failed", headers={"Retry-After": "30"}, audited=True)
         return Refusal(400, reason, "rejected", audited=True)
     if ending.kind is EventKind.EXPIRED:
         return Refusal(503, reason, "expired", audited=True)

@@ -1,0 +1,2 @@
+class FrontendUnavailable(RuntimeError):
+    """A language's front end cannot run here: its optional extra or dictionary is missing."""
