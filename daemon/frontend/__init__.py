@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING
 
 from daemon.frontend import en_normalize, english, languages
 from daemon.frontend.language import split_languages
-from daemon.frontend.languages import LanguageUnavailable, installed_languages
+from daemon.frontend.languages import installed_languages
 from daemon.frontend.sentences import split_sentences
 from daemon.frontend.symbols import SYMBOL_TO_ID, SYMBOLS, phones_to_ids
+from daemon.frontend.unavailable import FrontendUnavailable
 from daemon.vocabulary import LANGUAGE_MODES
 
 if TYPE_CHECKING:  # optional; build one with daemon.frontend.g2pw.G2PW(model_dir)
@@ -33,7 +34,7 @@ if TYPE_CHECKING:  # optional; build one with daemon.frontend.g2pw.G2PW(model_di
 
 __all__ = [
     "FrontendResult",
-    "LanguageUnavailable",
+    "FrontendUnavailable",
     "Lexicon",
     "Segment",
     "SYMBOLS",
@@ -159,7 +160,7 @@ def text_to_phones(
 
     Raises ValueError for empty or whitespace-only text (upstream fails there with an
     IndexError); punctuation-only text gives upstream's result (e.g. "。。。" -> ["."]).
-    Raises LanguageUnavailable (a ValueError) for a segment whose language's extra is not installed.
+    Raises FrontendUnavailable (a ValueError) for a segment whose language's extra is not installed.
     """
     if language not in LANGUAGE_MODES:
         raise ValueError(f"language must be one of {LANGUAGE_MODES}, got {language!r}")

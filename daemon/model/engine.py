@@ -29,7 +29,7 @@ from daemon.audio.wav import AudioError, read_wav
 from daemon.config import ConfigError
 from daemon.frontend import (
     FrontendResult,
-    LanguageUnavailable,
+    FrontendUnavailable,
     Lexicon,
     split_sentences,
     text_to_phones,
@@ -376,7 +376,7 @@ class Engine:
         for i, segment in enumerate(segments):
             try:
                 phone_ids, bert, _ = self.phones_and_bert(segment, lang)
-            except LanguageUnavailable:
+            except FrontendUnavailable:
                 raise  # a setup matter, not the text's: its message names the extra to install
             except (ValueError, NotImplementedError) as exc:
                 raise SynthesisError(f"segment {i + 1} ({segment[:40]!r}): {exc}") from exc

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from daemon.commands.cli import build_parser
-from daemon.frontend import LanguageUnavailable, installed_languages, text_to_phones
+from daemon.frontend import FrontendUnavailable, installed_languages, text_to_phones
 from daemon.protocols.voice_registration import RegistrationRejected, parse_registration
 from daemon.vocabulary import LANGUAGE_MODES
 from tests.paths import REPO
@@ -69,7 +69,7 @@ def test_registration_and_front_end_take_the_vocabulary_language_modes() -> None
         if mode.removeprefix("all_").removeprefix("auto_") in (*installed, "auto"):
             assert text_to_phones("Hello there, 你好。", mode).phone_ids
         else:  # the mode is known; its language's front end is an extra not installed here
-            with pytest.raises(LanguageUnavailable):
+            with pytest.raises(FrontendUnavailable):
                 text_to_phones("Hello there, 你好。", mode)
     with pytest.raises(RegistrationRejected, match="lang"):
         parse_registration(registration("fr"))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.frontend import Lexicon, split_sentences, text_to_phones
+from daemon.frontend import FrontendUnavailable, Lexicon, split_sentences, text_to_phones
 from daemon.frontend.en_normalize import text_normalize as en_normalize
 from daemon.frontend.english import tokenize
 from daemon.frontend.language import split_languages
@@ -125,18 +125,19 @@ def test_auto_reads_kana_texts_as_japanese_and_hangul_as_korean() -> None:
     assert split_languages("而家係Eco Mode。", "auto_yue") == [("yue", "而家係"), ("en", "Eco Mode。")]
 
 
-def test_a_language_without_its_front_end_names_what_to_install() -> None:
-    from daemon.frontend.languages import LanguageUnavailable, installed_languages, missing_extra
+@pytest.mark.parametrize(("language", "text"), [("ja", "こんにちは。"), ("ko", "안녕하세요."), ("yue", "你好。")])
+def test_a_language_without_its_extra_names_what_to_install(monkeypatch: pytest.MonkeyPatch, language: str,
+                                                             text: str) -> None:
+    from daemon.frontend.languages import installed_languages, missing_extra
+    from tests.without_extras import hide_extra
 
-    for language in ("ja", "ko"):
-        if language in installed_languages():
-            continue
-        with pytest.raises(LanguageUnavailable, match=f"gsv-edge\\[{language}\\]|no daemon.frontend") as caught:
-            text_to_phones("テスト 테스트", language)
-        assert caught.value.language == language
-        assert "Traceback" not in str(caught.value) and "\n" not in str(caught.value)
-        assert missing_extra(language) is not None
-    assert installed_languages()[:2] == ("zh", "en")
+    hide_extra(monkeypatch, language)
+    assert language not in installed_languages() and installed_languages()[:2] == ("zh", "en")
+    assert f"pip install 'gsv-edge[{language}]'" in (missing_extra(language) or "")
+    with pytest.raises(FrontendUnavailable) as caught:
+        text_to_phones(text, language)
+    message = str(caught.value)
+    assert f"pip install 'gsv-edge[{language}]'" in message and "\n" not in message and "Traceback" not in message
 
 
 def test_neural_fallback_for_unknown_word() -> None:
