@@ -24,10 +24,18 @@ def speed_within_range(speed: float) -> float:
     return min(max(speed, MIN_SPEED), MAX_SPEED)
 
 
-LanguageMode = Literal["zh", "en", "all_zh", "auto"]
-"""How the GPT-SoVITS front end reads text (upstream's v2 modes): Chinese with English mixed in, English only,
-Chinese only, or decided run by run from the script."""
+LanguageMode = Literal["zh", "en", "all_zh", "ja", "all_ja", "ko", "all_ko", "yue", "all_yue", "auto", "auto_yue"]
+"""How the GPT-SoVITS front end reads text (upstream's v2 modes, api_v2's ``text_lang``): ``zh``/``ja``/``ko``/``yue``
+are that language with English mixed in, ``all_*`` that language only (Latin words still read as English), ``en``
+English only, ``auto`` decided run by run from the script, ``auto_yue`` the same with Chinese read as Cantonese."""
 LANGUAGE_MODES: tuple[str, ...] = get_args(LanguageMode)
+SEGMENT_LANGUAGES: tuple[str, ...] = ("zh", "en", "ja", "ko", "yue")
+"""The languages a segment of text is read in (each with its own front end); the modes above combine them."""
+
+
+def mode_language(mode: str) -> str | None:
+    """The language a mode reads its text in (English runs aside); None for ``auto``, decided run by run."""
+    return None if mode == "auto" else mode.removeprefix("all_").removeprefix("auto_")
 
 SOVITS_VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus")  # a bundle's model_version; upstream's v3/v4 are not supported
 PRO_VERSIONS = ("v2Pro", "v2ProPlus")  # their voice style also takes a speaker-verification embedding

@@ -6,6 +6,7 @@ loaded, the daemon still speaks with the eSpeak NG fallback and says so in its s
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -53,6 +54,16 @@ if TYPE_CHECKING:
 log = logging.getLogger("gsv-edge")
 
 VOICES_RELIST_S = 30.0  # voices added or removed with the CLI while the daemon runs show up this soon
+
+
+@functools.cache
+def _unspoken_languages() -> dict[str, str]:
+    """The neural engine's languages whose extra is not installed, and why (looked up once: installing one takes a
+    restart). Imported here, not with the module: the front end loads with a neural engine, whose failure to load
+    (a damaged installation) leaves the daemon speaking with eSpeak NG."""
+    from daemon.frontend.languages import OPTIONAL_LANGUAGES, missing_extra
+
+    return {language: reason for language in OPTIONAL_LANGUAGES if (reason := missing_extra(language)) is not None}
 
 
 def _version() -> str:
@@ -225,6 +236,7 @@ class Service:
             has_audio_device=self._has_audio_device,
             default_chime=self.settings.audio.chime_default,
             zones=tuple(zone.name for zone in self.settings.zones),
+            unspoken=_unspoken_languages() if self.engines.neural else {},  # eSpeak NG speaks them all
         )
 
     def voices(self) -> list[VoiceInfo]:

@@ -18,6 +18,7 @@ from daemon.audio.output import AudioDeviceError
 from daemon.audio.wav import encode_wav
 from daemon.commands import exit_codes
 from daemon.commands.engine_options import SetupError, add_engine_arguments, build_engine
+from daemon.frontend import FrontendUnavailable
 from daemon.model.engine import SynthesisOptions
 from daemon.model.voices import VoiceError
 from daemon.speech.synthesizer import SynthesisError, UnknownVoice
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
         if player is not None:
             player.stop()
             player.close()
-    except SetupError as exc:
+    except (SetupError, FrontendUnavailable) as exc:
         return exit_codes.fail("say", exc, exit_codes.SETUP)
     except (UnknownVoice, VoiceError, ValueError) as exc:
         return exit_codes.fail("say", exc, exit_codes.INPUT)

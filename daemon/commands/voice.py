@@ -11,6 +11,7 @@ from daemon.commands.audit import record_change
 from daemon.commands.engine_options import SetupError, add_engine_arguments, build_engine
 from daemon.config import load_settings
 from daemon.core.audit import local_user
+from daemon.frontend import FrontendUnavailable
 from daemon.model.voices import VoiceError
 from daemon.vocabulary import LANGUAGE_MODES
 
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
             engine.voices_store.remove(args.name)
             record_change(load_settings(args.config), "voice_removed", args.name, voice=args.name)
             print(f"voice '{args.name}' removed")
-    except SetupError as exc:
+    except (SetupError, FrontendUnavailable) as exc:
         return exit_codes.fail("voice", exc, exit_codes.SETUP)
     except (AudioError, VoiceError, ValueError) as exc:
         return exit_codes.fail("voice", exc, exit_codes.INPUT)

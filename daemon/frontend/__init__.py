@@ -3,7 +3,8 @@
 ``text_to_phones`` follows upstream ``get_phones_and_bert(text, language, "v2")`` step by step,
 without BERT: squash double spaces, split into language segments (see :mod:`.language`),
 normalise and convert each segment (Chinese segments through :mod:`.chinese`, English ones
-through :mod:`.english`, which prefixes "," when a segment has fewer than 4 phones), join,
+through :mod:`.english`, which prefixes "," when a segment has fewer than 4 phones, Japanese,
+Korean and Cantonese ones through the optional modules of :mod:`.languages`), join,
 and redo the whole call on ``"." + text`` when fewer than 6 phones came out. BERT features
 are computed elsewhere from each Chinese segment's ``norm_text`` and ``word2ph``.
 
@@ -20,10 +21,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from daemon.frontend import en_normalize, english
+from daemon.frontend import en_normalize, english, languages
 from daemon.frontend.language import split_languages
+from daemon.frontend.languages import installed_languages
 from daemon.frontend.sentences import split_sentences
 from daemon.frontend.symbols import SYMBOL_TO_ID, SYMBOLS, phones_to_ids
+from daemon.frontend.unavailable import FrontendUnavailable
 from daemon.vocabulary import LANGUAGE_MODES
 
 if TYPE_CHECKING:  # optional; build one with daemon.frontend.g2pw.G2PW(model_dir)
@@ -31,9 +34,11 @@ if TYPE_CHECKING:  # optional; build one with daemon.frontend.g2pw.G2PW(model_di
 
 __all__ = [
     "FrontendResult",
+    "FrontendUnavailable",
     "Lexicon",
     "Segment",
     "SYMBOLS",
+    "installed_languages",
     "split_sentences",
     "text_to_phones",
 ]
@@ -51,7 +56,7 @@ class Segment:
     norm_text: str
     phones: list[str]
     phone_ids: list[int]
-    word2ph: list[int] | None  # Chinese only: phones per normalised character (for BERT)
+    word2ph: list[int] | None  # Chinese and Cantonese: phones per normalised character (for Chinese BERT)
 
 
 @dataclass
@@ -109,10 +114,16 @@ class Lexicon:
 
 def _clean_segment(text: str, lang: str, lexicon: Lexicon | None, g2pw: G2PW | None) -> Segment:
     """Upstream ``clean_text`` + ``cleaned_text_to_sequence`` for one segment."""
-    if lang in ("ja", "ko"):
-        raise NotImplementedError(f"{lang} text is not supported by this front end (v2 zh/en only)")
-    if lang not in ("zh", "en"):  # upstream: unknown language -> English of a single space
+    if lang not in ("zh", "en", *languages.OPTIONAL_LANGUAGES):  # upstream: unknown -> English of a single space
         lang, text = "en", " "
+    if lang in languages.OPTIONAL_LANGUAGES:
+        module = languages.load(lang)
+        norm = module.text_normalize(text)
+        phones, word2ph = module.g2p(norm)
+        if word2ph is not None and (len(phones) != sum(word2ph) or len(norm) != len(word2ph)):
+            raise AssertionError(f"word2ph mismatch for {norm!r}")
+        phones = [p if p in SYMBOL_TO_ID else "UNK" for p in phones]
+        return Segment(lang, text, norm, phones, phones_to_ids(phones), word2ph)
     if lang == "zh":
         # imported on first Chinese text: jieba's and pypinyin's dictionaries are large, and an English-only
         # box never needs them
@@ -142,13 +153,14 @@ def _clean_segment(text: str, lang: str, lexicon: Lexicon | None, g2pw: G2PW | N
 def text_to_phones(
     text: str, language: str, lexicon: Lexicon | None = None, *, g2pw: G2PW | None = None, _final: bool = False
 ) -> FrontendResult:
-    """Phones and ids of ``text`` for ``language`` in "zh", "all_zh", "en", "auto".
+    """Phones and ids of ``text`` for ``language``, one of :data:`~daemon.vocabulary.LANGUAGE_MODES`.
 
     Chinese follows upstream's pypinyin branch, or its default g2pW branch when ``g2pw`` (a
     user-supplied polyphone model, see :mod:`.g2pw`) is given.
 
     Raises ValueError for empty or whitespace-only text (upstream fails there with an
     IndexError); punctuation-only text gives upstream's result (e.g. "。。。" -> ["."]).
+    Raises FrontendUnavailable (a ValueError) for a segment whose language's extra is not installed.
     """
     if language not in LANGUAGE_MODES:
         raise ValueError(f"language must be one of {LANGUAGE_MODES}, got {language!r}")

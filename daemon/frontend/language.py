@@ -3,10 +3,21 @@
 Upstream cuts text into runs (Han/kana, Hangul, digits, punctuation, newlines, anything else),
 glues punctuation and newlines to the run before them, asks a language detector about each
 run and then gives digit runs the language of a neighbour. The detector is a downloaded
-fastText model, so here the script decides instead: Han and kana are Chinese ("zh"; kana is
-"ja" in ``auto`` mode), everything else that is not a digit or punctuation (Latin letters,
-symbols such as ``°``/``℃``, emoji) is English. The boundary and digit rules are upstream's,
-so ``72.5kg`` is one English run while ``PM2.5 指数`` gives ``PM`` + ``2.5 指数``.
+fastText model, so here the script decides instead: Han and kana are Japanese ("ja") in a text with
+any kana in it and Chinese ("zh") otherwise, Hangul (syllables or jamo) is Korean ("ko"), and everything
+else that is not a digit or punctuation (Latin letters, symbols such as ``°``/``℃``/``％``, emoji)
+English. The boundary and digit rules are upstream's, so ``72.5kg`` is one English run while
+``PM2.5 指数`` gives ``PM`` + ``2.5 指数``.
+
+Only ``auto`` keeps these labels. The other modes keep just "English or not", which is all upstream
+keeps either (``ja``/``ko``/``yue``/``zh`` give every non-English run the mode's language,
+``all_*`` every run without a Latin letter), so the detector's guesses between Chinese and
+Japanese Han text do not reach them. In ``auto`` the kana rule is the documented difference: upstream's
+detector guesses per run, so it may call Han runs of a Japanese sentence Chinese (``目的`` of
+``目的地まで``) and reads a Chinese sentence with a Japanese clause as both; here a text with kana is
+Japanese throughout (English and Korean runs aside). The detector never answers Cantonese (upstream
+maps ``yue`` to Chinese), so Cantonese-only characters in ``auto`` are read as Mandarin, as upstream
+does; ``auto_yue`` reads every Chinese run as Cantonese.
 """
 
 from __future__ import annotations
@@ -20,7 +31,7 @@ _SPLIT_PUNCTUATION = frozenset(
 )
 _ZH_JA_RE = re.compile(r"[\u4e00-\u9fff\u3040-\u30ff々]")
 _KANA_RE = re.compile(r"[\u3040-\u30ff々]")
-_HANGUL_RE = re.compile(r"[\uac00-\ud7af]")
+_HANGUL_RE = re.compile(r"[\u1100-\u11ff\u3130-\u318f\uac00-\ud7af]")  # jamo, compatibility jamo, syllables
 _FULL_EN_RE = re.compile(
     r"^(?=.*[A-Za-z])[A-Za-z0-9\s\u0020-\u007E\u2000-\u206F\u3000-\u303F\uFF00-\uFFEF]+$", re.DOTALL
 )
@@ -44,9 +55,9 @@ class _Section:
     pieces: list[_Piece] = field(default_factory=list)
 
 
-def _initial_lang(kind: str, text: str) -> str:
+def _initial_lang(kind: str, japanese: bool) -> str:
     if kind == ZH_JA:
-        return "ja" if _KANA_RE.search(text) else "zh"
+        return "ja" if japanese else "zh"
     if kind == OTHERS:
         return "en"
     return kind  # "ko", "digit", "punctuation", "newline"
@@ -55,13 +66,14 @@ def _initial_lang(kind: str, text: str) -> str:
 def _pre_split(text: str) -> list[_Section]:
     """Cut into typed runs; spaces stay with the run they follow."""
     sections: list[_Section] = []
+    japanese = bool(_KANA_RE.search(text))
     kind = OTHERS
     chars: list[str] = []
 
     def flush() -> None:
         if chars:
             run = "".join(chars)
-            sections.append(_Section(kind, [_Piece(_initial_lang(kind, run), run)]))
+            sections.append(_Section(kind, [_Piece(_initial_lang(kind, japanese), run)]))
             chars.clear()
 
     for i, ch in enumerate(text):
@@ -209,15 +221,18 @@ def _digit_lang(done: list[_Piece], pending: list[_Piece], i: int) -> str:
 def split_languages(text: str, mode: str) -> list[tuple[str, str]]:
     """Segments [(lang, text)] the way ``get_phones_and_bert`` builds them for ``mode``.
 
-    ``mode``: "zh" (Chinese with English), "all_zh" (Chinese), "en", "auto".
+    ``mode``: one of :data:`daemon.vocabulary.LANGUAGE_MODES`. The segment languages are "zh", "en",
+    "ja", "ko", "yue", or (``auto`` only) a run upstream gives no language, such as punctuation alone.
     """
     if mode == "en":
         return [("en", text)]
-    if mode == "all_zh":
-        return get_texts(text, "zh")
-    if mode == "auto":
-        return get_texts(text)
-    if mode != "zh":
+    if mode.startswith("all_"):
+        base = mode.removeprefix("all_")
+        runs = get_texts(text, "zh" if base == "yue" else base)
+        return [("yue" if base == "yue" and lang == "zh" else lang, run) for lang, run in runs]
+    if mode in ("auto", "auto_yue"):
+        return [("yue" if mode == "auto_yue" and lang == "zh" else lang, run) for lang, run in get_texts(text)]
+    if mode not in ("zh", "ja", "ko", "yue"):
         raise ValueError(f"unsupported language mode {mode!r}")
     segments: list[list[str]] = []
     for lang, run in get_texts(text):
@@ -225,5 +240,5 @@ def split_languages(text: str, mode: str) -> list[tuple[str, str]]:
         if segments and (segments[-1][0] == "en") == is_en:
             segments[-1][1] += run
             continue
-        segments.append(["en" if is_en else "zh", run])
+        segments.append(["en" if is_en else mode, run])
     return [(lang, run) for lang, run in segments]

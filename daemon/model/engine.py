@@ -27,7 +27,14 @@ from daemon.audio.reference import validate_reference
 from daemon.audio.resample import resample
 from daemon.audio.wav import AudioError, read_wav
 from daemon.config import ConfigError
-from daemon.frontend import FrontendResult, Lexicon, split_sentences, text_to_phones, zh_dictionaries
+from daemon.frontend import (
+    FrontendResult,
+    FrontendUnavailable,
+    Lexicon,
+    split_sentences,
+    text_to_phones,
+    zh_dictionaries,
+)
 from daemon.frontend.bert_tokenizer import BertTokenizer
 from daemon.frontend.sentences import SENTENCE_ENDS
 from daemon.model.bert_features import phone_level_features
@@ -369,6 +376,8 @@ class Engine:
         for i, segment in enumerate(segments):
             try:
                 phone_ids, bert, _ = self.phones_and_bert(segment, lang)
+            except FrontendUnavailable:
+                raise  # a setup matter, not the text's: its message names the extra to install
             except (ValueError, NotImplementedError) as exc:
                 raise SynthesisError(f"segment {i + 1} ({segment[:40]!r}): {exc}") from exc
             if options.chunk_tokens:

@@ -13,8 +13,8 @@ import re
 import time
 import unicodedata
 import uuid
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +23,7 @@ from pydantic.alias_generators import to_camel
 
 from daemon.config import ALL_ZONES
 from daemon.core.request_queue import Part, Request
-from daemon.vocabulary import MAX_SPEED, MIN_SPEED, AudioFormat, Output, Priority
+from daemon.vocabulary import LANGUAGE_MODES, MAX_SPEED, MIN_SPEED, AudioFormat, Output, Priority, mode_language
 
 MAX_NAME_CHARS = 128
 MAX_PARTS = 20  # items of a multi-part announcement
@@ -60,6 +60,9 @@ class IntakePolicy:
     has_audio_device: bool
     default_chime: bool = False
     zones: tuple[str, ...] = ()  # the configured [[zones]] names, in config order
+    unspoken: Mapping[str, str] = field(default_factory=dict)
+    """Languages the engine cannot read here and why, naming the extra to install (``{"ja": "... gsv-edge[ja]"}``):
+    a request in a mode of one is refused instead of failing in synthesis."""
 
 
 def name_problem(value: str, what: str) -> str | None:
@@ -241,7 +244,7 @@ def parse_native(payload: bytes, policy: IntakePolicy, now: float | None = None)
         raise RejectedPayload("text: Field required (or give parts)", request_id)
     if say.text is not None and (problem := _text_problem(say.text, policy.max_text_chars)):
         raise RejectedPayload(problem, request_id)
-    if problem := _voice_problem(say.voice, policy) or _lang_problem(say.lang):
+    if problem := _voice_problem(say.voice, policy) or lang_problem(say.lang, policy):
         raise RejectedPayload(problem, request_id)
     try:
         zones = _zones(say, policy)
@@ -285,10 +288,15 @@ def _voice_problem(voice: str | None, policy: IntakePolicy, where: str = "") -> 
     return None if voice in policy.voices else f"{where}{'voice: ' if where else ''}unknown voice {voice!r}"
 
 
-def _lang_problem(lang: str | None, where: str = "") -> str | None:
-    if lang is None or _LANG.fullmatch(lang):
+def lang_problem(lang: str | None, policy: IntakePolicy, where: str = "") -> str | None:
+    """Why ``lang`` (a language mode, or a language code such as ``en-US``) cannot be spoken, or None."""
+    if lang is None:
         return None
-    return f"{where}{'lang: ' if where else ''}invalid lang {lang[:32]!r}"
+    if lang not in LANGUAGE_MODES and not _LANG.fullmatch(lang):
+        return f"{where}{'lang: ' if where else ''}invalid lang {lang[:32]!r}"
+    if lang in LANGUAGE_MODES and (reason := policy.unspoken.get(mode_language(lang) or "")):
+        return f"{where}lang: {lang} is not spoken on this box: {reason}"
+    return None
 
 
 def _number(value: Any) -> bool:
@@ -353,7 +361,7 @@ def _part(item: Any, where: str, say: NativeSay, policy: IntakePolicy) -> Part:
     assert isinstance(text, str)
     if problem := _text_problem(text, policy.max_text_chars):
         raise ValueError(f"{where}.text: {problem}")
-    if problem := _voice_problem(voice, policy, f"{where}.") or _lang_problem(lang, f"{where}."):
+    if problem := _voice_problem(voice, policy, f"{where}.") or lang_problem(lang, policy, f"{where}."):
         raise ValueError(problem)
     if speed is not None and (not _number(speed) or not MIN_SPEED <= speed <= MAX_SPEED):
         raise ValueError(f"{where}.speed: must be between {MIN_SPEED:g} and {MAX_SPEED:g}")
@@ -421,8 +429,8 @@ def parse_hermes(
     context["request_id"] = request_id
     if problem := _text_problem(say.text, policy.max_text_chars):
         raise RejectedPayload(problem, **context)
-    if say.lang is not None and not _LANG.fullmatch(say.lang):
-        raise RejectedPayload(f"invalid lang {say.lang[:32]!r}", **context)
+    if problem := lang_problem(say.lang, policy):
+        raise RejectedPayload(problem, **context)
     return Request(
         id=request_id,
         text=say.text.strip(),

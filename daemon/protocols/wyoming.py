@@ -18,6 +18,7 @@ import json
 import logging
 import re
 import threading
+from collections.abc import Collection
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
@@ -37,6 +38,7 @@ from daemon.core.pipeline import AudioStream, Discard
 from daemon.core.request_queue import Request
 from daemon.protocols.payloads import CLIENT_GONE, IntakePolicy, RejectedPayload, parse_native
 from daemon.speech.synthesizer import Synthesizer, VoiceInfo
+from daemon.vocabulary import LANGUAGE_MODES, SEGMENT_LANGUAGES, mode_language
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +46,6 @@ WIDTH = 2  # 16-bit PCM
 CHANNELS = 1
 GSV_ATTRIBUTION = Attribution(name="RVC-Boss/GPT-SoVITS", url="https://github.com/RVC-Boss/GPT-SoVITS")
 ESPEAK_ATTRIBUTION = Attribution(name="eSpeak NG", url="https://github.com/espeak-ng/espeak-ng")
-# The engine's text modes that are not language codes, as the languages Home Assistant groups voices by.
-_LANGUAGES = {"all_zh": ["zh"], "auto": ["zh", "en"]}
 # A streamed sentence ends at . ! ? ; followed by white space (so "3.5" is not cut), at a CJK sentence
 # mark, or at a line break; closing quotes and brackets stay with their sentence. It decides when text still
 # arriving may be queued, so it is not the engines' own cutting (daemon.frontend.sentences, the eSpeak NG voice).
@@ -62,13 +62,18 @@ def complete_sentences(text: str) -> tuple[list[str], str]:
     return sentences, text[pos:]
 
 
-def wyoming_languages(languages: list[str]) -> list[str]:
-    """A voice's languages as codes: Home Assistant offers a voice under each language it lists."""
+def wyoming_languages(languages: list[str], spoken: Collection[str] = SEGMENT_LANGUAGES) -> list[str]:
+    """A voice's languages as codes: Home Assistant offers a voice under each language it lists. A language mode
+    is its language (``all_ja`` is ``ja``); ``auto`` is every language in ``spoken``, those the box reads."""
     out: list[str] = []
     for language in languages:
-        for code in _LANGUAGES.get(language, [language]):
-            if code not in out:
-                out.append(code)
+        if language not in LANGUAGE_MODES:
+            codes = [language]
+        elif (base := mode_language(language)) is None:
+            codes = [code for code in SEGMENT_LANGUAGES if code in spoken]
+        else:
+            codes = [base]
+        out.extend(code for code in codes if code not in out)
     return out
 
 
@@ -362,6 +367,7 @@ class WyomingServer:
     def info(self) -> Info:
         engine = self._service.engine
         neural = engine is not self._service.fallback
+        spoken = self._spoken()
         voices = [
             TtsVoice(
                 name=voice.name,
@@ -369,7 +375,7 @@ class WyomingServer:
                 installed=True,
                 description=voice.description or voice.name,
                 version=None,
-                languages=wyoming_languages(voice.languages),
+                languages=wyoming_languages(voice.languages, spoken),
             )
             for voice, by_fallback in self._service.offered_voices()
         ]
@@ -384,6 +390,11 @@ class WyomingServer:
         )
         return Info(tts=[program])
 
+    def _spoken(self) -> list[str]:
+        """The languages the engine reads here (the optional ones only with their extra installed)."""
+        unspoken = self._service.intake_policy().unspoken
+        return [language for language in SEGMENT_LANGUAGES if language not in unspoken]
+
     def choose_voice(self, voice: SynthesizeVoice | None) -> tuple[str | None, str | None]:
         """(voice, lang) for a request: a named voice must be offered; a language alone picks the first
         offered voice speaking it, else goes to the engine as the text's language."""
@@ -394,8 +405,9 @@ class WyomingServer:
             return voice.name, None
         if voice is not None and voice.language:
             wanted = voice.language.lower().replace("_", "-")
+            spoken = self._spoken()
             for info, _ in offered:
-                codes = [code.lower() for code in wyoming_languages(info.languages)]
+                codes = [code.lower() for code in wyoming_languages(info.languages, spoken)]
                 if wanted in codes or wanted.split("-")[0] in codes:
                     return info.name, None
             return None, voice.language

@@ -25,6 +25,7 @@ from daemon.audio.wav import encode_wav
 from daemon.commands import exit_codes
 from daemon.model.bundle import Bundle, OutputPathError, building, check_output_dir
 from tests.paths import REPO
+from tests.without_extras import hiding_site
 
 # ALSA as on a box whose only card is gone: the system configuration, its default pointing at no card.
 NO_SOUND_CARD = Path(__file__).resolve().parent / "no_sound_card.asoundrc"
@@ -162,6 +163,13 @@ CASES = [
     Case("voice-add-text-as-clip", exit_codes.INPUT,
          lambda ws: (["voice", "add", "v1", "--ref", ws.file("clip.wav", "not audio"), "--text", "hi", "--lang",
                       "en", "--bundle", ws.bundle], ["clip.wav"])),
+    # a language whose optional extra is not installed (hidden from the child process): setup, naming the extra
+    *[Case(f"voice-add-{lang}-without-its-extra", exit_codes.SETUP,
+           lambda ws, lang=lang, text=text: (["voice", "add", "v1", "--ref", ws.file("clip.wav", clip(4.0)),
+                                              "--text", text, "--lang", lang, "--bundle", ws.bundle],
+                                             [f"gsv-edge[{lang}]"]),
+           env=lambda ws, lang=lang: {"PYTHONPATH": f"{hiding_site(ws.root / 'site', lang)}:{REPO}"})
+      for lang, text in (("ja", "テストです。"), ("ko", "테스트입니다."), ("yue", "測試緊。"))],
     Case("voice-remove-unknown", exit_codes.INPUT,
          lambda ws: (["voice", "remove", "nobody", "--bundle", ws.bundle], ["nobody"])),
     Case("audit-config-not-toml", exit_codes.SETUP, lambda ws: (["audit", "--config", _bad_toml(ws)], ["config.toml"])),

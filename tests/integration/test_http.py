@@ -29,6 +29,7 @@ from tests.conftest import to_toml
 from tests.doubles import ToneEngine
 from tests.http_fixtures import TONE_S, decode, free_port, no_traceback
 from tests.unit.model.test_engine import make_wav
+from tests.without_extras import hide_extra
 
 TEXT = "One. Two. Three."  # the tone engine speaks each sentence as TONE_S of tone
 
@@ -161,7 +162,7 @@ BAD_V2 = [
     ({**V2, "text": ""}, "text is required"),
     ({k: v for k, v in V2.items() if k != "text_lang"}, "text_lang is required"),
     ({**V2, "text_lang": "xx"}, "text_lang: xx is not supported in version v2"),
-    ({**V2, "text_lang": "ja"}, "text_lang: ja is not spoken on this box"),
+    ({**V2, "text_lang": "ja"}, "text_lang: ja is not spoken on this box: "),  # with the ja extra hidden
     ({**V2, "ref_audio_path": ""}, "ref_audio_path is required"),
     ({**V2, "prompt_lang": ""}, "prompt_lang is required"),
     ({**V2, "media_type": "mp4"}, "media_type: mp4 is not supported"),
@@ -177,7 +178,8 @@ BAD_V2 = [
 ]
 
 
-def test_api_v2_refusals_use_upstream_messages(http_daemon) -> None:
+def test_api_v2_refusals_use_upstream_messages(http_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    hide_extra(monkeypatch, "ja")
     _, url = http_daemon(rate_limit_burst=100)
     for params, message in BAD_V2:
         for response in (httpx.post(f"{url}/tts", json=params, timeout=10),
@@ -218,10 +220,39 @@ def test_api_v2_reference_dir_registers_a_voice_on_first_use(http_daemon, demo_b
         assert refused.status_code == 400 and "not a registered voice" in refused.json()["message"]
 
 
+def test_api_v2_speaks_cantonese_and_names_the_extra_a_language_lacks(http_daemon, demo_bundle: Path,  # noqa: F811
+                                                                      tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A voice registered from a Cantonese transcript speaks Cantonese text (with digits and English in it)
+    through the real front end; a language whose extra is missing is a 400 naming the extra."""
+    for language in ("ja", "ko"):
+        hide_extra(monkeypatch, language)
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "wing.wav").write_bytes(make_wav(seed=5))
+    engine = Engine(Bundle.load(demo_bundle), HardwareProfile.load("x86-cpu"), tmp_path / "voices")
+    _, url = http_daemon(engine, reference_dir=str(refs))
+    params = {"text": "而家時間係上午10:30，部TV而家轉咗去HDMI輸入。", "text_lang": "yue", "ref_audio_path": "wing.wav",
+              "prompt_lang": "all_yue", "prompt_text": "歡迎回家，客廳嘅燈已經幫你開咗。"}
+    response = httpx.post(f"{url}/tts", json=params, timeout=120)
+    assert response.status_code == 200, response.text
+    samples, rate = decode(response.content, "wav")
+    assert rate == engine.sample_rate and len(samples) > rate * 0.2 and np.abs(samples).max() > 0
+    assert engine.voice_language("wing") == "all_yue"
+    for lang, field in (("ja", "text_lang"), ("all_ko", "prompt_lang")):
+        refused = httpx.post(f"{url}/tts", json={**params, field: lang}, timeout=10)
+        assert refused.status_code == 400
+        message = refused.json()["message"]
+        assert message.startswith(f"{field}: {lang} is not spoken on this box: ")
+        assert message.endswith(f"pip install 'gsv-edge[{lang.removeprefix('all_')}]'"), message
+        no_traceback(refused)
+
+
 # -- api.py and the root path ----------------------------------------------------------------------
 
 
-def test_legacy_api_and_the_root_path(http_daemon) -> None:
+def test_legacy_api_and_the_root_path(http_daemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    hide_extra(monkeypatch, "ja")  # 日文 is then a language this box does not speak
     engine = ToneEngine(seconds=TONE_S)
     _, url = http_daemon(engine, rate_limit_burst=100)
     ha = {"refer_wav_path": "tone-b", "prompt_text": "a clip", "prompt_language": "zh", "text": TEXT,

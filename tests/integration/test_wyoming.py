@@ -22,6 +22,7 @@ from wyoming.tts import Synthesize, SynthesizeChunk, SynthesizeStart, Synthesize
 from daemon.app.service import Service
 from daemon.config import ConfigError, Settings, load_settings
 from daemon.core.audit import read_records
+from daemon.frontend import installed_languages
 from daemon.model.bundle import Bundle
 from daemon.model.engine import Engine
 from daemon.model.hardware import HardwareProfile
@@ -104,6 +105,8 @@ def test_describe_lists_voices_and_both_engines_speak(wyoming_daemon, demo_bundl
     engine = Engine(Bundle.load(demo_bundle), HardwareProfile.load("x86-cpu"), tmp_path / "voices")
     engine.register_voice("alice", make_wav(), "这是一段参考录音。", "zh", description="Alice, announcer")
     engine.register_voice("bob", make_wav(seed=1), "This is a reference clip.", "en")
+    engine.register_voice("wing", make_wav(seed=2), "呢段係參考錄音。", "all_yue")
+    engine.register_voice("any", make_wav(seed=3), "这是一段参考录音。", "auto")
     daemon, connect = wyoming_daemon(engine)
 
     async def talk() -> tuple[Info, Answer, Answer]:
@@ -119,8 +122,11 @@ def test_describe_lists_voices_and_both_engines_speak(wyoming_daemon, demo_bundl
     [program] = info.tts
     assert program.installed and program.supports_synthesize_streaming and program.version
     voices = {v.name: v for v in program.voices}
-    assert set(voices) == {"alice", "bob", "en"}  # the registered voices, plus the eSpeak NG fallback voice
+    assert set(voices) == {"alice", "bob", "wing", "any", "en"}  # registered voices, plus the eSpeak NG fallback
     assert voices["alice"].languages == ["zh"] and voices["alice"].description == "Alice, announcer"
+    # a mode is listed as its language, auto as every language read here (the extras installed)
+    assert voices["wing"].languages == ["yue"]
+    assert voices["any"].languages == list(installed_languages())
     assert voices["bob"].languages == ["en"] and voices["en"].languages == ["en"]
     assert voices["en"].attribution.name == "eSpeak NG" and all(v.installed for v in program.voices)
 

@@ -28,6 +28,7 @@ from daemon.audio.encoding import encoding
 from daemon.protocols.http.access import Caller, Refusal, needs
 from daemon.protocols.http.responses import streamed, whole
 from daemon.protocols.http.server import HttpServer
+from daemon.protocols.payloads import lang_problem
 from daemon.speech.synthesizer import Sampling, SynthesisError
 from daemon.vocabulary import LANGUAGE_MODES, speed_within_range
 
@@ -35,7 +36,6 @@ router = APIRouter()
 Speaker = Annotated[Caller, Depends(needs("speak"))]  # the caller, allowed to speak
 
 MEDIA_TYPES = {"wav": "wav", "raw": "pcm", "ogg": "ogg"}  # api_v2's media_type -> the encoding sent
-UPSTREAM_LANGUAGES = ("auto", "auto_yue", "en", "zh", "ja", "yue", "ko", "all_zh", "all_ja", "all_yue", "all_ko")
 CUT_METHODS = ("cut0", "cut1", "cut2", "cut3", "cut4", "cut5")
 TINY = 1e-5  # upstream's floor under temperature; also the least top_p and repetition penalty taken
 _VOICE_NAME = re.compile(r"[^A-Za-z0-9_-]+")
@@ -88,6 +88,8 @@ async def tts_post(params: TtsParams, http_request: HttpRequest,
 async def tts(params: TtsParams, http_request: HttpRequest, caller: Caller) -> Response:
     check(params)
     server: HttpServer = http_request.app.state.server
+    spoken(server, params.text_lang, "text_lang")
+    spoken(server, params.prompt_lang, "prompt_lang")
     voice = await reference_voice(server, params, caller)
     text_lang = params.text_lang.lower() if params.text_lang else None
     speed = speed_within_range(params.speed_factor)  # upstream stretches by any factor
@@ -144,12 +146,17 @@ def sampling(params: TtsParams) -> Sampling:
 
 
 def _language(value: str, field: str) -> None:
-    lang = value.lower()
-    if lang not in UPSTREAM_LANGUAGES:
+    if value.lower() not in LANGUAGE_MODES:  # upstream's v2 languages, every one of them a mode here
         raise Refusal(400, f"{field}: {value} is not supported in version v2", "invalid_value", param=field)
-    if lang not in LANGUAGE_MODES:
-        raise Refusal(400, f"{field}: {value} is not spoken on this box yet (it speaks {', '.join(LANGUAGE_MODES)})",
-                      "invalid_value", param=field)
+
+
+def spoken(server: HttpServer, value: str | None, field: str, mode: str | None = None) -> None:
+    """A 400 for a language (``mode``, else ``value`` itself) whose front end is an extra this box lacks, naming
+    the extra to install."""
+    mode = mode or (value.lower() if value else None)
+    if value and (problem := lang_problem(mode, server.service.intake_policy())):
+        reason = problem.split(": ", 2)[-1]
+        raise Refusal(400, f"{field}: {value} is not spoken on this box: {reason}", "invalid_value", param=field)
 
 
 async def reference_voice(server: HttpServer, params: TtsParams, caller: Caller) -> str:

@@ -25,7 +25,7 @@ from daemon.protocols.http.access import Caller, Refusal, admit, invalid_value, 
 from daemon.protocols.http.console.routes import CONSOLE_PATH
 from daemon.protocols.http.responses import whole
 from daemon.protocols.http.server import HttpServer
-from daemon.vocabulary import LANGUAGE_MODES, speed_within_range
+from daemon.vocabulary import speed_within_range
 
 router = APIRouter()
 Speaker = Annotated[Caller, Depends(needs("speak"))]
@@ -102,6 +102,13 @@ async def legacy(params: LegacyParams, http_request: HttpRequest, caller: Caller
     if not params.text:
         raise _refusal("text is required", "text")
     text_lang = _language(params.text_language or "", "text_language")
+    try:
+        api_v2.spoken(server, params.text_language, "text_language", text_lang)
+        if params.prompt_language:
+            api_v2.spoken(server, params.prompt_language, "prompt_language",
+                          _language(params.prompt_language, "prompt_language"))
+    except Refusal as refusal:
+        raise _refusal(refusal.message, refusal.param) from refusal
     voice = None  # the default voice, as upstream uses its command-line reference
     if params.refer_wav_path and params.prompt_text and params.prompt_language:
         _language(params.prompt_language, "prompt_language")
@@ -129,9 +136,6 @@ def _language(value: str, field: str) -> str:
     mode = LANGUAGES.get(value.strip().lower())
     if mode is None:
         raise _refusal(f"{field}: {value!r} is not a language upstream names", field)
-    if mode not in LANGUAGE_MODES:
-        raise _refusal(f"{field}: {value} is not spoken on this box yet (it speaks {', '.join(LANGUAGE_MODES)})",
-                       field)
     return mode
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.frontend import Lexicon, split_sentences, text_to_phones
+from daemon.frontend import FrontendUnavailable, Lexicon, split_sentences, text_to_phones
 from daemon.frontend.en_normalize import text_normalize as en_normalize
 from daemon.frontend.english import tokenize
 from daemon.frontend.language import split_languages
@@ -102,6 +102,42 @@ def test_language_split_rules() -> None:
     assert split_languages("今天的 PM2.5 指数", "zh") == [("zh", "今天的 "), ("en", "PM2.5 "), ("zh", "指数")]
     assert split_languages("温度25°C。", "all_zh") == [("zh", "温度25°C。")]
     assert split_languages("Hello 你好", "en") == [("en", "Hello 你好")]
+
+
+def test_language_modes_of_japanese_korean_and_cantonese() -> None:
+    # mixed modes: English runs stay English, everything else (digits between) is the mode's language
+    assert split_languages("目的地まであと3.5kmです。", "ja") == [("ja", "目的地まであと3.5"), ("en", "km"),
+                                                               ("ja", "です。")]
+    assert split_languages("KTX 열차가 출발합니다.", "ko") == [("en", "KTX "), ("ko", "열차가 출발합니다.")]
+    assert split_languages("請喺APP度確認訂單。", "yue") == [("yue", "請喺"), ("en", "APP"), ("yue", "度確認訂單。")]
+    # all_*: runs without a Latin letter are the language, symbols such as ℃ included; all_yue reads as zh then
+    # calls it Cantonese
+    assert split_languages("冷凍室溫度設定為-18℃。", "all_yue") == [("yue", "冷凍室溫度設定為-18℃。")]
+    assert split_languages("USBメモリ", "all_ja") == [("en", "USB"), ("ja", "メモリ")]
+    # but ja/ko/yue modes give such a symbol, which the script rule calls English, to English (as upstream's do)
+    assert split_languages("湿度は60％です。", "ja") == [("ja", "湿度は60"), ("en", "％"), ("ja", "です。")]
+
+
+def test_auto_reads_kana_texts_as_japanese_and_hangul_as_korean() -> None:
+    assert split_languages("現在の時刻は午前10時30分です。", "auto") == [("ja", "現在の時刻は午前10時30分です。")]
+    assert split_languages("今天十点开会。", "auto") == [("zh", "今天十点开会。")]
+    assert split_languages("你好 안녕하세요 Hello", "auto") == [("zh", "你好 "), ("ko", "안녕하세요 "), ("en", "Hello")]
+    assert split_languages("而家係Eco Mode。", "auto_yue") == [("yue", "而家係"), ("en", "Eco Mode。")]
+
+
+@pytest.mark.parametrize(("language", "text"), [("ja", "こんにちは。"), ("ko", "안녕하세요."), ("yue", "你好。")])
+def test_a_language_without_its_extra_names_what_to_install(monkeypatch: pytest.MonkeyPatch, language: str,
+                                                             text: str) -> None:
+    from daemon.frontend.languages import installed_languages, missing_extra
+    from tests.without_extras import hide_extra
+
+    hide_extra(monkeypatch, language)
+    assert language not in installed_languages() and installed_languages()[:2] == ("zh", "en")
+    assert f"pip install 'gsv-edge[{language}]'" in (missing_extra(language) or "")
+    with pytest.raises(FrontendUnavailable) as caught:
+        text_to_phones(text, language)
+    message = str(caught.value)
+    assert f"pip install 'gsv-edge[{language}]'" in message and "\n" not in message and "Traceback" not in message
 
 
 def test_neural_fallback_for_unknown_word() -> None:
@@ -303,3 +339,16 @@ def test_chinese_front_end_uses_the_compact_tables_and_falls_back_to_the_librari
     assert (freq, phrases) == ("dict", "dict") and "compact Chinese dictionaries unavailable" in stderr
     assert fallback_phones == phones and "ch ong2" in phones
     assert compact_mb < 80 < plain_mb, (compact_mb, plain_mb)
+
+
+@pytest.mark.parametrize(("text", "lang", "loaded"),
+                         [("请注意安全。", "zh", False), ("請注意安全。", "yue", True)])
+@pytest.mark.integration  # a fresh Python process
+def test_cantonese_loads_with_the_first_cantonese_text(text: str, lang: str, loaded: bool) -> None:
+    """ToJyutping and the Cantonese module stay out of a process that never reads Cantonese, the daemon's
+    start-up included (it only looks up which extras are installed)."""
+    code = ("import sys; import daemon.app.service; from daemon.frontend import text_to_phones, installed_languages; "
+            f"installed_languages(); text_to_phones({text!r}, {lang!r}); "
+            "print(sorted(m for m in sys.modules if m in {'ToJyutping', 'daemon.frontend.cantonese'}))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ("['ToJyutping', 'daemon.frontend.cantonese']" if loaded else "[]")

@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from daemon.protocols.payloads import IntakePolicy, RejectedPayload, name_problem, parse_hermes, parse_native
+from daemon.vocabulary import LANGUAGE_MODES
 
 POLICY = IntakePolicy(max_text_chars=200, default_ttl_s=60, voices={"alto"}, has_audio_device=False)
 
@@ -104,6 +105,36 @@ def test_a_language_code_is_all_there_is_in_lang() -> None:
         else:
             raise AssertionError(f"lang {lang!r} accepted")
     assert parse_native(b'{"text": "hi", "lang": "zh-CN"}', POLICY).lang == "zh-CN"
+
+
+def test_every_language_mode_is_a_lang_and_one_without_its_extra_is_refused_naming_it() -> None:
+    for mode in LANGUAGE_MODES:  # "auto" and "auto_yue" are no language codes, but modes
+        assert parse_native(json.dumps({"text": "hi", "lang": mode}).encode(), POLICY).lang == mode
+    reason = "Japanese text needs the optional packages of gsv-edge[ja]: pip install 'gsv-edge[ja]'"
+    lacking = IntakePolicy(max_text_chars=200, default_ttl_s=60, voices={"alto"}, has_audio_device=False,
+                           unspoken={"ja": reason})
+    for mode in ("ja", "all_ja"):
+        try:
+            parse_native(json.dumps({"text": "こんにちは", "lang": mode}).encode(), lacking)
+        except RejectedPayload as rejection:
+            assert rejection.reason == f"lang: {mode} is not spoken on this box: {reason}"
+        else:
+            raise AssertionError(f"{mode} accepted without its extra")
+    parts = {"parts": [{"text": "Hello."}, {"text": "こんにちは", "lang": "ja"}]}
+    try:
+        parse_native(json.dumps(parts).encode(), lacking)
+    except RejectedPayload as rejection:
+        assert rejection.reason.startswith("parts[1].lang: ja is not spoken on this box: "), rejection.reason
+    else:
+        raise AssertionError("a part in a language without its extra was accepted")
+    hermes = {"text": "こんにちは", "lang": "ja", "siteId": "default"}
+    try:
+        parse_hermes(json.dumps(hermes).encode(), lacking, {"default"}, "normal")
+    except RejectedPayload as rejection:
+        assert "gsv-edge[ja]" in rejection.reason
+    else:
+        raise AssertionError("a Hermes say in a language without its extra was accepted")
+    assert parse_native(json.dumps({"text": "你好", "lang": "yue"}).encode(), lacking).lang == "yue"
 
 
 def test_json_that_is_not_an_object_is_refused_and_plain_text_spoken() -> None:

@@ -701,7 +701,12 @@ async function addVoice(event) {
 }
 
 // A sentence in the voice's own language, spoken by it (POST /v1/say, the audio kept for this page).
-const PREVIEW_TEXT = { zh: "你好，这是我的声音。", all_zh: "你好，这是我的声音。", en: "Hello, this is how I sound." };
+const PREVIEW_TEXT = {
+  zh: "你好，这是我的声音。", all_zh: "你好，这是我的声音。", en: "Hello, this is how I sound.",
+  yue: "你好，呢個係我嘅聲音。", all_yue: "你好，呢個係我嘅聲音。", auto_yue: "你好，呢個係我嘅聲音。",
+  ja: "こんにちは、これが私の声です。", all_ja: "こんにちは、これが私の声です。",
+  ko: "안녕하세요, 제 목소리입니다.", all_ko: "안녕하세요, 제 목소리입니다.",
+};
 
 async function previewVoice(voice) {
   const box = $("#voice-preview");
