@@ -356,7 +356,7 @@ class Service:
                 raise ScheduleRejected(f"payload too large ({len(payload)} > {limit} bytes)")
             data = json_object(payload)
             if topic == self.mqtt.topics.schedule_add:
-                schedule, request_id = parse_addition(data)
+                schedule, request_id = parse_addition(data, self.intake_policy().zones)
                 self.add_schedule(schedule, by=by)
                 listed = schedule.listed(datetime.now(timezone.utc))
                 event = Event(EventKind.SCHEDULE_ADDED, {"schedule": schedule.name, "next": listed["next"],

@@ -59,18 +59,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_config_argument(nxt)
 
 
-def _schedule(args: argparse.Namespace) -> Schedule:
+def _schedule(args: argparse.Namespace, settings: Settings) -> Schedule:
     payload = say_payload(args.text, None if args.payload is None else check_payload(args.payload),
                           {"voice": args.voice, "lang": args.lang, "priority": args.priority})
     exceptions = [d for value in args.exceptions or () for d in value.split(",") if d.strip()]
     return make(args.name, payload, args.tz or local_zone_name(), at=args.at, cron=args.cron, start=args.start,
-                end=args.end, exceptions=exceptions, late_s=args.run_if_late)
+                end=args.end, exceptions=exceptions, late_s=args.run_if_late,
+                zones=[zone.name for zone in settings.zones])
 
 
 def _run(store: ScheduleStore, args: argparse.Namespace, settings: Settings) -> None:
     now = datetime.now(timezone.utc)
     if args.schedule_command == "add":
-        schedule = _schedule(args)
+        schedule = _schedule(args, settings)
         store.add(schedule)
         record_change(settings, "schedule_added", schedule.name, schedule.timing())
         dues = next_dues(schedule, now, 1)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime, timezone
 from pathlib import Path
@@ -22,6 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
+from daemon.config import ALL_ZONES
 from daemon.core.state_db import StateDb
 from daemon.vocabulary import PRIORITY_RANK
 
@@ -170,6 +171,21 @@ def check_say(data: object, names: dict[str, str] = OPTIONS) -> dict[str, Any]:
     return data
 
 
+def zones_problem(payload: dict[str, Any], zones: Collection[str]) -> str | None:
+    """Why the payload's ``zones`` name no configured zone, said when the schedule is added rather than at its
+    first run (the daemon checks them again then: a restart may have changed the zones)."""
+    if "zones" not in payload:
+        return None
+    wanted = payload["zones"]
+    wanted = [wanted] if isinstance(wanted, str) else wanted
+    if not zones:
+        return "zones: this box has no [[zones]] configured"
+    if not isinstance(wanted, list) or not wanted or not all(isinstance(name, str) for name in wanted):
+        return f'zones: a list of zone names, or "{ALL_ZONES}"'
+    unknown = next((name for name in wanted if name != ALL_ZONES and name not in zones), None)
+    return None if unknown is None else f"zones: unknown zone {unknown!r} (configured: {', '.join(zones)})"
+
+
 def say_payload(text: str | None, payload: dict[str, Any] | None, overrides: dict[str, Any],
                 names: dict[str, str] = OPTIONS) -> dict[str, Any]:
     """The say payload a schedule stores: ``text`` alone, or ``payload``, with ``overrides`` (voice, lang,
@@ -187,13 +203,16 @@ def say_payload(text: str | None, payload: dict[str, Any] | None, overrides: dic
 
 def make(name: str, payload: dict[str, Any], tz: str, *, at: str | None = None, cron: str | None = None,
          start: str | None = None, end: str | None = None, exceptions: list[str] | None = None,
-         late_s: float | None = None, now: float | None = None, names: dict[str, str] = OPTIONS) -> Schedule:
+         late_s: float | None = None, now: float | None = None, names: dict[str, str] = OPTIONS,
+         zones: Collection[str] | None = None) -> Schedule:
     """A checked schedule; every problem names the argument at fault as ``names`` calls it (the command line's
-    options by default, :data:`FIELDS` for JSON)."""
+    options by default, :data:`FIELDS` for JSON). ``zones``: the configured zone names, to check the payload's."""
     if not NAME_RE.fullmatch(name):
         raise ScheduleError(f"{names['name']} {name!r}: 1-64 letters, digits, '_', '.', '-', starting with a letter "
                             "or digit", "name")
     zone(tz, names)
+    if zones is not None and (problem := zones_problem(payload, zones)):
+        raise ScheduleError(f"{names['payload']}: {problem}", "payload")
     if (at is None) == (cron is None):
         raise ScheduleError(f"give {names['at']} or {names['cron']}{', not both' if at is not None else ''}",
                             None if at is not None else "at")

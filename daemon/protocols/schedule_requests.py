@@ -16,6 +16,7 @@ command line's name its option; the checks are the same ones (:func:`daemon.core
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,15 +96,17 @@ def _validated(model: type[BaseModel], data: dict[str, Any]) -> Any:
     return body
 
 
-def parse_addition(data: dict[str, Any], now: float | None = None) -> tuple[Schedule, str | None]:
-    """The schedule an addition asks for, checked as the command line checks it, and the addition's id."""
+def parse_addition(data: dict[str, Any], zones: Collection[str],
+                   now: float | None = None) -> tuple[Schedule, str | None]:
+    """The schedule an addition asks for, checked as the command line checks it (``zones``: the configured zone
+    names), and the addition's id."""
     body: _Addition = _validated(_Addition, data)
     try:
         payload = say_payload(body.text, body.payload,
                               {"voice": body.voice, "lang": body.lang, "priority": body.priority}, FIELDS)
         schedule = make(body.name, payload, body.tz or local_zone_name(), at=body.at, cron=body.cron,
                         start=body.start, end=body.end, exceptions=body.except_dates, late_s=body.run_if_late_s,
-                        now=now, names=FIELDS)
+                        now=now, names=FIELDS, zones=zones)
     except ScheduleError as exc:
         raise ScheduleRejected(str(exc), exc.field and FIELDS[exc.field], body.id) from exc
     return schedule, body.id

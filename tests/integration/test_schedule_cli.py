@@ -68,6 +68,8 @@ def test_add_list_next_remove(box: Box) -> None:
     (["add", "no/slash", "--cron", "0 8 * * *", "--text", "x"], exit_codes.INPUT, ["NAME", "no/slash"]),
     (["add", "b", "--cron", "0 8 * * *", "--text", "x", "--priority", "urgent"], exit_codes.INPUT, ["--priority"]),
     (["remove", "nope"], exit_codes.INPUT, ["nope", "no such schedule"]),
+    (["add", "b", "--cron", "0 8 * * *", "--payload", '{"text": "x", "zones": ["lobby"]}'], exit_codes.INPUT,
+     ["--payload", "zones", "no [[zones]] configured"]),
 ])
 def test_a_mistake_is_one_line_with_its_exit_status(box: Box, args: list[str], code: int, words: list[str]) -> None:
     result = box.gsv(*args)
@@ -75,3 +77,12 @@ def test_a_mistake_is_one_line_with_its_exit_status(box: Box, args: list[str], c
     assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith("gsv-edge schedule: ") and all(w in result.stderr for w in words), result.stderr
     assert box.store.list() == []
+
+
+def test_a_zone_the_config_does_not_name_is_refused_when_added(box: Box) -> None:
+    box.config.write_text(box.config.read_text() + '\n[[zones]]\nname = "lobby"\ntopic = "pa/lobby"\n')
+    misspelt = box.gsv("add", "b", "--cron", "0 8 * * *", "--payload", '{"text": "x", "zones": ["lobyy"]}')
+    assert misspelt.returncode == exit_codes.INPUT and "unknown zone 'lobyy' (configured: lobby)" in misspelt.stderr
+    added = box.gsv("add", "b", "--cron", "0 8 * * *", "--payload", '{"text": "x", "zones": ["lobby"]}')
+    assert added.returncode == exit_codes.OK, added.stderr
+    assert [s.payload["zones"] for s in box.store.list()] == [["lobby"]]

@@ -49,7 +49,7 @@ async def add_schedule(http_request: HttpRequest, caller: Admin) -> JSONResponse
     if not isinstance(data, dict):
         raise Refusal(400, "the body must be a JSON object", "invalid_value")
     try:
-        schedule, _ = parse_addition(data)
+        schedule, _ = parse_addition(data, server.service.intake_policy().zones)
         await asyncio.to_thread(partial(server.service.add_schedule, schedule, by=caller.actor()))
     except ScheduleRejected as exc:
         raise Refusal(400, exc.reason, "invalid_value", param=exc.field) from exc
