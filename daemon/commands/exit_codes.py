@@ -1,4 +1,4 @@
-"""The exit statuses every ``gsv-edge`` command uses, one cause, one code (README's table is this one).
+"""The exit statuses every ``gsv-edge`` command uses, one cause, one code (docs/operations.md's table is this one).
 
 Scripts and systemd rely on them: ``serve`` exits ``SETUP`` on a configuration it cannot run with, and the unit
 does not restart it for that (it would fail the same way until someone edits the file).

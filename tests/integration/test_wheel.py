@@ -1,8 +1,9 @@
 """The wheel a box installs: it holds every file the code reads at run time, and installed into a fresh
-virtualenv outside the checkout it builds the demo bundle, registers a voice, speaks Chinese and English with
+virtualenv outside the checkout it builds the demo bundle, registers a voice, speaks Chinese, English, Japanese, Korean and Cantonese with
 the neural engine, finds the hardware profiles by name and serves MQTT and HTTP with the neural engine ready.
 
-The virtualenv is made once for the module (``pip install WHEEL[convert]``: the demo needs torch); every
+The virtualenv is made once for the module (``pip install WHEEL[convert,ja,ko,yue]``: the demo needs torch, and
+the language extras are checked to install and speak from the wheel); every
 command runs from a directory of its own, without PYTHONPATH, so nothing of the checkout can be imported.
 """
 
@@ -95,7 +96,7 @@ def box(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
     venv = tmp_path_factory.mktemp("venv")
     _run([sys.executable, "-m", "venv", "--without-pip", venv])
     _run([sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "-q", "--no-compile",
-          f"{wheel}[convert]"])
+          f"{wheel}[convert,ja,ko,yue]"])
     work = tmp_path_factory.mktemp("work")
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV") and not k.startswith("GSV_EDGE_")}
@@ -138,6 +139,9 @@ def test_make_demo_writes_into_the_working_directory(voiced: Box) -> None:
 @pytest.mark.parametrize(("lang", "text"), [
     ("zh", "各位旅客请注意，列车即将进站。"),
     ("en", "Please mind the gap between the train and the platform."),
+    ("ja", "まもなく一番線に電車が参ります。"),
+    ("ko", "잠시 후 3번 승강장에 열차가 들어옵니다."),
+    ("yue", "而家時間係上午10:30，電量剩返85%。"),
 ])
 def test_say_speaks_with_the_neural_engine(voiced: Box, lang: str, text: str) -> None:
     rate = json.loads((voiced.work / DEMO / "manifest.json").read_text())["sample_rate"]
