@@ -37,6 +37,15 @@ def mode_language(mode: str) -> str | None:
     """The language a mode reads its text in (English runs aside); None for ``auto``, decided run by run."""
     return None if mode == "auto" else mode.removeprefix("all_").removeprefix("auto_")
 
+def language_mode(lang: str) -> str:
+    """The mode a request's ``lang`` is read in: a mode as it is; a language code such as ``ja-JP`` or ``en_US``
+    (Wyoming, Home Assistant) as its language's mode when there is one; anything else ``auto``."""
+    if lang in LANGUAGE_MODES:
+        return lang
+    base = lang.lower().replace("_", "-").split("-")[0]
+    return base if base in LANGUAGE_MODES else "auto"
+
+
 SOVITS_VERSIONS = ("v1", "v2", "v2Pro", "v2ProPlus")  # a bundle's model_version; upstream's v3/v4 are not supported
 PRO_VERSIONS = ("v2Pro", "v2ProPlus")  # their voice style also takes a speaker-verification embedding
 

@@ -60,7 +60,7 @@ from daemon.speech.synthesizer import (
     registration_problem,
     voice_name_problem,
 )
-from daemon.vocabulary import LANGUAGE_MODES, MAX_SPEED, MIN_SPEED, PRO_VERSIONS
+from daemon.vocabulary import MAX_SPEED, MIN_SPEED, PRO_VERSIONS, language_mode
 
 log = logging.getLogger(__name__)
 
@@ -471,7 +471,7 @@ class Engine:
             raise SynthesisError(str(exc)) from exc
         if lang is None:
             lang = self.voice_language(name) if self.voices_store.exists(name) else "auto"
-        return self.stream(text, name, lang if lang in LANGUAGE_MODES else "auto", options)
+        return self.stream(text, name, language_mode(lang), options)
 
     def default_voice(self) -> str:
         """The voice of a request that names none: ``engine.default_voice``, else the first registered."""

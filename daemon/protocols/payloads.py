@@ -23,7 +23,16 @@ from pydantic.alias_generators import to_camel
 
 from daemon.config import ALL_ZONES
 from daemon.core.request_queue import Part, Request
-from daemon.vocabulary import LANGUAGE_MODES, MAX_SPEED, MIN_SPEED, AudioFormat, Output, Priority, mode_language
+from daemon.vocabulary import (
+    LANGUAGE_MODES,
+    MAX_SPEED,
+    MIN_SPEED,
+    AudioFormat,
+    Output,
+    Priority,
+    language_mode,
+    mode_language,
+)
 
 MAX_NAME_CHARS = 128
 MAX_PARTS = 20  # items of a multi-part announcement
@@ -294,7 +303,7 @@ def lang_problem(lang: str | None, policy: IntakePolicy, where: str = "") -> str
         return None
     if lang not in LANGUAGE_MODES and not _LANG.fullmatch(lang):
         return f"{where}{'lang: ' if where else ''}invalid lang {lang[:32]!r}"
-    if lang in LANGUAGE_MODES and (reason := policy.unspoken.get(mode_language(lang) or "")):
+    if reason := policy.unspoken.get(mode_language(language_mode(lang)) or ""):
         return f"{where}lang: {lang} is not spoken on this box: {reason}"
     return None
 

@@ -38,7 +38,7 @@ from daemon.core.pipeline import AudioStream, Discard
 from daemon.core.request_queue import Request
 from daemon.protocols.payloads import CLIENT_GONE, IntakePolicy, RejectedPayload, parse_native
 from daemon.speech.synthesizer import Synthesizer, VoiceInfo
-from daemon.vocabulary import LANGUAGE_MODES, SEGMENT_LANGUAGES, mode_language
+from daemon.vocabulary import LANGUAGE_MODES, SEGMENT_LANGUAGES, language_mode, mode_language
 
 log = logging.getLogger(__name__)
 
@@ -408,8 +408,9 @@ class WyomingServer:
             spoken = self._spoken()
             for info, _ in offered:
                 codes = [code.lower() for code in wyoming_languages(info.languages, spoken)]
-                if wanted in codes or wanted.split("-")[0] in codes:
-                    return info.name, None
+                if wanted in codes or wanted.split("-")[0] in codes:  # read as that language, not the voice's
+                    mode = language_mode(voice.language)
+                    return info.name, None if mode == "auto" else mode
             return None, voice.language
         return None, None
 

@@ -1,6 +1,7 @@
 """The wheel a box installs: it holds every file the code reads at run time, and installed into a fresh
-virtualenv outside the checkout it builds the demo bundle, registers a voice, speaks Chinese, English, Japanese, Korean and Cantonese with
-the neural engine, finds the hardware profiles by name and serves MQTT and HTTP with the neural engine ready.
+virtualenv outside the checkout it builds the demo bundle, registers a voice, speaks Chinese, English, Japanese,
+Korean and Cantonese with the neural engine, finds the hardware profiles by name and serves MQTT and HTTP with the
+neural engine ready.
 
 The virtualenv is made once for the module (``pip install WHEEL[convert,ja,ko,yue]``: the demo needs torch, and
 the language extras are checked to install and speak from the wheel); every

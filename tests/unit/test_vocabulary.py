@@ -12,7 +12,7 @@ import pytest
 from daemon.commands.cli import build_parser
 from daemon.frontend import FrontendUnavailable, installed_languages, text_to_phones
 from daemon.protocols.voice_registration import RegistrationRejected, parse_registration
-from daemon.vocabulary import LANGUAGE_MODES
+from daemon.vocabulary import LANGUAGE_MODES, language_mode
 from tests.paths import REPO
 
 # quantize.fidelity runs with onnxruntime and numpy only; the sizes it feeds are owned by the torch modules
@@ -75,3 +75,12 @@ def test_registration_and_front_end_take_the_vocabulary_language_modes() -> None
         parse_registration(registration("fr"))
     with pytest.raises(ValueError, match="language must be one of"):
         text_to_phones("Hello.", "fr")
+
+
+@pytest.mark.parametrize(("lang", "mode"), [
+    ("all_ja", "all_ja"), ("ja-JP", "ja"), ("ko_KR", "ko"), ("yue-HK", "yue"), ("zh-CN", "zh"), ("en-US", "en"),
+    ("EN-gb", "en"), ("fr-FR", "auto"), ("de", "auto"),
+])
+def test_a_language_code_is_read_in_its_language_mode(lang: str, mode: str) -> None:
+    """Wyoming and Home Assistant name languages as codes (``ja-JP``); each is read in its own mode, not ``auto``."""
+    assert language_mode(lang) == mode
