@@ -7,35 +7,19 @@ the file missing they fail.
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import pytest
 
 from daemon.frontend import text_to_phones
 from daemon.frontend.symbols import SYMBOLS
-from tests.paths import SHARED
+from tests.golden_data import load, missing
 
-_ENV = os.environ.get("GSV_GOLDEN_DIR")
-GOLDEN_DIR = Path(_ENV) if _ENV else SHARED / "golden"
-GOLDEN_FILE = GOLDEN_DIR / "frontend_v2.json"
-
-
-def _load() -> dict | None:
-    if GOLDEN_FILE.is_file():
-        return json.loads(GOLDEN_FILE.read_text(encoding="utf-8"))
-    return None
-
-
-_DATA = _load()
+GOLDEN_NAME = "frontend_v2.json"
+_DATA = load(GOLDEN_NAME)
 _ITEMS = _DATA["items"] if _DATA else []
 
 
 def _missing() -> None:
-    if _ENV:
-        pytest.fail(f"GSV_GOLDEN_DIR is set but {GOLDEN_FILE} does not exist")
-    pytest.skip(f"golden file not found: {GOLDEN_FILE} (set GSV_GOLDEN_DIR)")
+    missing(GOLDEN_NAME)
 
 
 def test_golden_file_present() -> None:

@@ -9,38 +9,22 @@ languages in ``MUST_RUN`` ship with the ``dev`` extra, so their items fail inste
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
 import pytest
 
 from daemon.frontend import text_to_phones
 from daemon.frontend.language import split_languages
 from daemon.frontend.languages import OPTIONAL_LANGUAGES, missing_extra
-from tests.paths import SHARED
+from tests.golden_data import load, missing
 
-_ENV = os.environ.get("GSV_GOLDEN_DIR")
-GOLDEN_DIR = Path(_ENV) if _ENV else SHARED / "golden"
-GOLDEN_FILE = GOLDEN_DIR / "frontend_v2_multilang.json"
+GOLDEN_NAME = "frontend_v2_multilang.json"
 MUST_RUN = ("ja", "ko", "yue")
-
-
-def _load() -> dict | None:
-    if GOLDEN_FILE.is_file():
-        return json.loads(GOLDEN_FILE.read_text(encoding="utf-8"))
-    return None
-
-
-_DATA = _load()
+_DATA = load(GOLDEN_NAME)
 _ITEMS = _DATA["items"] if _DATA else []
 _IDS = [i["id"] for i in _ITEMS] or ["no-golden"]
 
 
 def _missing() -> None:
-    if _ENV:
-        pytest.fail(f"GSV_GOLDEN_DIR is set but {GOLDEN_FILE} does not exist")
-    pytest.skip(f"golden file not found: {GOLDEN_FILE} (set GSV_GOLDEN_DIR)")
+    missing(GOLDEN_NAME)
 
 
 def test_golden_file_covers_every_new_mode() -> None:

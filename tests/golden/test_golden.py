@@ -9,26 +9,19 @@ of versions) must pass unchanged, so nothing here names a particular file.
 from __future__ import annotations
 
 import importlib
-import json
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.paths import SHARED
-
-ENV = "GSV_GOLDEN_DIR"
+from tests.golden_data import CHOSEN, ENV, GOLDEN_DIR, load
 
 
 def golden_dir() -> tuple[Path, bool]:
-    env = os.environ.get(ENV)
-    return (Path(env), True) if env else (SHARED / "golden", False)
+    return GOLDEN_DIR, CHOSEN is not None
 
 
 def manifest() -> dict | None:
-    directory, _ = golden_dir()
-    path = directory / "golden.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    return load("golden.json")
 
 
 MANIFEST = manifest()

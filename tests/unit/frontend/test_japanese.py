@@ -9,7 +9,6 @@ Tests that need pyopenjtalk skip, saying so, where the ``ja`` extra is not insta
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import subprocess
@@ -22,11 +21,11 @@ import pytest
 from daemon.frontend import japanese
 from daemon.frontend.symbols import phones_to_ids
 from daemon.frontend.unavailable import FrontendUnavailable
-from tests.paths import REPO, SHARED
+from tests.golden_data import load, missing
+from tests.paths import REPO
 
-_ENV = os.environ.get("GSV_GOLDEN_DIR")
-GOLDEN_FILE = (Path(_ENV) if _ENV else SHARED / "golden") / "frontend_v2_multilang.json"
-_DATA = json.loads(GOLDEN_FILE.read_text(encoding="utf-8")) if GOLDEN_FILE.is_file() else None
+GOLDEN_NAME = "frontend_v2_multilang.json"
+_DATA = load(GOLDEN_NAME)
 _ITEMS = [i for i in (_DATA or {}).get("items", []) if any(s["lang"] == "ja" for s in i["segments"])]
 _WHOLE = [i for i in _ITEMS if (i.get("clean_text") or {}).get("lang") == "ja"]  # clean_text on the whole text
 HAS_EXTRA = importlib.util.find_spec("pyopenjtalk") is not None
@@ -35,9 +34,7 @@ needs_extra = pytest.mark.skipif(not HAS_EXTRA, reason="the ja extra is not inst
 
 def _golden() -> None:
     if _DATA is None:
-        if _ENV:
-            pytest.fail(f"GSV_GOLDEN_DIR is set but {GOLDEN_FILE} does not exist")
-        pytest.skip(f"golden file not found: {GOLDEN_FILE} (set GSV_GOLDEN_DIR)")
+        missing(GOLDEN_NAME)
 
 
 def _run(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

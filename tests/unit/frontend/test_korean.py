@@ -8,7 +8,6 @@ saying so.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -20,16 +19,17 @@ import pytest
 from daemon.frontend import korean
 from daemon.frontend.symbols import phones_to_ids
 from daemon.frontend.unavailable import FrontendUnavailable
-from tests.paths import REPO, SHARED
+from tests.golden_data import load, missing
+from tests.paths import REPO
 
-_ENV = os.environ.get("GSV_GOLDEN_DIR")
-GOLDEN_FILE = (Path(_ENV) if _ENV else SHARED / "golden") / "frontend_v2_multilang.json"
+GOLDEN_NAME = "frontend_v2_multilang.json"
 
 
 def _segments() -> list[tuple[str, dict]]:
-    if not GOLDEN_FILE.is_file():
+    data = load(GOLDEN_NAME)
+    if data is None:
         return []
-    items = json.loads(GOLDEN_FILE.read_text(encoding="utf-8"))["items"]
+    items = data["items"]
     return [
         (f"{item['id']}#{number}", segment)
         for item in items
@@ -57,9 +57,7 @@ needs_extra = pytest.mark.skipif(_MISSING is not None, reason=f"Korean extra not
 @pytest.mark.parametrize("segment", [s for _, s in _SEGMENTS] or [None], ids=[i for i, _ in _SEGMENTS] or ["none"])
 def test_golden_segment(segment: dict | None) -> None:
     if segment is None:
-        if _ENV:
-            pytest.fail(f"GSV_GOLDEN_DIR is set but {GOLDEN_FILE} does not exist")
-        pytest.skip(f"golden file not found: {GOLDEN_FILE} (set GSV_GOLDEN_DIR)")
+        missing(GOLDEN_NAME)
     norm = korean.text_normalize(segment["text"])
     assert norm == segment["norm_text"]
     phones, word2ph = korean.g2p(norm)
