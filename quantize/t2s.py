@@ -173,15 +173,18 @@ class CachedAttention(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, q, k, v, past_k, past_v, length, total, n_head: int, head_dim: int):
-        """q, k, v [1, 1, D]; buffers [1, H, capacity, Dh] with ``length`` [1] valid rows; ``total`` (scalar,
-        length + 1) is only read by the ONNX node."""
-        heads = [z.reshape(1, 1, n_head, head_dim).transpose(1, 2) for z in (q, k, v)]  # [1, H, 1, Dh]
+        """q, k, v [B, 1, D]; buffers [B, H, capacity, Dh] whose row b has ``length[b]`` valid rows ([B]);
+        ``total`` (scalar, max length + 1) is only read by the ONNX node."""
+        batch = q.shape[0]
+        heads = [z.reshape(batch, 1, n_head, head_dim).transpose(1, 2) for z in (q, k, v)]  # [B, H, 1, Dh]
         row = length.long()
-        present_k = past_k.index_copy(2, row, heads[1])
-        present_v = past_v.index_copy(2, row, heads[2])
-        valid = torch.arange(past_k.shape[2]) <= row  # the rows before this token, and its own
+        rows = torch.arange(batch)
+        present_k, present_v = past_k.clone(), past_v.clone()
+        present_k[rows, :, row] = heads[1][:, :, 0]
+        present_v[rows, :, row] = heads[2][:, :, 0]
+        valid = torch.arange(past_k.shape[2])[None, :] <= row[:, None]  # each row's earlier tokens and its own
         scores = torch.matmul(heads[0], present_k.transpose(2, 3)) / math.sqrt(head_dim)
-        weights = torch.softmax(scores.masked_fill(~valid, float("-inf")), dim=-1)
+        weights = torch.softmax(scores.masked_fill(~valid[:, None, None, :], float("-inf")), dim=-1)
         return SelfAttention.merge(torch.matmul(weights, present_v)), present_k, present_v
 
     @staticmethod
@@ -295,14 +298,17 @@ class Text2SemanticDecoder(nn.Module):
         length: torch.Tensor,
         total: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
-        """One new token [1, 1] at audio ``position`` [1]. Returns logits [1, V] and the K/V buffers with this
-        token's key and value written at row ``length``.
+        """One new token per sequence, ``token`` [B, 1] at audio ``position`` [B]. Returns logits [B, V] and the
+        K/V buffers with each sequence's key and value written at its row ``length[b]``.
 
-        ``past_k`` / ``past_v`` are per-layer buffers [1, H, capacity, Dh] whose first ``length`` rows ([1]
-        int32) are valid; rows past those are never attended, so the runtime can preallocate them. ``total``
-        (scalar int32, ``length + 1``) is what the exported attention node also asks for."""
-        total = length[0] + 1 if total is None else total
-        x = self.embed_audio(token, position)[:, 0]  # [1, D]: 2-D rows keep every Linear one plain Gemm node
+        ``past_k`` / ``past_v`` are per-layer buffers [B, H, capacity, Dh] whose first ``length[b]`` rows ([B]
+        int32) are valid for sequence b; rows past those are never attended, so the runtime can preallocate
+        them, and sequences of different lengths share one batch. ``total`` (scalar int32, the largest
+        ``length + 1``) is what the exported attention node also asks for."""
+        total = length.max() + 1 if total is None else total
+        position_embedding = self.ar_audio_position
+        # [B, D]: each sequence at its own position; 2-D rows keep every Linear one plain Gemm node
+        x = self.ar_audio_embedding(token)[:, 0] + position_embedding.alpha * position_embedding.table(position)
         present_k, present_v = [], []
         for layer, pk, pv in zip(self.h.layers, past_k, past_v, strict=True):
             qkv = F.linear(x, layer.self_attn.in_proj_weight, layer.self_attn.in_proj_bias).unsqueeze(1)
@@ -434,22 +440,26 @@ def t2s_graphs(model: Text2SemanticDecoder) -> list[GraphSpec]:
     layers = range(cfg.n_layer)
     past_names = [f"past_key_{i}" for i in layers] + [f"past_value_{i}" for i in layers]
     present_names = [f"present_key_{i}" for i in layers] + [f"present_value_{i}" for i in layers]
-    length = 10
+    length, batch = 10, 2
     step = GraphSpec(
         name="t2s_step",
         module=StepGraph(model),
         example_inputs=(
-            torch.tensor([[3]]),
-            torch.tensor([p + 4]),
-            torch.tensor([length], dtype=torch.int32),
+            torch.tensor([[3], [5]]),
+            torch.tensor([p + 4] * batch),
+            torch.tensor([length] * batch, dtype=torch.int32),
             torch.tensor(length + 1, dtype=torch.int32),
-            *[torch.randn(1, cfg.n_head, cap, cfg.head_dim) for _ in past_names],
+            *[torch.randn(batch, cfg.n_head, cap, cfg.head_dim) for _ in past_names],
         ),
         input_names=["token", "position", "seqlens_k", "total_sequence_length", *past_names],
         output_names=["logits", *present_names],
-        dynamic_axes={name: {2: "capacity"} for name in past_names + present_names},
-        description="one token + per-layer K/V buffers [1, H, capacity, Dh] with seqlens_k valid rows -> logits "
-        "and the buffers with this token's row written (bind present to past: updated in place)",
+        dynamic_axes={
+            "token": {0: "batch"}, "position": {0: "batch"}, "seqlens_k": {0: "batch"}, "logits": {0: "batch"},
+            **{name: {0: "batch", 2: "capacity"} for name in past_names + present_names},
+        },
+        description="one token per sequence + per-layer K/V buffers [B, H, capacity, Dh], row b with seqlens_k[b] "
+        "valid rows -> logits [B, V] and the buffers with each token's row written (bind present to past: "
+        "updated in place)",
         custom_opsets={"com.microsoft": 1},
         written={name: (slice(None), slice(None), slice(0, length + 1)) for name in present_names},
     )

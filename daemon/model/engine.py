@@ -163,7 +163,8 @@ class Engine:
             from daemon.frontend.g2pw import G2PW
 
             self.g2pw = G2PW(Path(g2pw_model), tokenizer=self.tokenizer, sess_options=session_options(profile))
-        self.t2s = T2SRunner(self.session("t2s_prefill"), self.session("t2s_step"), self.eos)
+        self.t2s = T2SRunner(self.session("t2s_prefill"), self.session("t2s_step"), self.eos,
+                             row_exact=bundle.graphs["t2s_step"].precision != "int8")
 
     # -- sessions ---------------------------------------------------------------------------------------
 

@@ -9,6 +9,11 @@ channel, which are bound to the step graph beside them; an fp16 bundle keeps the
 when onnxruntime's CUDA provider runs the step (:func:`cache_device`). Stop rules are upstream's
 ``infer_panel``: no EOS in the first 11 steps, EOS when the penalised argmax or the sampled token is EOS,
 ``early_stop_num``, 1500 steps.
+
+Bundles converted since the step graph took a batch (``token`` [B, 1], ``seqlens_k`` [B]) can decode several
+sequences in one step (:meth:`T2SRunner.decode_batch`), each exactly as alone: float weights and a float
+cache on the CPU. An int8 step graph quantizes its activations with one scale per batch, and an int8 cache
+takes one set of scales per batch, so those decode their sequences in turn, with the same tokens.
 """
 
 from __future__ import annotations
@@ -171,12 +176,20 @@ class StepBinding:
 
 
 class T2SRunner:
-    def __init__(self, prefill: ort.InferenceSession, step: ort.InferenceSession, eos: int):
+    def __init__(self, prefill: ort.InferenceSession, step: ort.InferenceSession, eos: int,
+                 row_exact: bool = True):
+        """``row_exact``: the step graph computes each row of a batch as it would alone (float weights; a graph
+        with dynamically quantized activations shares one scale across the batch, so it is not)."""
         self.prefill_session = prefill
         self.step_session = step
         self.eos = eos
         self.vocab = int(step.get_outputs()[0].shape[1])
         self.cache_dtype = cache_dtype(step)
+        token_batch = next(i.shape[0] for i in step.get_inputs() if i.name == "token")
+        device = cache_device(step.get_providers(), self.cache_dtype)
+        # an int8 cache's scales come from each sequence's own prefill, and the attention node takes one set
+        self.batchable = (row_exact and isinstance(token_batch, str) and self.cache_dtype != np.int8
+                          and device == "cpu")
 
     def decode(
         self,
@@ -194,10 +207,92 @@ class T2SRunner:
             pass
         return run.result
 
+    def decode_batch(self, runs: list[Decode]) -> list[DecodeResult]:
+        """Several decodes in one batch: each step runs the step graph once for every unfinished sequence,
+        each at its own length, with its own sampling parameters, generator and stop. Each sequence gets the
+        tokens it gets alone. A step graph that cannot batch exactly (:attr:`batchable`) decodes them in turn."""
+        if not self.batchable or len(runs) < 2:
+            for run in runs:
+                for _ in run:
+                    pass
+            return [run.result for run in runs]
+        starts = [run.prefill() for run in runs]
+        batch = BatchStep(self.step_session, [cache for _, cache in starts], self.vocab)
+        logits = [first for first, _ in starts]
+        while True:
+            tokens = np.zeros(len(runs), np.int64)
+            positions = np.zeros(len(runs), np.int64)
+            active = np.zeros(len(runs), bool)
+            for b, run in enumerate(runs):
+                if not run.finished:
+                    run.take(logits[b])
+                if not run.finished:
+                    tokens[b], positions[b], active[b] = run.tokens[-1], run.next_position, True
+            if not active.any():
+                return [run.result for run in runs]
+            out = batch.run(tokens, positions, active)
+            logits = [out[b : b + 1] for b in range(len(runs))]
+
+
+class BatchStep:
+    """The step graph over a batch: per-layer buffers [B, H, capacity, Dh] (row b holds sequence b's cache,
+    its first ``lengths[b]`` rows valid), bound as past input and present output like :class:`StepBinding`.
+    A finished sequence's row is fed a placeholder token and its length is not advanced, so its slot is
+    rewritten in place and never read."""
+
+    def __init__(self, session: ort.InferenceSession, caches: list[KVCache], vocab: int):
+        first = caches[0]
+        self.session, self.n_layer = session, first.n_layer
+        self.lengths = np.array([c.length for c in caches], np.int32)
+        capacity = max(c.capacity for c in caches)
+        self.k = [np.zeros((len(caches), first.n_head, capacity, first.head_dim), first.dtype)
+                  for _ in range(self.n_layer)]
+        self.v = [np.zeros_like(buffer) for buffer in self.k]
+        for b, cache in enumerate(caches):
+            for layer in range(self.n_layer):
+                self.k[layer][b, :, : cache.length] = cache.k[layer][0, :, : cache.length]
+                self.v[layer][b, :, : cache.length] = cache.v[layer][0, :, : cache.length]
+        self.logits = np.zeros((len(caches), vocab), np.float32)
+        self.binding = session.io_binding()
+        self.binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.logits))
+        self._bind()
+
+    def _bind(self) -> None:
+        for layer in range(self.n_layer):
+            for kind, buffer in (("key", self.k[layer]), ("value", self.v[layer])):
+                value = ort.OrtValue.ortvalue_from_numpy(buffer)
+                self.binding.bind_ortvalue_input(f"past_{kind}_{layer}", value)
+                self.binding.bind_ortvalue_output(f"present_{kind}_{layer}", value)
+
+    def _grow(self) -> None:
+        capacity = 2 * self.k[0].shape[2]
+
+        def grown(old: np.ndarray) -> np.ndarray:
+            new = np.zeros((*old.shape[:2], capacity, old.shape[3]), old.dtype)
+            new[:, :, : old.shape[2]] = old
+            return new
+
+        self.k, self.v = [grown(b) for b in self.k], [grown(b) for b in self.v]
+        self._bind()
+
+    def run(self, tokens: np.ndarray, positions: np.ndarray, active: np.ndarray) -> np.ndarray:
+        """Logits [B, V] for each sequence's ``tokens[b]`` at ``positions[b]``; active rows gain a cache row."""
+        if int(self.lengths.max()) + 1 > self.k[0].shape[2]:
+            self._grow()
+        b = self.binding
+        b.bind_cpu_input("token", tokens[:, None])
+        b.bind_cpu_input("position", positions)
+        b.bind_cpu_input("seqlens_k", self.lengths.copy())
+        b.bind_cpu_input("total_sequence_length", np.array(self.lengths.max() + 1, np.int32))
+        self.session.run_with_iobinding(b)
+        self.lengths += active.astype(np.int32)
+        return self.logits
+
 
 class Decode:
     """One decode in progress: iterating yields each kept token as soon as it is sampled (for streaming);
-    ``result`` holds upstream's return values once the iteration ends."""
+    ``result`` holds upstream's return values once the iteration ends. :meth:`T2SRunner.decode_batch` drives
+    several through :meth:`prefill` and :meth:`take` instead."""
 
     def __init__(self, runner: T2SRunner, phone_ids: np.ndarray, bert: np.ndarray, prompt: np.ndarray | None,
                  params: SamplingParams, rng: np.random.Generator, early_stop_num: int = -1,
@@ -207,38 +302,61 @@ class Decode:
         self.ref_free = prompt is None
         self.prompt = np.zeros((1, 0), np.int64) if self.ref_free else prompt.astype(np.int64)
         self.phone_ids, self.bert = phone_ids.astype(np.int64), bert.astype(np.float32)
+        self.tokens: list[int] = list(self.prompt[0])
+        self.recorded: list[np.ndarray] = []
+        self.idx = 0  # steps taken
+        self.stopped_by = "max_steps"
+        self.finished = False
         self.result: DecodeResult | None = None
 
-    def __iter__(self) -> Iterator[int]:
+    @property
+    def next_position(self) -> int:
+        """The audio position of the last sampled token, which the next step feeds."""
+        return self.prompt.shape[1] + self.idx - 1
+
+    def prefill(self) -> tuple[np.ndarray, KVCache]:
+        """The first logits and the cache, with room for the expected number of tokens."""
         r = self.runner
-        n_prompt = self.prompt.shape[1]
         expected = self.early_stop_num + 2 if self.early_stop_num != -1 else INITIAL_SLACK
         feeds = {"phone_ids": self.phone_ids, "bert": self.bert, "prompt": self.prompt}
-        logits, cache = prefilled_cache(r.prefill_session, feeds, min(expected, MAX_SLACK), r.cache_dtype)
-        step = StepBinding(r.step_session, cache, r.vocab)
-        tokens = list(self.prompt[0])
-        recorded: list[np.ndarray] = []
-        stopped_by = "max_steps"
-        idx = 0
-        for idx in range(MAX_STEPS):
-            if idx > 0:
-                logits = step.run(tokens[-1], n_prompt + idx - 1)
-            if self.record_logits:
-                recorded.append(logits.copy())
-            work = logits[:, :-1].copy() if idx < NO_EOS_STEPS else logits.copy()
-            token = sample(work, np.asarray(tokens, np.int64), self.params, self.rng)
-            tokens.append(token)
-            stop = self.early_stop_num != -1 and (len(tokens) - n_prompt) > self.early_stop_num
-            if stop:
-                stopped_by = "early_stop"
-            if int(np.argmax(work[0])) == r.eos or token == r.eos:
-                stop, stopped_by = True, "eos"
-                tokens.pop()
-            else:
-                yield token
-            if stop:
-                break
-        if not tokens:
-            tokens = [0]
+        return prefilled_cache(r.prefill_session, feeds, min(expected, MAX_SLACK), r.cache_dtype)
+
+    def take(self, logits: np.ndarray) -> int | None:
+        """Sample from this step's ``logits`` [1, V]; the kept token, or None when this step ends the decode
+        on EOS. Sets ``finished`` and ``result`` at the decode's last step."""
+        n_prompt = self.prompt.shape[1]
+        if self.record_logits:
+            self.recorded.append(logits.copy())
+        work = logits[:, :-1].copy() if self.idx < NO_EOS_STEPS else logits.copy()
+        token = sample(work, np.asarray(self.tokens, np.int64), self.params, self.rng)
+        self.tokens.append(token)
+        stop = self.early_stop_num != -1 and (len(self.tokens) - n_prompt) > self.early_stop_num
+        if stop:
+            self.stopped_by = "early_stop"
+        kept: int | None = token
+        if int(np.argmax(work[0])) == self.runner.eos or token == self.runner.eos:
+            stop, self.stopped_by, kept = True, "eos", None
+            self.tokens.pop()
+        if stop or self.idx == MAX_STEPS - 1:
+            self._finish()
+        else:
+            self.idx += 1
+        return kept
+
+    def _finish(self) -> None:
+        tokens = self.tokens or [0]
         y = np.asarray(tokens, np.int64)[None, :]
-        self.result = DecodeResult(y, 0 if self.ref_free else idx, stopped_by, recorded)
+        self.finished = True
+        self.result = DecodeResult(y, 0 if self.ref_free else self.idx, self.stopped_by, self.recorded)
+
+    def __iter__(self) -> Iterator[int]:
+        logits, cache = self.prefill()
+        step = StepBinding(self.runner.step_session, cache, self.runner.vocab)
+        while True:
+            if self.idx > 0:
+                logits = step.run(self.tokens[-1], self.next_position)
+            token = self.take(logits)
+            if token is not None:
+                yield token
+            if self.finished:
+                return

@@ -373,4 +373,4 @@ def test_inspect_groups_the_step_graphs_cache_inputs(demo_bundle: Path) -> None:
     step = next(line for line in text.splitlines() if line.strip().startswith("t2s_step"))
     n = Bundle.load(demo_bundle).manifest.t2s.n_layer
     assert f"past_key_0..{n - 1}[" in step and f"past_value_0..{n - 1}[" in step
-    assert "past_key_1[" not in step and "seqlens_k[1]" in step
+    assert "past_key_1[" not in step and "seqlens_k['batch']" in step

@@ -121,3 +121,77 @@ def test_an_int8_prefill_cannot_feed_a_float_step(tmp_path) -> None:
         prefilled_cache(session, feeds, 4, np.float32)
     _, cache = prefilled_cache(session, feeds, 4, np.int8)
     assert cache.dtype == np.int8 and cache.length == 2
+
+
+def _decodes(runner, n: int, seed: int):
+    """``n`` different decodes (phones, prompt, sampling, early stop), each with its own seeded generator."""
+    from daemon.model.sampling import SamplingParams
+    from daemon.model.t2s import Decode
+
+    rng = np.random.default_rng(seed)
+    runs = []
+    for i in range(n):
+        n_phones, n_prompt = 6 + 3 * i, 4 + 2 * i
+        phones = rng.integers(1, 300, (1, n_phones)).astype(np.int64)
+        bert = rng.standard_normal((1, 1024, n_phones)).astype(np.float32)
+        prompt = rng.integers(0, 1000, (1, n_prompt)).astype(np.int64)
+        params = SamplingParams(top_k=5 + 4 * i, temperature=0.8 + 0.1 * i)
+        runs.append(Decode(runner, phones, bert, prompt, params, np.random.default_rng(100 + i), 20 + 15 * i,
+                           record_logits=True))
+    return runs
+
+
+def test_a_batch_decodes_each_sequence_as_alone(demo_bundle) -> None:
+    """Sequences of different lengths, sampling parameters and stops decoded in one batch get exactly the
+    tokens they get alone with the same seed, their logits within 1e-4; the batch goes on after a sequence
+    has stopped."""
+    from daemon.model.bundle import Bundle
+    from daemon.model.t2s import T2SRunner
+
+    bundle = Bundle.load(demo_bundle)
+    sessions = [ort.InferenceSession(str(bundle.graph_path(g)), providers=["CPUExecutionProvider"])
+                for g in ("t2s_prefill", "t2s_step")]
+    runner = T2SRunner(*sessions, bundle.manifest.t2s.eos)
+    assert runner.batchable
+    alone = [runner.decode(r.phone_ids, r.bert, r.prompt, r.params, r.rng, r.early_stop_num, True)
+             for r in _decodes(runner, 4, seed=7)]
+    batched = runner.decode_batch(_decodes(runner, 4, seed=7))
+    assert len({len(r.y[0]) for r in alone}) > 1  # they stop at different steps
+    for one, many in zip(alone, batched, strict=True):
+        np.testing.assert_array_equal(many.y, one.y)
+        assert (many.idx, many.stopped_by) == (one.idx, one.stopped_by)
+        assert len(many.step_logits) == len(one.step_logits)
+        for a, b in zip(one.step_logits, many.step_logits, strict=True):
+            np.testing.assert_allclose(b, a, atol=1e-4)
+
+
+def test_a_full_batch_grows_and_matches_each_row_alone(tiny_step) -> None:
+    """Two caches filled to capacity: the batch grows its buffers before the first step, and each row's
+    logits and written K/V rows equal that sequence's step alone; an inactive row's length stays."""
+    from daemon.model.t2s import BatchStep
+
+    _, session, _ = tiny_step
+    rng = np.random.default_rng(2)
+
+    def full_cache(rows: int) -> KVCache:
+        cache = KVCache(n_layer=2, n_head=2, head_dim=8, capacity=rows)
+        cache.append(*(rng.standard_normal((2, 1, 2, rows, 8)).astype(np.float32) for _ in range(2)))
+        return cache
+
+    caches = [full_cache(3), full_cache(5)]
+    alone = [full_cache(3), full_cache(5)]
+    for mine, other in zip(alone, caches, strict=True):
+        for layer in range(2):
+            mine.k[layer][:], mine.v[layer][:] = other.k[layer], other.v[layer]
+    batch = BatchStep(session, caches, vocab=33)
+    tokens, positions = np.array([4, 7]), np.array([2, 6])
+    logits = batch.run(tokens, positions, np.array([True, True])).copy()
+    assert batch.k[0].shape[2] == 10 and list(batch.lengths) == [4, 6]
+    for b, cache in enumerate(alone):
+        want = StepBinding(session, cache, vocab=33).run(int(tokens[b]), int(positions[b]))
+        np.testing.assert_allclose(logits[b : b + 1], want, atol=1e-5)
+        for layer in range(2):
+            np.testing.assert_allclose(batch.k[layer][b, :, : cache.length], cache.k[layer][0, :, : cache.length],
+                                       atol=1e-6)
+    batch.run(tokens, positions, np.array([False, True]))
+    assert list(batch.lengths) == [4, 7]
