@@ -50,11 +50,13 @@ class DecodeResult:
 
 
 class KVCache:
-    """Per-layer K and V buffers [1, heads, capacity, head_dim]; the first ``length`` rows are valid. float32,
-    or int8 with per-layer scales [1, heads, 1, head_dim] (``k_scale`` / ``v_scale``, from the prefill)."""
+    """Per-layer K and V buffers [batch, heads, capacity, head_dim]; the first ``length`` rows are valid (a
+    batch's :class:`BatchStep` keeps a length per sequence). float32, or int8 with per-layer scales
+    [1, heads, 1, head_dim] (``k_scale`` / ``v_scale``, from the prefill)."""
 
-    def __init__(self, n_layer: int, n_head: int, head_dim: int, capacity: int, dtype: type = np.float32):
-        self.n_layer, self.n_head, self.head_dim, self.dtype = n_layer, n_head, head_dim, dtype
+    def __init__(self, n_layer: int, n_head: int, head_dim: int, capacity: int, dtype: type = np.float32,
+                 batch: int = 1):
+        self.n_layer, self.n_head, self.head_dim, self.dtype, self.batch = n_layer, n_head, head_dim, dtype, batch
         self.length = 0
         self.k: list[np.ndarray] = []
         self.v: list[np.ndarray] = []
@@ -67,11 +69,11 @@ class KVCache:
         return self.k[0].shape[2]
 
     def grow(self, capacity: int) -> None:
-        """New buffers of ``capacity`` rows holding the valid history (callers rebind them to the graph)."""
+        """New buffers of ``capacity`` rows holding the history (callers rebind them to the graph)."""
         def resized(old: np.ndarray | None) -> np.ndarray:
-            new = np.zeros((1, self.n_head, capacity, self.head_dim), self.dtype)
+            new = np.zeros((self.batch, self.n_head, capacity, self.head_dim), self.dtype)
             if old is not None:
-                new[:, :, : self.length] = old[:, :, : self.length]
+                new[:, :, : old.shape[2]] = old
             return new
 
         self.k = [resized(self.k[i] if self.k else None) for i in range(self.n_layer)]
@@ -138,7 +140,7 @@ class StepBinding:
         self.session, self.cache = session, cache
         self.device = cache_device(session.get_providers(), cache.dtype)
         self.device_id = int(session.get_provider_options().get("CUDAExecutionProvider", {}).get("device_id", 0))
-        self.logits = np.zeros((1, vocab), np.float32)
+        self.logits = np.zeros((cache.batch, vocab), np.float32)
         self.binding = session.io_binding()
         self.binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.logits))
         self._bind_cache()
@@ -202,20 +204,14 @@ class T2SRunner:
         record_logits: bool = False,
     ) -> DecodeResult:
         """phone_ids [1, N] int64, bert [1, 1024, N] float32, prompt [1, P] int64 or None (reference-free)."""
-        run = Decode(self, phone_ids, bert, prompt, params, rng, early_stop_num, record_logits)
-        for _ in run:
-            pass
-        return run.result
+        return Decode(self, phone_ids, bert, prompt, params, rng, early_stop_num, record_logits).to_end()
 
     def decode_batch(self, runs: list[Decode]) -> list[DecodeResult]:
         """Several decodes in one batch: each step runs the step graph once for every unfinished sequence,
         each at its own length, with its own sampling parameters, generator and stop. Each sequence gets the
         tokens it gets alone. A step graph that cannot batch exactly (:attr:`batchable`) decodes them in turn."""
         if not self.batchable or len(runs) < 2:
-            for run in runs:
-                for _ in run:
-                    pass
-            return [run.result for run in runs]
+            return [run.to_end() for run in runs]
         starts = [run.prefill() for run in runs]
         batch = BatchStep(self.step_session, [cache for _, cache in starts], self.vocab)
         logits = [first for first, _ in starts]
@@ -234,51 +230,27 @@ class T2SRunner:
             logits = [out[b : b + 1] for b in range(len(runs))]
 
 
-class BatchStep:
-    """The step graph over a batch: per-layer buffers [B, H, capacity, Dh] (row b holds sequence b's cache,
-    its first ``lengths[b]`` rows valid), bound as past input and present output like :class:`StepBinding`.
-    A finished sequence's row is fed a placeholder token and its length is not advanced, so its slot is
-    rewritten in place and never read."""
+class BatchStep(StepBinding):
+    """The step graph over a batch: one :class:`KVCache` whose row b holds sequence b's cache, its first
+    ``lengths[b]`` rows valid, bound as :class:`StepBinding` binds one. A finished sequence's row is fed a
+    placeholder token and its length is not advanced, so its slot is rewritten in place and never read."""
 
     def __init__(self, session: ort.InferenceSession, caches: list[KVCache], vocab: int):
         first = caches[0]
-        self.session, self.n_layer = session, first.n_layer
-        self.lengths = np.array([c.length for c in caches], np.int32)
-        capacity = max(c.capacity for c in caches)
-        self.k = [np.zeros((len(caches), first.n_head, capacity, first.head_dim), first.dtype)
-                  for _ in range(self.n_layer)]
-        self.v = [np.zeros_like(buffer) for buffer in self.k]
+        batch = KVCache(first.n_layer, first.n_head, first.head_dim, max(c.capacity for c in caches), first.dtype,
+                        batch=len(caches))
         for b, cache in enumerate(caches):
-            for layer in range(self.n_layer):
-                self.k[layer][b, :, : cache.length] = cache.k[layer][0, :, : cache.length]
-                self.v[layer][b, :, : cache.length] = cache.v[layer][0, :, : cache.length]
-        self.logits = np.zeros((len(caches), vocab), np.float32)
-        self.binding = session.io_binding()
-        self.binding.bind_ortvalue_output("logits", ort.OrtValue.ortvalue_from_numpy(self.logits))
-        self._bind()
-
-    def _bind(self) -> None:
-        for layer in range(self.n_layer):
-            for kind, buffer in (("key", self.k[layer]), ("value", self.v[layer])):
-                value = ort.OrtValue.ortvalue_from_numpy(buffer)
-                self.binding.bind_ortvalue_input(f"past_{kind}_{layer}", value)
-                self.binding.bind_ortvalue_output(f"present_{kind}_{layer}", value)
-
-    def _grow(self) -> None:
-        capacity = 2 * self.k[0].shape[2]
-
-        def grown(old: np.ndarray) -> np.ndarray:
-            new = np.zeros((*old.shape[:2], capacity, old.shape[3]), old.dtype)
-            new[:, :, : old.shape[2]] = old
-            return new
-
-        self.k, self.v = [grown(b) for b in self.k], [grown(b) for b in self.v]
-        self._bind()
+            for layer in range(first.n_layer):
+                batch.k[layer][b, :, : cache.length] = cache.k[layer][0, :, : cache.length]
+                batch.v[layer][b, :, : cache.length] = cache.v[layer][0, :, : cache.length]
+        self.lengths = np.array([c.length for c in caches], np.int32)
+        super().__init__(session, batch, vocab)
 
     def run(self, tokens: np.ndarray, positions: np.ndarray, active: np.ndarray) -> np.ndarray:
         """Logits [B, V] for each sequence's ``tokens[b]`` at ``positions[b]``; active rows gain a cache row."""
-        if int(self.lengths.max()) + 1 > self.k[0].shape[2]:
-            self._grow()
+        if int(self.lengths.max()) + 1 > self.cache.capacity:
+            self.cache.grow(2 * self.cache.capacity)
+            self._bind_cache()
         b = self.binding
         b.bind_cpu_input("token", tokens[:, None])
         b.bind_cpu_input("position", positions)
@@ -348,6 +320,12 @@ class Decode:
         y = np.asarray(tokens, np.int64)[None, :]
         self.finished = True
         self.result = DecodeResult(y, 0 if self.ref_free else self.idx, self.stopped_by, self.recorded)
+
+    def to_end(self) -> DecodeResult:
+        """Decode without streaming: every step, then the result."""
+        for _ in self:
+            pass
+        return self.result
 
     def __iter__(self) -> Iterator[int]:
         logits, cache = self.prefill()

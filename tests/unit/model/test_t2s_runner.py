@@ -186,12 +186,12 @@ def test_a_full_batch_grows_and_matches_each_row_alone(tiny_step) -> None:
     batch = BatchStep(session, caches, vocab=33)
     tokens, positions = np.array([4, 7]), np.array([2, 6])
     logits = batch.run(tokens, positions, np.array([True, True])).copy()
-    assert batch.k[0].shape[2] == 10 and list(batch.lengths) == [4, 6]
+    assert batch.cache.capacity == 10 and list(batch.lengths) == [4, 6]
     for b, cache in enumerate(alone):
         want = StepBinding(session, cache, vocab=33).run(int(tokens[b]), int(positions[b]))
         np.testing.assert_allclose(logits[b : b + 1], want, atol=1e-5)
         for layer in range(2):
-            np.testing.assert_allclose(batch.k[layer][b, :, : cache.length], cache.k[layer][0, :, : cache.length],
-                                       atol=1e-6)
+            np.testing.assert_allclose(batch.cache.k[layer][b, :, : cache.length],
+                                       cache.k[layer][0, :, : cache.length], atol=1e-6)
     batch.run(tokens, positions, np.array([False, True]))
     assert list(batch.lengths) == [4, 7]
