@@ -25,7 +25,7 @@ from daemon.model.bundle import Bundle
 from daemon.model.engine import PAUSE_SECONDS, Engine, SynthesisOptions
 from daemon.model.hardware import CPU, CUDA, HardwareProfile, use_global_thread_pool
 from daemon.model.sampling import SamplingParams
-from daemon.model.t2s import Decode
+from daemon.model.t2s import Decode, DecodeBatch
 
 VOICE = "bench"
 
@@ -94,10 +94,49 @@ def chunked_playback(engine: Engine, text: str, voice, chunk_tokens: int) -> tup
     return first, stalled
 
 
+def tokens_per_second(engine: Engine, phones: np.ndarray, bert: np.ndarray, prompt: np.ndarray, batch: int,
+                      steps: int) -> float:
+    """T2S tokens per second with ``batch`` decodes of ``steps`` tokens stepping together (prefills excluded)."""
+    runs = [Decode(engine.t2s, phones, bert, prompt, SamplingParams(), np.random.default_rng(i), early_stop_num=steps)
+            for i in range(batch)]
+    together = DecodeBatch(engine.t2s)
+    for run in runs:
+        together.join(run)
+    t0 = time.perf_counter()
+    while len(together):
+        together.step()
+    return batch * (steps - 1) / (time.perf_counter() - t0)
+
+
+def throughput(engine: Engine, voice, phones: np.ndarray, bert: np.ndarray, prompt: np.ndarray, steps: int,
+               repeats: int) -> dict[str, Any]:
+    """The batching figures (docs/performance.md#batching): T2S tokens per second per batch size, and the
+    five-sentence announcement end to end with its sentences decoded side by side against one by one."""
+    if not engine.t2s.batchable:
+        return {"batchable": False}
+    tokens = {str(b): max(tokens_per_second(engine, phones, bert, prompt, b, steps) for _ in range(repeats))
+              for b in w.BATCH_SIZES}
+    engine.max_tokens = w.SENTENCE_STEPS // 2  # random weights never stop: each sentence gets this many tokens
+
+    def announcement(max_batch: int) -> float:
+        engine.max_batch = max_batch
+        t0 = time.perf_counter()
+        for _ in engine.stream(w.ANNOUNCEMENT, voice, w.LANG, SynthesisOptions(seed=0)):
+            pass
+        return time.perf_counter() - t0
+
+    batch = max(w.BATCH_SIZES)
+    sequential = min(announcement(1) for _ in range(repeats))
+    together = min(announcement(batch) for _ in range(repeats))
+    return {"t2s_tokens_per_s": tokens, "five_sentence_s": {"sequential": sequential, "batched": together},
+            "five_sentence_speedup": sequential / together,
+            "e2e_audio_s_per_s": None, "first_audio_under_load_ms": None}  # not measured: no cross-request batching yet
+
+
 def measure(bundle_dir: Path, state: Path, threads: int, provider: str, steps: int, repeats: int
             ) -> dict[str, Any]:
     bundle = Bundle.load(bundle_dir)
-    engine = Engine(bundle, profile(threads, provider), state)
+    engine = Engine(bundle, profile(threads, provider), state, max_batch=max(w.BATCH_SIZES))
     voice = engine.voice(VOICE)
     phone_ids, bert, _ = engine.phones_and_bert(w.LONG_TEXT, w.LANG)
     phones = np.concatenate([voice.prompt_phone_ids, phone_ids])[None]
@@ -141,7 +180,10 @@ def measure(bundle_dir: Path, state: Path, threads: int, provider: str, steps: i
     # Chunked streaming through the engine (engine.stream_chunk_tokens = STREAM_CHUNK), played in real time.
     chunked = [chunked_playback(engine, w.SENTENCE, voice, w.STREAM_CHUNK) for _ in range(repeats)]
 
+    batching = throughput(engine, voice, phones, all_bert, prompt, w.QUICK_STEPS, repeats)
+
     return {
+        "throughput": batching,
         "prefill_ms": 1000 * float(np.median(prefill)),
         "decode_ms_per_step": 1000 * float(np.median(per_step)),
         "vocoder_rtf": min(vocoder) / audio_seconds,

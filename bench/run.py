@@ -93,7 +93,9 @@ def usable(bundle: Path, source: Path | None = None, plan: dict[str, str] | None
             return (made.quantized_from == Bundle.load(source, verify=False).digest
                     and made.quantization is not None
                     and made.quantization.graphs == plan
-                    and made.quantization.kv_cache == kv_cache)
+                    and made.quantization.kv_cache == kv_cache
+                    # made before int8 bundles carried their batch graph
+                    and (plan.get("t2s_step") != "int8" or kv_cache != "fp32" or loaded.has("t2s_step_batch")))
         return True
     except BundleError:
         return False
@@ -272,7 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     results = measure_all(args.work, bundles, variants, args.threads, steps, repeats)
     print(table(results, info, steps))
     if args.json:
-        slim = {k: {m: v.get(m) for m, _ in METRICS} for k, v in results.items()}
+        slim = {k: {**{m: v.get(m) for m, _ in METRICS}, "throughput": v.get("throughput")}
+                for k, v in results.items()}
         args.json.write_text(json.dumps({"machine": info, "steps": steps, "results": slim}, indent=2) + "\n")
     if args.plot:
         plot(results, args.plot)

@@ -15,6 +15,9 @@ LANG = "zh"
 STEPS = 200  # 8 s of audio at 25 tokens/s; random weights never emit EOS, so the count is fixed
 SENTENCE_STEPS = 100  # what a 20-character sentence takes when spoken (4 s)
 QUICK_STEPS = 100
+# Five sentences of one announcement: decoded side by side (engine.max_batch) against one after another.
+ANNOUNCEMENT = "各位旅客请注意。开往上海的列车即将进站。请站在黄线以内。请照看好您的行李。谢谢合作。"
+BATCH_SIZES = (1, 2, 4, 8)  # sequences per T2S step for the throughput figures
 STREAM_CHUNK = 25  # engine.stream_chunk_tokens for the chunked figures (1 s chunks after a short first one)
 
 

@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
-from daemon.vocabulary import Priority
+from daemon.vocabulary import MAX_BATCH, Priority
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -139,6 +139,8 @@ class EngineSettings(_Section):
     # > 0: vocode in chunks of up to N semantic tokens (25 = 1 s of speech; the first is a quarter) for
     # earlier first audio; 0 = whole segments
     stream_chunk_tokens: int = Field(0, ge=0, le=500)
+    # sequences decoded in one T2S step (the sentences of one announcement); none = the hardware profile's
+    max_batch: int | None = Field(None, ge=1, le=MAX_BATCH)
 
     @field_validator("stream_chunk_tokens")
     @classmethod

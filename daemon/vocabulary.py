@@ -17,6 +17,7 @@ Source = Literal["native", "hermes", "wyoming", "http"]
 
 PRIORITY_RANK: dict[str, int] = {"emergency": 0, "high": 1, "normal": 2, "low": 3}
 MIN_SPEED, MAX_SPEED = 0.25, 4.0  # the speaking rates the engine takes (1 = as the voice speaks)
+MAX_BATCH = 8  # the most sequences one T2S decode step takes (a hardware profile's or engine.max_batch)
 
 
 def speed_within_range(speed: float) -> float:

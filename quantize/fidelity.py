@@ -26,6 +26,7 @@ from daemon.model.bundle import Bundle
 from daemon.model.manifest import Fidelity, GraphSize
 from daemon.model.t2s import StepBinding, cache_dtype, prefilled_cache
 from daemon.vocabulary import PRO_VERSIONS
+from quantize.row_quantization import BATCH_GRAPH
 
 SEED = 20240611
 T2S_STEPS = 32
@@ -185,14 +186,18 @@ def helper_fidelity(ref: Bundle, test: Bundle, rng: np.random.Generator) -> dict
     return report
 
 
+DERIVED_FROM = {BATCH_GRAPH: "t2s_step"}  # graphs a quantized bundle adds, and the graph each is made from
+
+
 def measure_fidelity(ref: Bundle, test: Bundle, seed: int = SEED) -> Fidelity:
     """The ``fidelity`` section of ``test``'s manifest, measured against ``ref`` (its fp32 source)."""
     rng = np.random.default_rng(seed)
     graphs: dict[str, Any] = {"t2s": t2s_fidelity(ref, test, rng)}
     graphs.update(sovits_fidelity(ref, test, rng))
     graphs.update(helper_fidelity(ref, test, rng))
-    sizes = {name: GraphSize(precision=info.precision, bytes=info.size, source_bytes=ref.graphs[name].size,
-                             ratio=round(info.size / ref.graphs[name].size, 4))
+    sources = {name: ref.graphs[DERIVED_FROM.get(name, name)].size for name in test.graphs}
+    sizes = {name: GraphSize(precision=info.precision, bytes=info.size, source_bytes=sources[name],
+                             ratio=round(info.size / sources[name], 4))
              for name, info in test.graphs.items()}
     return Fidelity(reference=ref.digest, seed=seed, graphs=graphs, sizes=sizes)
 

@@ -233,6 +233,27 @@ def int8_kv_cache(work: Path, manifest: Manifest, plan: dict[str, str], log: Log
                        purpose="the int8 K/V cache (GroupQueryAttention kv_cache_bit_width)"))
 
 
+def batch_step_graph(work: Path, manifest: Manifest, log: Log) -> Manifest:
+    """Write ``t2s_step_batch`` beside the int8 ``t2s_step`` in ``work`` (:mod:`quantize.row_quantization`),
+    checked to step each row of a batch as the step graph steps it alone; returns ``manifest`` listing it."""
+    from quantize.onnx_io import describe_io
+    from quantize.row_quantization import BATCH_GRAPH, ROW_TOLERANCE, quantize_rows, row_difference
+
+    step = manifest.graphs["t2s_step"]
+    path = work / f"{BATCH_GRAPH}.onnx"
+    quantize_rows(work / step.file, path)
+    difference = row_difference(work / step.file, path)
+    if difference > ROW_TOLERANCE:
+        raise QuantizeError(f"{BATCH_GRAPH}: a row of a batch differs from its sequence alone by {difference:.2g} "
+                            f"in the logits (at most {ROW_TOLERANCE:g} allowed)")
+    inputs, outputs = describe_io(path)
+    info = replace(step, inputs=inputs, outputs=outputs, **graph_files(path),
+                   description="t2s_step for two or more sequences: int8 weights, activations quantized per row")
+    log(f"  {BATCH_GRAPH}: int8, activations per row, {info.size / 1e6:.1f} MB (a batch row differs from "
+        f"alone by {difference:.2g})")
+    return replace(manifest, graphs={**manifest.graphs, BATCH_GRAPH: info})
+
+
 def quantize_bundle(source: Path | str, out: Path | str, preset: str, overrides: dict[str, str] | None = None,
                     fidelity: bool = True, log: Log = _stderr, kv_cache: str = "fp32") -> Manifest:
     """Write the ``preset`` version of the bundle at ``source`` to ``out``; returns its manifest.
@@ -262,6 +283,8 @@ def quantize_bundle(source: Path | str, out: Path | str, preset: str, overrides:
         manifest = replace(src.manifest, graphs=graphs)
         if kv_cache == "int8":
             manifest = int8_kv_cache(work, manifest, plan, log)
+        elif plan["t2s_step"] == "int8":  # an int8 cache cannot batch (its scales are per sequence)
+            manifest = batch_step_graph(work, manifest, log)
         for asset in src.manifest.assets.values():
             shutil.copyfile(src.path / asset.file, work / asset.file)
         manifest = replace(

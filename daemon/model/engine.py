@@ -50,7 +50,7 @@ from daemon.model.hardware import (
 )
 from daemon.model.sampling import SamplingParams
 from daemon.model.spectrogram import decoded_frames, spectrogram
-from daemon.model.t2s import Decode, T2SRunner
+from daemon.model.t2s import Decode, DecodeBatch, DecodeResult, T2SRunner
 from daemon.model.voices import NoSuchVoice, Voice, VoiceError, VoiceMeta, VoiceStore, voice_key
 from daemon.speech.synthesizer import (
     Sampling,
@@ -69,6 +69,7 @@ TOKENS_PER_PHONE = 5  # semantic tokens (25 Hz) per target phone before a runawa
 MIN_TOKENS = 40
 NO_TOKEN_RETRIES = 2
 MAX_TEXT_CHARS = 5000
+NO_TOKENS = "the model produced no speech tokens for this segment after retries"
 MIN_CHUNK_TOKENS = 8
 FIRST_CHUNK_TOKENS = 6  # the smallest first chunk (0.24 s): first audio after prefill + 6 steps
 CHUNK_GROWTH = 1.5  # each chunk at most this much longer than the one before, up to chunk_tokens
@@ -80,6 +81,7 @@ CROSSFADE_SECONDS = 0.01
 # shorter segments are vocoded whole, as upstream does. Measured: docs/performance.md, levers kept.
 VOCODE_WINDOW_TOKENS = 100
 SYNTHESIS_GRAPHS = ("t2s_prefill", "t2s_step", "sovits_decoder", "roberta")
+BATCH_GRAPH = "t2s_step_batch"  # an int8 bundle's step graph for two or more sequences
 VOICE_GRAPHS = ("hubert", "sovits_extract_latent", "sovits_ref_style", "sv_embedding")
 
 
@@ -125,7 +127,9 @@ class Engine:
         state_dir: Path,
         lexicon: Lexicon | None = None,
         g2pw_model: Path | None = None,
+        max_batch: int | None = None,
     ):
+        """``max_batch``: sequences decoded in one T2S step (default: the profile's)."""
         self.bundle = bundle
         self.profile = profile
         self.state_dir = Path(state_dir)
@@ -163,7 +167,9 @@ class Engine:
             from daemon.frontend.g2pw import G2PW
 
             self.g2pw = G2PW(Path(g2pw_model), tokenizer=self.tokenizer, sess_options=session_options(profile))
-        self.t2s = T2SRunner(self.session("t2s_prefill"), self.session("t2s_step"), self.eos,
+        self.max_batch = max_batch or profile.max_batch
+        batch_step = self.session(BATCH_GRAPH) if self.max_batch > 1 and bundle.has(BATCH_GRAPH) else None
+        self.t2s = T2SRunner(self.session("t2s_prefill"), self.session("t2s_step"), self.eos, batch_step,
                              row_exact=bundle.graphs["t2s_step"].precision != "int8")
 
     # -- sessions ---------------------------------------------------------------------------------------
@@ -173,7 +179,7 @@ class Engine:
             info = self.bundle.graphs[graph]
             self._sessions[graph] = create_session(
                 self.bundle.graph_path(graph), self.profile, info.inputs, self.state_dir / "cache",
-                self.bundle.digest, repeated_shapes=graph == "t2s_step",
+                self.bundle.digest, repeated_shapes=graph in ("t2s_step", BATCH_GRAPH),
             )
         return self._sessions[graph]
 
@@ -335,16 +341,58 @@ class Engine:
         all_bert = np.concatenate([voice.prompt_bert, bert], axis=1)[None]
         return all_phones, all_bert, min(self.max_tokens, MIN_TOKENS + TOKENS_PER_PHONE * len(phone_ids))
 
+    def _decode(self, voice: Voice, phone_ids: np.ndarray, bert: np.ndarray, options: SynthesisOptions,
+                rng: np.random.Generator) -> Decode:
+        all_phones, all_bert, limit = self._decode_inputs(voice, phone_ids, bert)
+        return Decode(self.t2s, all_phones, all_bert, voice.prompt_tokens[None], options.sampling, rng, limit)
+
     def semantic_tokens(self, voice: Voice, phone_ids: np.ndarray, bert: np.ndarray, options: SynthesisOptions,
                         rng: np.random.Generator) -> np.ndarray:
-        all_phones, all_bert, limit = self._decode_inputs(voice, phone_ids, bert)
         for attempt in range(1 + NO_TOKEN_RETRIES):
-            result = self.t2s.decode(all_phones, all_bert, voice.prompt_tokens[None], options.sampling, rng, limit)
-            tokens = result.semantic
-            if len(tokens) and not (len(tokens) == 1 and result.stopped_by == "eos"):
-                return tokens
+            result = self._decode(voice, phone_ids, bert, options, rng).to_end()
+            if _has_speech(result):
+                return result.semantic
             log.warning("segment produced no semantic tokens (attempt %d); retrying", attempt + 1)
-        raise SynthesisError("the model produced no speech tokens for this segment after retries")
+        raise SynthesisError(NO_TOKENS)
+
+    def segments_together(self, voice: Voice, inputs: list[tuple[np.ndarray, np.ndarray]], options: SynthesisOptions,
+                          rngs: list[np.random.Generator]) -> Iterator[np.ndarray]:
+        """Each segment's semantic tokens, in order, the segments decoding side by side (up to ``max_batch`` in
+        one :class:`DecodeBatch`; a waiting one joins when another stops). Segment i is yielded as soon as it
+        and those before it are done, so its audio can be made while the later ones wait. Each segment gets the
+        tokens it gets alone (:meth:`semantic_tokens`), retries included."""
+        runs = [self._decode(voice, *segment, options, rng) for segment, rng in zip(inputs, rngs, strict=True)]
+        index = {run: i for i, run in enumerate(runs)}
+        tries = [1] * len(runs)
+        waiting, done = list(range(len(runs))), {}
+        batch = DecodeBatch(self.t2s)
+
+        def settle(run: Decode) -> None:
+            i = index.pop(run)
+            if _has_speech(run.result):
+                done[i] = run.result.semantic
+                return
+            if tries[i] > NO_TOKEN_RETRIES:
+                raise SynthesisError(NO_TOKENS)
+            log.warning("segment produced no semantic tokens (attempt %d); retrying", tries[i])
+            tries[i] += 1
+            runs[i] = self._decode(voice, *inputs[i], options, rngs[i])
+            index[runs[i]] = i
+            waiting.insert(0, i)
+
+        following = 0
+        while following < len(runs):
+            while waiting and len(batch) < self.max_batch:
+                run = runs[waiting.pop(0)]
+                batch.join(run)
+                if run.finished:
+                    settle(run)
+            for run, _ in batch.step():
+                if run.finished:
+                    settle(run)
+            while following in done:
+                yield done.pop(following)
+                following += 1
 
     def decode_audio(self, tokens: np.ndarray, phone_ids: np.ndarray, ge: np.ndarray, speed: float,
                      noise_scale: float, rng: np.random.Generator) -> np.ndarray:
@@ -369,38 +417,57 @@ class Engine:
         if len(text) > MAX_TEXT_CHARS:
             raise SynthesisError(f"text is {len(text)} characters; the limit is {MAX_TEXT_CHARS}")
         v = voice if isinstance(voice, Voice) else self.voice(voice)
-        # separate streams for token sampling and vocoder noise: the tokens of a seed are the same whether
-        # the audio is vocoded per segment or in chunks
-        token_rng, noise_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(options.seed).spawn(2))
-        pause = np.zeros(int(self.sample_rate * PAUSE_SECONDS), np.float32)
         segments = self.segments(text, lang)
+        # one token stream per segment and one for the vocoder's noise: a segment's tokens are the same whether
+        # it decodes alone or beside the others, and whether its audio is vocoded whole or in chunks
+        token_seeds, noise_seed = np.random.SeedSequence(options.seed).spawn(2)
+        rngs = [np.random.default_rng(s) for s in token_seeds.spawn(len(segments))]
+        noise_rng = np.random.default_rng(noise_seed)
+        pause = np.zeros(int(self.sample_rate * PAUSE_SECONDS), np.float32)
+        if not options.chunk_tokens and len(segments) > 1 and self.max_batch > 1 and self.t2s.batchable:
+            inputs = [self._segment_inputs(i, segment, lang) for i, segment in enumerate(segments)]
+            decoded = self.segments_together(v, inputs, options, rngs)
+            for i, ((phone_ids, _), tokens) in enumerate(zip(inputs, decoded, strict=True)):
+                yield from self._segment_audio(tokens, phone_ids, v, options, noise_rng, pause)
+                if on_segment is not None:
+                    on_segment(i, len(segments))
+            return
         for i, segment in enumerate(segments):
-            try:
-                phone_ids, bert, _ = self.phones_and_bert(segment, lang)
-            except FrontendUnavailable:
-                raise  # a setup matter, not the text's: its message names the extra to install
-            except (ValueError, NotImplementedError) as exc:
-                raise SynthesisError(f"segment {i + 1} ({segment[:40]!r}): {exc}") from exc
+            phone_ids, bert = self._segment_inputs(i, segment, lang)
             if options.chunk_tokens:
-                yield from self._chunked(v, phone_ids, bert, options, token_rng, noise_rng)
+                yield from self._chunked(v, phone_ids, bert, options, rngs[i], noise_rng)
                 yield pause
             else:
-                tokens = self.semantic_tokens(v, phone_ids, bert, options, token_rng)
-                if len(tokens) > self.vocode_window_tokens:
-                    yield from self.vocode(tokens, phone_ids, v, options, noise_rng)
-                    yield pause
-                else:  # one piece per segment, its pause included
-                    yield np.concatenate([*self.vocode(tokens, phone_ids, v, options, noise_rng), pause])
+                tokens = self.semantic_tokens(v, phone_ids, bert, options, rngs[i])
+                yield from self._segment_audio(tokens, phone_ids, v, options, noise_rng, pause)
             if on_segment is not None:
                 on_segment(i, len(segments))
+
+    def _segment_inputs(self, i: int, segment: str, lang: str) -> tuple[np.ndarray, np.ndarray]:
+        """Segment ``i``'s phone ids and BERT features; a text the front end cannot read names the segment."""
+        try:
+            phone_ids, bert, _ = self.phones_and_bert(segment, lang)
+        except FrontendUnavailable:
+            raise  # a setup matter, not the text's: its message names the extra to install
+        except (ValueError, NotImplementedError) as exc:
+            raise SynthesisError(f"segment {i + 1} ({segment[:40]!r}): {exc}") from exc
+        return phone_ids, bert
+
+    def _segment_audio(self, tokens: np.ndarray, phone_ids: np.ndarray, voice: Voice, options: SynthesisOptions,
+                       noise_rng: np.random.Generator, pause: np.ndarray) -> Iterator[np.ndarray]:
+        """A whole segment's audio and its pause: one piece, or window by window when it is long."""
+        if len(tokens) > self.vocode_window_tokens:
+            yield from self.vocode(tokens, phone_ids, voice, options, noise_rng)
+            yield pause
+        else:
+            yield np.concatenate([*self.vocode(tokens, phone_ids, voice, options, noise_rng), pause])
 
     def _chunked(self, voice: Voice, phone_ids: np.ndarray, bert: np.ndarray, options: SynthesisOptions,
                  token_rng: np.random.Generator, noise_rng: np.random.Generator) -> Iterator[np.ndarray]:
         """Audio in chunks of :func:`chunk_sizes` tokens while the decode goes on (upstream's streaming-mode
         tokens: every generated token but EOS). Each chunk is vocoded with up to CHUNK_CONTEXT_TOKENS earlier
         tokens whose audio is dropped, and joined to the previous chunk by a short cross-fade."""
-        all_phones, all_bert, limit = self._decode_inputs(voice, phone_ids, bert)
-        run = Decode(self.t2s, all_phones, all_bert, voice.prompt_tokens[None], options.sampling, token_rng, limit)
+        run = self._decode(voice, phone_ids, bert, options, token_rng)
         fade = int(self.sample_rate * CROSSFADE_SECONDS)
         tokens: list[int] = []
         done = 0  # tokens whose audio has been emitted
@@ -484,6 +551,12 @@ class Engine:
         return voices[0].name
 
 
+def _has_speech(result: DecodeResult) -> bool:
+    """Whether a decode gave tokens to vocode (upstream's lone-EOS result gives none)."""
+    tokens = result.semantic
+    return bool(len(tokens)) and not (len(tokens) == 1 and result.stopped_by == "eos")
+
+
 def _sampling_options(sampling: Sampling | None) -> dict[str, Any]:
     """A request's sampling as :class:`SynthesisOptions` fields; what it leaves None keeps the defaults."""
     if sampling is None:
@@ -513,6 +586,7 @@ def engine_from_settings(settings, bundle: Path | None = None, profile: str | No
         settings.state_dir,
         Lexicon.load(settings.engine.lexicon) if settings.engine.lexicon else None,
         settings.engine.g2pw_model,
+        settings.engine.max_batch,
     )
     engine.chunk_tokens = settings.engine.stream_chunk_tokens
     engine.configured_voice = settings.engine.default_voice

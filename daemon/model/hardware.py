@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import onnxruntime as ort
 
+from daemon.vocabulary import MAX_BATCH
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10 (JetPack 6)
@@ -39,6 +41,7 @@ DIM_RANGES: dict[str, tuple[int, int, int]] = {
     "n_prompt": (1, 150, 500),
     "n_total": (1, 256, 1024),
     "capacity": (1, 512, 2048),
+    "batch": (1, 1, MAX_BATCH),  # sequences in one T2S step (engine.max_batch)
     "samples": (16000, 96000, 160000),
 }
 DEFAULT_RANGE = (1, 64, 1024)
@@ -57,6 +60,7 @@ class HardwareProfile:
     intra_op_threads: int = 0
     inter_op_threads: int = 1
     cpu_mem_arena: bool = True
+    max_batch: int = 4  # sequences decoded in one T2S step, unless engine.max_batch says otherwise
     cuda: dict[str, Any] = field(default_factory=dict)
     tensorrt: dict[str, Any] = field(default_factory=dict)
     source: Path | Traversable | None = None
@@ -83,6 +87,9 @@ class HardwareProfile:
                 raise ProfileError(f"{path}: field {key!r} is required")
         if not isinstance(data["providers"], list) or not data["providers"]:
             raise ProfileError(f"{path}: field 'providers' must be a non-empty list")
+        batch = data.get("max_batch", 1)
+        if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= MAX_BATCH:
+            raise ProfileError(f"{path}: field 'max_batch' must be a whole number from 1 to {MAX_BATCH}, got {batch!r}")
         return cls(**data, source=path)
 
 

@@ -11,9 +11,9 @@ when onnxruntime's CUDA provider runs the step (:func:`cache_device`). Stop rule
 ``early_stop_num``, 1500 steps.
 
 Bundles converted since the step graph took a batch (``token`` [B, 1], ``seqlens_k`` [B]) can decode several
-sequences in one step (:meth:`T2SRunner.decode_batch`), each exactly as alone: float weights and a float
-cache on the CPU. An int8 step graph quantizes its activations with one scale per batch, and an int8 cache
-takes one set of scales per batch, so those decode their sequences in turn, with the same tokens.
+sequences in one step (:class:`DecodeBatch`), each exactly as alone: float weights, or an int8 bundle's
+``t2s_step_batch`` (activations quantized per row), with a float cache on the CPU. An int8 cache takes one set
+of scales per batch, and each sequence's come from its own prefill, so such a bundle decodes in turn.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ class DecodeResult:
 
 class KVCache:
     """Per-layer K and V buffers [batch, heads, capacity, head_dim]; the first ``length`` rows are valid (a
-    batch's :class:`BatchStep` keeps a length per sequence). float32, or int8 with per-layer scales
+    :class:`DecodeBatch` keeps a length per sequence). float32, or int8 with per-layer scales
     [1, heads, 1, head_dim] (``k_scale`` / ``v_scale``, from the prefill)."""
 
     def __init__(self, n_layer: int, n_head: int, head_dim: int, capacity: int, dtype: type = np.float32,
@@ -129,8 +129,9 @@ def prefilled_cache(session: ort.InferenceSession, feeds: dict[str, np.ndarray],
 
 
 class StepBinding:
-    """The step graph bound to a cache: each ``run`` feeds one token, onnxruntime writes its K/V row into the
-    cache buffers (bound as both past input and present output) and the logits into a fixed array.
+    """The step graph bound to a cache: each step feeds one token per batch row, onnxruntime writes their K/V
+    rows into the cache buffers (bound as both past input and present output) and the logits into a fixed
+    array.
 
     On the CPU the bound values are the cache's own arrays. On a GPU (:func:`cache_device`) they are device
     copies made once per binding, so a step moves only the token in and the logits out; the host arrays are
@@ -147,7 +148,6 @@ class StepBinding:
 
     def _bind_cache(self) -> None:
         self._values: list[ort.OrtValue] = []  # K then V per layer; on the CPU they point into the arrays
-        self._bound = self.cache.k + self.cache.v
         for i in range(self.cache.n_layer):
             for kind, buffer in (("key", self.cache.k[i]), ("value", self.cache.v[i])):
                 value = ort.OrtValue.ortvalue_from_numpy(buffer, self.device, self.device_id)
@@ -158,6 +158,17 @@ class StepBinding:
                 self.binding.bind_cpu_input(f"k_scale_{i}", self.cache.k_scale[i])
                 self.binding.bind_cpu_input(f"v_scale_{i}", self.cache.v_scale[i])
 
+    def step(self, tokens: np.ndarray, positions: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+        """Logits [B, V] for row b's ``tokens[b]`` at audio ``positions[b]``, attending to its first
+        ``lengths[b]`` cache rows and writing row ``lengths[b]``. The caller keeps the lengths."""
+        b = self.binding
+        b.bind_cpu_input("token", np.asarray(tokens, np.int64).reshape(-1, 1))
+        b.bind_cpu_input("position", np.asarray(positions, np.int64))
+        b.bind_cpu_input("seqlens_k", np.asarray(lengths, np.int32))
+        b.bind_cpu_input("total_sequence_length", np.array(int(np.max(lengths)) + 1, np.int32))
+        self.session.run_with_iobinding(b)
+        return self.logits
+
     def run(self, token: int, position: int) -> np.ndarray:
         """Logits [1, V] for ``token`` at audio ``position``; the cache gains one row."""
         cache = self.cache
@@ -167,31 +178,27 @@ class StepBinding:
                 cache.v = [v.numpy() for v in self._values[1::2]]
             cache.grow(2 * cache.capacity)
             self._bind_cache()
-        b = self.binding
-        b.bind_cpu_input("token", np.array([[token]], np.int64))
-        b.bind_cpu_input("position", np.array([position], np.int64))
-        b.bind_cpu_input("seqlens_k", np.array([cache.length], np.int32))
-        b.bind_cpu_input("total_sequence_length", np.array(cache.length + 1, np.int32))
-        self.session.run_with_iobinding(b)
+        logits = self.step(np.array([token]), np.array([position]), np.array([cache.length]))
         cache.length += 1
-        return self.logits
+        return logits
 
 
 class T2SRunner:
     def __init__(self, prefill: ort.InferenceSession, step: ort.InferenceSession, eos: int,
-                 row_exact: bool = True):
-        """``row_exact``: the step graph computes each row of a batch as it would alone (float weights; a graph
-        with dynamically quantized activations shares one scale across the batch, so it is not)."""
+                 batch_step: ort.InferenceSession | None = None, row_exact: bool = True):
+        """``batch_step``: the graph that runs two or more sequences (``t2s_step_batch`` of an int8 bundle);
+        without it ``step`` does when it is ``row_exact``, computing each row of a batch as it would alone
+        (float weights; a graph with dynamically quantized activations shares one scale across the batch)."""
         self.prefill_session = prefill
         self.step_session = step
+        self.batch_session = batch_step or (step if row_exact else None)
         self.eos = eos
         self.vocab = int(step.get_outputs()[0].shape[1])
         self.cache_dtype = cache_dtype(step)
-        token_batch = next(i.shape[0] for i in step.get_inputs() if i.name == "token")
         device = cache_device(step.get_providers(), self.cache_dtype)
         # an int8 cache's scales come from each sequence's own prefill, and the attention node takes one set
-        self.batchable = (row_exact and isinstance(token_batch, str) and self.cache_dtype != np.int8
-                          and device == "cpu")
+        self.batchable = (self.batch_session is not None and self.cache_dtype != np.int8 and device == "cpu"
+                          and all(isinstance(_token_batch(s), str) for s in (step, self.batch_session)))
 
     def decode(
         self,
@@ -206,59 +213,95 @@ class T2SRunner:
         """phone_ids [1, N] int64, bert [1, 1024, N] float32, prompt [1, P] int64 or None (reference-free)."""
         return Decode(self, phone_ids, bert, prompt, params, rng, early_stop_num, record_logits).to_end()
 
-    def decode_batch(self, runs: list[Decode]) -> list[DecodeResult]:
-        """Several decodes in one batch: each step runs the step graph once for every unfinished sequence,
-        each at its own length, with its own sampling parameters, generator and stop. Each sequence gets the
-        tokens it gets alone. A step graph that cannot batch exactly (:attr:`batchable`) decodes them in turn."""
-        if not self.batchable or len(runs) < 2:
+    def decode_batch(self, runs: list[Decode], max_batch: int = 0) -> list[DecodeResult]:
+        """Several decodes, up to ``max_batch`` at a time (0: all), in one :class:`DecodeBatch`: a waiting
+        decode joins as soon as another leaves. Each sequence gets the tokens it gets alone. A runner that
+        cannot batch exactly (:attr:`batchable`) decodes them in turn."""
+        if not self.batchable or len(runs) < 2 or max_batch == 1:
             return [run.to_end() for run in runs]
-        starts = [run.prefill() for run in runs]
-        batch = BatchStep(self.step_session, [cache for _, cache in starts], self.vocab)
-        logits = [first for first, _ in starts]
-        while True:
-            tokens = np.zeros(len(runs), np.int64)
-            positions = np.zeros(len(runs), np.int64)
-            active = np.zeros(len(runs), bool)
-            for b, run in enumerate(runs):
-                if not run.finished:
-                    run.take(logits[b])
-                if not run.finished:
-                    tokens[b], positions[b], active[b] = run.tokens[-1], run.next_position, True
-            if not active.any():
-                return [run.result for run in runs]
-            out = batch.run(tokens, positions, active)
-            logits = [out[b : b + 1] for b in range(len(runs))]
+        batch = DecodeBatch(self)
+        waiting = list(runs)
+        while waiting or len(batch):
+            while waiting and (max_batch < 1 or len(batch) < max_batch):
+                batch.join(waiting.pop(0))
+            batch.step()
+        return [run.result for run in runs]
 
 
-class BatchStep(StepBinding):
-    """The step graph over a batch: one :class:`KVCache` whose row b holds sequence b's cache, its first
-    ``lengths[b]`` rows valid, bound as :class:`StepBinding` binds one. A finished sequence's row is fed a
-    placeholder token and its length is not advanced, so its slot is rewritten in place and never read."""
+def _token_batch(session: ort.InferenceSession) -> int | str:
+    """The step graph's batch dimension: a name when dynamic, 1 in a bundle converted before batching."""
+    return next(i.shape[0] for i in session.get_inputs() if i.name == "token")
 
-    def __init__(self, session: ort.InferenceSession, caches: list[KVCache], vocab: int):
-        first = caches[0]
-        batch = KVCache(first.n_layer, first.n_head, first.head_dim, max(c.capacity for c in caches), first.dtype,
-                        batch=len(caches))
-        for b, cache in enumerate(caches):
-            for layer in range(first.n_layer):
-                batch.k[layer][b, :, : cache.length] = cache.k[layer][0, :, : cache.length]
-                batch.v[layer][b, :, : cache.length] = cache.v[layer][0, :, : cache.length]
-        self.lengths = np.array([c.length for c in caches], np.int32)
-        super().__init__(session, batch, vocab)
 
-    def run(self, tokens: np.ndarray, positions: np.ndarray, active: np.ndarray) -> np.ndarray:
-        """Logits [B, V] for each sequence's ``tokens[b]`` at ``positions[b]``; active rows gain a cache row."""
+class DecodeBatch:
+    """A continuous batch: decodes join at their prefill and leave at their last step, and each step runs the
+    step graph once for all of them. Row b of one batch cache holds the b-th decode's K/V, its first
+    ``lengths[b]`` rows valid; a join or a leave copies the valid rows into a cache of the new batch size.
+    One decode runs the runner's ``step_session``, more its ``batch_session``; each computes a row as alone,
+    so a decode's tokens do not depend on what it shares steps with."""
+
+    def __init__(self, runner: T2SRunner):
+        self.runner = runner
+        self.rows: list[Decode] = []
+        self.lengths = np.zeros(0, np.int32)
+        self.cache: KVCache | None = None
+        self._bindings: dict[int, StepBinding] = {}  # per session (id), for the current cache
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def join(self, run: Decode) -> int | None:
+        """Prefill ``run`` and sample its first token, which is returned (None on EOS); the decode joins the
+        batch unless that token ended it."""
+        logits, cache = run.prefill()
+        token = run.take(logits)
+        if not run.finished:
+            self._restack(list(range(len(self.rows))), cache)
+            self.rows.append(run)
+        return token
+
+    def step(self) -> list[tuple[Decode, int | None]]:
+        """One step for every decode: each with its kept token (None on EOS). Those that finished leave."""
+        if not self.rows:
+            return []
+        assert self.cache is not None
         if int(self.lengths.max()) + 1 > self.cache.capacity:
             self.cache.grow(2 * self.cache.capacity)
-            self._bind_cache()
-        b = self.binding
-        b.bind_cpu_input("token", tokens[:, None])
-        b.bind_cpu_input("position", positions)
-        b.bind_cpu_input("seqlens_k", self.lengths.copy())
-        b.bind_cpu_input("total_sequence_length", np.array(self.lengths.max() + 1, np.int32))
-        self.session.run_with_iobinding(b)
-        self.lengths += active.astype(np.int32)
-        return self.logits
+            self._bindings.clear()
+        tokens = [run.tokens[-1] for run in self.rows]
+        positions = [run.next_position for run in self.rows]
+        logits = self._binding().step(np.array(tokens), np.array(positions), self.lengths)
+        self.lengths += 1
+        out = [(run, run.take(logits[b : b + 1])) for b, run in enumerate(self.rows)]
+        keep = [b for b, run in enumerate(self.rows) if not run.finished]
+        if len(keep) < len(self.rows):
+            self._restack(keep)
+            self.rows = [self.rows[b] for b in keep]
+        return out
+
+    def _binding(self) -> StepBinding:
+        r = self.runner
+        session = r.step_session if len(self.rows) == 1 else r.batch_session
+        if id(session) not in self._bindings:
+            self._bindings[id(session)] = StepBinding(session, self.cache, r.vocab)
+        return self._bindings[id(session)]
+
+    def _restack(self, keep: list[int], extra: KVCache | None = None) -> None:
+        """The batch cache of rows ``keep`` (in order), then ``extra``'s single row when given."""
+        old, self._bindings = self.cache, {}
+        lengths = [int(self.lengths[b]) for b in keep] + ([extra.length] if extra is not None else [])
+        if not lengths:
+            self.cache, self.lengths = None, np.zeros(0, np.int32)
+            return
+        sources = [(old, b) for b in keep] + ([(extra, 0)] if extra is not None else [])
+        shape = sources[0][0]
+        capacity = max(cache.capacity for cache, _ in sources)
+        new = KVCache(shape.n_layer, shape.n_head, shape.head_dim, capacity, shape.dtype, batch=len(lengths))
+        for row, ((cache, b), n) in enumerate(zip(sources, lengths, strict=True)):
+            for layer in range(new.n_layer):
+                new.k[layer][row, :, :n] = cache.k[layer][b, :, :n]
+                new.v[layer][row, :, :n] = cache.v[layer][b, :, :n]
+        self.cache, self.lengths = new, np.array(lengths, np.int32)
 
 
 class Decode:

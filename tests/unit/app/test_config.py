@@ -65,6 +65,8 @@ def test_file_values_and_environment_overrides(tmp_path: Path, monkeypatch: pyte
         ("[mqtt]\nprot = 1883\n", "mqtt.prot"),  # typo: unknown keys are errors, not silently ignored
         ("[mqttt]\nport = 1883\n", "mqttt"),
         ('[engine]\ndefault_voice = "alice"\n', "engine.default_voice"),  # a neural voice without a bundle
+        ("[engine]\nmax_batch = 9\n", "engine.max_batch"),
+        ("[engine]\nmax_batch = 0\n", "engine.max_batch"),
     ],
 )
 def test_bad_file_value_names_the_key(tmp_path: Path, text: str, key: str) -> None:

@@ -374,3 +374,34 @@ def test_inspect_groups_the_step_graphs_cache_inputs(demo_bundle: Path) -> None:
     n = Bundle.load(demo_bundle).manifest.t2s.n_layer
     assert f"past_key_0..{n - 1}[" in step and f"past_value_0..{n - 1}[" in step
     assert "past_key_1[" not in step and "seqlens_k['batch']" in step
+
+
+ANNOUNCEMENT = ("Attention please. The train to the airport leaves from platform two. It is running ten minutes late. "
+                "Please mind the gap. Thank you for travelling with us.")
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_the_sentences_of_one_text_decode_together_with_the_audio_of_each_alone(
+        demo_bundle: Path, tmp_path: Path, precision: str) -> None:
+    """A five-sentence text decodes its sentences side by side (``max_batch`` 4, so the fifth joins when one
+    stops) and speaks exactly what the same engine speaks with batching off, sentence by sentence."""
+    from quantize.quantization import quantize_bundle
+
+    path = demo_bundle
+    if precision == "int8":
+        path = tmp_path / "int8"
+        quantize_bundle(demo_bundle, path, "int8", fidelity=False, log=lambda _msg: None)
+    profile = HardwareProfile.load("x86-cpu")
+    batched = Engine(Bundle.load(path), profile, tmp_path / "state", max_batch=4)
+    alone = Engine(Bundle.load(path), profile, tmp_path / "state", max_batch=1)
+    batched.register_voice("alice", make_wav(), "This is a reference recording.", "en")
+    assert batched.t2s.batchable and len(batched.segments(ANNOUNCEMENT, "en")) == 5
+    assert alone.t2s.batch_session is (None if precision == "int8" else alone.t2s.step_session)
+    done: list[int] = []
+    together = list(batched.stream(ANNOUNCEMENT, "alice", "en", SynthesisOptions(seed=3),
+                                   on_segment=lambda i, _n: done.append(i)))
+    one_by_one = list(alone.stream(ANNOUNCEMENT, "alice", "en", SynthesisOptions(seed=3)))
+    assert done == [0, 1, 2, 3, 4]
+    assert len(together) == len(one_by_one)
+    for a, b in zip(together, one_by_one, strict=True):
+        np.testing.assert_array_equal(a, b)

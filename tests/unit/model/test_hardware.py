@@ -49,6 +49,14 @@ def test_unknown_field_and_missing_profile_are_named(tmp_path: Path) -> None:
         HardwareProfile.load("no-such-box")
 
 
+@pytest.mark.parametrize("value", ["0", "9", '"four"', "true"])
+def test_a_bad_max_batch_is_named(tmp_path: Path, value: str) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(f'name = "x"\nproviders = ["CPUExecutionProvider"]\nmax_batch = {value}\n')
+    with pytest.raises(ProfileError, match=r"bad.toml: field 'max_batch' must be a whole number from 1 to 8"):
+        HardwareProfile.load(bad)
+
+
 def test_every_profile_in_the_checkout_is_shipped() -> None:
     assert PROFILES == sorted(p.stem for p in (REPO / "hardware").glob("*.toml"))
 

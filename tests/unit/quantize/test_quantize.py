@@ -76,15 +76,16 @@ def test_int8_manifest_records_precision_provenance_and_sizes(demo: Path, int8: 
     assert bundle.manifest.provenance.quantized_from == source.digest
     assert bundle.digest != source.digest
     expected = {"t2s_prefill": "int8", "t2s_step": "int8", "hubert": "int8", "sovits_decoder": "fp32",
-                "sovits_ref_style": "fp32", "sovits_extract_latent": "fp32"}
+                "sovits_ref_style": "fp32", "sovits_extract_latent": "fp32", "t2s_step_batch": "int8"}
     assert {n: g.precision for n, g in bundle.graphs.items()} == expected
     for name, graph in bundle.graphs.items():
-        if graph.precision == "int8":
-            assert graph.size < 0.6 * source.graphs[name].size, name
+        if graph.precision == "int8":  # the batch graph is made from t2s_step
+            assert graph.size < 0.6 * source.graphs[name.removesuffix("_batch")].size, name
         else:
             assert graph.sha256 == source.graphs[name].sha256, f"{name} should be copied unchanged"
     assert bundle.manifest.fidelity.sizes["t2s_step"].bytes == bundle.graphs["t2s_step"].size
     assert set(bundle.manifest.parity) == {n for n, p in expected.items() if p == "fp32"}
+    assert bundle.manifest.fidelity.sizes["t2s_step_batch"].source_bytes == source.graphs["t2s_step"].size
 
 
 LAYOUT_OPS = {"Transpose", "Reshape", "Slice", "Unsqueeze", "Squeeze", "Identity", "Cast", "Split", "Flatten"}
@@ -191,7 +192,7 @@ def test_cli_mixed_override_and_refusals(demo: Path, int8: Path, tmp_path: Path,
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["precision"] == "mixed"
     assert {n: g["precision"] for n, g in manifest["graphs"].items() if g["precision"] != "fp32"} == {
-        "t2s_prefill": "int8", "t2s_step": "int8", "hubert": "fp16"}
+        "t2s_prefill": "int8", "t2s_step": "int8", "t2s_step_batch": "int8", "hubert": "fp16"}
     assert not (tmp_path / "mixed.partial").exists()
 
     unknown_graph = ["quantize", str(demo), "--precision", "int8", "--graph", "nope=int8", "-o", str(tmp_path / "x")]
@@ -369,4 +370,4 @@ def test_engine_reports_the_precision_of_the_graphs_loaded(demo: Path, int8: Pat
     assert Engine(Bundle.load(demo), profile, tmp_path / "a").precision == "fp32"
     assert Engine(Bundle.load(int8), profile, tmp_path / "b").precision == {
         "t2s_prefill": "int8", "t2s_step": "int8", "hubert": "int8", "sovits_decoder": "fp32",
-        "sovits_ref_style": "fp32", "sovits_extract_latent": "fp32"}
+        "sovits_ref_style": "fp32", "sovits_extract_latent": "fp32", "t2s_step_batch": "int8"}
