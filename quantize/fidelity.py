@@ -23,10 +23,9 @@ import numpy as np
 import onnxruntime as ort
 
 from daemon.model.bundle import Bundle
-from daemon.model.manifest import Fidelity, GraphSize
+from daemon.model.manifest import BATCH_GRAPH, Fidelity, GraphSize
 from daemon.model.t2s import StepBinding, cache_dtype, prefilled_cache
 from daemon.vocabulary import PRO_VERSIONS
-from quantize.row_quantization import BATCH_GRAPH
 
 SEED = 20240611
 T2S_STEPS = 32

@@ -44,7 +44,7 @@ from daemon.model.bundle import (
     graph_files,
     weights_file,
 )
-from daemon.model.manifest import MANIFEST, Manifest, Quantization, RuntimeRequirement
+from daemon.model.manifest import BATCH_GRAPH, MANIFEST, Manifest, Quantization, RuntimeRequirement
 
 PRECISIONS = ("fp32", "fp16", "int8")
 KV_CACHES = ("fp32", "int8")
@@ -237,7 +237,7 @@ def batch_step_graph(work: Path, manifest: Manifest, log: Log) -> Manifest:
     """Write ``t2s_step_batch`` beside the int8 ``t2s_step`` in ``work`` (:mod:`quantize.row_quantization`),
     checked to step each row of a batch as the step graph steps it alone; returns ``manifest`` listing it."""
     from quantize.onnx_io import describe_io
-    from quantize.row_quantization import BATCH_GRAPH, ROW_TOLERANCE, quantize_rows, row_difference
+    from quantize.row_quantization import ROW_TOLERANCE, quantize_rows, row_difference
 
     step = manifest.graphs["t2s_step"]
     path = work / f"{BATCH_GRAPH}.onnx"

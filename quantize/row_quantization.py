@@ -21,8 +21,6 @@ import numpy as np
 
 from quantize.onnx_io import save_with_weights_beside
 
-BATCH_GRAPH = "t2s_step_batch"
-
 
 class RowQuantizationError(ValueError):
     """The graph is not one ``quantize_dynamic`` wrote; the message names the node."""

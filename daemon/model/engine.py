@@ -48,6 +48,7 @@ from daemon.model.hardware import (
     session_options,
     use_global_thread_pool,
 )
+from daemon.model.manifest import BATCH_GRAPH
 from daemon.model.sampling import SamplingParams
 from daemon.model.spectrogram import decoded_frames, spectrogram
 from daemon.model.t2s import Decode, DecodeBatch, DecodeResult, T2SRunner
@@ -81,7 +82,6 @@ CROSSFADE_SECONDS = 0.01
 # shorter segments are vocoded whole, as upstream does. Measured: docs/performance.md, levers kept.
 VOCODE_WINDOW_TOKENS = 100
 SYNTHESIS_GRAPHS = ("t2s_prefill", "t2s_step", "sovits_decoder", "roberta")
-BATCH_GRAPH = "t2s_step_batch"  # an int8 bundle's step graph for two or more sequences
 VOICE_GRAPHS = ("hubert", "sovits_extract_latent", "sovits_ref_style", "sv_embedding")
 
 
@@ -218,8 +218,9 @@ class Engine:
             if self.bundle.has(graph):
                 self.session(graph)
         phones = np.zeros((1, 8), np.int64)
-        self.t2s.decode(phones, np.zeros((1, self.bert_dim, 8), np.float32), np.zeros((1, 4), np.int64),
-                        SamplingParams(), np.random.default_rng(0), early_stop_num=2)
+        runs = [Decode(self.t2s, phones, np.zeros((1, self.bert_dim, 8), np.float32), np.zeros((1, 4), np.int64),
+                       SamplingParams(), np.random.default_rng(0), early_stop_num=2) for _ in range(2)]
+        self.t2s.decode_batch(runs, self.max_batch)  # both step graphs when it batches
         ge = np.zeros(self.ge_shape(), np.float32)
         self.decode_audio(np.zeros(4, np.int64), phones[0], ge, 1.0, 0.0, np.random.default_rng(0))
         return time.monotonic() - t0
@@ -357,10 +358,11 @@ class Engine:
 
     def segments_together(self, voice: Voice, inputs: list[tuple[np.ndarray, np.ndarray]], options: SynthesisOptions,
                           rngs: list[np.random.Generator]) -> Iterator[np.ndarray]:
-        """Each segment's semantic tokens, in order, the segments decoding side by side (up to ``max_batch`` in
-        one :class:`DecodeBatch`; a waiting one joins when another stops). Segment i is yielded as soon as it
-        and those before it are done, so its audio can be made while the later ones wait. Each segment gets the
-        tokens it gets alone (:meth:`semantic_tokens`), retries included."""
+        """Each segment's semantic tokens, in order. The first decodes alone, so the first audio comes as soon
+        as without batching; the others then decode side by side (up to ``max_batch`` in one
+        :class:`DecodeBatch`; a waiting one joins when another stops), ahead of playback. Segment i is yielded as
+        soon as it and those before it are done, so its audio can be made while the later ones wait. Each
+        segment gets the tokens it gets alone (:meth:`semantic_tokens`), retries included."""
         runs = [self._decode(voice, *segment, options, rng) for segment, rng in zip(inputs, rngs, strict=True)]
         index = {run: i for i, run in enumerate(runs)}
         tries = [1] * len(runs)
@@ -382,7 +384,7 @@ class Engine:
 
         following = 0
         while following < len(runs):
-            while waiting and len(batch) < self.max_batch:
+            while waiting and len(batch) < (self.max_batch if following else 1):
                 run = runs[waiting.pop(0)]
                 batch.join(run)
                 if run.finished:

@@ -30,6 +30,7 @@ FORMAT_VERSION = 3  # 3: the step graph attends with GroupQueryAttention over [1
 MANIFEST = "manifest.json"
 
 # Graphs every bundle has; the others depend on the model version and the files converted.
+BATCH_GRAPH = "t2s_step_batch"  # an int8 bundle's step graph for two or more sequences (optional)
 REQUIRED_GRAPHS = ("t2s_prefill", "t2s_step", "sovits_decoder", "sovits_ref_style", "sovits_extract_latent")
 
 

@@ -18,6 +18,7 @@ of scales per batch, and each sequence's come from its own prefill, so such a bu
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -192,6 +193,7 @@ class T2SRunner:
         self.prefill_session = prefill
         self.step_session = step
         self.batch_session = batch_step or (step if row_exact else None)
+        self.batch_steps: Counter[int] = Counter()  # steps a DecodeBatch has run, per number of sequences
         self.eos = eos
         self.vocab = int(step.get_outputs()[0].shape[1])
         self.cache_dtype = cache_dtype(step)
@@ -271,6 +273,7 @@ class DecodeBatch:
         tokens = [run.tokens[-1] for run in self.rows]
         positions = [run.next_position for run in self.rows]
         logits = self._binding().step(np.array(tokens), np.array(positions), self.lengths)
+        self.runner.batch_steps[len(self.rows)] += 1
         self.lengths += 1
         out = [(run, run.take(logits[b : b + 1])) for b, run in enumerate(self.rows)]
         keep = [b for b, run in enumerate(self.rows) if not run.finished]

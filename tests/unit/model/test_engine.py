@@ -383,8 +383,8 @@ ANNOUNCEMENT = ("Attention please. The train to the airport leaves from platform
 @pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_the_sentences_of_one_text_decode_together_with_the_audio_of_each_alone(
         demo_bundle: Path, tmp_path: Path, precision: str) -> None:
-    """A five-sentence text decodes its sentences side by side (``max_batch`` 4, so the fifth joins when one
-    stops) and speaks exactly what the same engine speaks with batching off, sentence by sentence."""
+    """A five-sentence text decodes its first sentence alone and the others side by side (``max_batch`` 3, so the
+    fifth joins when one stops), and speaks exactly what the same engine speaks with batching off."""
     from quantize.quantization import quantize_bundle
 
     path = demo_bundle
@@ -392,7 +392,7 @@ def test_the_sentences_of_one_text_decode_together_with_the_audio_of_each_alone(
         path = tmp_path / "int8"
         quantize_bundle(demo_bundle, path, "int8", fidelity=False, log=lambda _msg: None)
     profile = HardwareProfile.load("x86-cpu")
-    batched = Engine(Bundle.load(path), profile, tmp_path / "state", max_batch=4)
+    batched = Engine(Bundle.load(path), profile, tmp_path / "state", max_batch=3)
     alone = Engine(Bundle.load(path), profile, tmp_path / "state", max_batch=1)
     batched.register_voice("alice", make_wav(), "This is a reference recording.", "en")
     assert batched.t2s.batchable and len(batched.segments(ANNOUNCEMENT, "en")) == 5
@@ -402,6 +402,7 @@ def test_the_sentences_of_one_text_decode_together_with_the_audio_of_each_alone(
                                    on_segment=lambda i, _n: done.append(i)))
     one_by_one = list(alone.stream(ANNOUNCEMENT, "alice", "en", SynthesisOptions(seed=3)))
     assert done == [0, 1, 2, 3, 4]
+    assert max(batched.t2s.batch_steps) == 3 and not alone.t2s.batch_steps
     assert len(together) == len(one_by_one)
     for a, b in zip(together, one_by_one, strict=True):
         np.testing.assert_array_equal(a, b)
