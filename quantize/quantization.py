@@ -237,11 +237,14 @@ def batch_step_graph(work: Path, manifest: Manifest, log: Log) -> Manifest:
     """Write ``t2s_step_batch`` beside the int8 ``t2s_step`` in ``work`` (:mod:`quantize.row_quantization`),
     checked to step each row of a batch as the step graph steps it alone; returns ``manifest`` listing it."""
     from quantize.onnx_io import describe_io
-    from quantize.row_quantization import ROW_TOLERANCE, quantize_rows, row_difference
+    from quantize.row_quantization import ROW_TOLERANCE, RowQuantizationError, quantize_rows, row_difference
 
     step = manifest.graphs["t2s_step"]
     path = work / f"{BATCH_GRAPH}.onnx"
-    quantize_rows(work / step.file, path)
+    try:
+        quantize_rows(work / step.file, path)
+    except RowQuantizationError as exc:
+        raise QuantizeError(f"{BATCH_GRAPH}: {exc}") from exc
     difference = row_difference(work / step.file, path)
     if difference > ROW_TOLERANCE:
         raise QuantizeError(f"{BATCH_GRAPH}: a row of a batch differs from its sequence alone by {difference:.2g} "

@@ -93,39 +93,14 @@ def quantize_rows(src: Path, dst: Path) -> None:
             raw = f"{out}_raw"
             node.input[:] = [node.input[0], w, "", w_zp]
             node.output[0] = raw
-            row += [helper.make_node("Mul", [f"{p}_zp_i", sums], [f"{out}_offset"]),
-                    helper.make_node("Sub", [raw, f"{out}_offset"], [out])]
+            at = nodes.index(node) + 1  # the fold-out runs right after its MatMulInteger
+            nodes[at:at] = [helper.make_node("Mul", [f"{p}_zp_i", sums], [f"{out}_offset"]),
+                            helper.make_node("Sub", [raw, f"{out}_offset"], [out])]
         at = nodes.index(dql)
-        nodes[at : at + 1] = row
+        nodes[at : at + 1] = row  # reads only what the quantizer read, so its place in the order holds
     del graph.node[:]
-    graph.node.extend(_sorted(nodes))
+    graph.node.extend(nodes)
     save_with_weights_beside(model, dst)
-
-
-def _sorted(nodes: list) -> list:
-    """``nodes`` in an order where each runs after the nodes that write its inputs (the zero-point fold-out
-    is appended next to the quantizer, before its MatMulInteger)."""
-    written = {o: i for i, n in enumerate(nodes) for o in n.output}
-    done: set[int] = set()
-    order: list = []
-
-    def visit(i: int) -> None:
-        stack = [(i, False)]
-        while stack:
-            j, expanded = stack.pop()
-            if j in done:
-                continue
-            if expanded:
-                done.add(j)
-                order.append(nodes[j])
-                continue
-            stack.append((j, True))
-            stack.extend((written[name], False) for name in nodes[j].input
-                         if name in written and written[name] not in done)
-
-    for i in range(len(nodes)):
-        visit(i)
-    return order
 
 
 ROW_TOLERANCE = 1e-4  # largest logit difference allowed between a row of a batch and the sequence alone

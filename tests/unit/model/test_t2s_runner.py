@@ -266,3 +266,13 @@ def test_a_batch_step_computes_each_row_as_alone(tiny_step) -> None:
         for layer in range(2):
             np.testing.assert_allclose(batch.k[layer][b, :, : lengths[b] + 1],
                                        cache.k[layer][0, :, : lengths[b] + 1], atol=1e-6)
+
+
+def test_a_graph_without_dynamic_quantization_is_refused_by_name(demo_bundle, tmp_path) -> None:
+    """``t2s_step_batch`` is made from an int8 step graph only; a float one is refused naming the file."""
+    from daemon.model.bundle import Bundle
+    from quantize.row_quantization import RowQuantizationError, quantize_rows
+
+    with pytest.raises(RowQuantizationError, match=r"t2s_step.onnx: no DynamicQuantizeLinear node"):
+        quantize_rows(Bundle.load(demo_bundle).graph_path("t2s_step"), tmp_path / "out.onnx")
+    assert not (tmp_path / "out.onnx").exists()
