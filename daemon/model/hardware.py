@@ -87,9 +87,11 @@ class HardwareProfile:
                 raise ProfileError(f"{path}: field {key!r} is required")
         if not isinstance(data["providers"], list) or not data["providers"]:
             raise ProfileError(f"{path}: field 'providers' must be a non-empty list")
-        batch = data.get("max_batch", 1)
-        if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= MAX_BATCH:
-            raise ProfileError(f"{path}: field 'max_batch' must be a whole number from 1 to {MAX_BATCH}, got {batch!r}")
+        if "max_batch" in data:
+            batch = data["max_batch"]
+            if not isinstance(batch, int) or isinstance(batch, bool) or not 1 <= batch <= MAX_BATCH:
+                raise ProfileError(f"{path}: field 'max_batch' must be a whole number from 1 to {MAX_BATCH}, "
+                                   f"got {batch!r}")
         return cls(**data, source=path)
 
 
