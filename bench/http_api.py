@@ -129,7 +129,7 @@ def texts(count: int, start: int = 0) -> list[str]:
 
 def direct(service: Service, text: str, seed: int) -> Timing:
     engine = service.engine
-    with service.pipeline.engine_lock:  # the daemon is idle; this keeps it so
+    with service.pipeline.engine_lock.exclusive():  # the daemon is idle; this keeps it so
         began = time.perf_counter()
         first = None
         chunks = []
@@ -322,28 +322,34 @@ class Answered:
 def refusal(service: Service, url: str, clients: int) -> dict[str, Any]:
     answered = Answered()
     service.bus.subscribe(answered)
-    lock = service.pipeline.engine_lock
     outcome: dict[str, bool] = {}
-    released = threading.Event()
+    held, released = threading.Event(), threading.Event()
+
+    def hold() -> None:  # the engine busy, as with a long announcement: the queue fills
+        with service.pipeline.engine_lock.exclusive():
+            held.set()
+            released.wait()
 
     def busy_until_all_answered() -> None:
         try:
             outcome["all_answered_while_busy"] = answered.wait_for(clients, CLIENT_TIMEOUT_S)
         finally:
             released.set()
-            lock.release()
 
-    lock.acquire()  # the engine busy, as with a long announcement: the queue fills
+    holder = threading.Thread(target=hold, daemon=True)
+    holder.start()
+    held.wait()
     try:
         answers, wall = burst(url, [TEXTS[n % len(TEXTS)].format(n=n) for n in range(clients)],
                               busy_until_all_answered)
     finally:
-        if not released.is_set():  # the burst failed before it began
-            lock.release()
+        released.set()  # also when the burst failed before it began
+        holder.join()
     result = account(answers, read_records(service.settings.state_dir))
     refused = [a for a in answers if a.status == 503]
     return {"clients": clients, "max_depth": service.settings.queue.max_depth, "wall_s": round(wall, 2),
-            **outcome, "retry_after": sorted({a.retry_after for a in refused if a.retry_after}), **result}
+            "synthesis_threads": service.pipeline.synthesis_threads, **outcome,
+            "retry_after": sorted({a.retry_after for a in refused if a.retry_after}), **result}
 
 
 # -- the run ------------------------------------------------------------------------------------------

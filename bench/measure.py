@@ -13,6 +13,7 @@ import json
 import os
 import resource
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -108,32 +109,96 @@ def tokens_per_second(engine: Engine, phones: np.ndarray, bert: np.ndarray, prom
     return batch * (steps - 1) / (time.perf_counter() - t0)
 
 
+def in_threads(work: list) -> list:
+    """Each callable in a thread of its own, all started together, as the daemon's publish lanes run requests;
+    their results in order."""
+    results: list = [None] * len(work)
+
+    def run(i: int) -> None:
+        results[i] = work[i]()
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(work))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
+def spoken(engine: Engine, voice, text: str, seed: int, background: bool, chunk_tokens: int = 0
+           ) -> tuple[float, int]:
+    """Seconds to the first audio of ``text`` through ``engine.stream``, and the samples of speech."""
+    t0 = time.perf_counter()
+    first, samples = None, 0
+    options = SynthesisOptions(seed=seed, background=background, chunk_tokens=chunk_tokens)
+    for chunk in engine.stream(text, voice, w.LANG, options):
+        first = first or time.perf_counter() - t0
+        samples += chunk.size
+    assert first is not None
+    return first, samples - round(PAUSE_SECONDS * engine.sample_rate) * len(engine.segments(text, w.LANG))
+
+
+def concurrent_audio(engine: Engine, voice, requests: int) -> float:
+    """Audio seconds per wall second with ``requests`` one-sentence requests synthesised at once (in the
+    background, as publish lanes do): their decodes meet in the engine's loop, their vocoding runs in their threads."""
+    t0 = time.perf_counter()
+    done = in_threads([lambda i=i: spoken(engine, voice, w.SENTENCE, i, True) for i in range(requests)])
+    return sum(samples for _, samples in done) / engine.sample_rate / (time.perf_counter() - t0)
+
+
+def first_audio_under_load(engine: Engine, voice, load: int, chunk_tokens: int = 0) -> float:
+    """Seconds to the first audio of a one-sentence request for the speaker (streamed in chunks of
+    ``chunk_tokens``, or whole) that arrives while ``load`` one-sentence background requests are decoding."""
+    loop = engine.decodes
+    assert loop is not None
+    started = loop.steps[False]
+    background = threading.Thread(target=in_threads, args=(
+        [lambda i=i: spoken(engine, voice, w.SENTENCE, 100 + i, True) for i in range(load)],))
+    background.start()
+    while loop.steps[False] < started + 5 and background.is_alive():  # the background batch is running
+        time.sleep(0.001)
+    first, _ = spoken(engine, voice, w.SENTENCE, 0, False, chunk_tokens)
+    background.join()
+    return first
+
+
 def throughput(engine: Engine, voice, phones: np.ndarray, bert: np.ndarray, prompt: np.ndarray, steps: int,
                repeats: int) -> dict[str, Any]:
-    """The batching figures (docs/performance.md#batching): T2S tokens per second per batch size, and the
-    five-sentence announcement end to end with its sentences decoded side by side against one by one."""
-    if not engine.t2s.batchable:
+    """The batching figures (docs/performance.md#batching): T2S tokens per second per batch size; audio seconds
+    per wall second with 1, 2, 4 and 8 one-sentence requests at once; the five-sentence announcement end to end
+    with its sentences decoded side by side against one by one; and the first audio of a request for the speaker,
+    whole and streamed in chunks, while four background requests decode, against the same request alone."""
+    loop = engine.decodes
+    if loop is None:
         return {"batchable": False}
     tokens = {str(b): max(tokens_per_second(engine, phones, bert, prompt, b, steps) for _ in range(repeats))
               for b in w.BATCH_SIZES}
     engine.max_tokens = w.SENTENCE_STEPS // 2  # random weights never stop: each sentence gets this many tokens
+    audio = {str(n): max(concurrent_audio(engine, voice, n) for _ in range(repeats)) for n in w.BATCH_SIZES}
+    first_audio = {}
+    for name, chunk in (("", 0), ("_chunked", w.STREAM_CHUNK)):
+        first_audio[f"first_audio{name}_idle_ms"] = 1000 * min(
+            spoken(engine, voice, w.SENTENCE, 0, False, chunk)[0] for _ in range(repeats))
+        first_audio[f"first_audio{name}_under_load_ms"] = 1000 * min(
+            first_audio_under_load(engine, voice, w.LOAD_REQUESTS, chunk) for _ in range(repeats))
 
-    def announcement(max_batch: int) -> tuple[float, float]:
+    def announcement(batched: bool) -> tuple[float, float]:
         """Seconds to the first audio and to the end."""
-        engine.max_batch = max_batch
+        engine.decodes = loop if batched else None
         t0 = time.perf_counter()
         first = None
         for _ in engine.stream(w.ANNOUNCEMENT, voice, w.LANG, SynthesisOptions(seed=0)):
             first = first or time.perf_counter() - t0
+        engine.decodes = loop
         return first, time.perf_counter() - t0
 
-    runs = {"sequential": [announcement(1) for _ in range(repeats)],
-            "batched": [announcement(max(w.BATCH_SIZES)) for _ in range(repeats)]}
+    runs = {"sequential": [announcement(False) for _ in range(repeats)],
+            "batched": [announcement(True) for _ in range(repeats)]}
     total = {k: min(end for _, end in v) for k, v in runs.items()}
-    return {"t2s_tokens_per_s": tokens, "five_sentence_s": total,
+    return {"t2s_tokens_per_s": tokens, "e2e_audio_s_per_s": audio,
+            "e2e_speedup_4": audio["4"] / audio["1"], "five_sentence_s": total,
             "five_sentence_first_audio_ms": {k: 1000 * min(first for first, _ in v) for k, v in runs.items()},
-            "five_sentence_speedup": total["sequential"] / total["batched"],
-            "e2e_audio_s_per_s": None, "first_audio_under_load_ms": None}  # not measured: no cross-request batching yet
+            "five_sentence_speedup": total["sequential"] / total["batched"], **first_audio}
 
 
 def measure(bundle_dir: Path, state: Path, threads: int, provider: str, steps: int, repeats: int

@@ -17,7 +17,8 @@ SENTENCE_STEPS = 100  # what a 20-character sentence takes when spoken (4 s)
 QUICK_STEPS = 100
 # Five sentences of one announcement: decoded side by side (engine.max_batch) against one after another.
 ANNOUNCEMENT = "各位旅客请注意。开往上海的列车即将进站。请站在黄线以内。请照看好您的行李。谢谢合作。"
-BATCH_SIZES = (1, 2, 4, 8)  # sequences per T2S step for the throughput figures
+BATCH_SIZES = (1, 2, 4, 8)  # sequences per T2S step, and requests at once, for the throughput figures
+LOAD_REQUESTS = 4  # background requests decoding when the speaker's request arrives (first audio under load)
 STREAM_CHUNK = 25  # engine.stream_chunk_tokens for the chunked figures (1 s chunks after a short first one)
 
 

@@ -22,6 +22,8 @@ class ToneEngine:
 
     With ``pace``, each sentence waits for one release of the semaphore, so a test decides how far
     synthesis gets; ``sentences`` lists those synthesised. Not cached unless a subclass gives an ``identity``.
+    ``concurrency`` > 1 stands for an engine that batches: the pipeline then synthesises publish-only requests
+    side by side (``background`` lists how each call was asked).
     """
 
     sample_rate = 16000
@@ -37,6 +39,7 @@ class ToneEngine:
         error: Exception | None = None,
         name: str = "tone",
         pace: threading.Semaphore | None = None,
+        concurrency: int = 1,
     ) -> None:
         self.name = name
         self.seconds = seconds
@@ -46,6 +49,8 @@ class ToneEngine:
         self.calls: list[str] = []
         self.sentences: list[str] = []
         self.samplings: list[Sampling | None] = []
+        self.concurrency = concurrency
+        self.background: list[bool] = []
 
     def voices(self) -> list[VoiceInfo]:
         return [VoiceInfo("tone-a", ["en"], "test tone A"), VoiceInfo("tone-b", ["en"], "test tone B")]
@@ -70,9 +75,10 @@ class ToneEngine:
         raise SynthesisError("a tone is built in")
 
     def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0,
-                   sampling: Sampling | None = None) -> Generator[np.ndarray, None, None]:
+                   sampling: Sampling | None = None, background: bool = False) -> Generator[np.ndarray, None, None]:
         self.calls.append(text)
         self.samplings.append(sampling)
+        self.background.append(background)
         if self.gate is not None:
             self.gate.wait(10)
         if self.error is not None:
@@ -95,6 +101,6 @@ class VoiceTones(ToneEngine):
     FREQS = {None: 440.0, "tone-a": 440.0, "tone-b": 660.0}
 
     def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0,
-                   sampling: Sampling | None = None) -> Generator[np.ndarray, None, None]:
-        for chunk in super().synthesize(text, voice, lang, speed, sampling):
+                   sampling: Sampling | None = None, background: bool = False) -> Generator[np.ndarray, None, None]:
+        for chunk in super().synthesize(text, voice, lang, speed, sampling, background):
             yield tone(chunk.size / self.sample_rate, self.sample_rate, self.FREQS[voice])

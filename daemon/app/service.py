@@ -289,7 +289,7 @@ class Service:
         engine = self.engine
         if not engine.can_register_voices:
             raise SynthesisError(f"voice registration needs the GPT-SoVITS engine (engine_state {self.engine_state()})")
-        with self.pipeline.engine_lock:
+        with self.pipeline.engine_lock.exclusive():
             voice = engine.register_voice(name, wav, text, lang, clip_name, description,
                                           created_by=by.name() if by else "", created_via=by.protocol if by else "")
         log.info("voice %s registered (%s, %.1f s clip)", voice.name, clip_name, voice.seconds)
@@ -309,7 +309,7 @@ class Service:
             engines.fallback.remove_voice(name)  # eSpeak NG's own: it says why not
         if not engines.engine.can_register_voices and name not in offered:
             raise UnknownVoice(f"unknown voice {name!r}")
-        with self.pipeline.engine_lock:
+        with self.pipeline.engine_lock.exclusive():
             engines.engine.remove_voice(name)
         log.info("voice %s removed", name)
         self.audit.changed("voice_removed", by, subject=name, voice=name)

@@ -7,6 +7,11 @@ Audio flows through a :class:`Job` chunk by chunk, so output starts with the fir
 With ``[[zones]]`` each zone is a lane of its own (hand-over slot, playback thread, priority order), so
 an announcement for one zone does not wait behind another zone's; synthesis stays one thread, and a
 request for several zones is synthesised once and starts in all of them together.
+
+An engine that batches its decodes (``concurrency`` > 1) also gets that many publish lanes, each with a
+synthesis thread of its own, for the requests that do not play on the box's speaker (published, or answered
+over a Wyoming or HTTP connection): they are synthesised side by side, in the background, while the speaker's
+lanes keep their order and priorities and their decodes go first.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -94,13 +100,52 @@ class _Lane:
     else one per zone. ``next`` is synthesised (or being synthesised) for it, ``current`` being delivered;
     ``cut`` stops this lane's delivery of ``current`` (for the one lane, the job's own ``cancelled``)."""
 
-    def __init__(self, zone: ZoneOutput | None) -> None:
+    def __init__(self, zone: ZoneOutput | None, beat: str = "playback") -> None:
         self.zone = zone
-        self.beat = "playback" if zone is None else f"playback:{zone.name}"
+        self.beat = beat if zone is None else f"playback:{zone.name}"
         self.next: Job | None = None
         self.current: Job | None = None
         self.cut = threading.Event()
         self.cut_reason = ""
+
+
+class EngineLock:
+    """Synthesis shares the engine (several requests at once where it batches); registering or removing a voice
+    has it alone, once the syntheses under way have finished and before any new one starts."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._sharing = 0
+        self._exclusive = False
+        self._queued = 0  # exclusive holders waiting: new syntheses wait behind them
+
+    @contextmanager
+    def shared(self) -> Iterator[None]:
+        with self._cond:
+            while self._exclusive or self._queued:
+                self._cond.wait()
+            self._sharing += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._sharing -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[None]:
+        with self._cond:
+            self._queued += 1
+            while self._exclusive or self._sharing:
+                self._cond.wait()
+            self._queued -= 1
+            self._exclusive = True
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._exclusive = False
+                self._cond.notify_all()
 
 
 class _StartGate:
@@ -147,6 +192,7 @@ class Job:
         self.fallback_reason: str | None = None
         self.cached = False  # played from the rendered-audio cache, not synthesised
         self.cache_entry: str | None = None  # the digest its audio is (or will be) kept under in that cache
+        self.background = False  # on a publish lane: its decodes give way to the speaker's
         self.error: Exception | None = None
         self.started_at = time.monotonic()
         self.first_chunk_at: float | None = None
@@ -284,7 +330,7 @@ class Pipeline:
         self._clock = clock
         self.cache = cache
         self.heartbeat = Heartbeat()  # the synthesis and playback loops beat; the systemd watchdog reads it
-        self.engine_lock = threading.Lock()  # the engine is not thread-safe: synthesis and voice registration
+        self.engine_lock = EngineLock()
         self._draining = False
         self._engine = engine
         self._fallback = fallback
@@ -296,7 +342,9 @@ class Pipeline:
         self._cond = threading.Condition()
         self._default = _Lane(None)
         self._zones = {zone.name: _Lane(zone) for zone in zones}
-        self._lanes = [self._default, *self._zones.values()]
+        concurrency = engine.concurrency if engine.concurrency > 1 else 0
+        self._publish_lanes = [_Lane(None, f"playback:publish{i + 1}") for i in range(concurrency)]
+        self._lanes = [self._default, *self._zones.values(), *self._publish_lanes]
         self._running = False
         self._threads: list[threading.Thread] = []
         self.last_latency_ms: float | None = None
@@ -307,6 +355,12 @@ class Pipeline:
             return builtin_chime(sample_rate)
         chime = read_wav(settings.chime_file.read_bytes(), str(settings.chime_file))
         return resample(chime.samples, chime.sample_rate, sample_rate)
+
+    @property
+    def synthesis_threads(self) -> int:
+        """The speaker's synthesis thread and one per publish lane: how many requests can be out of the queue
+        and under way (or waiting for the engine) at once."""
+        return 1 + len(self._publish_lanes)
 
     @property
     def busy(self) -> bool:
@@ -339,6 +393,8 @@ class Pipeline:
     def start(self) -> None:
         self._running = True
         workers: list[tuple[Callable[[], None], str]] = [(self._synth_loop, "gsv-synthesis")]
+        workers += [(lambda lane=lane: self._synth_loop(lane), f"gsv-synthesis:{lane.beat.split(':')[1]}")
+                    for lane in self._publish_lanes]
         workers += [(lambda lane=lane: self._play_loop(lane), f"gsv-{lane.beat}") for lane in self._lanes]
         for target, name in workers:
             thread = threading.Thread(target=target, name=name, daemon=True)
@@ -385,10 +441,17 @@ class Pipeline:
         return any(lane.current is not None for lane in self._lanes)
 
     def _lanes_of(self, request: Request) -> list[_Lane]:
-        """The lanes a request plays in: its zones' (those still configured), or the one lane."""
+        """The lanes a request plays in: its zones' (those still configured), or the one lane; none of the
+        speaker's for a request that goes to a publish lane."""
+        if self._publishes(request):
+            return []
         if not request.zones:
             return [self._default]
         return [self._zones[name] for name in request.zones if name in self._zones]
+
+    def _publishes(self, request: Request) -> bool:
+        """Whether ``request`` is synthesised on a publish lane: there are some, and it plays on no speaker."""
+        return bool(self._publish_lanes) and not request.occupies_speaker and not request.zones
 
     def _unslot(self, job: Job) -> None:
         """Take a job synthesised ahead out of every lane it waits in."""
@@ -473,11 +536,12 @@ class Pipeline:
 
     # -- synthesis ------------------------------------------------------------------------------
 
-    def _synth_loop(self) -> None:
+    def _synth_loop(self, publish: _Lane | None = None) -> None:
+        """The speaker's synthesis thread, or (``publish``) the one of a publish lane."""
         while True:
             with self._cond:
                 request = None
-                while self._running and (self._draining or (request := self._take()) is None):
+                while self._running and (self._draining or (request := self._take(publish)) is None):
                     self._cond.wait(timeout=1.0)
                     self.heartbeat.beat("synthesis")
                 if not self._running:
@@ -486,7 +550,7 @@ class Pipeline:
                 missing = [name for name in request.zones if name not in self._zones]
                 job = None
                 if not missing and not request.expired():
-                    job = self._job(request)
+                    job = self._job(request, publish)
                     self._cond.notify_all()
             if missing:
                 self._events.emit(request, EventKind.FAILED, reason=f"zone {missing[0]!r} is no longer configured",
@@ -497,13 +561,19 @@ class Pipeline:
                 continue
             self._synthesize(job)
 
-    def _take(self) -> Request | None:
-        """The next request to synthesise: the most urgent one whose lanes are all free to take it.
+    def _take(self, publish: _Lane | None = None) -> Request | None:
+        """The next request to synthesise: the most urgent one whose lanes are all free to take it; for a
+        publish lane's thread (``publish``, once its slot is free), the most urgent that goes to one.
 
         A request waiting for a busy lane keeps that lane for itself: nothing less urgent overtakes it there,
         so each zone plays in priority order, and a request for several zones is not starved by single ones.
         """
-        if not self._zones:
+        if publish is not None:
+            if publish.next is not None:
+                return None
+            return next((request for request in self._queue.waiting()
+                         if self._publishes(request) and self._queue.remove(request)), None)
+        if not self._zones and not self._publish_lanes:
             return self._queue.pop() if self._default.next is None else None
         held = {id(lane) for lane in self._lanes if lane.next is not None}
         minute = self._minute()
@@ -511,6 +581,8 @@ class Pipeline:
             if request.expired():  # reported now, not when quiet hours end
                 if self._queue.remove(request):
                     return request
+                continue
+            if self._publishes(request):
                 continue
             zones = self._lanes_of(request)
             if request.rank > QUIET_RANK and any(lane.zone is not None and lane.zone.quiet_at(minute)
@@ -526,10 +598,12 @@ class Pipeline:
         now = self._clock()
         return now.hour * 60 + now.minute
 
-    def _job(self, request: Request) -> Job:
-        """The job for ``request``, waiting in each of its lanes (under the lock)."""
+    def _job(self, request: Request, publish: _Lane | None = None) -> Job:
+        """The job for ``request``, waiting in each of its lanes (under the lock): ``publish`` when a publish
+        lane's thread took it."""
         job = Job(request, self._engine.sample_rate)
-        job.lanes = self._lanes_of(request)
+        job.lanes = [publish] if publish is not None else self._lanes_of(request)
+        job.background = publish is not None
         if request.zones:
             job.gate = _StartGate(request.zones)
             job.lead_in_ms = max((lane.zone.lead_in_ms for lane in job.lanes
@@ -560,7 +634,7 @@ class Pipeline:
                 job.add(chunk)
             job.finish()
             return
-        with self.engine_lock:
+        with self.engine_lock.shared():
             try:
                 self._synthesize_with(job, engine, request)
             except Exception as exc:
@@ -624,7 +698,7 @@ class Pipeline:
                         job.add(chunk)
                 else:
                     say = sayings[index]
-                    with self.engine_lock:
+                    with self.engine_lock.shared():
                         chunks, fell_back = self._synthesize_with(job, self._engine_for(say), say)
                     key = keys[index]
                     if key is not None and self.cache is not None and not (fell_back or job.truncated
@@ -660,7 +734,8 @@ class Pipeline:
             if key is None or self.cache.holds(key.digest()):
                 continue
             job = Job(say, rate)
-            with self.engine_lock:
+            job.background = True
+            with self.engine_lock.shared():
                 chunks, fell_back = self._synthesize_with(job, engine, say)
             if not fell_back:
                 self.cache.put(key, chunks)
@@ -685,7 +760,7 @@ class Pipeline:
         job.engine = engine.name
         resampler = LinearResampler(engine.sample_rate, job.sample_rate)
         produced = 0
-        stream = engine.synthesize(say.text, voice, say.lang, say.speed, say.sampling)
+        stream = engine.synthesize(say.text, voice, say.lang, say.speed, say.sampling, job.background)
         try:
             for chunk in stream:
                 if job.cancelled.is_set():

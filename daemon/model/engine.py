@@ -14,6 +14,7 @@ import math
 import time
 from collections import Counter
 from collections.abc import Callable, Generator, Iterator
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,6 +40,7 @@ from daemon.frontend.bert_tokenizer import BertTokenizer
 from daemon.frontend.sentences import SENTENCE_ENDS
 from daemon.model.bert_features import phone_level_features
 from daemon.model.bundle import Bundle, BundleError
+from daemon.model.decode_loop import DecodeLoop, Ticket
 from daemon.model.fbank import SAMPLE_RATE as HUBERT_RATE
 from daemon.model.fbank import kaldi_fbank
 from daemon.model.hardware import (
@@ -51,7 +53,7 @@ from daemon.model.hardware import (
 from daemon.model.manifest import BATCH_GRAPH
 from daemon.model.sampling import SamplingParams
 from daemon.model.spectrogram import decoded_frames, spectrogram
-from daemon.model.t2s import Decode, DecodeBatch, DecodeResult, T2SRunner
+from daemon.model.t2s import Decode, DecodeResult, T2SRunner
 from daemon.model.voices import NoSuchVoice, Voice, VoiceError, VoiceMeta, VoiceStore, voice_key
 from daemon.speech.synthesizer import (
     Sampling,
@@ -95,6 +97,9 @@ class SynthesisOptions:
     # so the first audio comes after a few tokens rather than the whole sentence (see chunk_sizes). Chunks are
     # vocoded with a few tokens of left context and cross-faded; the audio is close to, not equal to, whole-segment.
     chunk_tokens: int = 0
+    # a request whose audio does not go to the box's speaker (published, or answered over a connection): its
+    # decodes give way to the speaker's (DecodeLoop)
+    background: bool = False
 
     def __post_init__(self) -> None:
         if not MIN_SPEED <= self.speed <= MAX_SPEED:
@@ -116,7 +121,9 @@ def chunk_sizes(chunk_tokens: int) -> Iterator[int]:
 
 
 class Engine:
-    """One bundle loaded for one box; thread-compatible but not thread-safe (the daemon runs one at a time)."""
+    """One bundle loaded for one box. :meth:`synthesize` may run in several threads at once when the bundle
+    batches (:attr:`concurrency`): their decodes meet in one :class:`DecodeLoop`. Registering or removing a
+    voice must not overlap synthesis (the daemon's engine lock)."""
 
     can_register_voices = True
 
@@ -171,6 +178,8 @@ class Engine:
         batch_step = self.session(BATCH_GRAPH) if self.max_batch > 1 and bundle.has(BATCH_GRAPH) else None
         self.t2s = T2SRunner(self.session("t2s_prefill"), self.session("t2s_step"), self.eos, batch_step,
                              row_exact=bundle.graphs["t2s_step"].precision != "int8")
+        self.decodes = DecodeLoop(self.t2s, self.max_batch) if self.max_batch > 1 and self.t2s.batchable else None
+        self.concurrency = self.max_batch if self.decodes is not None else 1
 
     # -- sessions ---------------------------------------------------------------------------------------
 
@@ -347,10 +356,21 @@ class Engine:
         all_phones, all_bert, limit = self._decode_inputs(voice, phone_ids, bert)
         return Decode(self.t2s, all_phones, all_bert, voice.prompt_tokens[None], options.sampling, rng, limit)
 
+    def _result(self, run: Decode, options: SynthesisOptions) -> DecodeResult:
+        """Decode to the end: in the loop beside the other threads' decodes when the engine batches."""
+        if self.decodes is None:
+            return run.to_end()
+        return self.decodes.submit(run, foreground=not options.background).result()
+
     def semantic_tokens(self, voice: Voice, phone_ids: np.ndarray, bert: np.ndarray, options: SynthesisOptions,
-                        rng: np.random.Generator) -> np.ndarray:
+                        rng: np.random.Generator, started: Ticket | None = None) -> np.ndarray:
+        """A segment's tokens, decoded again (the generator going on) while a try gives none; ``started``: the
+        first try, already handed to the loop."""
         for attempt in range(1 + NO_TOKEN_RETRIES):
-            result = self._decode(voice, phone_ids, bert, options, rng).to_end()
+            if attempt == 0 and started is not None:
+                result = started.result()
+            else:
+                result = self._result(self._decode(voice, phone_ids, bert, options, rng), options)
             if _has_speech(result):
                 return result.semantic
             log.warning("segment produced no semantic tokens (attempt %d); retrying", attempt + 1)
@@ -358,43 +378,23 @@ class Engine:
 
     def segments_together(self, voice: Voice, inputs: list[tuple[np.ndarray, np.ndarray]], options: SynthesisOptions,
                           rngs: list[np.random.Generator]) -> Iterator[np.ndarray]:
-        """Each segment's semantic tokens, in order. The first decodes alone, so the first audio comes as soon
-        as without batching; the others then decode side by side (up to ``max_batch`` in one
-        :class:`DecodeBatch`; a waiting one joins when another stops), ahead of playback. Segment i is yielded as
-        soon as it and those before it are done, so its audio can be made while the later ones wait. Each
-        segment gets the tokens it gets alone (:meth:`semantic_tokens`), retries included."""
-        runs = [self._decode(voice, *segment, options, rng) for segment, rng in zip(inputs, rngs, strict=True)]
-        index = {run: i for i, run in enumerate(runs)}
-        tries = [1] * len(runs)
-        waiting, done = list(range(len(runs))), {}
-        batch = DecodeBatch(self.t2s)
-
-        def settle(run: Decode) -> None:
-            i = index.pop(run)
-            if _has_speech(run.result):
-                done[i] = run.result.semantic
-                return
-            if tries[i] > NO_TOKEN_RETRIES:
-                raise SynthesisError(NO_TOKENS)
-            log.warning("segment produced no semantic tokens (attempt %d); retrying", tries[i])
-            tries[i] += 1
-            runs[i] = self._decode(voice, *inputs[i], options, rngs[i])
-            index[runs[i]] = i
-            waiting.insert(0, i)
-
-        following = 0
-        while following < len(runs):
-            while waiting and len(batch) < (self.max_batch if following else 1):
-                run = runs[waiting.pop(0)]
-                batch.join(run)
-                if run.finished:
-                    settle(run)
-            for run, _ in batch.step():
-                if run.finished:
-                    settle(run)
-            while following in done:
-                yield done.pop(following)
-                following += 1
+        """Each segment's semantic tokens, in order, through the engine's :class:`DecodeLoop`. The first decodes
+        and is vocoded before the others are handed over, so its audio comes as soon as without batching (with
+        the others decoding beside its vocoder, it came half as late again); the others then decode side by side
+        (a waiting one joins when another stops). Each segment gets the tokens it gets alone
+        (:meth:`semantic_tokens`), retries included."""
+        assert self.decodes is not None
+        foreground = not options.background
+        yield self.semantic_tokens(voice, *inputs[0], options, rngs[0])
+        tickets = [self.decodes.submit(self._decode(voice, *segment, options, rng), foreground)
+                   for segment, rng in zip(inputs[1:], rngs[1:], strict=True)]
+        try:
+            for i, ticket in enumerate(tickets, start=1):
+                yield self.semantic_tokens(voice, *inputs[i], options, rngs[i], ticket)
+        finally:
+            for ticket in tickets:
+                if not ticket.done:
+                    self.decodes.withdraw(ticket)
 
     def decode_audio(self, tokens: np.ndarray, phone_ids: np.ndarray, ge: np.ndarray, speed: float,
                      noise_scale: float, rng: np.random.Generator) -> np.ndarray:
@@ -412,8 +412,17 @@ class Engine:
 
     def stream(self, text: str, voice: str | Voice, lang: str = "auto", options: SynthesisOptions | None = None,
                on_segment: Callable[[int, int], None] | None = None) -> Generator[np.ndarray, None, None]:
-        """Float32 audio per segment (followed by its pause), as soon as each is ready."""
+        """Float32 audio per segment (followed by its pause), as soon as each is ready. A foreground text (not
+        ``options.background``) holds background work back until it is done (:class:`DecodeLoop`)."""
         options = options or SynthesisOptions()
+        if self.decodes is None or options.background:
+            yield from self._stream(text, voice, lang, options, on_segment)
+            return
+        with self.decodes.foreground():
+            yield from self._stream(text, voice, lang, options, on_segment)
+
+    def _stream(self, text: str, voice: str | Voice, lang: str, options: SynthesisOptions,
+                on_segment: Callable[[int, int], None] | None) -> Generator[np.ndarray, None, None]:
         if not text or not text.strip():
             raise SynthesisError("text is empty")
         if len(text) > MAX_TEXT_CHARS:
@@ -426,7 +435,7 @@ class Engine:
         rngs = [np.random.default_rng(s) for s in token_seeds.spawn(len(segments))]
         noise_rng = np.random.default_rng(noise_seed)
         pause = np.zeros(int(self.sample_rate * PAUSE_SECONDS), np.float32)
-        if not options.chunk_tokens and len(segments) > 1 and self.max_batch > 1 and self.t2s.batchable:
+        if not options.chunk_tokens and len(segments) > 1 and self.decodes is not None:
             inputs = [self._segment_inputs(i, segment, lang) for i, segment in enumerate(segments)]
             decoded = self.segments_together(v, inputs, options, rngs)
             for i, ((phone_ids, _), tokens) in enumerate(zip(inputs, decoded, strict=True)):
@@ -476,7 +485,7 @@ class Engine:
         held = np.zeros(0, np.float32)  # the previous chunk's last `fade` samples, waiting for the cross-fade
         sizes = chunk_sizes(options.chunk_tokens)
         size = next(sizes)
-        for token in run:
+        for token in run if self.decodes is None else self.decodes.submit(run, not options.background).tokens():
             tokens.append(token)
             if len(tokens) - done >= size:
                 piece, held = self._vocode_chunk(tokens, done, phone_ids, voice, options, noise_rng, held, fade, False)
@@ -502,8 +511,9 @@ class Engine:
         for done in range(0, n, self.vocode_window_tokens):
             end = min(n, done + self.vocode_window_tokens)
             start, stop = max(0, done - CHUNK_CONTEXT_TOKENS), min(n, end + CHUNK_CONTEXT_TOKENS)
-            audio = self.decode_audio(tokens[start:stop], phone_ids, voice.ge, options.speed, options.noise_scale,
-                                      rng).astype(np.float32)
+            with self._vocoder_turn(options):
+                audio = self.decode_audio(tokens[start:stop], phone_ids, voice.ge, options.speed,
+                                          options.noise_scale, rng).astype(np.float32)
             per_token = len(audio) / (stop - start)
             first, last = round((done - start) * per_token), round((end - start) * per_token)
             piece = audio[first:last]
@@ -513,12 +523,17 @@ class Engine:
             held = audio[last : last + fade]
             yield piece
 
+    def _vocoder_turn(self, options: SynthesisOptions) -> AbstractContextManager[None]:
+        """The vocoder's turn for this text: one run at a time, the speaker's first, when the engine batches."""
+        return nullcontext() if self.decodes is None else self.decodes.vocoding(options.background)
+
     def _vocode_chunk(self, tokens: list[int], done: int, phone_ids: np.ndarray, voice: Voice,
                       options: SynthesisOptions, rng: np.random.Generator, held: np.ndarray, fade: int,
                       last: bool) -> tuple[np.ndarray, np.ndarray]:
         start = max(0, done - CHUNK_CONTEXT_TOKENS)
-        audio = self.decode_audio(np.asarray(tokens[start:], np.int64), phone_ids, voice.ge, options.speed,
-                                  options.noise_scale, rng).astype(np.float32)
+        with self._vocoder_turn(options):
+            audio = self.decode_audio(np.asarray(tokens[start:], np.int64), phone_ids, voice.ge, options.speed,
+                                      options.noise_scale, rng).astype(np.float32)
         per_token = len(audio) / (len(tokens) - start)
         skip = int(round((done - start) * per_token))
         if held.size:  # overlap the held tail with the new audio just before the new part
@@ -532,11 +547,12 @@ class Engine:
         return audio[:-fade], audio[-fade:]
 
     def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0,
-                   sampling: Sampling | None = None) -> Generator[np.ndarray, None, None]:
+                   sampling: Sampling | None = None, background: bool = False) -> Generator[np.ndarray, None, None]:
         """The daemon's ``Synthesizer`` interface."""
         name = voice or self.default_voice()
         try:
-            options = SynthesisOptions(speed=speed, chunk_tokens=self.chunk_tokens, **_sampling_options(sampling))
+            options = SynthesisOptions(speed=speed, chunk_tokens=self.chunk_tokens, background=background,
+                                       **_sampling_options(sampling))
         except ValueError as exc:
             raise SynthesisError(str(exc)) from exc
         if lang is None:

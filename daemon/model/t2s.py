@@ -282,6 +282,13 @@ class DecodeBatch:
             self.rows = [self.rows[b] for b in keep]
         return out
 
+    def leave(self, run: Decode) -> None:
+        """Take an unfinished decode out (its request was cut); the others go on as they were."""
+        keep = [b for b, row in enumerate(self.rows) if row is not run]
+        if len(keep) < len(self.rows):
+            self._restack(keep)
+            self.rows = [self.rows[b] for b in keep]
+
     def _binding(self) -> StepBinding:
         r = self.runner
         session = r.step_session if len(self.rows) == 1 else r.batch_session

@@ -139,6 +139,7 @@ class EspeakVoice:
 
     name = "espeak-ng fallback"
     can_register_voices = False
+    concurrency = 1  # one libespeak-ng at a time
     precision = None  # no model: nothing is loaded at a precision or on an execution provider
     provider = None
 
@@ -200,8 +201,9 @@ class EspeakVoice:
         return (self._resolve(lang) if lang else None) or self._default
 
     def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0,
-                   sampling: Sampling | None = None) -> Generator[np.ndarray, None, None]:
-        """``sampling`` is for a sampling engine: eSpeak NG's output is fixed by its text."""
+                   sampling: Sampling | None = None, background: bool = False) -> Generator[np.ndarray, None, None]:
+        """``sampling`` is for a sampling engine: eSpeak NG's output is fixed by its text; ``background`` for one
+        that synthesises several requests at once."""
         identifier = self._identifiers[self.pick_voice(voice, lang)]
         for sentence in _SENTENCE_END.split(text.strip()):
             if sentence:

@@ -114,6 +114,8 @@ class Synthesizer(Protocol):
     """The rate of every chunk :meth:`synthesize` yields; fixed for the engine's life."""
     can_register_voices: bool
     """Whether :meth:`register_voice` clones voices (GPT-SoVITS) or refuses (eSpeak NG)."""
+    concurrency: int
+    """How many requests it synthesises usefully at once (its decodes batched); 1: one after another."""
 
     @property
     def identity(self) -> str | None:
@@ -161,8 +163,9 @@ class Synthesizer(Protocol):
         ...
 
     def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0,
-                   sampling: Sampling | None = None) -> Generator[np.ndarray, None, None]:
+                   sampling: Sampling | None = None, background: bool = False) -> Generator[np.ndarray, None, None]:
         """Yield float32 mono chunks in [-1, 1] at :attr:`sample_rate` (e.g. one per sentence) so playback can
         start early; closed early when the request is cut. ``sampling``: the request's own token sampling, for
-        an engine that samples."""
+        an engine that samples. ``background``: the audio goes to no speaker, so an engine that synthesises
+        several requests at once lets the others go first."""
         ...

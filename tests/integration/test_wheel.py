@@ -95,12 +95,13 @@ class Box:
 def box(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Box]:
     """Removed afterwards: with torch the virtualenv is over a gigabyte, and pytest keeps its last runs' files."""
     venv = tmp_path_factory.mktemp("venv")
-    _run([sys.executable, "-m", "venv", "--without-pip", venv])
-    _run([sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "-q", "--no-compile",
-          f"{wheel}[convert,ja,ko,yue]"])
-    work = tmp_path_factory.mktemp("work")
     env = {k: v for k, v in os.environ.items()
            if k not in ("PYTHONPATH", "PYTHONHOME", "VIRTUAL_ENV") and not k.startswith("GSV_EDGE_")}
+    _run([sys.executable, "-m", "venv", "--without-pip", venv])
+    # without PYTHONPATH: pip would take a checkout's gsv_edge.egg-info on it for gsv-edge already installed
+    _run([sys.executable, "-m", "pip", "--python", venv / "bin" / "python", "install", "-q", "--no-compile",
+          f"{wheel}[convert,ja,ko,yue]"], env=env)
+    work = tmp_path_factory.mktemp("work")
     env["GSV_EDGE_STATE_DIR"] = str(work / "state")
     (work / "gsv-edge.toml").write_text("")  # not /etc/gsv-edge/config.toml, whatever this host has there
     yield Box(venv, work, env)

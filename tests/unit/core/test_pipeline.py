@@ -278,3 +278,89 @@ def test_volume_and_chime_reach_the_published_audio(output: str) -> None:
     expected_speech = np.concatenate(list(speech.synthesize("One.", None, None))) * 0.5
     assert np.allclose(published[-expected_speech.size:], expected_speech, atol=1e-6)
     assert done["audio_ms"] > done["speech_ms"], "the chime is part of the delivered audio"
+
+
+class HeldPublishing(ToneEngine):
+    """An engine that batches (``concurrency`` 3) whose background calls, the publish lanes', wait for ``held``
+    to be set, so a test sees them under way together while the speaker's requests go on."""
+
+    def __init__(self) -> None:
+        super().__init__(seconds=0.05, concurrency=3)
+        self.held = threading.Event()
+        self.under_way = threading.Semaphore(0)
+
+    def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0,
+                   sampling: Any = None, background: bool = False) -> Any:
+        if background:
+            self.under_way.release()
+            self.held.wait(WAIT_S)
+        return super().synthesize(text, voice, lang, speed, sampling, background)
+
+
+def test_publish_only_requests_are_synthesised_side_by_side_without_holding_up_the_speaker() -> None:
+    """With an engine that batches, three publish-only requests are synthesised at once (one per publish lane) and a
+    fourth waits for a lane; the speaker's requests meanwhile go through in their order, an emergency still cutting
+    what plays and overtaking what waits; the publish-only ones then end ``done`` with their audio."""
+    engine = HeldPublishing()
+    pace = threading.Semaphore(0)
+    with Rig(engine=engine, card=SoundCard(pace=pace)) as rig:  # type: ignore[arg-type]
+        for rid in ("p1", "p2", "p3", "p4"):
+            rig.pipeline.submit(request(rid, "Published."))
+        for _ in range(3):
+            assert engine.under_way.acquire(timeout=WAIT_S)
+        rig.pipeline.submit(request("long", "A. B. C. D.", output="play"))
+        pace.release()
+        rig.events.wait("long", EventKind.FIRST_AUDIO)
+        rig.pipeline.submit(request("next", output="play"))
+        rig.events.wait("next", EventKind.STARTED)
+        rig.pipeline.submit(request("fire", "Evacuate.", priority="emergency", output="play"))
+        for _ in range(40):
+            pace.release()
+        cut, fire, later = (rig.events.wait(rid) for rid in ("long", "fire", "next"))
+        waiting = rig.events.kinds("p4")
+        engine.held.set()
+        published = [rig.events.wait(rid) for rid in ("p1", "p2", "p3", "p4")]
+    assert cut["reason"] == "interrupted by fire" and fire["event"] == later["event"] == "done"
+    assert [rid for rid, kind, _ in rig.events.log if kind is EventKind.DONE][:2] == ["fire", "next"]
+    assert waiting == ["queued"]  # every publish lane was busy: it waited for one, not for the speaker's lane
+    assert all(p["event"] == "done" for p in published) and set(rig.published.audio) >= {"p1", "p2", "p3", "p4"}
+    asked = dict(zip(engine.calls, engine.background, strict=True))
+    assert asked["Published."] and not asked["A. B. C. D."] and not asked["Evacuate."]
+
+
+def test_registering_a_voice_waits_for_the_syntheses_under_way_and_holds_off_new_ones() -> None:
+    """The engine lock: syntheses share it; an exclusive holder (voice registration) waits until they end, and a
+    synthesis asking after it waits until the registration is done."""
+    from daemon.core.pipeline import EngineLock
+
+    lock = EngineLock()
+    order: list[str] = []
+    synthesis_ends = threading.Event()
+
+    def synthesis(name: str, until: threading.Event | None = None) -> None:
+        with lock.shared():
+            order.append(f"{name} starts")
+            if until is not None:
+                until.wait(WAIT_S)
+            order.append(f"{name} ends")
+
+    def registration() -> None:
+        with lock.exclusive():
+            order.append("registration")
+
+    first = threading.Thread(target=synthesis, args=("first", synthesis_ends))
+    first.start()
+    while "first starts" not in order:
+        time.sleep(0.01)
+    register = threading.Thread(target=registration)
+    register.start()
+    while not lock._queued:
+        time.sleep(0.01)
+    second = threading.Thread(target=synthesis, args=("second",))
+    second.start()
+    time.sleep(0.1)
+    assert order == ["first starts"]
+    synthesis_ends.set()
+    for thread in (first, register, second):
+        thread.join(WAIT_S)
+    assert order == ["first starts", "first ends", "registration", "second starts", "second ends"]

@@ -276,3 +276,105 @@ def test_a_graph_without_dynamic_quantization_is_refused_by_name(demo_bundle, tm
     with pytest.raises(RowQuantizationError, match=r"t2s_step.onnx: no DynamicQuantizeLinear node"):
         quantize_rows(Bundle.load(demo_bundle).graph_path("t2s_step"), tmp_path / "out.onnx")
     assert not (tmp_path / "out.onnx").exists()
+
+
+def _in_threads(work) -> list:
+    """``work``'s callables run in threads of their own, started together; their results in order."""
+    import threading
+
+    results: list = [None] * len(work)
+
+    def run(i: int) -> None:
+        try:
+            results[i] = work[i]()
+        except Exception as exc:  # handed to the test to assert on
+            results[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(work))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return results
+
+
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_decodes_from_several_threads_meet_in_one_loop_with_the_tokens_of_each_alone(runners, precision) -> None:
+    """Four threads each hand a decode to the loop (two foreground, two background): they step in batches of more
+    than one, each gets exactly the tokens it gets alone, and the loop's thread ends when the work does."""
+    from daemon.model.decode_loop import DecodeLoop
+
+    runner = runners[precision]
+    alone = [r.to_end() for r in _decodes(runner, 4, seed=21)]
+    loop = DecodeLoop(runner, max_batch=4)
+    before = runner.batch_steps.copy()
+    runs = _decodes(runner, 4, seed=21)
+    results = _in_threads([lambda run=run, i=i: loop.submit(run, foreground=i < 2).result()
+                           for i, run in enumerate(runs)])
+    _assert_same(alone, results)
+    assert max(n for n, count in (runner.batch_steps - before).items() if count) >= 2
+    assert loop._thread is None
+
+
+def test_a_foreground_decode_waits_at_most_the_background_step_in_flight(runners) -> None:
+    """Background decodes are stepping when a foreground one arrives: it joins after at most one more background
+    step, and no background step runs until it has ended; the background decodes then go on with the tokens
+    they get alone."""
+    from daemon.model.decode_loop import DecodeLoop
+
+    runner = runners["int8"]
+
+    def decodes():  # the background ones long enough to be running still when the foreground one arrives
+        runs = _decodes(runner, 3, seed=4)
+        for run in runs[1:]:
+            run.early_stop_num = 400
+        return runs
+
+    alone = [r.to_end() for r in decodes()]
+    loop = DecodeLoop(runner, max_batch=4)
+    foreground_run, *background_runs = decodes()
+    background = [loop.submit(run, foreground=False) for run in background_runs]
+    tokens = background[0].tokens()
+    for _ in range(3):  # the background batch is running
+        next(tokens)
+    foreground = loop.submit(foreground_run, foreground=True)
+    results = [foreground.result(), *_in_threads([t.result for t in background])]
+    _assert_same(alone, results)
+    assert foreground.joined[1] - foreground.submitted[1] <= 1
+    assert foreground.ended[1] == foreground.joined[1]  # no background step while it decoded
+    assert foreground.ended[0] - foreground.joined[0] == foreground_run.idx
+    assert all(t.ended[1] > foreground.ended[1] for t in background)
+
+
+def test_a_withdrawn_decode_leaves_and_the_others_go_on_unchanged(runners) -> None:
+    """A request cut while its decode runs closes its token stream: the decode leaves the batch at the next step
+    and the others keep the tokens they get alone."""
+    from daemon.model.decode_loop import DecodeLoop
+
+    runner = runners["fp32"]
+    alone = [r.to_end() for r in _decodes(runner, 3, seed=9)]
+    loop = DecodeLoop(runner, max_batch=4)
+    runs = _decodes(runner, 3, seed=9)
+    tickets = [loop.submit(run) for run in runs]
+    cut = tickets[2].tokens()
+    next(cut)
+    cut.close()
+    assert tickets[2].withdrawn
+    results = _in_threads([t.result for t in tickets[:2]])
+    _assert_same(alone[:2], results)
+    assert not runs[2].finished and loop._thread is None
+
+
+def test_a_decode_that_fails_to_start_fails_alone(runners) -> None:
+    """A decode whose prefill the graph refuses (a phone id outside the model's table) raises in the thread that
+    asked for it; the decode beside it is not disturbed."""
+    from daemon.model.decode_loop import DecodeLoop
+
+    runner = runners["fp32"]
+    alone = _decodes(runner, 1, seed=2)[0].to_end()
+    loop = DecodeLoop(runner, max_batch=4)
+    good, bad = _decodes(runner, 2, seed=2)
+    bad.phone_ids = np.full_like(bad.phone_ids, 10**6)
+    results = _in_threads([loop.submit(good).result, loop.submit(bad).result])
+    _assert_same([alone], results[:1])
+    assert isinstance(results[1], Exception)
