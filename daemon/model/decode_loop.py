@@ -106,6 +106,12 @@ class DecodeLoop:
                 self._vocoding = False
                 self.cond.notify_all()
 
+    @property
+    def waiting(self) -> int:
+        """Decodes handed over and not yet in a batch."""
+        with self.cond:
+            return len(self._waiting)
+
     def _count(self) -> tuple[int, int]:
         return self.steps[True], self.steps[False]
 

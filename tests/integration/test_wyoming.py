@@ -101,6 +101,49 @@ def wyoming_daemon(start_daemon: Callable[..., Daemon]) -> Callable[..., tuple[D
 # -- the real engine --------------------------------------------------------------------------------
 
 
+def test_satellites_asking_at_once_are_synthesised_side_by_side(wyoming_daemon, demo_bundle: Path,  # noqa: F811
+                                                                  tmp_path: Path) -> None:
+    """Four Wyoming clients ask at once (four Home Assistant satellites). Their audio goes back over their
+    connections, not to the box's speaker, so the daemon's publish lanes synthesise them together: their decodes
+    share T2S steps in the background batch, and each client gets its whole answer."""
+    engine = Engine(Bundle.load(demo_bundle), HardwareProfile.load("x86-cpu"), tmp_path / "voices")
+    engine.register_voice("alice", make_wav(), "这是一段参考录音。", "zh")
+    daemon, connect = wyoming_daemon(engine)
+    assert engine.decodes is not None and daemon.service.pipeline.synthesis_threads == 1 + engine.max_batch
+    texts = [f"第{n}号站台的列车即将进站，请各位旅客站在黄线以内排队等候上车" for n in range(4)]  # one sentence each
+    answers: list[Answer] = []
+
+    async def ask(text: str) -> Answer:
+        async with connect() as client:
+            return await synthesize(client, text, voice="alice")
+
+    async def together() -> None:
+        answers.extend(await asyncio.gather(*(ask(text) for text in texts)))
+
+    def until(done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + TIMEOUT_S
+        while not done() and time.monotonic() < deadline:
+            time.sleep(0.01)
+
+    before = engine.t2s.batch_steps.copy()
+    clients = threading.Thread(target=asyncio.run, args=(together(),))
+    pipeline, loop = daemon.service.pipeline, engine.decodes
+    with loop.foreground():  # stands for the speaker's work: background decodes wait to join until it ends
+        with pipeline.engine_lock.exclusive():  # all four taken by the lanes before any starts
+            clients.start()
+            until(lambda: len([state for state, _ in pipeline.lineup() if state != "queued"]) == 4)
+            lineup = pipeline.lineup()
+        until(lambda: loop.waiting == 4)
+        waiting = loop.waiting
+    clients.join(TIMEOUT_S * 2)
+    assert len(lineup) == 4 and "queued" not in {state for state, _ in lineup}  # each in a publish lane of its own
+    assert waiting == 4 and len(answers) == 4
+    for answer in answers:
+        assert answer.types == ["audio-start", "audio-stop"] and np.abs(answer.samples).max() > 30
+    steps = engine.t2s.batch_steps - before
+    assert max(steps) == 4 and loop.steps[False] > 0  # the four requests' decodes stepped together, in the background
+
+
 def test_describe_lists_voices_and_both_engines_speak(wyoming_daemon, demo_bundle: Path, tmp_path: Path) -> None:  # noqa: F811
     engine = Engine(Bundle.load(demo_bundle), HardwareProfile.load("x86-cpu"), tmp_path / "voices")
     engine.register_voice("alice", make_wav(), "这是一段参考录音。", "zh", description="Alice, announcer")
