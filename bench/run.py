@@ -95,7 +95,7 @@ def usable(bundle: Path, source: Path | None = None, plan: dict[str, str] | None
                     and made.quantization.graphs == plan
                     and made.quantization.kv_cache == kv_cache
                     # made before int8 bundles carried their batch graph
-                    and (plan.get("t2s_step") != "int8" or kv_cache != "fp32" or loaded.has("t2s_step_batch")))
+                    and (plan.get("t2s_step") != "int8" or kv_cache == "int8" or loaded.has("t2s_step_batch")))
         return True
     except BundleError:
         return False

@@ -12,6 +12,12 @@ graphs are rewritten, not re-exported:
   (``kv_cache_bit_width=8``, ``PER_CHANNEL``): past and present buffers are int8, the new row is quantized by
   the node itself.
 
+``--kv-cache int8-shared`` gives every request the same scales instead, calibrated at conversion: the prefill
+is run on seeded inputs (random phones, BERT features and prompt tokens of a typical length) and each channel's
+largest magnitude, times ``KV_HEADROOM``, over 127, becomes a constant of the graph. Decodes that share their
+scales can share a step (``GroupQueryAttention`` takes one set per batch), so such a bundle batches; a request
+whose values go beyond a channel's calibrated range is clipped to it.
+
 The fidelity report's teacher-forced logits go through these graphs, so it measures the cache's error too.
 The step graph needs a newer onnxruntime than the plain one (see ``MIN_ONNXRUNTIME``), which the manifest
 records so an older one refuses the bundle by name.
@@ -30,11 +36,66 @@ MIN_SCALE = 1e-8  # a channel that is zero everywhere still divides safely
 # GroupQueryAttention's quantized cache on the CPU: tested with 1.32 (1.23, JetPack 6's, lacks the attribute).
 MIN_ONNXRUNTIME = "1.32"
 KV_OUTPUTS = ("present_k", "present_v")
+CALIBRATION_SEED = 20261206
+CALIBRATION_RUNS = 8
+CALIBRATION_PHONES = 40  # phones of a sentence and its reference transcript
+CALIBRATION_PROMPT = 150  # prompt tokens of a 6 s reference clip at 25 Hz
 
 
-def quantize_prefill_outputs(path: Path, headroom: float = KV_HEADROOM) -> None:
+def calibrated_scales(prefill: Path, headroom: float = KV_HEADROOM) -> dict[str, np.ndarray]:
+    """Per layer and channel, the scale that holds the largest K and V magnitude the float ``prefill`` gives
+    over CALIBRATION_RUNS seeded inputs, times ``headroom``: ``present_k`` / ``present_v`` [L, 1, H, 1, Dh]."""
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(prefill), providers=["CPUExecutionProvider"])
+    inputs = {i.name: i for i in session.get_inputs()}
+    bert_dim = int(inputs["bert"].shape[1])
+    phone_vocab = _vocab(prefill, "phone_ids")
+    token_vocab = _vocab(prefill, "prompt")
+    rng = np.random.default_rng(CALIBRATION_SEED)
+    largest: dict[str, np.ndarray] = {}
+    for run in range(CALIBRATION_RUNS):
+        feeds = {
+            "phone_ids": rng.integers(1, phone_vocab, (1, CALIBRATION_PHONES)).astype(np.int64),
+            # half the runs with BERT features (Chinese), half with upstream's zeros (every other language)
+            "bert": (rng.standard_normal((1, bert_dim, CALIBRATION_PHONES)) * (run % 2)).astype(np.float32),
+            "prompt": rng.integers(0, token_vocab, (1, CALIBRATION_PROMPT)).astype(np.int64),
+        }
+        out = dict(zip([o.name for o in session.get_outputs()], session.run(None, feeds), strict=True))
+        for name in KV_OUTPUTS:
+            peak = np.abs(out[name]).max(axis=3, keepdims=True)
+            largest[name] = peak if name not in largest else np.maximum(largest[name], peak)
+    return {name: np.maximum(peak * headroom / 127, MIN_SCALE).astype(np.float32) for name, peak in largest.items()}
+
+
+def _vocab(path: Path, name: str) -> int:
+    """The number of rows of the embedding table that input ``name`` indexes (the Gather it feeds)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    weights = {t.name: t for t in model.graph.initializer}
+    seen, frontier = {name}, [name]
+    while frontier:  # follow casts and reshapes from the input to its embedding lookup
+        current = frontier.pop()
+        for node in model.graph.node:
+            if current not in node.input:
+                continue
+            if node.op_type == "Gather" and node.input[1] == current and node.input[0] in weights:
+                return int(numpy_helper.to_array(weights[node.input[0]]).shape[0])
+            if node.op_type in ("Cast", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Slice", "Concat"):
+                for out in node.output:
+                    if out not in seen:
+                        seen.add(out)
+                        frontier.append(out)
+    raise ValueError(f"{path.name}: found no embedding table that input {name!r} indexes")
+
+
+def quantize_prefill_outputs(path: Path, headroom: float = KV_HEADROOM,
+                             scales: dict[str, np.ndarray] | None = None) -> None:
     """``present_k`` / ``present_v`` [L, 1, H, T, Dh] become int8, with ``present_k_scale`` /
-    ``present_v_scale`` [L, 1, H, 1, Dh] (float) beside them."""
+    ``present_v_scale`` [L, 1, H, 1, Dh] (float) beside them: each request's own, or the ``scales`` given
+    (:func:`calibrated_scales`) for every request."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -44,9 +105,12 @@ def quantize_prefill_outputs(path: Path, headroom: float = KV_HEADROOM) -> None:
     missing = [name for name in KV_OUTPUTS if name not in outputs]
     if missing:
         raise ValueError(f"{path.name}: no output {missing[0]!r}; not a T2S prefill graph")
+    if scales is None:
+        graph.initializer.extend([
+            numpy_helper.from_array(np.array(headroom / 127, np.float32), "kv_scale_per_max"),
+            numpy_helper.from_array(np.array(MIN_SCALE, np.float32), "kv_min_scale"),
+        ])
     graph.initializer.extend([
-        numpy_helper.from_array(np.array(headroom / 127, np.float32), "kv_scale_per_max"),
-        numpy_helper.from_array(np.array(MIN_SCALE, np.float32), "kv_min_scale"),
         numpy_helper.from_array(np.array(-128, np.float32), "kv_int8_min"),
         numpy_helper.from_array(np.array(127, np.float32), "kv_int8_max"),
     ])
@@ -55,11 +119,17 @@ def quantize_prefill_outputs(path: Path, headroom: float = KV_HEADROOM) -> None:
         for node in graph.node:
             node.output[:] = [raw if o == name else o for o in node.output]
         scale = f"{name}_scale"
+        if scales is None:
+            graph.node.extend([
+                helper.make_node("Abs", [raw], [f"{name}_abs"]),
+                helper.make_node("ReduceMax", [f"{name}_abs"], [f"{name}_max"], axes=[3], keepdims=1),
+                helper.make_node("Mul", [f"{name}_max", "kv_scale_per_max"], [f"{name}_scaled"]),
+                helper.make_node("Max", [f"{name}_scaled", "kv_min_scale"], [scale]),
+            ])
+        else:
+            graph.initializer.append(numpy_helper.from_array(scales[name], f"{scale}_calibrated"))
+            graph.node.append(helper.make_node("Identity", [f"{scale}_calibrated"], [scale]))
         graph.node.extend([
-            helper.make_node("Abs", [raw], [f"{name}_abs"]),
-            helper.make_node("ReduceMax", [f"{name}_abs"], [f"{name}_max"], axes=[3], keepdims=1),
-            helper.make_node("Mul", [f"{name}_max", "kv_scale_per_max"], [f"{name}_scaled"]),
-            helper.make_node("Max", [f"{name}_scaled", "kv_min_scale"], [scale]),
             helper.make_node("Div", [raw, scale], [f"{name}_div"]),
             helper.make_node("Round", [f"{name}_div"], [f"{name}_round"]),
             helper.make_node("Clip", [f"{name}_round", "kv_int8_min", "kv_int8_max"], [f"{name}_clip"]),

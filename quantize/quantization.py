@@ -12,7 +12,9 @@ Each graph gets a precision of its own (``PRESETS``, overridable per graph):
 * ``fp32``: the graph is copied unchanged.
 
 ``--kv-cache int8`` also stores the T2S decode's K/V cache as int8 (:mod:`quantize.kv_cache`): a quarter of
-the cache memory and of the reads per step, on onnxruntime >= 1.32 only (recorded in the manifest).
+the cache memory and of the reads per step, on onnxruntime >= 1.32 only (recorded in the manifest). Its scales
+are each request's own, so its decodes run in turn; ``int8-shared`` calibrates one set at conversion for every
+request, so they batch.
 
 The result is a bundle like any other: same manifest format, each graph's ``precision``, new sizes and
 digests, ``provenance.quantized_from`` and a ``fidelity`` section measured against the source bundle
@@ -47,7 +49,7 @@ from daemon.model.bundle import (
 from daemon.model.manifest import BATCH_GRAPH, MANIFEST, Manifest, Quantization, RuntimeRequirement
 
 PRECISIONS = ("fp32", "fp16", "int8")
-KV_CACHES = ("fp32", "int8")
+KV_CACHES = ("fp32", "int8", "int8-shared")
 
 # Per preset, the precision of each graph; graphs not named stay fp32.
 # sovits_extract_latent picks codebook entries by nearest distance: any rounding can flip a code, and it
@@ -210,24 +212,31 @@ def reduce_graph(bundle: Bundle, name: str, dst: Path, precision: str, work: Pat
     weights_beside(dst)
 
 
-def int8_kv_cache(work: Path, manifest: Manifest, plan: dict[str, str], log: Log) -> Manifest:
-    """Rewrite the T2S graphs in ``work`` for an int8 K/V cache; returns ``manifest`` recording it."""
-    from quantize.kv_cache import MIN_ONNXRUNTIME, quantize_prefill_outputs, quantize_step_cache
+def int8_kv_cache(work: Path, manifest: Manifest, plan: dict[str, str], log: Log, kv_cache: str = "int8"
+                  ) -> Manifest:
+    """Rewrite the T2S graphs in ``work`` for an int8 K/V cache (``int8``: each request's own scales;
+    ``int8-shared``: scales calibrated now, the same for every request); returns ``manifest`` recording it."""
+    from quantize.kv_cache import MIN_ONNXRUNTIME, calibrated_scales, quantize_prefill_outputs, quantize_step_cache
     from quantize.onnx_io import describe_io
 
     for name in ("t2s_prefill", "t2s_step"):
         if plan[name] not in ("fp32", "int8"):
-            raise QuantizeError(f"--kv-cache int8: graph {name} is {plan[name]}; the int8 cache needs it fp32 or int8")
+            raise QuantizeError(f"--kv-cache {kv_cache}: graph {name} is {plan[name]}; the int8 cache needs it "
+                                "fp32 or int8")
     graphs = dict(manifest.graphs)
-    for name, rewrite in (("t2s_prefill", quantize_prefill_outputs), ("t2s_step", quantize_step_cache)):
+    prefill = work / graphs["t2s_prefill"].file
+    scales = calibrated_scales(prefill) if kv_cache == "int8-shared" else None
+    for name, rewrite in (("t2s_prefill", lambda path: quantize_prefill_outputs(path, scales=scales)),
+                          ("t2s_step", quantize_step_cache)):
         entry = graphs[name]
         path = work / entry.file
         rewrite(path)
         inputs, outputs = describe_io(path)
+        kind = "calibrated per-channel scales" if scales is not None else "per-channel scales"
         graphs[name] = replace(entry, inputs=inputs, outputs=outputs, **graph_files(path),
-                               description=entry.description + "; int8 K/V with per-channel scales")
-    log(f"  t2s K/V cache: int8 (needs onnxruntime >= {MIN_ONNXRUNTIME})")
-    return replace(manifest, graphs=graphs, t2s=replace(manifest.t2s, kv_cache="int8"),
+                               description=f"{entry.description}; int8 K/V with {kind}")
+    log(f"  t2s K/V cache: {kv_cache} (needs onnxruntime >= {MIN_ONNXRUNTIME})")
+    return replace(manifest, graphs=graphs, t2s=replace(manifest.t2s, kv_cache=kv_cache),
                    requires_onnxruntime=RuntimeRequirement(
                        version=MIN_ONNXRUNTIME,
                        purpose="the int8 K/V cache (GroupQueryAttention kv_cache_bit_width)"))
@@ -284,9 +293,9 @@ def quantize_bundle(source: Path | str, out: Path | str, preset: str, overrides:
                 log(f"  {name}: {precision}, {info.size / 1e6:.1f} -> {graphs[name].size / 1e6:.1f} MB "
                     f"in {time.monotonic() - t0:.1f} s")
         manifest = replace(src.manifest, graphs=graphs)
-        if kv_cache == "int8":
-            manifest = int8_kv_cache(work, manifest, plan, log)
-        elif plan["t2s_step"] == "int8":  # an int8 cache cannot batch (its scales are per sequence)
+        if kv_cache != "fp32":
+            manifest = int8_kv_cache(work, manifest, plan, log, kv_cache)
+        if plan["t2s_step"] == "int8" and kv_cache != "int8":  # per-request cache scales cannot share a step
             manifest = batch_step_graph(work, manifest, log)
         for asset in src.manifest.assets.values():
             shutil.copyfile(src.path / asset.file, work / asset.file)
@@ -339,7 +348,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "sovits_decoder=int8: static int8 vocoder convolutions, faster on CPU at a measured loss")
     parser.add_argument("--kv-cache", choices=KV_CACHES, default="fp32",
                         help="int8: keep the T2S decode's K/V cache as int8 with per-channel scales (a quarter of "
-                             "its memory and reads; needs onnxruntime >= 1.32, so not for JetPack 6's 1.23)")
+                             "its memory and reads; needs onnxruntime >= 1.32, so not for JetPack 6's 1.23); "
+                             "int8-shared: the same, with one set of scales calibrated now for every request, so "
+                             "decodes can share a step (batching)")
     parser.add_argument("-o", "--out", type=Path, required=True, help="bundle directory to create")
 
 

@@ -124,12 +124,16 @@ def row_difference(step: Path, batch: Path, seed: int = CHECK_SEED) -> float:
     tokens, positions = rng.integers(0, vocab - 1, 3), lengths - 2
     together = KVCache(n_layer, n_head, head_dim, 32, cache_dtype(sessions[0]), batch=3)
     for layer in range(n_layer):
-        together.k[layer][:] = rng.standard_normal(together.k[layer].shape)
-        together.v[layer][:] = rng.standard_normal(together.v[layer].shape)
+        together.k[layer][:] = rng.standard_normal(together.k[layer].shape) * (40 if together.dtype == np.int8 else 1)
+        together.v[layer][:] = rng.standard_normal(together.v[layer].shape) * (40 if together.dtype == np.int8 else 1)
+    if together.dtype == np.int8:  # an int8 cache (int8-shared): one set of scales for the batch
+        together.k_scale, together.v_scale = ([rng.uniform(0.01, 0.05, (1, n_head, 1, head_dim)).astype(np.float32)
+                                               for _ in range(n_layer)] for _ in range(2))
     logits = StepBinding(sessions[1], together, vocab).step(tokens, positions, lengths).copy()
     worst = 0.0
     for b in range(3):
         alone = KVCache(n_layer, n_head, head_dim, 32, together.dtype)
+        alone.k_scale, alone.v_scale = together.k_scale, together.v_scale
         for layer in range(n_layer):
             alone.k[layer][:], alone.v[layer][:] = together.k[layer][b : b + 1], together.v[layer][b : b + 1]
         one = StepBinding(sessions[0], alone, vocab).step(tokens[b : b + 1], positions[b : b + 1], lengths[b : b + 1])

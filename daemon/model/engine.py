@@ -177,7 +177,8 @@ class Engine:
         self.max_batch = max_batch or profile.max_batch
         batch_step = self.session(BATCH_GRAPH) if self.max_batch > 1 and bundle.has(BATCH_GRAPH) else None
         self.t2s = T2SRunner(self.session("t2s_prefill"), self.session("t2s_step"), self.eos, batch_step,
-                             row_exact=bundle.graphs["t2s_step"].precision != "int8")
+                             row_exact=bundle.graphs["t2s_step"].precision != "int8",
+                             shared_scales=bundle.manifest.t2s.kv_cache == "int8-shared")
         self.decodes = DecodeLoop(self.t2s, self.max_batch) if self.max_batch > 1 and self.t2s.batchable else None
         self.concurrency = self.max_batch if self.decodes is not None else 1
 

@@ -12,8 +12,9 @@ when onnxruntime's CUDA provider runs the step (:func:`cache_device`). Stop rule
 
 Bundles converted since the step graph took a batch (``token`` [B, 1], ``seqlens_k`` [B]) can decode several
 sequences in one step (:class:`DecodeBatch`), each exactly as alone: float weights, or an int8 bundle's
-``t2s_step_batch`` (activations quantized per row), with a float cache on the CPU. An int8 cache takes one set
-of scales per batch, and each sequence's come from its own prefill, so such a bundle decodes in turn.
+``t2s_step_batch`` (activations quantized per row), with a cache on the CPU. An int8 cache takes one set of
+scales per batch: with ``--kv-cache int8`` each sequence's come from its own prefill, so such a bundle decodes
+in turn; ``int8-shared`` gives every sequence the bundle's calibrated scales, so it batches.
 """
 
 from __future__ import annotations
@@ -186,10 +187,11 @@ class StepBinding:
 
 class T2SRunner:
     def __init__(self, prefill: ort.InferenceSession, step: ort.InferenceSession, eos: int,
-                 batch_step: ort.InferenceSession | None = None, row_exact: bool = True):
+                 batch_step: ort.InferenceSession | None = None, row_exact: bool = True, shared_scales: bool = False):
         """``batch_step``: the graph that runs two or more sequences (``t2s_step_batch`` of an int8 bundle);
         without it ``step`` does when it is ``row_exact``, computing each row of a batch as it would alone
-        (float weights; a graph with dynamically quantized activations shares one scale across the batch)."""
+        (float weights; a graph with dynamically quantized activations shares one scale across the batch).
+        ``shared_scales``: an int8 cache's scales are the bundle's, not each sequence's (``int8-shared``)."""
         self.prefill_session = prefill
         self.step_session = step
         self.batch_session = batch_step or (step if row_exact else None)
@@ -198,8 +200,9 @@ class T2SRunner:
         self.vocab = int(step.get_outputs()[0].shape[1])
         self.cache_dtype = cache_dtype(step)
         device = cache_device(step.get_providers(), self.cache_dtype)
-        # an int8 cache's scales come from each sequence's own prefill, and the attention node takes one set
-        self.batchable = (self.batch_session is not None and self.cache_dtype != np.int8 and device == "cpu"
+        # the attention node takes one set of int8 cache scales: per-sequence ones (--kv-cache int8) cannot share
+        self.batchable = (self.batch_session is not None and (self.cache_dtype != np.int8 or shared_scales)
+                          and device == "cpu"
                           and all(isinstance(_token_batch(s), str) for s in (step, self.batch_session)))
 
     def decode(
@@ -307,6 +310,12 @@ class DecodeBatch:
         shape = sources[0][0]
         capacity = max(cache.capacity for cache, _ in sources)
         new = KVCache(shape.n_layer, shape.n_head, shape.head_dim, capacity, shape.dtype, batch=len(lengths))
+        new.k_scale, new.v_scale = shape.k_scale, shape.v_scale
+        if extra is not None and old is not None and extra.k_scale is not None and not all(
+                np.array_equal(a, b) for a, b in zip(extra.k_scale + extra.v_scale, old.k_scale + old.v_scale,
+                                                     strict=True)):
+            raise ValueError("t2s_prefill gave this sequence other int8 cache scales than the batch's: only a "
+                             "bundle quantized with --kv-cache int8-shared batches an int8 cache")
         for row, ((cache, b), n) in enumerate(zip(sources, lengths, strict=True)):
             for layer in range(new.n_layer):
                 new.k[layer][row, :, :n] = cache.k[layer][b, :, :n]

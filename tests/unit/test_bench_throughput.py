@@ -7,14 +7,17 @@ from pathlib import Path
 import numpy as np
 
 from bench import workload as w
-from bench.measure import profile, throughput
+from bench.measure import throughput
 from daemon.audio.wav import encode_wav
 from daemon.model.bundle import Bundle
 from daemon.model.engine import Engine
+from daemon.model.hardware import CPU, HardwareProfile
 
 
 def test_throughput_names_every_batch_size_concurrency_and_first_audio(demo_bundle: Path, tmp_path: Path) -> None:
-    engine = Engine(Bundle.load(demo_bundle), profile(2, "cpu"), tmp_path, max_batch=max(w.BATCH_SIZES))
+    # bench.measure.profile's, without its process-wide thread pool (the sessions of later tests could not start)
+    hardware = HardwareProfile(name="bench-cpu", providers=[CPU], intra_op_threads=2, inter_op_threads=1)
+    engine = Engine(Bundle.load(demo_bundle), hardware, tmp_path, max_batch=max(w.BATCH_SIZES))
     voice = engine.register_voice("bench", encode_wav(w.reference_clip(), w.SAMPLE_RATE), w.PROMPT_TEXT, w.LANG)
     phone_ids, bert, _ = engine.phones_and_bert(w.SENTENCE, w.LANG)
     phones = np.concatenate([voice.prompt_phone_ids, phone_ids])[None]

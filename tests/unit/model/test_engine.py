@@ -380,17 +380,18 @@ ANNOUNCEMENT = ("Attention please. The train to the airport leaves from platform
                 "Please mind the gap. Thank you for travelling with us.")
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize(("precision", "kv_cache"), [("fp32", "fp32"), ("int8", "fp32"), ("int8", "int8-shared")])
 def test_the_sentences_of_one_text_decode_together_with_the_audio_of_each_alone(
-        demo_bundle: Path, tmp_path: Path, precision: str) -> None:
+        demo_bundle: Path, tmp_path: Path, precision: str, kv_cache: str) -> None:
     """A five-sentence text decodes its first sentence alone and the others side by side (``max_batch`` 3, so the
-    fifth joins when one stops), and speaks exactly what the same engine speaks with batching off."""
+    fifth joins when one stops), and speaks exactly what the same engine speaks with batching off; also with the
+    int8 K/V cache whose scales every request shares."""
     from quantize.quantization import quantize_bundle
 
     path = demo_bundle
     if precision == "int8":
         path = tmp_path / "int8"
-        quantize_bundle(demo_bundle, path, "int8", fidelity=False, log=lambda _msg: None)
+        quantize_bundle(demo_bundle, path, "int8", fidelity=False, log=lambda _msg: None, kv_cache=kv_cache)
     profile = HardwareProfile.load("x86-cpu")
     batched = Engine(Bundle.load(path), profile, tmp_path / "state", max_batch=3)
     alone = Engine(Bundle.load(path), profile, tmp_path / "state", max_batch=1)

@@ -143,23 +143,42 @@ def _decodes(runner, n: int, seed: int):
     return runs
 
 
-@pytest.fixture(scope="module")
-def runners(demo_bundle, tmp_path_factory):
-    """The demo bundle's T2S runner as fp32 and as int8 (with its ``t2s_step_batch``), by name."""
+FLOAT_T2S = {"t2s_prefill": "fp32", "t2s_step": "fp32"}
+# name -> (preset, per-graph precisions, K/V cache) of the demo bundle's quantized forms
+QUANTIZED = {"int8": ("int8", {}, "fp32"), "fp32_kv": ("int8", FLOAT_T2S, "int8-shared"),
+             "int8_kv": ("int8", {}, "int8-shared"), "int8_kv_own": ("int8", {}, "int8")}
+
+
+def _runner(path: Path, shared_scales: bool | None = None):
     from daemon.model.bundle import Bundle
     from daemon.model.t2s import T2SRunner
+
+    bundle = Bundle.load(path)
+    prefill, step, *batch = [ort.InferenceSession(str(bundle.graph_path(g)), providers=["CPUExecutionProvider"])
+                             for g in ("t2s_prefill", "t2s_step", "t2s_step_batch") if bundle.has(g)]
+    shared = bundle.manifest.t2s.kv_cache == "int8-shared" if shared_scales is None else shared_scales
+    return T2SRunner(prefill, step, bundle.manifest.t2s.eos, *batch,
+                     row_exact=bundle.graphs["t2s_step"].precision != "int8", shared_scales=shared)
+
+
+@pytest.fixture(scope="module")
+def bundles(demo_bundle, tmp_path_factory) -> dict[str, Path]:
+    """The demo bundle as fp32, int8 (with its ``t2s_step_batch``), fp32 or int8 T2S with the int8 K/V cache of
+    calibrated scales (``int8-shared``), and int8 with each request's own cache scales, by name."""
     from quantize.quantization import quantize_bundle
 
-    int8 = tmp_path_factory.mktemp("int8") / "bundle"
-    quantize_bundle(demo_bundle, int8, "int8", fidelity=False, log=lambda _msg: None)
-    out = {}
-    for name, path in (("fp32", demo_bundle), ("int8", int8)):
-        bundle = Bundle.load(path)
-        prefill, step, *batch = [ort.InferenceSession(str(bundle.graph_path(g)), providers=["CPUExecutionProvider"])
-                                 for g in ("t2s_prefill", "t2s_step", "t2s_step_batch") if bundle.has(g)]
-        out[name] = T2SRunner(prefill, step, bundle.manifest.t2s.eos, *batch,
-                              row_exact=bundle.graphs["t2s_step"].precision != "int8")
+    out = {"fp32": demo_bundle}
+    for name, (preset, graphs, kv_cache) in QUANTIZED.items():
+        out[name] = tmp_path_factory.mktemp(name) / "bundle"
+        quantize_bundle(demo_bundle, out[name], preset, graphs, fidelity=False, log=lambda _msg: None,
+                        kv_cache=kv_cache)
     return out
+
+
+@pytest.fixture(scope="module")
+def runners(bundles):
+    """Each of :func:`bundles`' T2S runner, by name."""
+    return {name: _runner(path) for name, path in bundles.items()}
 
 
 def _assert_same(alone, batched) -> None:
@@ -171,11 +190,12 @@ def _assert_same(alone, batched) -> None:
             np.testing.assert_allclose(b, a, atol=1e-4)
 
 
-@pytest.mark.parametrize("precision", ["fp32", "int8"])
+@pytest.mark.parametrize("precision", ["fp32", "int8", "fp32_kv", "int8_kv"])
 def test_a_batch_decodes_each_sequence_as_alone(runners, precision: str) -> None:
     """Sequences of different lengths, sampling parameters and stops decoded in one batch get exactly the
     tokens they get alone with the same seed, their logits within 1e-4; the batch goes on after a sequence
-    has stopped. int8 runs its per-row ``t2s_step_batch`` for two or more and ``t2s_step`` for the last one."""
+    has stopped. int8 runs its per-row ``t2s_step_batch`` for two or more and ``t2s_step`` for the last one;
+    ``_kv``: with the int8 K/V cache of calibrated scales, which every sequence shares."""
     runner = runners[precision]
     assert runner.batchable
     alone = [r.to_end() for r in _decodes(runner, 4, seed=7)]
@@ -378,3 +398,30 @@ def test_a_decode_that_fails_to_start_fails_alone(runners) -> None:
     results = _in_threads([loop.submit(good).result, loop.submit(bad).result])
     _assert_same([alone], results[:1])
     assert isinstance(results[1], Exception)
+
+
+def test_an_int8_cache_with_each_requests_own_scales_decodes_in_turn(bundles, runners) -> None:
+    """``--kv-cache int8`` scales each sequence's cache by its own prefill: the runner does not batch it, and a
+    batch made to take such a sequence anyway is refused by name rather than decoding it with the wrong scales."""
+    from daemon.model.t2s import DecodeBatch
+
+    own = runners["int8_kv_own"]
+    assert not own.batchable and runners["int8_kv"].batchable
+    alone = [r.to_end() for r in _decodes(own, 2, seed=6)]
+    _assert_same(alone, own.decode_batch(_decodes(own, 2, seed=6)))  # in turn
+    forced = _runner(bundles["int8_kv_own"], shared_scales=True)
+    batch = DecodeBatch(forced)
+    first, second = _decodes(forced, 2, seed=6)
+    batch.join(first)
+    with pytest.raises(ValueError, match="int8-shared"):
+        batch.join(second)
+
+
+def test_calibrated_cache_scales_are_the_same_for_every_request(bundles) -> None:
+    """An ``int8-shared`` prefill returns its calibrated scales whatever it is given; ``int8``'s follow the input."""
+    for name, same in (("int8_kv", True), ("int8_kv_own", False)):
+        runner = _runner(bundles[name])
+        one, two = (run.prefill()[1] for run in _decodes(runner, 2, seed=8))
+        equal = all(np.array_equal(a, b) for a, b in zip(one.k_scale + one.v_scale, two.k_scale + two.v_scale,
+                                                         strict=True))
+        assert equal is same

@@ -15,6 +15,9 @@ Fidelity bounds, from measurements of the demo bundle (random weights, seed 1234
 * int8 K/V cache (opt-in ``--kv-cache int8``), fp32 weights so only the cache differs: demo logit cosine
   0.999998, max abs diff 0.005, top-1 100 %; full size with int8 weights 0.99497 against 0.99502 without ->
   cosine >= 0.999 and top-1 >= 95 % alone, and with int8 weights the same bounds as int8.
+* int8 K/V cache with calibrated scales (``--kv-cache int8-shared``), fp32 weights: demo logit cosine 0.999995, max
+  abs diff 0.009, top-1 100 %; full size with int8 weights 0.99323 against 0.99413 with each request's own
+  scales -> the same bounds as ``int8``.
 * static int8 vocoder (opt-in ``--graph sovits_decoder=int8``): SNR demo 20.7 dB, full size 24 dB ->
   >= 15 dB (a broken calibration or a quantized flow lands near 0 dB); log-mel distance demo 0.040 -> <= 0.15.
 """
@@ -281,6 +284,43 @@ def test_int8_prefill_cache_dequantizes_to_the_fp32_rows(demo: Path, kv8: Path):
         np.testing.assert_allclose(scale, np.abs(want).max(axis=3, keepdims=True) * KV_HEADROOM / 127, rtol=1e-5)
         assert np.all(np.abs(got.astype(np.float32) * scale - want) <= scale / 2 + 1e-6)
         assert np.abs(got).max() <= round(127 / KV_HEADROOM) + 1  # the headroom is left unused by the prefill
+
+
+@pytest.fixture(scope="module")
+def kv8_shared(demo: Path, quantized: Path) -> Path:
+    """Every graph fp32, int8 K/V cache with calibrated scales: the fidelity report measures that cache alone."""
+    out = quantized / "kv8-shared"
+    keep = {name: "fp32" for name in Bundle.load(demo).graphs}
+    quantize_bundle(demo, out, "int8", keep, kv_cache="int8-shared", **QUIET)
+    return out
+
+
+def test_a_shared_int8_cache_has_the_calibrated_scales_for_every_request_and_stays_within_bounds(
+        demo: Path, kv8_shared: Path):
+    """``int8-shared``: the prefill returns the scales calibrated at conversion whatever it is given, rows within
+    their channel's range dequantize to the fp32 prefill's within half a step (beyond it they are clipped), and
+    the fidelity report holds it to the int8 cache's bounds."""
+    from quantize.kv_cache import calibrated_scales
+
+    bundle = Bundle.load(kv8_shared)
+    assert bundle.manifest.t2s.kv_cache == bundle.manifest.provenance.quantization.kv_cache == "int8-shared"
+    calibrated = calibrated_scales(Bundle.load(demo).graph_path("t2s_prefill"))
+    cfg = bundle.manifest.t2s
+    for seed in (1, 2):
+        rng = np.random.default_rng(seed)
+        n = 7 + 5 * seed
+        feeds = {"phone_ids": rng.integers(0, cfg.phoneme_vocab_size, (1, n)).astype(np.int64),
+                 "bert": rng.standard_normal((1, 1024, n)).astype(np.float32),
+                 "prompt": rng.integers(0, cfg.eos, (1, 3 * n)).astype(np.int64)}
+        _, want_k, want_v = graph_session(Bundle.load(demo), "t2s_prefill").run(None, feeds)
+        _, k, v, k_scale, v_scale = graph_session(bundle, "t2s_prefill").run(None, feeds)
+        for want, got, scale, name in ((want_k, k, k_scale, "present_k"), (want_v, v, v_scale, "present_v")):
+            np.testing.assert_array_equal(scale, calibrated[name])
+            held = np.clip(want, -128 * scale, 127 * scale)  # the int8 range
+            assert np.all(np.abs(got.astype(np.float32) * scale - held) <= scale / 2 + 1e-6)
+    t2s = bundle.manifest.fidelity.graphs["t2s"]
+    assert 0.999 <= t2s["logit_cosine_min"] < 1.0 and t2s["logit_max_abs_diff"] > 0
+    assert t2s["top1_agreement"] >= 0.95
 
 
 def test_int8_kv_cache_speaks_through_the_engine(demo: Path, tmp_path: Path):
