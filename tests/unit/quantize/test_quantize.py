@@ -238,13 +238,18 @@ def test_static_int8_vocoder_is_opt_in_measured_and_speaks(demo: Path, tmp_path:
     assert np.isfinite(audio).all() and audio.size > 0.3 * engine.sample_rate and np.abs(audio).max() > 0
 
 
+def _cache_only(demo: Path, quantized: Path, kv_cache: str) -> Path:
+    """Every graph fp32 and the int8 K/V cache ``kv_cache``: the fidelity report then measures the cache alone."""
+    out = quantized / f"kv-{kv_cache}"
+    keep = {name: "fp32" for name in Bundle.load(demo).graphs}
+    quantize_bundle(demo, out, "int8", keep, kv_cache=kv_cache, **QUIET)
+    return out
+
+
 @pytest.fixture(scope="module")
 def kv8(demo: Path, quantized: Path) -> Path:
-    """Every graph fp32, int8 K/V cache: the fidelity report then measures the cache alone."""
-    out = quantized / "kv8"
-    keep = {name: "fp32" for name in Bundle.load(demo).graphs}
-    quantize_bundle(demo, out, "int8", keep, kv_cache="int8", **QUIET)
-    return out
+    """Each request's own cache scales."""
+    return _cache_only(demo, quantized, "int8")
 
 
 def test_int8_kv_cache_is_recorded_and_within_bounds(kv8: Path):
@@ -288,11 +293,8 @@ def test_int8_prefill_cache_dequantizes_to_the_fp32_rows(demo: Path, kv8: Path):
 
 @pytest.fixture(scope="module")
 def kv8_shared(demo: Path, quantized: Path) -> Path:
-    """Every graph fp32, int8 K/V cache with calibrated scales: the fidelity report measures that cache alone."""
-    out = quantized / "kv8-shared"
-    keep = {name: "fp32" for name in Bundle.load(demo).graphs}
-    quantize_bundle(demo, out, "int8", keep, kv_cache="int8-shared", **QUIET)
-    return out
+    """Cache scales calibrated at conversion, the same for every request."""
+    return _cache_only(demo, quantized, "int8-shared")
 
 
 def test_a_shared_int8_cache_has_the_calibrated_scales_for_every_request_and_stays_within_bounds(
