@@ -5,12 +5,14 @@ never more than one request ahead and a late urgent request still overtakes ever
 Audio flows through a :class:`Job` chunk by chunk, so output starts with the first sentence.
 
 With ``[[zones]]`` each zone is a lane of its own (hand-over slot, playback thread, priority order), so
-an announcement for one zone does not wait behind another zone's; synthesis stays one thread, and a
-request for several zones is synthesised once and starts in all of them together.
+an announcement for one zone does not wait behind another zone's, and a request for several zones is
+synthesised once and starts in all of them together.
 
-An engine that batches its decodes (``concurrency`` > 1) also gets that many publish lanes, each with a
-synthesis thread of its own, for the requests that do not play on the box's speaker (published, or answered
-over a Wyoming or HTTP connection): they are synthesised side by side, in the background, while the speaker's
+An engine that batches its decodes (``concurrency`` > 1) gets more synthesis threads. The speaker's lanes get
+up to ``concurrency`` of them (one per lane at most), each taking the most urgent request whose lanes are all
+free, so different zones' announcements are synthesised together. And that many publish lanes, each with a
+synthesis thread of its own, take the requests that do not play on the box's speaker (published, or answered
+over a Wyoming or HTTP connection): they are synthesised side by side in the background, while the speaker's
 lanes keep their order and priorities and their decodes go first.
 """
 
@@ -345,6 +347,7 @@ class Pipeline:
         concurrency = engine.concurrency if engine.concurrency > 1 else 0
         self._publish_lanes = [_Lane(None, f"playback:publish{i + 1}") for i in range(concurrency)]
         self._lanes = [self._default, *self._zones.values(), *self._publish_lanes]
+        self._speaker_threads = max(1, min(1 + len(self._zones), concurrency))
         self._running = False
         self._threads: list[threading.Thread] = []
         self.last_latency_ms: float | None = None
@@ -358,9 +361,9 @@ class Pipeline:
 
     @property
     def synthesis_threads(self) -> int:
-        """The speaker's synthesis thread and one per publish lane: how many requests can be out of the queue
+        """The speaker's synthesis threads and one per publish lane: how many requests can be out of the queue
         and under way (or waiting for the engine) at once."""
-        return 1 + len(self._publish_lanes)
+        return self._speaker_threads + len(self._publish_lanes)
 
     @property
     def busy(self) -> bool:
@@ -392,7 +395,9 @@ class Pipeline:
 
     def start(self) -> None:
         self._running = True
-        workers: list[tuple[Callable[[], None], str]] = [(self._synth_loop, "gsv-synthesis")]
+        workers: list[tuple[Callable[[], None], str]] = [
+            (self._synth_loop, "gsv-synthesis" if i == 0 else f"gsv-synthesis-{i + 1}")
+            for i in range(self._speaker_threads)]
         workers += [(lambda lane=lane: self._synth_loop(lane), f"gsv-synthesis:{lane.beat.split(':')[1]}")
                     for lane in self._publish_lanes]
         workers += [(lambda lane=lane: self._play_loop(lane), f"gsv-{lane.beat}") for lane in self._lanes]
@@ -537,7 +542,7 @@ class Pipeline:
     # -- synthesis ------------------------------------------------------------------------------
 
     def _synth_loop(self, publish: _Lane | None = None) -> None:
-        """The speaker's synthesis thread, or (``publish``) the one of a publish lane."""
+        """One of the speaker's synthesis threads, or (``publish``) the one of a publish lane."""
         while True:
             with self._cond:
                 request = None

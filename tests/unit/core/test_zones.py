@@ -80,7 +80,7 @@ class ZoneCard:
 class Rig:
     """A pipeline with two card zones (lobby, ward) and one topic zone (garden)."""
 
-    def __init__(self, ward_failures: int = 0) -> None:
+    def __init__(self, ward_failures: int = 0, engine: ToneEngine | None = None) -> None:
         self.log = Log()
         self.events = Events()
         self.lobby = ZoneCard("lobby", self.log)
@@ -89,7 +89,7 @@ class Rig:
         zones = [ZoneOutput("lobby", audio=self.lobby, lead_in_ms=100),  # type: ignore[arg-type]
                  ZoneOutput("ward", audio=self.ward, lead_in_ms=300),  # type: ignore[arg-type]
                  ZoneOutput("garden", publisher=self.garden, volume=0.5, lead_in_ms=0)]
-        self.engine = ToneEngine(seconds=0.05)
+        self.engine = engine or ToneEngine(seconds=0.05)
         self.pipeline = Pipeline(MemoryQueue(max_depth=8, dedup_window_s=0), self.engine,
                                  ToneEngine(seconds=0.05, name="fallback"), self.events, Published(), None,
                                  AudioSettings(retry_initial_s=0.05, retry_max_s=0.1), zones=zones)
@@ -314,3 +314,39 @@ def test_a_zone_plays_at_its_volume_for_the_time_of_day() -> None:
     assert rig.lobby.gains == [0.25, 1.0]  # the card is told its volume when it starts
     night, day = (np.concatenate(rig.garden.audio[rid]) for rid in ("night", "day"))
     assert np.allclose(night, day * 0.25) and np.abs(day).max() > 0  # the schedule, not the zone's volume (0.8)
+
+
+class HeldText(ToneEngine):
+    """An engine that batches (``concurrency`` 3) whose synthesis of ``held_text`` waits for ``release``."""
+
+    def __init__(self, held_text: str) -> None:
+        super().__init__(seconds=0.05, concurrency=3)
+        self.held_text = held_text
+        self.release = threading.Event()
+        self.holding = threading.Event()
+
+    def synthesize(self, text: str, voice: str | None, lang: str | None, speed: float = 1.0,
+                   sampling: Any = None, background: bool = False) -> Any:
+        if text == self.held_text:
+            self.holding.set()
+            self.release.wait(WAIT_S)
+        return super().synthesize(text, voice, lang, speed, sampling, background)
+
+
+def test_with_an_engine_that_batches_zones_are_synthesised_side_by_side() -> None:
+    """The lobby's announcement is still being synthesised when the ward's arrives: with an engine that batches,
+    another of the speaker's synthesis threads takes the ward's and it plays to the end meanwhile; both are
+    synthesised as the speaker's (foreground) work, and the lobby's then plays too."""
+    engine = HeldText("Lobby.")
+    with Rig(engine=engine) as rig:
+        assert rig.pipeline.synthesis_threads == 3 + 3  # three for the four speaker lanes, three publish lanes
+        rig.submit("lobby", ("lobby",), text="Lobby.")
+        assert engine.holding.wait(WAIT_S)
+        rig.submit("ward", ("ward",), text="Ward.")
+        ward = rig.events.wait("ward")
+        lobby_meanwhile = rig.events.kinds("lobby")
+        engine.release.set()
+        lobby = rig.events.wait("lobby")
+    assert ward["event"] == lobby["event"] == "done"
+    assert lobby_meanwhile == ["queued", "started"]
+    assert engine.background == [False, False]
