@@ -17,11 +17,14 @@ when there is none.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 from daemon.model.t2s import Decode, DecodeBatch, DecodeResult, T2SRunner
+
+log = logging.getLogger(__name__)
 
 
 class Ticket:
@@ -149,14 +152,21 @@ class DecodeLoop:
                         self._thread = None
                         return
                     self.cond.wait()  # background decodes held while foreground work is under way
-            for ticket in leaving:
-                self._rows[ticket.foreground].remove(ticket)
-                self._batches[ticket.foreground].leave(ticket.run)
-            for ticket in joining:
-                self._join(ticket)
-            foreground = bool(self._rows[True])
-            if self._rows[foreground] and (foreground or not self._foreground):
-                self._step(foreground)
+            try:
+                for ticket in leaving:
+                    self._rows[ticket.foreground].remove(ticket)
+                    self._batches[ticket.foreground].leave(ticket.run)
+                for ticket in joining:
+                    self._join(ticket)
+                foreground = bool(self._rows[True])
+                if self._rows[foreground] and (foreground or not self._foreground):
+                    self._step(foreground)
+            except Exception as exc:  # a fault outside a step (re-stacking a cache): what runs fails, the loop goes on
+                log.exception("the T2S decode loop failed")
+                running = [t for rows in self._rows.values() for t in rows] + [t for t in joining if not t.done]
+                self._batches = {True: DecodeBatch(self.runner), False: DecodeBatch(self.runner)}
+                self._rows = {True: [], False: []}
+                self._deliver([(t, None) for t in running], exc)
 
     def _admit(self) -> list[Ticket]:
         """The waiting decodes that fit now, foreground first; background ones only while no foreground work is

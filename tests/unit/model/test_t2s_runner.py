@@ -425,3 +425,27 @@ def test_calibrated_cache_scales_are_the_same_for_every_request(bundles) -> None
         equal = all(np.array_equal(a, b) for a, b in zip(one.k_scale + one.v_scale, two.k_scale + two.v_scale,
                                                          strict=True))
         assert equal is same
+
+
+def test_a_fault_in_the_loop_fails_what_runs_and_the_loop_goes_on(runners) -> None:
+    """Should re-stacking the batch cache fail (injected here), every decode in the loop ends with that error in
+    the thread that waits for it instead of waiting for ever, and the next decode handed over runs as usual."""
+    from daemon.model.decode_loop import DecodeLoop
+
+    runner = runners["fp32"]
+    loop = DecodeLoop(runner, max_batch=4)
+    first, second, later = _decodes(runner, 3, seed=12)
+    second.early_stop_num = first.early_stop_num = 400  # still running when the fault comes
+
+    def broken(run) -> None:
+        raise RuntimeError("re-stacking failed")
+
+    loop._batches[False].leave = broken  # type: ignore[method-assign]
+    tickets = [loop.submit(first, foreground=False), loop.submit(second, foreground=False)]
+    cut = tickets[1].tokens()
+    next(cut)
+    cut.close()  # its leave is where the fault comes
+    with pytest.raises(RuntimeError, match="re-stacking failed"):
+        tickets[0].result()
+    alone = _decodes(runner, 3, seed=12)[2].to_end()
+    _assert_same([alone], [loop.submit(later, foreground=False).result()])
