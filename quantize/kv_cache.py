@@ -42,16 +42,17 @@ CALIBRATION_PHONES = 40  # phones of a sentence and its reference transcript
 CALIBRATION_PROMPT = 150  # prompt tokens of a 6 s reference clip at 25 Hz
 
 
-def calibrated_scales(prefill: Path, headroom: float = KV_HEADROOM) -> dict[str, np.ndarray]:
+def calibrated_scales(prefill: Path, phone_vocab: int, token_vocab: int, headroom: float = KV_HEADROOM
+                      ) -> dict[str, np.ndarray]:
     """Per layer and channel, the scale that holds the largest K and V magnitude the float ``prefill`` gives
-    over CALIBRATION_RUNS seeded inputs, times ``headroom``: ``present_k`` / ``present_v`` [L, 1, H, 1, Dh]."""
+    over CALIBRATION_RUNS seeded inputs (phone ids below ``phone_vocab``, prompt tokens below ``token_vocab``:
+    the manifest's ``phoneme_vocab_size`` and ``vocab_size``), times ``headroom``: ``present_k`` /
+    ``present_v`` [L, 1, H, 1, Dh]."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(str(prefill), providers=["CPUExecutionProvider"])
     inputs = {i.name: i for i in session.get_inputs()}
     bert_dim = int(inputs["bert"].shape[1])
-    phone_vocab = _vocab(prefill, "phone_ids")
-    token_vocab = _vocab(prefill, "prompt")
     rng = np.random.default_rng(CALIBRATION_SEED)
     largest: dict[str, np.ndarray] = {}
     for run in range(CALIBRATION_RUNS):
@@ -66,29 +67,6 @@ def calibrated_scales(prefill: Path, headroom: float = KV_HEADROOM) -> dict[str,
             peak = np.abs(out[name]).max(axis=3, keepdims=True)
             largest[name] = peak if name not in largest else np.maximum(largest[name], peak)
     return {name: np.maximum(peak * headroom / 127, MIN_SCALE).astype(np.float32) for name, peak in largest.items()}
-
-
-def _vocab(path: Path, name: str) -> int:
-    """The number of rows of the embedding table that input ``name`` indexes (the Gather it feeds)."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    weights = {t.name: t for t in model.graph.initializer}
-    seen, frontier = {name}, [name]
-    while frontier:  # follow casts and reshapes from the input to its embedding lookup
-        current = frontier.pop()
-        for node in model.graph.node:
-            if current not in node.input:
-                continue
-            if node.op_type == "Gather" and node.input[1] == current and node.input[0] in weights:
-                return int(numpy_helper.to_array(weights[node.input[0]]).shape[0])
-            if node.op_type in ("Cast", "Reshape", "Unsqueeze", "Squeeze", "Identity", "Slice", "Concat"):
-                for out in node.output:
-                    if out not in seen:
-                        seen.add(out)
-                        frontier.append(out)
-    raise ValueError(f"{path.name}: found no embedding table that input {name!r} indexes")
 
 
 def quantize_prefill_outputs(path: Path, headroom: float = KV_HEADROOM,

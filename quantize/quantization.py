@@ -225,7 +225,8 @@ def int8_kv_cache(work: Path, manifest: Manifest, plan: dict[str, str], log: Log
                                 "fp32 or int8")
     graphs = dict(manifest.graphs)
     prefill = work / graphs["t2s_prefill"].file
-    scales = calibrated_scales(prefill) if kv_cache == "int8-shared" else None
+    t2s = manifest.t2s
+    scales = calibrated_scales(prefill, t2s.phoneme_vocab_size, t2s.vocab_size) if kv_cache == "int8-shared" else None
     for name, rewrite in (("t2s_prefill", lambda path: quantize_prefill_outputs(path, scales=scales)),
                           ("t2s_step", quantize_step_cache)):
         entry = graphs[name]

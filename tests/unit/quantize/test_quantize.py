@@ -306,8 +306,9 @@ def test_a_shared_int8_cache_has_the_calibrated_scales_for_every_request_and_sta
 
     bundle = Bundle.load(kv8_shared)
     assert bundle.manifest.t2s.kv_cache == bundle.manifest.provenance.quantization.kv_cache == "int8-shared"
-    calibrated = calibrated_scales(Bundle.load(demo).graph_path("t2s_prefill"))
     cfg = bundle.manifest.t2s
+    calibrated = calibrated_scales(Bundle.load(demo).graph_path("t2s_prefill"), cfg.phoneme_vocab_size,
+                                   cfg.vocab_size)
     for seed in (1, 2):
         rng = np.random.default_rng(seed)
         n = 7 + 5 * seed
