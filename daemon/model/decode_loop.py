@@ -61,7 +61,11 @@ class Ticket:
                     return
         finally:
             if not finished:
-                self._loop.withdraw(self)
+                self.withdraw()
+
+    def withdraw(self) -> None:
+        """Stop decoding it (its request was cut): :meth:`DecodeLoop.withdraw`."""
+        self._loop.withdraw(self)
 
     def result(self) -> DecodeResult:
         """Wait for the decode's end."""

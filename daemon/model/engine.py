@@ -357,11 +357,14 @@ class Engine:
         all_phones, all_bert, limit = self._decode_inputs(voice, phone_ids, bert)
         return Decode(self.t2s, all_phones, all_bert, voice.prompt_tokens[None], options.sampling, rng, limit)
 
+    def _submit(self, run: Decode, options: SynthesisOptions) -> Ticket:
+        """Hand ``run`` to the engine's :class:`DecodeLoop`, in the background batch for a background text."""
+        assert self.decodes is not None
+        return self.decodes.submit(run, foreground=not options.background)
+
     def _result(self, run: Decode, options: SynthesisOptions) -> DecodeResult:
         """Decode to the end: in the loop beside the other threads' decodes when the engine batches."""
-        if self.decodes is None:
-            return run.to_end()
-        return self.decodes.submit(run, foreground=not options.background).result()
+        return run.to_end() if self.decodes is None else self._submit(run, options).result()
 
     def semantic_tokens(self, voice: Voice, phone_ids: np.ndarray, bert: np.ndarray, options: SynthesisOptions,
                         rng: np.random.Generator, started: Ticket | None = None) -> np.ndarray:
@@ -384,10 +387,8 @@ class Engine:
         the others decoding beside its vocoder, it came half as late again); the others then decode side by side
         (a waiting one joins when another stops). Each segment gets the tokens it gets alone
         (:meth:`semantic_tokens`), retries included."""
-        assert self.decodes is not None
-        foreground = not options.background
         yield self.semantic_tokens(voice, *inputs[0], options, rngs[0])
-        tickets = [self.decodes.submit(self._decode(voice, *segment, options, rng), foreground)
+        tickets = [self._submit(self._decode(voice, *segment, options, rng), options)
                    for segment, rng in zip(inputs[1:], rngs[1:], strict=True)]
         try:
             for i, ticket in enumerate(tickets, start=1):
@@ -395,7 +396,7 @@ class Engine:
         finally:
             for ticket in tickets:
                 if not ticket.done:
-                    self.decodes.withdraw(ticket)
+                    ticket.withdraw()
 
     def decode_audio(self, tokens: np.ndarray, phone_ids: np.ndarray, ge: np.ndarray, speed: float,
                      noise_scale: float, rng: np.random.Generator) -> np.ndarray:
@@ -486,7 +487,7 @@ class Engine:
         held = np.zeros(0, np.float32)  # the previous chunk's last `fade` samples, waiting for the cross-fade
         sizes = chunk_sizes(options.chunk_tokens)
         size = next(sizes)
-        for token in run if self.decodes is None else self.decodes.submit(run, not options.background).tokens():
+        for token in run if self.decodes is None else self._submit(run, options).tokens():
             tokens.append(token)
             if len(tokens) - done >= size:
                 piece, held = self._vocode_chunk(tokens, done, phone_ids, voice, options, noise_rng, held, fade, False)
