@@ -167,10 +167,7 @@ class DecodeLoop:
                     self._step(foreground)
             except Exception as exc:  # a fault outside a step (re-stacking a cache): what runs fails, the loop goes on
                 log.exception("the T2S decode loop failed")
-                running = [t for rows in self._rows.values() for t in rows] + [t for t in joining if not t.done]
-                self._batches = {True: DecodeBatch(self.runner), False: DecodeBatch(self.runner)}
-                self._rows = {True: [], False: []}
-                self._deliver([(t, None) for t in running], exc)
+                self._fail((True, False), exc, [t for t in joining if not t.done])
 
     def _admit(self) -> list[Ticket]:
         """The waiting decodes that fit now, foreground first; background ones only while no foreground work is
@@ -200,13 +197,18 @@ class DecodeLoop:
             out = self._batches[foreground].step()
             self.steps[foreground] += 1
         except Exception as exc:  # the whole batch's step failed: every decode in it ends with the error
-            self._batches[foreground] = DecodeBatch(self.runner)
-            self._rows[foreground] = []
-            self._deliver([(t, None) for t in rows], exc)
+            self._fail((foreground,), exc)
             return
         tickets = {id(t.run): t for t in rows}
         self._rows[foreground] = [t for t in rows if not t.run.finished]
         self._deliver([(tickets[id(run)], token) for run, token in out])
+
+    def _fail(self, kinds: tuple[bool, ...], error: BaseException, others: list[Ticket] | None = None) -> None:
+        """End every decode in the batches ``kinds`` (and ``others``) with ``error``; those batches start empty."""
+        failed = [t for kind in kinds for t in self._rows[kind]] + (others or [])
+        for kind in kinds:
+            self._batches[kind], self._rows[kind] = DecodeBatch(self.runner), []
+        self._deliver([(t, None) for t in failed], error)
 
     def _deliver(self, results: list[tuple[Ticket, int | None]], error: BaseException | None = None) -> None:
         with self.cond:
